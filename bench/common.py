@@ -1,0 +1,64 @@
+"""Shared pieces of the benchmarks: data location, the BigBasket split, the BENCHMARKS.md writer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import platform
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TAXMIG_DATA_DIR", ROOT.parent / "shared" / "data"))
+BIGBASKET = DATA / "bigbasket" / "products.csv"
+
+
+def normalised_name(name: str | None) -> str:
+    return re.sub(r"\s+", " ", (name or "").lower()).strip()
+
+
+def in_test_split(name: str | None, test_percent: int = 20) -> bool:
+    """Deterministic split by normalised product name: near-duplicate listings stay together."""
+    digest = hashlib.sha1(normalised_name(name).encode()).hexdigest()
+    return int(digest[:8], 16) % 100 < test_percent
+
+
+def bigbasket_split(limit: int | None = None, test_percent: int = 20) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(target 80%, source 20%) of BigBasket, split by normalised product name; columns as in the file."""
+    frame = pl.read_csv(BIGBASKET, infer_schema=False).select(
+        ["index", "product", "category", "sub_category", "brand"])
+    if limit:
+        frame = frame.sample(n=min(limit, frame.height), seed=0, shuffle=True).sort(
+            pl.col("index").cast(pl.Int64))
+    test = pl.Series([in_test_split(n, test_percent) for n in frame["product"]])
+    return frame.filter(~test), frame.filter(test)
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    return f"{platform.machine()}, {cpus} cores, Python {platform.python_version()}"
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+
+def append_benchmark(section: str, table_md: str, notes: str = "") -> Path:
+    """Append a dated section with the command and machine to BENCHMARKS.md."""
+    path = ROOT / "BENCHMARKS.md"
+    if not path.exists():
+        path.write_text("# Benchmarks\n\nEvery table below was written by the command shown above it, "
+                        "on the machine named, on the date given. Rows in one table come from one run.\n")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"\n## {section} — {stamp}\n\n"
+             f"- command: `{command_line()}`\n- machine: {machine()}\n\n{table_md}\n")
+    if notes:
+        block += f"\n{notes}\n"
+    with path.open("a") as fh:
+        fh.write(block)
+    return path

@@ -1,0 +1,155 @@
+"""The ``taxmig`` command line: a thin click layer over the library.
+
+Exit codes (for schedulers): 0 success; 1 an error the message explains (bad input, missing
+model, output exists, ...); 2 a usage error (unknown option, missing argument).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from migrate import __version__
+from migrate.errors import TaxmigError
+
+log = logging.getLogger("taxmig")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s" if verbose else "%(message)s",
+                        stream=sys.stderr, force=True)
+    for noisy in ("sentence_transformers", "transformers", "huggingface_hub", "faiss", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the per-weight "Loading weights" bar is noise for users
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class TaxmigGroup(click.Group):
+    """Turns library errors into one-line messages (exit 1) and never shows a traceback by default."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TaxmigError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; no output was written") from None
+        except Exception as exc:  # a bug: say so in one line, details with --debug
+            if ctx.params.get("debug") or "--debug" in sys.argv:
+                traceback.print_exc()
+            raise click.ClickException(
+                f"unexpected {exc.__class__.__name__}: {exc} (a bug in taxmig; run again with --debug "
+                "for the traceback and report it)") from None
+
+
+@click.group(cls=TaxmigGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="taxmig")
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+def main(debug: bool) -> None:
+    """Move retail product catalogs from one taxonomy to another.
+
+    \b
+    Examples:
+      taxmig migrate products.csv --target-taxonomy taxonomy.txt -o mapping.xlsx
+      taxmig migrate shop_a.parquet --target-catalog shop_b.csv -o mapping.csv --overwrite
+    """
+
+
+def _float_opt(name: str, default: float, help_: str):
+    return click.option(name, type=float, default=default, show_default=True, help=help_)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target-catalog", type=click.Path(dir_okay=False, path_type=Path),
+              help="Labelled target products (CSV/TSV/XLSX/Parquet/JSONL); their categories are the targets.")
+@click.option("--target-taxonomy", type=click.Path(dir_okay=False, path_type=Path),
+              help="Target categories: Google 'id - path' text, one path per line, YAML full_names, or a table.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Mapping file; the extension picks the format: .xlsx, .csv or .parquet.")
+@click.option("--source-id", help="Source id column (default: id/sku/index…, else the row number).")
+@click.option("--source-text", help="Source text columns, comma separated (default: name/title/product, brand, description).")
+@click.option("--source-category", help="Source category: one path column ('A > B') or level columns 'category,sub_category'.")
+@click.option("--target-id", help="Target catalog id column.")
+@click.option("--target-text", help="Target catalog text columns, comma separated.")
+@click.option("--target-category", help="Target catalog category column(s).")
+@click.option("--taxonomy-column", help="Path column when --target-taxonomy is a table.")
+@click.option("--leaves-only", is_flag=True, help="Only leaf categories are valid targets.")
+@click.option("--category-context/--no-category-context", default=True, show_default=True,
+              help="Append the source category path to the product text that is embedded.")
+@click.option("--model", default=None, help="Encoder: a model folder, a hub id, or omit for the bundled all-MiniLM-L6-v2.")
+@click.option("--allow-download", is_flag=True, help="Allow fetching a hub model (otherwise the hub stays offline).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a hub model to run (off by default).")
+@click.option("--device", default=None, help="torch device for encoding (default: cuda if present, else cpu).")
+@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="Candidate categories kept per product (the top one plus alternatives).")
+@click.option("--neighbours", type=click.IntRange(1, 200), default=20, show_default=True,
+              help="Nearest target products that vote.")
+@_float_opt("--min-confidence", 0.8, "LOW_CONFIDENCE below this calibrated confidence.")
+@_float_opt("--min-raw-score", 0.5, "LOW_CONFIDENCE below this top score when confidence is not calibrated (taxonomy only).")
+@_float_opt("--min-margin", 0.1, "LOW_MARGIN when top-1 minus top-2 score is below this.")
+@_float_opt("--min-similarity", 0.45, "NO_MATCH when the nearest target product's cosine is below this.")
+@_float_opt("--min-label-similarity", 0.2, "NO_MATCH (taxonomy only) when the best label cosine is below this.")
+@_float_opt("--split-min-share", 0.1, "SOURCE_SPLIT on rows whose target holds less than this share of their source category.")
+@_float_opt("--lexical-min-ratio", 95.0, "LEXICAL_CONFLICT when a source category name matches another target at this rapidfuzz ratio.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Encoding batch size.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV/JSONL/text inputs.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or progress messages.")
+@click.option("-v", "--verbose", count=True, help="More log detail (-vv for library logs).")
+def migrate(source, target_catalog, target_taxonomy, output, source_id, source_text, source_category,
+            target_id, target_text, target_category, taxonomy_column, leaves_only, category_context, model, allow_download,
+            trust_remote_code, device, top_k, neighbours, min_confidence, min_raw_score, min_margin, min_similarity,
+            min_label_similarity, split_min_share, lexical_min_ratio, batch_size, encoding, overwrite,
+            quiet, verbose) -> None:
+    """Map every product of SOURCE to a target category and write a review-ready mapping.
+
+    \b
+    Examples:
+      taxmig migrate sample_catalogs/bigbasket_sample.csv \\
+          --target-taxonomy sample_catalogs/google_taxonomy_subset.txt -o out/mapping.xlsx
+      taxmig migrate source.csv --target-catalog target.csv --target-category category,sub_category \\
+          -o mapping.parquet --model models/retail-minilm
+    """
+    from migrate.flags import Thresholds
+    from migrate.output import check_output, write_output
+    from migrate.pipeline import run_migration
+    from migrate.scoring import ScoringParams
+    from migrate.settings import MigrationSettings
+
+    _setup_logging(verbose, quiet)
+    check_output(output, overwrite=overwrite)  # fail before the slow part
+    settings = MigrationSettings(
+        source=source, target_catalog=target_catalog, target_taxonomy=target_taxonomy,
+        source_id=source_id, source_text=source_text, source_category=source_category,
+        target_id=target_id, target_text=target_text, target_category=target_category,
+        taxonomy_column=taxonomy_column, leaves_only=leaves_only, category_context=category_context, model=model, allow_download=allow_download,
+        trust_remote_code=trust_remote_code, device=device, batch_size=batch_size, encoding=encoding,
+        scoring=ScoringParams(k=neighbours, top_n=top_k),
+        thresholds=Thresholds(min_confidence=min_confidence, min_raw_score=min_raw_score, min_margin=min_margin, min_similarity=min_similarity,
+                              min_label_similarity=min_label_similarity, split_min_share=split_min_share,
+                              lexical_min_ratio=lexical_min_ratio),
+        progress=not quiet)
+    result = run_migration(settings)
+    written = write_output(result, output, overwrite=overwrite)
+    info = result.summary_dict()
+    review = info.get("Rows needing review", 0)
+    click.echo(f"mapped {result.mapping.height} of {info.get('Source rows')} source rows "
+               f"({len(result.rejects.filter(result.rejects['file'] == 'source'))} rejected); "
+               f"{review} need review; wrote {', '.join(str(p) for p in written)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

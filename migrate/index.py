@@ -1,0 +1,73 @@
+"""FAISS inner-product search over unit vectors (so scores are cosine similarities).
+
+Exact search (``IndexFlatIP``) by default; an HNSW graph when the indexed set is larger than
+``exact_limit``; the flat index moves to the GPU when faiss-gpu and a GPU are present.
+
+>>> index = build_index(np.eye(3, dtype=np.float32))
+>>> sims, ids = search(index, np.eye(3, dtype=np.float32)[:1], k=2)
+>>> ids[0].tolist()
+[0, 1]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXACT_LIMIT = 250_000
+HNSW_NEIGHBOURS = 32
+HNSW_EF_SEARCH = 128
+
+
+def gpu_count() -> int:
+    """Number of GPUs faiss can use (0 with faiss-cpu)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get()) if get else 0
+    except RuntimeError:  # pragma: no cover - driver problems
+        return 0
+
+
+@dataclass
+class VectorIndex:
+    """A faiss index and a words-for-people description of it (reported in the Summary)."""
+
+    index: faiss.Index
+    kind: str
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+
+def build_index(vectors: np.ndarray, *, exact_limit: int = EXACT_LIMIT, use_gpu: bool | None = None) -> VectorIndex:
+    """Index ``vectors`` (n, d), float32 unit rows. Returns an index whose ids are row numbers."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if n > exact_limit:
+        index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        kind = "HNSW (approximate)"
+    else:
+        index = faiss.IndexFlatIP(dim)
+        kind = "flat (exact)"
+    if (use_gpu if use_gpu is not None else gpu_count() > 0) and kind.startswith("flat") and gpu_count() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+        kind += " on GPU"
+    index.add(vectors)
+    log.info("built %s index over %d vectors", kind, n)
+    return VectorIndex(index, kind)
+
+
+def search(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (similarities, ids); ids are -1 where the index holds fewer than ``k`` vectors."""
+    k = max(1, min(k, index.ntotal)) if index.ntotal else 1
+    if len(queries) == 0 or index.ntotal == 0:
+        return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
+    sims, ids = index.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return sims, ids

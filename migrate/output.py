@@ -1,0 +1,98 @@
+"""Write a :class:`MigrationResult` as .xlsx, .csv or .parquet, atomically and never over an
+existing file unless asked.
+
+- ``.xlsx``: the review workbook (Summary, Mapping, Review, Crosswalk, Rejects).
+- ``.csv`` / ``.parquet``: the mapping table, plus ``<name>.rejects.<ext>`` and
+  ``<name>.summary.json`` beside it, so no input row is lost in machine formats either.
+  CSV text cells that could run as spreadsheet formulas get a leading apostrophe.
+
+>>> write_output(result, Path("out/mapping.xlsx"), overwrite=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import polars as pl
+
+from migrate.cells import escape_csv_text
+from migrate.errors import OutputExistsError, TaxmigError
+from migrate.result import MigrationResult
+
+log = logging.getLogger(__name__)
+FORMATS = (".xlsx", ".csv", ".parquet")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def output_paths(path: Path) -> list[Path]:
+    """Every file a write to ``path`` creates."""
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
+        return [path]
+    stem = path.with_suffix("")
+    return [path, Path(f"{stem}.rejects{suffix}"), Path(f"{stem}.summary.json")]
+
+
+def check_output(path: str | Path, *, overwrite: bool) -> Path:
+    """Validate the output path before any work: known format, not existing unless ``overwrite``."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise TaxmigError(f"{path}: unknown output format '{path.suffix or '(none)'}'",
+                          hint=f"end the -o path in {', '.join(FORMATS)}")
+    if path.is_dir():
+        raise TaxmigError(f"{path} is a folder", hint="give a file name such as out/mapping.xlsx")
+    if not overwrite:
+        for existing in output_paths(path):
+            if existing.exists():
+                raise OutputExistsError(existing)
+    return path
+
+
+def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
+    text_cols = [c for c, t in frame.schema.items() if t == pl.String]
+    return frame.with_columns([pl.col(c).map_elements(escape_csv_text, return_dtype=pl.String) for c in text_cols])
+
+
+def _write(path: Path, writer: Callable[[Path], None]) -> None:
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    log.info("wrote %s", path)
+
+
+def write_output(result: MigrationResult, path: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Write ``result`` in the format ``path``'s extension names; returns the files written."""
+    path = check_output(path, overwrite=overwrite)
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
+        from migrate.workbook import write_workbook
+
+        _write(path, lambda tmp: write_workbook(result, tmp))
+        return [path]
+    _, rejects_path, summary_path = output_paths(path)
+    if suffix == ".csv":
+        _write(path, lambda tmp: _escaped(result.mapping).write_csv(tmp))
+        _write(rejects_path, lambda tmp: _escaped(result.rejects).write_csv(tmp))
+    else:
+        _write(path, lambda tmp: result.mapping.write_parquet(tmp))
+        _write(rejects_path, lambda tmp: result.rejects.write_parquet(tmp))
+    _write(summary_path, lambda tmp: tmp.write_text(json.dumps(result.summary_dict(), indent=2, default=str)))
+    return [path, rejects_path, summary_path]

@@ -1,0 +1,44 @@
+"""What a migration produces, independent of the file format it is written in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+MAPPING_COLUMNS = [
+    "source_row", "source_id", "source_text", "source_category",
+    "target_category", "target_id", "confidence", "margin", "needs_review", "flags",
+    "alt1_category", "alt1_score", "alt2_category", "alt2_score",
+    "score", "nearest_target", "nearest_similarity",
+]
+REJECT_COLUMNS = ["file", "row", "id", "reason", "text"]
+CROSSWALK_COLUMNS = ["source_category", "target_category", "count", "share", "mean_confidence"]
+
+
+@dataclass
+class MigrationResult:
+    """The mapping of one run.
+
+    - ``mapping``: one row per mapped source product (:data:`MAPPING_COLUMNS`), in file order.
+    - ``rejects``: every input row not mapped (source and target files), with the reason.
+    - ``crosswalk``: source category -> target category counts, shares and mean confidence.
+    - ``summary``: ordered (label, value) pairs for the Summary sheet and the JSON sidecar.
+    - ``target_categories``: the valid decisions a reviewer may pick.
+    """
+
+    mapping: pl.DataFrame
+    rejects: pl.DataFrame
+    crosswalk: pl.DataFrame
+    summary: list[tuple[str, Any]]
+    target_categories: list[str]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    calibrated: bool = False
+
+    def review(self) -> pl.DataFrame:
+        """Flagged rows, lowest confidence first."""
+        return self.mapping.filter(pl.col("needs_review")).sort("confidence")
+
+    def summary_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.summary}

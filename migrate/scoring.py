@@ -1,0 +1,115 @@
+"""Per-category scores for each product from its nearest target products and the category labels.
+
+For a product, category c scores
+
+    score(c) = (1 - w) * vote(c) + w * label(c)
+
+where ``vote`` is the similarity-weighted vote of the ``k`` nearest target products
+(weights ``exp((sim - best_sim) / vote_temperature)``, normalised to sum to 1) and ``label`` is
+a softmax over the cosine between the product and the category's path text (temperature
+``label_temperature``, over the ``label_candidates`` nearest labels). With no target products
+(a taxonomy file only) the score is the label part alone. Scores lie in [0, 1] and sum to at
+most 1 per product, so ``margin = top1 - top2`` is comparable across runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """Knobs of :func:`score_categories`; defaults chosen on the BigBasket benchmark (bench/)."""
+
+    k: int = 20
+    vote_temperature: float = 0.05
+    label_weight: float = 0.1
+    label_temperature: float = 0.05
+    label_candidates: int = 50
+    top_n: int = 3
+
+
+@dataclass
+class CategoryScores:
+    """Top categories per product (indices into the category list, -1 where fewer exist)."""
+
+    top_ids: np.ndarray      # (n, top_n) int
+    top_scores: np.ndarray   # (n, top_n) float
+    nearest_sim: np.ndarray  # (n,) cosine of the nearest target product (nan without products)
+    nearest_idx: np.ndarray  # (n,) row of the nearest target product (-1 without products)
+    label_sim: np.ndarray    # (n,) cosine between the product and the top category's label
+
+    @property
+    def margin(self) -> np.ndarray:
+        second = np.where(self.top_ids[:, 1] >= 0, self.top_scores[:, 1], 0.0) if self.top_ids.shape[1] > 1 else 0.0
+        return self.top_scores[:, 0] - second
+
+    def features(self) -> np.ndarray:
+        """The inputs of the confidence calibrator: top score, margin, nearest and label similarity."""
+        nearest = np.nan_to_num(self.nearest_sim, nan=0.0)
+        return np.column_stack([self.top_scores[:, 0], self.margin, nearest, self.label_sim]).astype(np.float64)
+
+
+def _softmax_rows(values: np.ndarray, temperature: float, valid: np.ndarray) -> np.ndarray:
+    shifted = np.where(valid, values, -np.inf)
+    best = shifted.max(axis=1, keepdims=True)
+    best = np.where(np.isfinite(best), best, 0.0)
+    weights = np.where(valid, np.exp((values - best) / temperature), 0.0)
+    total = weights.sum(axis=1, keepdims=True)
+    return np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+
+
+def score_categories(n_categories: int, params: ScoringParams, *,
+                     nn_sims: np.ndarray | None, nn_categories: np.ndarray | None,
+                     label_sims: np.ndarray, label_ids: np.ndarray,
+                     nn_ids: np.ndarray | None = None) -> CategoryScores:
+    """Combine neighbour votes and label similarity into the top ``params.top_n`` categories.
+
+    ``nn_categories`` holds, for each neighbour, the category index of that target product
+    (-1 for padding); ``label_ids`` the category index of each label candidate (-1 padding).
+    """
+    n = len(label_sims)
+    top_n = min(params.top_n, n_categories)
+    top_ids = np.full((n, params.top_n), -1, dtype=np.int64)
+    top_scores = np.zeros((n, params.top_n), dtype=np.float64)
+    has_products = nn_sims is not None and nn_sims.size > 0
+    label_weight = params.label_weight if has_products else 1.0
+    nearest_sim = np.full(n, np.nan)
+    nearest_idx = np.full(n, -1, dtype=np.int64)
+    label_sim = np.zeros(n)
+    for start in range(0, n, CHUNK):
+        rows = slice(start, min(start + CHUNK, n))
+        m = rows.stop - rows.start
+        dense = np.zeros((m, n_categories), dtype=np.float64)
+        r_index = np.arange(m)[:, None]
+        lvalid = label_ids[rows] >= 0
+        lprob = _softmax_rows(label_sims[rows].astype(np.float64), params.label_temperature, lvalid)
+        np.add.at(dense, (np.broadcast_to(r_index, lprob.shape)[lvalid], label_ids[rows][lvalid]),
+                  label_weight * lprob[lvalid])
+        if has_products:
+            cats = nn_categories[rows]
+            valid = cats >= 0
+            vote = _softmax_rows(nn_sims[rows].astype(np.float64), params.vote_temperature, valid)
+            np.add.at(dense, (np.broadcast_to(r_index, vote.shape)[valid], cats[valid]),
+                      (1.0 - label_weight) * vote[valid])
+            first = np.where(valid[:, 0], nn_sims[rows][:, 0], np.nan)
+            nearest_sim[rows] = first
+            if nn_ids is not None:
+                nearest_idx[rows] = np.where(valid[:, 0], nn_ids[rows][:, 0], -1)
+        part = np.argpartition(-dense, top_n - 1, axis=1)[:, :top_n] if top_n < n_categories else \
+            np.tile(np.arange(n_categories), (m, 1))
+        part_scores = np.take_along_axis(dense, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        ids = np.take_along_axis(part, order, axis=1)[:, :top_n]
+        scores = np.take_along_axis(part_scores, order, axis=1)[:, :top_n]
+        ids = np.where(scores > 0, ids, -1)
+        top_ids[rows, :top_n] = ids
+        top_scores[rows, :top_n] = scores
+        # cosine between product and the label of its top category (0 if that label is not a candidate)
+        match = (label_ids[rows] == ids[:, :1]) & lvalid
+        label_sim[rows] = np.where(match.any(axis=1), np.where(match, label_sims[rows], -np.inf).max(axis=1), 0.0)
+    return CategoryScores(top_ids, top_scores, nearest_sim, nearest_idx, label_sim)

@@ -1,0 +1,68 @@
+"""Everything a migration run needs, validated in one place before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migrate.errors import TaxmigError
+from migrate.flags import Thresholds
+from migrate.scoring import ScoringParams
+
+
+@dataclass
+class MigrationSettings:
+    """Inputs and knobs of :func:`migrate.pipeline.run_migration`.
+
+    >>> MigrationSettings(source="a.csv").validate()
+    Traceback (most recent call last):
+    ...
+    migrate.errors.TaxmigError: a.csv: file not found; no target given (fix: ...)
+    """
+
+    source: str | Path
+    target_catalog: str | Path | None = None
+    target_taxonomy: str | Path | None = None
+    source_id: str | None = None
+    source_text: str | None = None
+    source_category: str | None = None
+    target_id: str | None = None
+    target_text: str | None = None
+    target_category: str | None = None
+    taxonomy_column: str | None = None
+    leaves_only: bool = False
+    category_context: bool = True
+    model: str | None = None
+    allow_download: bool = False
+    trust_remote_code: bool = False
+    device: str | None = None
+    batch_size: int = 64
+    encoding: str = "utf-8"
+    scoring: ScoringParams = field(default_factory=ScoringParams)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    calibration_limit: int = 20_000
+    progress: bool = True
+    seed: int = 0
+
+    def validate(self) -> "MigrationSettings":
+        """Collect every problem and raise one :class:`TaxmigError` naming them all."""
+        problems: list[str] = []
+        for label, value in (("source", self.source), ("target catalog", self.target_catalog),
+                             ("target taxonomy", self.target_taxonomy)):
+            if value is not None and not Path(value).is_file():
+                problems.append(f"{value}: file not found" if label == "source" else f"{label} {value}: file not found")
+        if self.target_catalog is None and self.target_taxonomy is None:
+            problems.append("no target given")
+        if self.scoring.top_n < 1:
+            problems.append("--top-k must be at least 1")
+        if self.scoring.k < 1:
+            problems.append("--neighbours must be at least 1")
+        if self.batch_size < 1:
+            problems.append("--batch-size must be at least 1")
+        for name, value in self.thresholds.as_dict().items():
+            if name.startswith(("min_", "split_min_share")) and not 0.0 <= value <= 1.0 and name != "lexical_min_ratio":
+                problems.append(f"threshold {name}={value} must lie between 0 and 1")
+        if problems:
+            raise TaxmigError("; ".join(problems),
+                              hint="pass --target-catalog FILE and/or --target-taxonomy FILE, and existing paths")
+        return self
