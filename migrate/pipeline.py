@@ -142,13 +142,12 @@ class Migrator:
     def from_settings(cls, settings: MigrationSettings) -> "Migrator":
         return cls(load_model(settings))
 
-    def run(self, settings: MigrationSettings) -> MigrationResult:
-        settings.validate()
+    def run(self, settings: MigrationSettings, inputs: "Inputs | None" = None) -> MigrationResult:
+        """Map ``settings.source``; ``inputs`` are the already-read files (read here if not given)."""
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        source = load_catalog(settings.source, role="source", id=settings.source_id, text=settings.source_text,
-                              category=settings.source_category, encoding=settings.encoding)
-        targets = load_targets(settings)
+        inputs = inputs or read_inputs(settings)
+        source, targets = inputs.source, inputs.targets
         embedder = Embedder(self.encoder.model, batch_size=settings.batch_size, progress=settings.progress)
         target_texts = [targets.catalog.texts[p] for p in targets.product_rows] if targets.catalog else []
         labels = [_label_text(c) for c in targets.categories]
@@ -336,8 +335,24 @@ def _crosswalk(mapping: pl.DataFrame) -> pl.DataFrame:
             .select(CROSSWALK_COLUMNS))
 
 
-def run_migration(settings: MigrationSettings, migrator: Migrator | None = None) -> MigrationResult:
-    """Load the model (unless a ``migrator`` is given) and run one migration."""
+@dataclass
+class Inputs:
+    """The source catalog and the targets, read and validated."""
+
+    source: Catalog
+    targets: Targets
+
+
+def read_inputs(settings: MigrationSettings) -> Inputs:
+    """Read and check every input file; bad input fails here, before the model is loaded."""
     settings.validate()
+    source = load_catalog(settings.source, role="source", id=settings.source_id, text=settings.source_text,
+                          category=settings.source_category, encoding=settings.encoding)
+    return Inputs(source, load_targets(settings))
+
+
+def run_migration(settings: MigrationSettings, migrator: Migrator | None = None) -> MigrationResult:
+    """Read the inputs, load the model (unless a ``migrator`` is given) and run one migration."""
+    inputs = read_inputs(settings)
     migrator = migrator or Migrator.from_settings(settings)
-    return migrator.run(settings)
+    return migrator.run(settings, inputs)

@@ -1,0 +1,187 @@
+"""The Excel writer: sheets, decision drop-down, review order, formula-injection safety."""
+
+from __future__ import annotations
+
+import os
+import random
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from openpyxl import Workbook, load_workbook
+
+from migrate.cells import escape_csv_text, is_formula_like, set_text
+from migrate.errors import TaxmigError
+from migrate.result import MAPPING_COLUMNS, REJECT_COLUMNS, MigrationResult
+from migrate.workbook import NEW_CATEGORY, write_workbook
+
+DATA_DIR = Path(os.environ.get("TAXMIG_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+BIGBASKET = DATA_DIR / "bigbasket" / "products.csv"
+CATEGORIES = [
+    "Food, Beverages & Tobacco > Food Items > Cooking & Baking Ingredients > Sugar",
+    "Health & Beauty > Personal Care > Hair Care > Hair Oil",
+    "Home & Garden > Kitchen & Dining > Food & Beverage Carriers > Water Bottles",
+    "Food, Beverages & Tobacco > Beverages > Tea & Infusions",
+    "=EVIL()+Category",
+]
+INJECTED = {2: '=HYPERLINK("http://x","click")', 3: "-5 kg Sugar", 4: "@SUM(A1)", 5: "=1+1"}
+N_ROWS = 50
+
+
+def _mapping(products: pl.DataFrame) -> pl.DataFrame:
+    """Mapping rows from real products, with faked model columns."""
+    rnd = random.Random(7)
+    texts = products["product"].to_list()
+    for i, text in INJECTED.items():
+        texts[i] = text
+    rows = []
+    for i, text in enumerate(texts):
+        confidence = rnd.random()
+        flagged = confidence < 0.4
+        rows.append({
+            "source_row": i + 2, "source_id": products["index"][i], "source_text": text,
+            "source_category": f"{products['category'][i]} > {products['sub_category'][i]}",
+            "target_category": CATEGORIES[i % len(CATEGORIES)], "target_id": str(100 + i % len(CATEGORIES)),
+            "confidence": confidence, "margin": rnd.random() / 4, "needs_review": flagged,
+            "flags": "LOW_CONFIDENCE" if flagged else "",
+            "alt1_category": CATEGORIES[(i + 1) % len(CATEGORIES)], "alt1_score": rnd.random(),
+            "alt2_category": None if i % 9 == 0 else CATEGORIES[(i + 2) % len(CATEGORIES)],
+            "alt2_score": float("nan") if i % 9 == 0 else rnd.random(),
+            "score": rnd.random(), "nearest_target": CATEGORIES[(i + 3) % len(CATEGORIES)],
+            "nearest_similarity": rnd.random(),
+        })
+    return pl.DataFrame(rows).select(MAPPING_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def result() -> MigrationResult:
+    if not BIGBASKET.exists():
+        pytest.skip(f"{BIGBASKET} not found (set TAXMIG_DATA_DIR)")
+    products = pl.read_csv(BIGBASKET, n_rows=N_ROWS, infer_schema_length=0)
+    mapping = _mapping(products)
+    crosswalk = (mapping.group_by("source_category", "target_category")
+                 .agg(pl.len().alias("count"), pl.col("confidence").mean().alias("mean_confidence"))
+                 .with_columns((pl.col("count") / mapping.height).alias("share"))
+                 .select("source_category", "target_category", "count", "share", "mean_confidence"))
+    summary = [("rows mapped", mapping.height), ("mean confidence", 0.5), ("calibrated", False),
+               ("thresholds", {"min_confidence": 0.4, "min_margin": 0.05}), ("model", None)]
+    return MigrationResult(mapping=mapping, rejects=pl.DataFrame(), crosswalk=crosswalk,
+                           summary=summary, target_categories=CATEGORIES)
+
+
+@pytest.fixture(scope="module")
+def xlsx(result: MigrationResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("wb") / "mapping.xlsx"
+    write_workbook(result, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wb(xlsx: Path) -> Workbook:
+    return load_workbook(xlsx)
+
+
+def _header(ws) -> list:
+    return [c.value for c in ws[1]]
+
+
+def test_sheet_order_and_states(wb: Workbook) -> None:
+    assert wb.sheetnames == ["Summary", "Mapping", "Review", "Crosswalk", "Rejects", "Categories"]
+    assert wb["Categories"].sheet_state == "hidden"
+    assert all(wb[n].sheet_state == "visible" for n in wb.sheetnames[:-1])
+
+
+def test_summary_rows(wb: Workbook) -> None:
+    ws = wb["Summary"]
+    assert ws["A1"].value == "taxmig mapping summary" and ws["A1"].font.bold
+    rows = [(r[0].value, r[1].value) for r in ws.iter_rows(min_row=2)]
+    assert rows[0] == ("Item", "Value")
+    assert ("rows mapped", N_ROWS) in rows and ("calibrated", False) in rows
+    assert ("  min_confidence", 0.4) in rows and ("thresholds", None) in rows
+
+
+def test_mapping_rows_and_header(wb: Workbook, result: MigrationResult) -> None:
+    ws = wb["Mapping"]
+    assert _header(ws) == MAPPING_COLUMNS + ["decision", "reviewer_note"]
+    assert ws.max_row == N_ROWS + 1
+    assert [c.value for c in ws["A"][1:]] == result.mapping["source_row"].to_list()
+    assert ws.freeze_panes == "D2" and ws.auto_filter.ref == f"A1:S{N_ROWS + 1}"
+    assert all(c.font.bold for c in ws[1])
+    confidence = ws.cell(2, MAPPING_COLUMNS.index("confidence") + 1)
+    assert confidence.number_format == "0.000" and isinstance(confidence.value, float)
+    assert isinstance(ws.cell(2, MAPPING_COLUMNS.index("needs_review") + 1).value, bool)
+    assert ws.cell(2, MAPPING_COLUMNS.index("alt2_score") + 1).value is None  # NaN -> empty
+
+
+def test_decision_dropdown_points_at_categories(wb: Workbook) -> None:
+    (dv,) = wb["Mapping"].data_validations.dataValidation
+    assert dv.type == "list" and dv.allow_blank and dv.errorStyle == "stop"
+    assert dv.formula1 == f"Categories!$A$1:$A${len(CATEGORIES) + 2}"
+    assert str(dv.sqref) == f"R2:R{N_ROWS + 1}"
+    assert "ACCEPT" in dv.prompt and NEW_CATEGORY in dv.prompt
+    listed = [c.value for c in wb["Categories"]["A"]]
+    assert listed == ["ACCEPT", NEW_CATEGORY, *CATEGORIES]
+    assert not wb["Review"].data_validations.dataValidation
+
+
+def test_injected_texts_stay_strings(wb: Workbook, xlsx: Path) -> None:
+    ws = wb["Mapping"]
+    for i, text in INJECTED.items():
+        cell = ws.cell(i + 2, MAPPING_COLUMNS.index("source_text") + 1)
+        assert (cell.value, cell.data_type, cell.quotePrefix) == (text, "s", True)
+    assert wb["Categories"]["A7"].value == "=EVIL()+Category"
+    assert wb["Categories"]["A7"].data_type == "s"
+    with zipfile.ZipFile(xlsx) as z:
+        sheets = [n for n in z.namelist() if n.startswith("xl/worksheets/sheet")]
+        assert sheets and not any(b"<f>" in z.read(n) for n in sheets)
+
+
+def test_review_is_flagged_rows_by_confidence(wb: Workbook, result: MigrationResult) -> None:
+    ws = wb["Review"]
+    assert _header(ws) == MAPPING_COLUMNS and ws.freeze_panes == "D2"
+    col = MAPPING_COLUMNS.index("confidence")
+    rows = list(ws.iter_rows(min_row=2, values_only=True))
+    assert len(rows) == int(result.mapping["needs_review"].sum()) > 0
+    assert all(r[MAPPING_COLUMNS.index("needs_review")] is True for r in rows)
+    assert [r[col] for r in rows] == sorted(r[col] for r in rows)
+
+
+def test_confidence_colour_scale(wb: Workbook) -> None:
+    for name in ("Mapping", "Review"):
+        ranges = {str(cf.sqref): [r.type for r in cf.rules] for cf in wb[name].conditional_formatting}
+        scale = [ref for ref, types in ranges.items() if "colorScale" in types]
+        assert len(scale) == 1 and scale[0].startswith("G2:G"), ranges
+
+
+def test_empty_rejects_still_have_header(wb: Workbook) -> None:
+    ws = wb["Rejects"]
+    assert _header(ws) == REJECT_COLUMNS and ws.max_row == 1
+
+
+def test_crosswalk(wb: Workbook, result: MigrationResult) -> None:
+    ws = wb["Crosswalk"]
+    assert _header(ws) == list(result.crosswalk.columns) and ws.max_row == result.crosswalk.height + 1
+    assert ws.cell(2, 4).number_format == "0.000" and ws.freeze_panes == "A2"
+
+
+def test_unwritable_path_is_a_taxmig_error(result: MigrationResult, tmp_path: Path) -> None:
+    with pytest.raises(TaxmigError, match="cannot write"):
+        write_workbook(result, tmp_path / "missing-folder" / "out.xlsx")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("=1+1", True), ("+44 20", True), ("-5 kg Sugar", True), ("@SUM(A1)", True),
+    ("\tx", True), ("\rx", True), ("Sugar 5 kg", False), ("", False), (" =1", False),
+])
+def test_is_formula_like(text: str, expected: bool) -> None:
+    assert is_formula_like(text) is expected
+    assert escape_csv_text(text) == ("'" + text if expected else text)
+
+
+def test_set_text_keeps_values_and_drops_illegal_characters() -> None:
+    ws = Workbook().active
+    for col, value in enumerate([1.5, True, None, "plain", "bad\x00\x07char"], start=1):
+        set_text(ws.cell(1, col), value)
+    assert [c.value for c in ws[1]] == [1.5, True, None, "plain", "badchar"]
+    assert ws["D1"].quotePrefix is False
