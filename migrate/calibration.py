@@ -59,3 +59,25 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(ece)
+
+
+def choose_min_confidence(confidence: np.ndarray, correct: np.ndarray, passes_other_flags: np.ndarray,
+                          target_precision: float, min_rows: int = 20) -> float | None:
+    """Lowest confidence threshold whose unflagged rows reach ``target_precision``.
+
+    Rows are those of the leave-one-out run; ``passes_other_flags`` marks rows no other flag
+    catches. Returns None when no threshold keeps ``min_rows`` rows at that precision.
+
+    >>> choose_min_confidence(np.array([0.99, 0.9, 0.8, 0.6]), np.array([1, 1, 0, 1]), np.ones(4, bool), 0.9, 1)
+    0.9
+    """
+    confidence = np.asarray(confidence, dtype=float)
+    keep = np.asarray(passes_other_flags, dtype=bool)
+    conf, right = confidence[keep], np.asarray(correct, dtype=float)[keep]
+    order = np.argsort(-conf, kind="stable")
+    conf, right = conf[order], right[order]
+    precision = np.cumsum(right) / np.arange(1, len(right) + 1)
+    # a threshold can only sit between distinct confidences: use the last row of each tie run
+    last_of_tie = np.r_[conf[1:] != conf[:-1], True]
+    ok = np.flatnonzero((precision >= target_precision) & last_of_tie & (np.arange(len(conf)) + 1 >= min_rows))
+    return float(conf[ok[-1]]) if ok.size else None

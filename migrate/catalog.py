@@ -57,7 +57,8 @@ class Catalog:
 
 def build_catalog(frame: pl.DataFrame, spec: ColumnSpec, *, path: Path, n_records: int,
                   rejects: Sequence[Reject] = (), category_required: bool = False) -> Catalog:
-    """Turn a read table into a :class:`Catalog`; empty text, empty or repeated ids become rejects."""
+    """Turn a read table into a :class:`Catalog`; an empty name (the first text column, even when a
+    later one such as the brand is filled), empty or repeated ids become rejects."""
     rejects = list(rejects)
     ids = (frame[ROW].cast(pl.String) if spec.id == ROW_ID else frame[spec.id]).fill_null("").to_list()
     text_cols = [frame[c].fill_null("").to_list() for c in spec.text]
@@ -68,23 +69,22 @@ def build_catalog(frame: pl.DataFrame, spec: ColumnSpec, *, path: Path, n_record
     for i, row in enumerate(rows):
         pid = ids[i].strip()
         text = TEXT_SEPARATOR.join(v for v in (_SPACE.sub(" ", col[i]).strip() for col in text_cols) if v)
-        if spec.category:
-            levels = [c[i] for c in cat_cols]
-            category = normalise_path(levels[0] if len(levels) == 1 else ">".join(levels))
-        else:
-            category = ""
+        levels = [c[i].strip() for c in cat_cols]
+        # a level left empty (e.g. no top category) makes the path wrong, not just shorter
+        category = normalise_path(" > ".join(levels)) if levels and all(levels) else ""
         if not pid:
             rejects.append(Reject(row=row, reason=f"empty id in column '{spec.id}'; give every product an id",
                                   text=text))
         elif pid in first_row:
             rejects.append(Reject(row=row, id=pid, text=text,
                                   reason=f"duplicate id '{pid}' (first at row {first_row[pid]}); ids must be unique"))
-        elif not text:
-            rejects.append(Reject(row=row, id=pid,
-                                  reason=f"empty text in {', '.join(spec.text)}; fill in the product name"))
+        elif not (text_cols[0][i].strip() if text_cols else text):  # the first text column is the name
+            rejects.append(Reject(row=row, id=pid, text=text,
+                                  reason=f"empty text in {spec.text[0] if spec.text else 'the text columns'} "
+                                         "(the product name); fill in the product name"))
         elif category_required and not category:
             rejects.append(Reject(row=row, id=pid, text=text,
-                                  reason=f"no category in {', '.join(spec.category)}; a target product needs one"))
+                                  reason=f"no category (or an empty level) in {', '.join(spec.category)}; a target product needs one"))
         else:
             first_row[pid] = row
             out_ids.append(pid)

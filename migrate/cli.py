@@ -97,7 +97,10 @@ def _float_opt(name: str, default: float, help_: str):
               help="Candidate categories kept per product (the top one plus alternatives).")
 @click.option("--neighbours", type=click.IntRange(1, 200), default=20, show_default=True,
               help="Nearest target products that vote.")
-@_float_opt("--min-confidence", 0.8, "LOW_CONFIDENCE below this calibrated confidence.")
+@click.option("--min-confidence", type=float, default=None,
+              help="LOW_CONFIDENCE below this calibrated confidence [default: the lowest that reaches "
+                   "--target-precision on the leave-one-out run].")
+@_float_opt("--target-precision", 0.97, "Precision the unflagged rows should reach (sets --min-confidence).")
 @_float_opt("--min-raw-score", 0.5, "LOW_CONFIDENCE below this top score when confidence is not calibrated (taxonomy only).")
 @_float_opt("--min-margin", 0.1, "LOW_MARGIN when top-1 minus top-2 score is below this.")
 @_float_opt("--min-similarity", 0.45, "NO_MATCH when the nearest target product's cosine is below this.")
@@ -111,7 +114,7 @@ def _float_opt(name: str, default: float, help_: str):
 @click.option("-v", "--verbose", count=True, help="More log detail (-vv for library logs).")
 def migrate(source, target_catalog, target_taxonomy, output, source_id, source_text, source_category,
             target_id, target_text, target_category, taxonomy_column, leaves_only, category_context, model, allow_download,
-            trust_remote_code, device, top_k, neighbours, min_confidence, min_raw_score, min_margin, min_similarity,
+            trust_remote_code, device, top_k, neighbours, min_confidence, target_precision, min_raw_score, min_margin, min_similarity,
             min_label_similarity, split_min_share, lexical_min_ratio, batch_size, encoding, overwrite,
             quiet, verbose) -> None:
     """Map every product of SOURCE to a target category and write a review-ready mapping.
@@ -138,7 +141,8 @@ def migrate(source, target_catalog, target_taxonomy, output, source_id, source_t
         taxonomy_column=taxonomy_column, leaves_only=leaves_only, category_context=category_context, model=model, allow_download=allow_download,
         trust_remote_code=trust_remote_code, device=device, batch_size=batch_size, encoding=encoding,
         scoring=ScoringParams(k=neighbours, top_n=top_k),
-        thresholds=Thresholds(min_confidence=min_confidence, min_raw_score=min_raw_score, min_margin=min_margin, min_similarity=min_similarity,
+        thresholds=Thresholds(min_confidence=min_confidence, target_precision=target_precision,
+                              min_raw_score=min_raw_score, min_margin=min_margin, min_similarity=min_similarity,
                               min_label_similarity=min_label_similarity, split_min_share=split_min_share,
                               lexical_min_ratio=lexical_min_ratio),
         progress=not quiet)

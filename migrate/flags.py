@@ -1,8 +1,10 @@
 """Flags that send a row to a person, and the thresholds behind them.
 
 - ``NO_MATCH``: nothing in the target is close (nearest target product, or best label, below a cosine).
-- ``LOW_CONFIDENCE``: calibrated confidence below ``min_confidence``; without calibration data (a
-  taxonomy file only) the raw top score below ``min_raw_score``.
+- ``LOW_CONFIDENCE``: calibrated confidence below ``min_confidence``. By default that threshold is
+  chosen per run: the lowest at which the leave-one-out rows left unflagged reach
+  ``target_precision``. Without calibration data (a taxonomy file only) the raw top score below
+  ``min_raw_score``.
 - ``LOW_MARGIN``: top-1 minus top-2 score below ``min_margin``.
 - ``SOURCE_SPLIT``: the row's source category scatters and this row went to a target that holds
   under ``split_min_share`` of that source category's products (a stray).
@@ -27,7 +29,8 @@ FLAG_ORDER = ("NO_MATCH", "LOW_CONFIDENCE", "LOW_MARGIN", "SOURCE_SPLIT", "LEXIC
 class Thresholds:
     """Defaults measured on the BigBasket benchmark (``bench/migrate_bench.py``)."""
 
-    min_confidence: float = 0.8
+    min_confidence: float | None = None  # None: chosen per run on leave-one-out (target_precision)
+    target_precision: float = 0.97
     min_raw_score: float = 0.5
     min_margin: float = 0.1
     min_similarity: float = 0.45
@@ -36,7 +39,7 @@ class Thresholds:
     split_min_products: int = 5
     lexical_min_ratio: float = 95.0
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
 
@@ -80,7 +83,8 @@ def compute_flags(*, confidence: np.ndarray, margin: np.ndarray, nearest_sim: np
     for src, tgt in zip(source_categories, target_categories):
         if src:
             groups[src][tgt] += 1
-    min_confidence = thresholds.min_confidence if calibrated else thresholds.min_raw_score
+    min_confidence = thresholds.min_confidence if calibrated and thresholds.min_confidence is not None \
+        else thresholds.min_raw_score
     lexical = lexical_targets(source_categories, all_targets, thresholds.lexical_min_ratio)
     for i in range(n):
         row = flags[i]

@@ -11,14 +11,14 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from migrate import __version__
-from migrate.calibration import ConfidenceCalibrator
+from migrate.calibration import ConfidenceCalibrator, choose_min_confidence
 from migrate.catalog import Catalog, load_catalog, normalise_text
 from migrate.embedding import Embedder
 from migrate.errors import TaxmigError
@@ -167,6 +167,7 @@ class Migrator:
         if product_index is not None:
             calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, label_index, targets, settings)
         confidence = calibrator.predict(scores.features())
+        thresholds = loo.get("thresholds", settings.thresholds)
         categories = np.asarray(targets.categories, dtype=object)
         top = scores.top_ids
         chosen = [categories[i] if i >= 0 else "" for i in top[:, 0]]
@@ -174,16 +175,16 @@ class Migrator:
                               label_sim=scores.label_sim, has_products=product_index is not None,
                               calibrated=calibrator.model is not None,
                               source_categories=source.categories, target_categories=chosen,
-                              all_targets=targets.categories, thresholds=settings.thresholds)
+                              all_targets=targets.categories, thresholds=thresholds)
         mapping = self._mapping_frame(source, targets, scores, confidence, flags, target_texts)
         rejects = _rejects_frame(source.rejects, targets.rejects)
         crosswalk = _crosswalk(mapping)
         seconds = time.perf_counter() - started
-        summary = self._summary(settings, when, source, targets, mapping, rejects, calibrator, loo,
+        summary = self._summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
                                 label_index, product_index, embedder, seconds)
         return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk, summary=summary,
                                target_categories=list(targets.categories),
-                               thresholds=settings.thresholds.as_dict(), calibrated=calibrator.model is not None)
+                               thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None)
 
     def _score(self, queries: np.ndarray, product_index, label_index, targets: Targets, params,
                leave_out: tuple[np.ndarray, np.ndarray] | None = None) -> CategoryScores:
@@ -215,13 +216,21 @@ class Migrator:
         calibrator = ConfidenceCalibrator().fit(scores.features(), correct)
         conf = calibrator.predict(scores.features())
         th = settings.thresholds
-        unflagged = (conf >= th.min_confidence) & (scores.margin >= th.min_margin) & \
-                    (np.nan_to_num(scores.nearest_sim, nan=-1) >= th.min_similarity)
+        others = (scores.margin >= th.min_margin) & (np.nan_to_num(scores.nearest_sim, nan=-1) >= th.min_similarity)
+        how = "given"
+        if th.min_confidence is None:
+            chosen = choose_min_confidence(conf, correct, others, th.target_precision)
+            how = (f"chosen on leave-one-out for precision {th.target_precision}" if chosen is not None else
+                   f"precision {th.target_precision} not reachable on leave-one-out: every row flagged")
+            th = replace(th, min_confidence=round(chosen, 4) if chosen is not None else 1.0 + 1e-9)
+        unflagged = others & (conf >= th.min_confidence)
         loo = {
             "products": int(len(sample)),
             "top1_accuracy": float(correct.mean()),
             "unflagged_share": float(unflagged.mean()),
             "unflagged_accuracy": float(correct[unflagged].mean()) if unflagged.any() else float("nan"),
+            "thresholds": th,
+            "min_confidence_source": how,
         }
         log.info("leave-one-out on %d target products: top-1 %.3f, unflagged %.1f%% at %.3f",
                  loo["products"], loo["top1_accuracy"], 100 * loo["unflagged_share"], loo["unflagged_accuracy"])
@@ -260,8 +269,8 @@ class Migrator:
                 data[f"alt{j}_score"] = np.zeros(len(source))
         return pl.DataFrame(data)
 
-    def _summary(self, settings, when, source: Catalog, targets: Targets, mapping: pl.DataFrame,
-                 rejects: pl.DataFrame, calibrator: ConfidenceCalibrator, loo: dict, label_index, product_index,
+    def _summary(self, settings, thresholds, when, source: Catalog, targets: Targets, mapping: pl.DataFrame,
+                 calibrator: ConfidenceCalibrator, loo: dict, label_index, product_index,
                  embedder: Embedder, seconds: float) -> list[tuple[str, Any]]:
         flag_counts = Counter(f for fl in mapping["flags"].to_list() for f in fl.split(",") if f)
         unflagged = mapping.filter(~pl.col("needs_review"))
@@ -292,7 +301,9 @@ class Migrator:
             ("Product index", product_index.kind if product_index is not None else "none (taxonomy only)"),
             ("Label index", label_index.kind),
             ("Scoring", asdict(settings.scoring)),
-            ("Thresholds", settings.thresholds.as_dict()),
+            ("Thresholds", thresholds.as_dict()),
+            ("min_confidence", loo.get("min_confidence_source", "given") if calibrator.model is not None
+             else "not used (not calibrated): min_raw_score applies"),
             ("Confidence calibrated", "yes: leave-one-out on the target catalog" if calibrator.model is not None
              else "NO: confidence is the raw top score; pass --target-catalog with labelled products to calibrate"),
         ]

@@ -52,7 +52,7 @@ class MigrationSettings:
             if value is not None and not Path(value).is_file():
                 problems.append(f"{value}: file not found" if label == "source" else f"{label} {value}: file not found")
         if self.target_catalog is None and self.target_taxonomy is None:
-            problems.append("no target given")
+            problems.append("no target given: pass --target-catalog FILE and/or --target-taxonomy FILE")
         if self.scoring.top_n < 1:
             problems.append("--top-k must be at least 1")
         if self.scoring.k < 1:
@@ -60,9 +60,12 @@ class MigrationSettings:
         if self.batch_size < 1:
             problems.append("--batch-size must be at least 1")
         for name, value in self.thresholds.as_dict().items():
-            if name.startswith(("min_", "split_min_share")) and not 0.0 <= value <= 1.0 and name != "lexical_min_ratio":
-                problems.append(f"threshold {name}={value} must lie between 0 and 1")
+            if name in ("split_min_products", "lexical_min_ratio") or value is None:
+                continue
+            if not (-1.0 if name.endswith("similarity") else 0.0) <= value <= 1.0:
+                problems.append(f"threshold {name}={value} is out of range")
+        if not 0 <= self.thresholds.lexical_min_ratio <= 100:
+            problems.append("--lexical-min-ratio must lie between 0 and 100")
         if problems:
-            raise TaxmigError("; ".join(problems),
-                              hint="pass --target-catalog FILE and/or --target-taxonomy FILE, and existing paths")
+            raise TaxmigError("; ".join(problems), hint="see taxmig migrate --help")
         return self

@@ -15,9 +15,8 @@ from migrate.cells import escape_csv_text, is_formula_like, set_text
 from migrate.errors import TaxmigError
 from migrate.result import MAPPING_COLUMNS, REJECT_COLUMNS, MigrationResult
 from migrate.workbook import NEW_CATEGORY, write_workbook
+from tests.conftest import data_file
 
-DATA_DIR = Path(os.environ.get("TAXMIG_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-BIGBASKET = DATA_DIR / "bigbasket" / "products.csv"
 CATEGORIES = [
     "Food, Beverages & Tobacco > Food Items > Cooking & Baking Ingredients > Sugar",
     "Health & Beauty > Personal Care > Hair Care > Hair Oil",
@@ -56,8 +55,7 @@ def _mapping(products: pl.DataFrame) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def result() -> MigrationResult:
-    if not BIGBASKET.exists():
-        pytest.skip(f"{BIGBASKET} not found (set TAXMIG_DATA_DIR)")
+    BIGBASKET = data_file("bigbasket", "products.csv")
     products = pl.read_csv(BIGBASKET, n_rows=N_ROWS, infer_schema_length=0)
     mapping = _mapping(products)
     crosswalk = (mapping.group_by("source_category", "target_category")

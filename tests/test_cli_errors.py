@@ -1,0 +1,217 @@
+"""The CLI's error paths on real files: exit 1, one 'Error:' line naming the file, no traceback, and
+all before the model would load."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import migrate.pipeline  # noqa: F401  (imported here so that import time is not counted below)
+from migrate import __version__
+from migrate.cli import main
+from tests.conftest import SAMPLES, data_file
+
+TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"
+N = 40
+
+
+@pytest.fixture(autouse=True)
+def no_model(monkeypatch):
+    """Any attempt to load the encoder fails the test: errors must come from reading the inputs."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input error was found")
+
+    monkeypatch.setattr("migrate.pipeline.load_model", refuse)
+    monkeypatch.setattr("migrate.pipeline.load_encoder", refuse)
+
+
+@pytest.fixture(scope="module")
+def real():
+    with data_file("bigbasket", "products.csv").open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)[:9]
+        rows = [next(reader)[:9] for _ in range(N)]
+        creme = next(r for r in reader if "Crème" in r[1])[:9]
+    return header, rows, creme
+
+
+def _csv_text(header, rows) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *rows])
+    return buf.getvalue()
+
+
+@pytest.fixture
+def source(tmp_path, real):
+    header, rows, _ = real
+    path = tmp_path / "source.csv"
+    path.write_text(_csv_text(header, rows), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: object):
+    runner = CliRunner()
+    started = time.perf_counter()
+    result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    seconds = time.perf_counter() - started
+    return result, seconds
+
+
+def error_line(result, seconds) -> str:
+    """Check the common contract and return the message after 'Error: '."""
+    out = result.output
+    assert result.exit_code == 1, out
+    assert "Traceback" not in out
+    assert seconds < 5, f"took {seconds:.1f}s: the error must come before the model loads"
+    errors = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, out
+    # the message is that one line: nothing after it
+    assert out.rstrip("\n").endswith(errors[0])
+    assert "unexpected" not in errors[0]  # not the catch-all for bugs
+    return errors[0][len("Error: "):]
+
+
+def test_source_file_missing(tmp_path):
+    missing = tmp_path / "no_such_source.csv"
+    msg = error_line(*run_cli("migrate", missing, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.xlsx"))
+    assert f"{missing}: file not found" in msg
+    assert not (tmp_path / "m.xlsx").exists()
+
+
+def test_no_target_given(source, tmp_path):
+    msg = error_line(*run_cli("migrate", source, "-o", tmp_path / "m.xlsx"))
+    assert "no target given" in msg
+    # says how to give one (settings.py's hint now points at --help rather than naming the options)
+    assert ("--target-catalog" in msg and "--target-taxonomy" in msg) or "--help" in msg
+
+
+def test_missing_taxonomy_file(source, tmp_path):
+    tax = tmp_path / "tax.txt"
+    msg = error_line(*run_cli("migrate", source, "--target-taxonomy", tax, "-o", tmp_path / "m.xlsx"))
+    assert f"{tax}: file not found" in msg
+
+
+@pytest.mark.parametrize("name", ["m.xlsx", "m.csv"])
+def test_output_exists_without_overwrite(source, tmp_path, name):
+    out = tmp_path / name
+    out.write_text("an earlier mapping")
+    msg = error_line(*run_cli("migrate", source, "--target-taxonomy", TAXONOMY, "-o", out))
+    assert f"{out} already exists" in msg and "--overwrite" in msg
+    assert out.read_text() == "an earlier mapping"
+
+
+def test_csv_output_sidecar_exists(source, tmp_path):
+    (tmp_path / "m.rejects.csv").write_text("earlier rejects")
+    msg = error_line(*run_cli("migrate", source, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.csv"))
+    assert f"{tmp_path / 'm.rejects.csv'} already exists" in msg
+
+
+def test_misnamed_source_text_columns_all_listed(source, tmp_path):
+    msg = error_line(*run_cli("migrate", source, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.xlsx",
+                              "--source-text", "prodct,brnd", "--source-category", "categry,sub_category"))
+    assert msg.startswith(f"{source}: ")
+    assert "column 'prodct' not found (did you mean 'product'?)" in msg
+    assert "column 'brnd' not found (did you mean 'brand'?)" in msg
+    assert "column 'categry' not found (did you mean 'category'?)" in msg
+    assert "the columns are: index, product, category, sub_category, brand" in msg
+
+
+def test_undecodable_source(tmp_path, real):
+    header, rows, creme = real
+    path = tmp_path / "cp1252.csv"
+    path.write_bytes(_csv_text(header, [*rows, creme]).encode("cp1252"))
+    msg = error_line(*run_cli("migrate", path, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.xlsx"))
+    assert msg.startswith(f"{path}, row {N + 2}: ")
+    assert f"line {N + 2}" in msg
+    assert "--encoding" in msg
+
+
+def test_empty_source(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    msg = error_line(*run_cli("migrate", path, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.xlsx"))
+    assert msg.startswith(f"{path}: is empty")
+
+
+def test_header_only_source(tmp_path, real):
+    header, _, _ = real
+    path = tmp_path / "header.csv"
+    path.write_text(",".join(header) + "\n")
+    msg = error_line(*run_cli("migrate", path, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.xlsx"))
+    assert msg.startswith(f"{path}: has a header but no rows")
+
+
+@pytest.mark.parametrize("name", ["m.json", "m.xls", "mapping"])
+def test_unknown_output_extension(source, tmp_path, name):
+    out = tmp_path / name
+    msg = error_line(*run_cli("migrate", source, "--target-taxonomy", TAXONOMY, "-o", out))
+    assert str(out) in msg and "unknown output format" in msg
+    assert ".xlsx" in msg
+
+
+def test_target_catalog_where_no_product_has_a_category(source, tmp_path, real):
+    header, rows, _ = real
+    c, s = header.index("category"), header.index("sub_category")
+    blank = [[v if j not in (c, s) else "" for j, v in enumerate(r)] for r in rows]
+    target = tmp_path / "target.csv"
+    target.write_text(_csv_text(header, blank), encoding="utf-8")
+    msg = error_line(*run_cli("migrate", source, "--target-catalog", target, "-o", tmp_path / "m.xlsx"))
+    assert msg.startswith(f"{target}: no target product has a usable category")
+    assert "--target-category" in msg
+
+
+def test_target_catalog_without_category_column(source, tmp_path, real):
+    header, rows, _ = real
+    keep = [j for j, h in enumerate(header) if h not in ("category", "sub_category")]
+    target = tmp_path / "target.csv"
+    target.write_text(_csv_text([header[j] for j in keep], [[r[j] for j in keep] for r in rows]), encoding="utf-8")
+    msg = error_line(*run_cli("migrate", source, "--target-catalog", target, "-o", tmp_path / "m.xlsx"))
+    assert msg.startswith(f"{target}: no category column")
+    assert "--target-category" in msg
+
+
+def test_quiet_error_is_the_only_output(tmp_path):
+    missing = tmp_path / "gone.csv"
+    result, seconds = run_cli("migrate", missing, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.xlsx", "-q")
+    error_line(result, seconds)
+    assert result.output.strip().count("\n") == 0
+
+
+def test_usage_error_is_exit_2(tmp_path):
+    result, _ = run_cli("migrate", "--no-such-option")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+# --- help and version -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["-h"], ["--help"]])
+def test_group_help_shows_examples(args):
+    result, _ = run_cli(*args)
+    assert result.exit_code == 0
+    assert "Examples" in result.output
+    assert "--overwrite" in result.output
+    assert "taxmig migrate" in result.output
+    assert "migrate" in result.output.split("Commands:")[1]
+
+
+@pytest.mark.parametrize("args", [["migrate", "--help"], ["migrate", "-h"]])
+def test_migrate_help_shows_examples_and_options(args):
+    result, _ = run_cli(*args)
+    assert result.exit_code == 0
+    out = result.output
+    assert "Examples" in out
+    assert "--overwrite" in out
+    assert "taxmig migrate sample_catalogs/bigbasket_sample.csv" in out
+    for option in ("--target-catalog", "--target-taxonomy", "--source-text", "--encoding", "--model", "-o, --output"):
+        assert option in out
+
+
+def test_version():
+    result, _ = run_cli("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"taxmig, version {__version__}"
