@@ -178,7 +178,7 @@ def test_target_role_requires_a_category(real, tmp_path):
 
     target = load_catalog(path, role="target", category_required=True)
     assert [r.row for r in target.rejects] == [9]
-    assert "no category in category, sub_category" in target.rejects[0].reason
+    assert "no category (or an empty level) in category, sub_category" in target.rejects[0].reason
     assert target.rejects[0].id == rows[7][0]
     assert len(target) == N - 1
 
@@ -222,3 +222,13 @@ def test_load_catalog_reports_misnamed_columns_with_the_file(real, tmp_path):
     assert msg.startswith(f"{path}: ")
     assert "'prodcut' not found (did you mean 'product'?)" in msg
     assert "'brand_nam' not found (did you mean 'brand'?)" in msg
+
+
+def test_target_row_with_an_empty_category_level_is_rejected_not_shortened(real, tmp_path):
+    header, rows = real
+    rows = [list(r) for r in rows]
+    rows[3][_col(header, "category")] = ""  # row 5: sub_category alone would be a wrong top-level path
+    path = _write(tmp_path / "target.csv", header, rows)
+    target = load_catalog(path, role="target", category_required=True)
+    assert [r.row for r in target.rejects] == [5]
+    assert all(" > " in c for c in target.categories)
