@@ -25,7 +25,7 @@ from migrate.errors import TaxmigError
 from migrate.flags import FLAG_ORDER, compute_flags
 from migrate.index import build_index, search
 from migrate.readers import Reject
-from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult
+from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, mapping_dtype
 from migrate.scoring import CategoryScores, score_categories
 from migrate.settings import MigrationSettings
 from migrate.taxonomy import Taxonomy, load_taxonomy
@@ -267,7 +267,7 @@ class Migrator:
             for j in range(top.shape[1], 3):
                 data[f"alt{j}_category"] = [""] * len(source)
                 data[f"alt{j}_score"] = np.zeros(len(source))
-        return pl.DataFrame(data)
+        return pl.DataFrame(data, schema={c: mapping_dtype(c) for c in data})
 
     def _summary(self, settings, thresholds, when, source: Catalog, targets: Targets, mapping: pl.DataFrame,
                  calibrator: ConfidenceCalibrator, loo: dict, label_index, product_index,
@@ -359,6 +359,10 @@ def read_inputs(settings: MigrationSettings) -> Inputs:
     settings.validate()
     source = load_catalog(settings.source, role="source", id=settings.source_id, text=settings.source_text,
                           category=settings.source_category, encoding=settings.encoding)
+    if len(source) == 0:
+        examples = "; ".join(f"row {r.row}: {r.reason}" for r in source.rejects[:3])
+        raise TaxmigError(f"{source.path}: none of its {source.n_records} rows can be mapped ({examples})",
+                          hint="fix those rows, or name the right columns with --source-id/--source-text")
     return Inputs(source, load_targets(settings))
 
 

@@ -13,6 +13,19 @@ MAPPING_COLUMNS = [
     "alt1_category", "alt1_score", "alt2_category", "alt2_score",
     "score", "nearest_target", "nearest_similarity",
 ]
+
+
+def mapping_dtype(column: str) -> pl.DataType:
+    """The polars type of a mapping column (alternatives beyond alt2 follow the same pattern)."""
+    if column == "source_row":
+        return pl.Int64
+    if column == "needs_review":
+        return pl.Boolean
+    if column in ("confidence", "margin", "score", "nearest_similarity") or column.endswith("_score"):
+        return pl.Float64
+    return pl.String
+
+
 REJECT_COLUMNS = ["file", "row", "id", "reason", "text"]
 CROSSWALK_COLUMNS = ["source_category", "target_category", "count", "share", "mean_confidence"]
 

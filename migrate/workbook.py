@@ -58,7 +58,9 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
     started = time.perf_counter()
     wb = Workbook()
     wb.remove(wb.active)
-    _write_summary(wb.create_sheet("Summary"), result.summary)
+    summary = wb.create_sheet("Summary")
+    _write_summary(summary, result.summary)
+    _fit_print_width(summary)
     categories = decision_choices(result.target_categories)
     mapping = wb.create_sheet("Mapping")
     _write_table(mapping, result.mapping, MAPPING_COLUMNS, freeze="D2",
@@ -71,7 +73,7 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
     _write_table(wb.create_sheet("Rejects"), result.rejects, REJECT_COLUMNS)
     _write_categories(wb.create_sheet("Categories"), categories)
     _save(wb, path)
-    log.info("wrote %s (%d mapping rows) in %.1f s", path, result.mapping.height,
+    log.debug("wrote %s (%d mapping rows) in %.1f s", path, result.mapping.height,
              time.perf_counter() - started)
 
 
@@ -153,6 +155,16 @@ def _write_table(ws: Worksheet, df: pl.DataFrame, default_columns: Sequence[str]
     _set_widths(ws, df, header)
     if "confidence" in columns and df.height:
         _add_confidence_scale(ws, columns.index("confidence") + 1, df.height)
+    _fit_print_width(ws)
+
+
+def _fit_print_width(ws: Worksheet) -> None:
+    """Print (and PDF-export) landscape, all columns on one page width, header repeated."""
+    ws.page_setup.orientation = "landscape"
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.print_title_rows = "1:1"
 
 
 def _write_header(ws: Worksheet, names: Sequence[str], row: int) -> None:

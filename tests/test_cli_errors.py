@@ -215,3 +215,15 @@ def test_version():
     result, _ = run_cli("--version")
     assert result.exit_code == 0
     assert result.output.strip() == f"taxmig, version {__version__}"
+
+
+def test_a_source_whose_every_row_is_rejected_is_an_error_naming_the_reasons(tmp_path):
+    src = tmp_path / "all_empty.csv"
+    src.write_text("id,product,brand\n1,,Amul\n2,,Tata\n", encoding="utf-8")
+    out = tmp_path / "out.xlsx"
+    result = CliRunner().invoke(main, ["migrate", str(src), "--target-taxonomy",
+                                       str(SAMPLES / "google_taxonomy_subset.txt"),
+                                       "-o", str(out), "-q"])
+    assert result.exit_code == 1
+    assert "none of its 2 rows can be mapped" in result.output and "row 2: empty text" in result.output
+    assert "Traceback" not in result.output and not out.exists()
