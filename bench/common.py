@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import platform
 import re
@@ -23,9 +22,14 @@ def normalised_name(name: str | None) -> str:
 
 
 def in_test_split(name: str | None, test_percent: int = 20) -> bool:
-    """Deterministic split by normalised product name: near-duplicate listings stay together."""
-    digest = hashlib.sha1(normalised_name(name).encode()).hexdigest()
-    return int(digest[:8], 16) % 100 < test_percent
+    """Deterministic split by normalised product name: near-duplicate listings stay together.
+
+    One implementation with training: ``train.splits.split_of`` (seed 0) puts exactly these rows in
+    its test split, and its train + eval splits are the benchmark's target catalog.
+    """
+    from train.splits import split_of
+
+    return split_of(name, eval_percent=0, test_percent=test_percent) == "test"
 
 
 def bigbasket_split(limit: int | None = None, test_percent: int = 20) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -155,5 +155,79 @@ def migrate(source, target_catalog, target_taxonomy, output, source_id, source_t
                f"{review} need review; wrote {', '.join(str(p) for p in written)}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the fine-tuned model, e.g. models/retail-minilm.")
+@click.option("--id", "id_col", help="Id column (default: id/sku/index…).")
+@click.option("--text", help="Text columns, comma separated (default as in migrate).")
+@click.option("--category", help="Category: a path column or level columns 'category,sub_category'.")
+@click.option("--base-model", default=None, help="Encoder to start from (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--loss", type=click.Choice(["cosine", "cosent", "mnrl"]), default="cosine", show_default=True,
+              help="CosineSimilarityLoss, CoSENTLoss, or MultipleNegativesRankingLoss on triplets.")
+@click.option("--matryoshka", is_flag=True, help="Wrap the loss in MatryoshkaLoss (384/192/96/48 dims).")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--learning-rate", type=float, default=2e-5, show_default=True)
+@click.option("--max-seq-length", type=int, default=64, show_default=True)
+@click.option("--max-pairs", type=int, default=None, help="Cap on training pairs (deterministic subsample).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in -o from its last checkpoint.")
+@click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("-v", "--verbose", count=True)
+def train(catalog, output, id_col, text, category, base_model, loss, matryoshka, epochs, batch_size, learning_rate,
+          max_seq_length, max_pairs, seed, resume, report_to, encoding, quiet, verbose) -> None:
+    """Fine-tune an encoder on a labelled CATALOG (pairs from its categories).
+
+    \b
+    Examples:
+      taxmig train products.csv -o models/retail-minilm --category category,sub_category
+      taxmig train products.csv -o models/retail-mnrl --loss mnrl --matryoshka --max-pairs 20000
+    """
+    from train.finetune import TrainConfig, train_encoder
+
+    _setup_logging(verbose, quiet)
+    config = TrainConfig(base_model=base_model, loss=loss, matryoshka=matryoshka, epochs=epochs,
+                         batch_size=batch_size, learning_rate=learning_rate, max_seq_length=max_seq_length,
+                         max_pairs=max_pairs, seed=seed, resume=resume, report_to=report_to)
+    result = train_encoder(catalog, output, config, id=id_col, text=text, category=category, encoding=encoding)
+    ev = result.metrics["eval"]
+    key = ev["primary_metric"]
+    click.echo(f"trained {result.metrics['steps']} steps on {result.metrics['train_pairs']} pairs; held-out "
+               f"{key} {ev['before'][key]:.4f} -> {ev['after'][key]:.4f}; saved {result.output_dir}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", required=True, help="The fine-tuned model folder to evaluate.")
+@click.option("--baseline", default=None, help="Model to compare with (default: the bundled base model).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder (report.md, metrics.json, PNG plots).")
+@click.option("--id", "id_col")
+@click.option("--text")
+@click.option("--category")
+@click.option("--seed", type=int, default=0, show_default=True, help="The split seed used for training.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report folder's files.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+def evaluate(catalog, model, baseline, output, id_col, text, category, seed, overwrite, encoding, quiet,
+             verbose) -> None:
+    """Compare a fine-tuned model with a baseline on CATALOG's held-out split, side by side.
+
+    \b
+    Examples:
+      taxmig evaluate products.csv --model models/retail-minilm -o reports/retail-minilm
+    """
+    from train.evaluate import evaluate_models
+
+    _setup_logging(verbose, quiet)
+    report = evaluate_models(catalog, model=model, baseline=baseline, output_dir=output, id=id_col, text=text,
+                             category=category, seed=seed, overwrite=overwrite, encoding=encoding)
+    click.echo(f"wrote {report}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,235 @@
+"""Fine-tune an encoder on a labelled catalog with sentence-transformers' own trainer.
+
+>>> from train.finetune import TrainConfig, train_encoder
+>>> result = train_encoder("catalog.csv", "models/retail-minilm", TrainConfig(epochs=1))  # doctest: +SKIP
+>>> result.metrics["eval"]["after"]                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migrate.catalog import Catalog, load_catalog
+from migrate.errors import TaxmigError
+from models import load_encoder, resolve_model
+from train.losses import LOSSES, MATRYOSHKA_DIMS, build_loss, describe
+from train.pairs import PairConfig, PairSet, build_pairs
+from train.splits import split_labels
+
+log = logging.getLogger(__name__)
+RECORD = "taxmig_train.json"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters with the retail recipe's defaults (CPU-friendly sequence length)."""
+
+    base_model: str | None = None
+    loss: str = "cosine"
+    matryoshka: bool = False
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_seq_length: int = 64
+    max_pairs: int | None = None
+    max_eval_pairs: int = 2000
+    seed: int = 0
+    evaluations: int = 8            # evaluations (and checkpoints) spread over the run
+    early_stopping_patience: int = 3
+    report_to: str = "none"
+    resume: bool = False
+    pairs: PairConfig = field(default_factory=PairConfig)
+
+    def validate(self) -> "TrainConfig":
+        problems = []
+        if self.loss not in LOSSES:
+            problems.append(f"--loss must be one of {', '.join(LOSSES)}")
+        if self.epochs <= 0:
+            problems.append("--epochs must be positive")
+        if self.batch_size < 2:
+            problems.append("--batch-size must be at least 2")
+        if self.max_pairs is not None and self.max_pairs < 10:
+            problems.append("--max-pairs must be at least 10")
+        if self.report_to not in ("none", "tensorboard", "wandb"):
+            problems.append("--report-to must be none, tensorboard or wandb")
+        if problems:
+            raise TaxmigError("; ".join(problems), hint="see taxmig train --help")
+        return self
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    pair_counts: dict[str, int]
+
+
+def file_fingerprint(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _subset(catalog: Catalog, mask) -> tuple[list[str], list[str]]:
+    return ([t for t, m in zip(catalog.texts, mask) if m], [c for c, m in zip(catalog.categories, mask) if m])
+
+
+def _check_resume(output_dir: Path, base_fingerprint: str) -> None:
+    record = output_dir / RECORD
+    if not record.exists():
+        raise TaxmigError(f"{output_dir} holds no earlier run to resume",
+                          hint="drop --resume, or point -o at the folder of the interrupted run")
+    earlier = json.loads(record.read_text())
+    if earlier.get("base_model_fingerprint") != base_fingerprint:
+        raise TaxmigError(f"the checkpoints in {output_dir} come from another base model "
+                          f"({earlier.get('base_model')}, fingerprint {earlier.get('base_model_fingerprint')})",
+                          hint="resume with the same --base-model, or train into a new folder")
+
+
+def _training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str):
+    import torch
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    every = max(1, steps // max(1, config.evaluations))
+    bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir / CHECKPOINTS),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio in transformers v5
+        bf16=bf16,
+        eval_strategy="steps", eval_steps=every,
+        save_strategy="steps", save_steps=every, save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=True,
+        logging_steps=max(1, min(every, 25)),
+        batch_sampler=BatchSamplers.NO_DUPLICATES if config.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        seed=config.seed, data_seed=config.seed,
+        disable_tqdm=not log.isEnabledFor(logging.INFO),
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: TrainConfig, *,
+                  id: str | None = None, text: str | None = None, category: str | None = None,
+                  encoding: str = "utf-8", decision_pairs: PairSet | None = None) -> TrainResult:
+    """Split ``catalog_path`` by normalised name, build pairs, train, save model + card + metrics."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from transformers import EarlyStoppingCallback
+
+    config.validate()
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not config.resume:
+        raise TaxmigError(f"{output_dir} already exists and is not empty",
+                          hint="choose a new -o folder, or pass --resume to continue a run there")
+    catalog = load_catalog(catalog_path, role="catalog", id=id, text=text, category=category,
+                           category_required=True, encoding=encoding)
+    ref = resolve_model(config.base_model)
+    model, base_fp = load_encoder(ref)
+    if config.resume:
+        _check_resume(output_dir, base_fp)
+    model.max_seq_length = config.max_seq_length
+
+    splits = split_labels(catalog.texts, seed=config.seed)
+    pair_config = dataclasses.replace(config.pairs, max_pairs=config.max_pairs, seed=config.seed)
+    train_texts, train_cats = _subset(catalog, splits == "train")
+    eval_texts, eval_cats = _subset(catalog, splits == "eval")
+    if len(set(eval_cats)) < 2:
+        raise TaxmigError(f"{catalog.path}: the held-out split has fewer than 2 categories",
+                          hint="use a larger catalog (a few products per category at least)")
+    embed = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True,  # noqa: E731
+                                       convert_to_numpy=True, show_progress_bar=False)
+    started = time.perf_counter()
+    train_pairs = build_pairs(train_texts, train_cats, pair_config, embed=embed)
+    eval_pairs = build_pairs(eval_texts, eval_cats,
+                             dataclasses.replace(pair_config, max_pairs=config.max_eval_pairs), embed=None)
+    pair_seconds = time.perf_counter() - started
+    fmt = LOSSES[config.loss].data_format
+    train_ds = train_pairs.to_dataset(fmt)
+    if decision_pairs is not None:
+        from datasets import concatenate_datasets
+
+        train_ds = concatenate_datasets([train_ds, decision_pairs.to_dataset(fmt)])
+    eval_ds = eval_pairs.to_dataset(fmt)
+    evaluator = EmbeddingSimilarityEvaluator(eval_pairs.pairs["sentence1"].to_list(),
+                                             eval_pairs.pairs["sentence2"].to_list(),
+                                             eval_pairs.pairs["score"].to_list(), name="heldout",
+                                             batch_size=64, show_progress_bar=False)
+    before = evaluator(model)
+    metric = f"eval_{evaluator.primary_metric}"
+    steps = math.ceil(len(train_ds) / config.batch_size * config.epochs)
+    log.info("training %s on %d %s (%d steps), evaluating on %d held-out pairs",
+             describe(config.loss, config.matryoshka), len(train_ds), fmt, steps, len(eval_pairs.pairs))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {"base_model": ref.name, "base_model_location": ref.location, "base_model_fingerprint": base_fp,
+              "data_file": str(catalog_path), "data_fingerprint": file_fingerprint(catalog_path),
+              "config": _jsonable(dataclasses.asdict(config))}
+    (output_dir / RECORD).write_text(json.dumps(record, indent=2))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=_training_args(config, output_dir, steps, metric), train_dataset=train_ds,
+        eval_dataset=eval_ds, loss=build_loss(model, config.loss, matryoshka=config.matryoshka),
+        evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
+    last = _last_checkpoint(output_dir) if config.resume else None
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    train_seconds = time.perf_counter() - t0
+    after = evaluator(model)
+
+    os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
+    model.save(str(output_dir))
+    metrics = {
+        "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
+        "train_pairs": len(train_ds), "eval_pairs": len(eval_pairs.pairs), "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1), "pair_seconds": round(pair_seconds, 1),
+        "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+        "log_history": trainer.state.log_history,
+        "splits": {s: int((splits == s).sum()) for s in ("train", "eval", "test")},
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+    from train.card import write_model_card
+    from train.plots import plot_training
+
+    plots = plot_training(trainer.state.log_history, output_dir)
+    counts = train_pairs.counts()
+    write_model_card(output_dir, record=record, metrics=metrics, pair_counts=counts,
+                     loss=describe(config.loss, config.matryoshka), plots=plots, notes=train_pairs.notes)
+    log.info("saved %s (held-out %s %.4f -> %.4f)", output_dir, evaluator.primary_metric,
+             before[evaluator.primary_metric], after[evaluator.primary_metric])
+    return TrainResult(output_dir, metrics, counts)
+
+
+def _last_checkpoint(output_dir: Path) -> Path | None:
+    folder = output_dir / CHECKPOINTS
+    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if folder.exists() else []
+    if not found:
+        raise TaxmigError(f"no checkpoint under {folder}", hint="drop --resume to start a new run")
+    return found[-1]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value

@@ -1,0 +1,69 @@
+"""The losses ``taxmig train`` offers, built from sentence-transformers' own loss classes.
+
+- ``cosine``: CosineSimilarityLoss on (sentence1, sentence2, score) pairs (the retail recipe).
+- ``cosent``: CoSENTLoss on the same pairs (ranks pair scores; usually sharper).
+- ``mnrl``: MultipleNegativesRankingLoss on (anchor, positive, negative) triplets, trained with
+  the no-duplicates batch sampler (many products share a category: a duplicate text in a batch
+  would be a false negative).
+``--matryoshka`` wraps any of them in MatryoshkaLoss so embeddings can be truncated.
+
+>>> LOSSES["cosine"].data_format
+'pairs'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from migrate.errors import TaxmigError
+
+MATRYOSHKA_DIMS = (384, 192, 96, 48)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    data_format: str  # "pairs" or "triplets"
+    factory: Callable
+
+
+def _cosine(model):
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+    return CosineSimilarityLoss(model)
+
+
+def _cosent(model):
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+    return CoSENTLoss(model)
+
+
+def _mnrl(model):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    return MultipleNegativesRankingLoss(model)
+
+
+LOSSES: dict[str, LossSpec] = {
+    "cosine": LossSpec("CosineSimilarityLoss", "pairs", _cosine),
+    "cosent": LossSpec("CoSENTLoss", "pairs", _cosent),
+    "mnrl": LossSpec("MultipleNegativesRankingLoss", "triplets", _mnrl),
+}
+
+
+def build_loss(model, name: str, *, matryoshka: bool = False, dims: tuple[int, ...] = MATRYOSHKA_DIMS):
+    """The loss object for ``name`` (see :data:`LOSSES`), optionally inside MatryoshkaLoss."""
+    if name not in LOSSES:
+        raise TaxmigError(f"unknown loss '{name}'", hint=f"use one of {', '.join(LOSSES)}")
+    loss = LOSSES[name].factory(model)
+    if matryoshka:
+        from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+        full = model.get_sentence_embedding_dimension()
+        usable = [d for d in dims if d <= full]
+        loss = MatryoshkaLoss(model, loss, matryoshka_dims=usable)
+    return loss
+
+
+def describe(name: str, matryoshka: bool) -> str:
+    base = LOSSES[name].name
+    return f"MatryoshkaLoss({base}, dims={list(MATRYOSHKA_DIMS)})" if matryoshka else base
