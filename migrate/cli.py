@@ -1,7 +1,9 @@
 """The ``taxmig`` command line: a thin click layer over the library.
 
-Exit codes (for schedulers): 0 success; 1 an error the message explains (bad input, missing
-model, output exists, ...); 2 a usage error (unknown option, missing argument).
+Exit codes (for schedulers): 0 success (for ``reconcile``: nothing needs a person); 1 an error
+the message explains (bad input, missing model, output exists, ...); 2 ``reconcile`` only: rows
+need review; 3 another run holds the state folder's lock; 64 a usage error (unknown option,
+missing argument).
 """
 
 from __future__ import annotations
@@ -34,12 +36,28 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         pass
 
 
+EXIT_USAGE = 64  # sysexits' EX_USAGE: distinct from reconcile's 2 (rows need review)
+EXIT_LOCKED = 3
+
+
+class TaxmigError_(click.ClickException):
+    """A library error as a one-line CLI error with its own exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class TaxmigGroup(click.Group):
     """Turns library errors into one-line messages (exit 1) and never shows a traceback by default."""
 
     def invoke(self, ctx: click.Context):
+        from migrate.lock import LockHeldError
+
         try:
             return super().invoke(ctx)
+        except LockHeldError as exc:
+            raise TaxmigError_(str(exc), EXIT_LOCKED) from None
         except TaxmigError as exc:
             raise click.ClickException(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
@@ -52,6 +70,23 @@ class TaxmigGroup(click.Group):
             raise click.ClickException(
                 f"unexpected {exc.__class__.__name__}: {exc} (a bug in taxmig; run again with --debug "
                 "for the traceback and report it)") from None
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """Usage errors exit 64, not click's 2 (which ``reconcile`` uses for "rows need review")."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=TaxmigGroup, context_settings=CONTEXT)
@@ -71,52 +106,109 @@ def _float_opt(name: str, default: float, help_: str):
     return click.option(name, type=float, default=default, show_default=True, help=help_)
 
 
+TARGET_OPTIONS = [
+    click.option("--target-catalog", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Labelled target products (CSV/TSV/XLSX/Parquet/JSONL); their categories are the targets."),
+    click.option("--target-taxonomy", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Target categories: Google 'id - path' text, one path per line, YAML full_names, or a table."),
+]
+COLUMN_OPTIONS = [
+    click.option("--source-id", help="Source id column (default: id/sku/index…, else the row number)."),
+    click.option("--source-text", help="Source text columns, comma separated (default: name/title/product, brand, description)."),
+    click.option("--source-category", help="Source category: one path column ('A > B') or level columns 'category,sub_category'."),
+    click.option("--target-id", help="Target catalog id column."),
+    click.option("--target-text", help="Target catalog text columns, comma separated."),
+    click.option("--target-category", help="Target catalog category column(s)."),
+    click.option("--taxonomy-column", help="Path column when --target-taxonomy is a table."),
+    click.option("--leaves-only", is_flag=True, help="Only leaf categories are valid targets."),
+    click.option("--category-context/--no-category-context", default=True, show_default=True,
+                 help="Append the source category path to the product text that is embedded."),
+]
+MODEL_OPTIONS = [
+    click.option("--model", default=None, help="Encoder: a model folder, a hub id, or omit for the bundled all-MiniLM-L6-v2."),
+    click.option("--allow-download", is_flag=True, help="Allow fetching a hub model (otherwise the hub stays offline)."),
+    click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a hub model to run (off by default)."),
+    click.option("--device", default=None, help="torch device for encoding (default: cuda if present, else cpu)."),
+    click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Encoding batch size."),
+]
+SCORING_OPTIONS = [
+    click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+                 help="Candidate categories kept per product (the top one plus alternatives)."),
+    click.option("--neighbours", type=click.IntRange(1, 200), default=20, show_default=True,
+                 help="Nearest target products that vote."),
+    click.option("--min-confidence", type=float, default=None,
+                 help="LOW_CONFIDENCE below this calibrated confidence [default: the lowest that reaches "
+                      "--target-precision on the leave-one-out run]."),
+    _float_opt("--target-precision", 0.97, "Precision the unflagged rows should reach (sets --min-confidence)."),
+    _float_opt("--min-raw-score", 0.5, "LOW_CONFIDENCE below this top score when confidence is not calibrated (taxonomy only)."),
+    _float_opt("--min-margin", 0.1, "LOW_MARGIN when top-1 minus top-2 score is below this."),
+    _float_opt("--min-similarity", 0.45, "NO_MATCH when the nearest target product's cosine is below this."),
+    _float_opt("--min-label-similarity", 0.2, "NO_MATCH (taxonomy only) when the best label cosine is below this."),
+    _float_opt("--split-min-share", 0.1, "SOURCE_SPLIT on rows whose target holds less than this share of their source category."),
+    _float_opt("--lexical-min-ratio", 95.0, "LEXICAL_CONFLICT when a source category name matches another target at this rapidfuzz ratio."),
+    click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV/JSONL/text inputs."),
+]
+COMMON_OPTIONS = [
+    click.option("--overwrite", is_flag=True, help="Replace existing output files."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bars or progress messages."),
+    click.option("-v", "--verbose", count=True, help="More log detail (-vv for library logs)."),
+]
+THRESHOLD_PARAMS = ("min_confidence", "target_precision", "min_raw_score", "min_margin", "min_similarity",
+                    "min_label_similarity", "split_min_share", "lexical_min_ratio")
+SETTING_PARAMS = ("target_catalog", "target_taxonomy", "source_id", "source_text", "source_category", "target_id",
+                  "target_text", "target_category", "taxonomy_column", "leaves_only", "category_context", "model",
+                  "allow_download", "trust_remote_code", "device", "batch_size", "encoding")
+
+
+def options(*groups):
+    """Apply option groups (lists of click.option decorators) in order."""
+    def decorate(f):
+        for group in reversed(groups):
+            for opt in reversed(group):
+                f = opt(f)
+        return f
+    return decorate
+
+
+def settings_from_params(source: Path, params: dict, quiet: bool):
+    """A MigrationSettings from the shared options."""
+    from migrate.flags import Thresholds
+    from migrate.scoring import ScoringParams
+    from migrate.settings import MigrationSettings
+
+    return MigrationSettings(
+        source=source, **{k: params[k] for k in SETTING_PARAMS},
+        scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"]),
+        thresholds=Thresholds(**{k: params[k] for k in THRESHOLD_PARAMS}),
+        progress=not quiet)
+
+
+def explicit_overrides(ctx: click.Context) -> dict:
+    """The shared options the user actually gave (for the nightly job: they replace remembered ones)."""
+    from click.core import ParameterSource
+
+    given = {k for k, v in ctx.params.items()
+             if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    out: dict = {k: ctx.params[k] for k in SETTING_PARAMS if k in given}
+    thresholds = {k: ctx.params[k] for k in THRESHOLD_PARAMS if k in given}
+    if thresholds:
+        out["thresholds"] = thresholds
+    scoring = {name: ctx.params[param] for param, name in (("neighbours", "k"), ("top_k", "top_n")) if param in given}
+    if scoring:
+        out["scoring"] = scoring
+    return out
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target-catalog", type=click.Path(dir_okay=False, path_type=Path),
-              help="Labelled target products (CSV/TSV/XLSX/Parquet/JSONL); their categories are the targets.")
-@click.option("--target-taxonomy", type=click.Path(dir_okay=False, path_type=Path),
-              help="Target categories: Google 'id - path' text, one path per line, YAML full_names, or a table.")
+@options(TARGET_OPTIONS)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Mapping file; the extension picks the format: .xlsx, .csv or .parquet.")
-@click.option("--source-id", help="Source id column (default: id/sku/index…, else the row number).")
-@click.option("--source-text", help="Source text columns, comma separated (default: name/title/product, brand, description).")
-@click.option("--source-category", help="Source category: one path column ('A > B') or level columns 'category,sub_category'.")
-@click.option("--target-id", help="Target catalog id column.")
-@click.option("--target-text", help="Target catalog text columns, comma separated.")
-@click.option("--target-category", help="Target catalog category column(s).")
-@click.option("--taxonomy-column", help="Path column when --target-taxonomy is a table.")
-@click.option("--leaves-only", is_flag=True, help="Only leaf categories are valid targets.")
-@click.option("--category-context/--no-category-context", default=True, show_default=True,
-              help="Append the source category path to the product text that is embedded.")
-@click.option("--model", default=None, help="Encoder: a model folder, a hub id, or omit for the bundled all-MiniLM-L6-v2.")
-@click.option("--allow-download", is_flag=True, help="Allow fetching a hub model (otherwise the hub stays offline).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a hub model to run (off by default).")
-@click.option("--device", default=None, help="torch device for encoding (default: cuda if present, else cpu).")
-@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
-              help="Candidate categories kept per product (the top one plus alternatives).")
-@click.option("--neighbours", type=click.IntRange(1, 200), default=20, show_default=True,
-              help="Nearest target products that vote.")
-@click.option("--min-confidence", type=float, default=None,
-              help="LOW_CONFIDENCE below this calibrated confidence [default: the lowest that reaches "
-                   "--target-precision on the leave-one-out run].")
-@_float_opt("--target-precision", 0.97, "Precision the unflagged rows should reach (sets --min-confidence).")
-@_float_opt("--min-raw-score", 0.5, "LOW_CONFIDENCE below this top score when confidence is not calibrated (taxonomy only).")
-@_float_opt("--min-margin", 0.1, "LOW_MARGIN when top-1 minus top-2 score is below this.")
-@_float_opt("--min-similarity", 0.45, "NO_MATCH when the nearest target product's cosine is below this.")
-@_float_opt("--min-label-similarity", 0.2, "NO_MATCH (taxonomy only) when the best label cosine is below this.")
-@_float_opt("--split-min-share", 0.1, "SOURCE_SPLIT on rows whose target holds less than this share of their source category.")
-@_float_opt("--lexical-min-ratio", 95.0, "LEXICAL_CONFLICT when a source category name matches another target at this rapidfuzz ratio.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Encoding batch size.")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV/JSONL/text inputs.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or progress messages.")
-@click.option("-v", "--verbose", count=True, help="More log detail (-vv for library logs).")
-def migrate(source, target_catalog, target_taxonomy, output, source_id, source_text, source_category,
-            target_id, target_text, target_category, taxonomy_column, leaves_only, category_context, model, allow_download,
-            trust_remote_code, device, top_k, neighbours, min_confidence, target_precision, min_raw_score, min_margin, min_similarity,
-            min_label_similarity, split_min_share, lexical_min_ratio, batch_size, encoding, overwrite,
-            quiet, verbose) -> None:
+@options(COLUMN_OPTIONS, MODEL_OPTIONS, SCORING_OPTIONS)
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
+              help="Also start a state folder for 'taxmig review apply' and nightly 'taxmig reconcile'.")
+@options(COMMON_OPTIONS)
+def migrate(source, output, state, overwrite, quiet, verbose, **params) -> None:
     """Map every product of SOURCE to a target category and write a review-ready mapping.
 
     \b
@@ -125,34 +217,104 @@ def migrate(source, target_catalog, target_taxonomy, output, source_id, source_t
           --target-taxonomy sample_catalogs/google_taxonomy_subset.txt -o out/mapping.xlsx
       taxmig migrate source.csv --target-catalog target.csv --target-category category,sub_category \\
           -o mapping.parquet --model models/retail-minilm
+      taxmig migrate products.csv --target-taxonomy taxonomy.txt -o mapping.xlsx --state state/
     """
-    from migrate.flags import Thresholds
     from migrate.output import check_output, write_output
     from migrate.pipeline import run_migration
-    from migrate.scoring import ScoringParams
-    from migrate.settings import MigrationSettings
 
     _setup_logging(verbose, quiet)
     check_output(output, overwrite=overwrite)  # fail before the slow part
-    settings = MigrationSettings(
-        source=source, target_catalog=target_catalog, target_taxonomy=target_taxonomy,
-        source_id=source_id, source_text=source_text, source_category=source_category,
-        target_id=target_id, target_text=target_text, target_category=target_category,
-        taxonomy_column=taxonomy_column, leaves_only=leaves_only, category_context=category_context, model=model, allow_download=allow_download,
-        trust_remote_code=trust_remote_code, device=device, batch_size=batch_size, encoding=encoding,
-        scoring=ScoringParams(k=neighbours, top_n=top_k),
-        thresholds=Thresholds(min_confidence=min_confidence, target_precision=target_precision,
-                              min_raw_score=min_raw_score, min_margin=min_margin, min_similarity=min_similarity,
-                              min_label_similarity=min_label_similarity, split_min_share=split_min_share,
-                              lexical_min_ratio=lexical_min_ratio),
-        progress=not quiet)
-    result = run_migration(settings)
-    written = write_output(result, output, overwrite=overwrite)
+    settings = settings_from_params(source, params, quiet)
+    if state is not None:
+        from migrate.reconcile import migrate_into_state
+
+        result, written = migrate_into_state(settings, state, output, overwrite=overwrite)
+    else:
+        result = run_migration(settings)
+        written = write_output(result, output, overwrite=overwrite)
     info = result.summary_dict()
     review = info.get("Rows needing review", 0)
     click.echo(f"mapped {result.mapping.height} of {info.get('Source rows')} source rows "
                f"({len(result.rejects.filter(result.rejects['file'] == 'source'))} rejected); "
-               f"{review} need review; wrote {', '.join(str(p) for p in written)}")
+               f"{review} need review; wrote {', '.join(str(p) for p in written)}"
+               + (f"; started state {state}" if state is not None else ""))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("catalog", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The state folder (created by --init or by 'taxmig migrate ... --state').")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Report workbook (.xlsx); a JSON summary for monitoring is written beside it (.json).")
+@click.option("--init", is_flag=True, help="Create the state folder: the first night (give the target options).")
+@options(TARGET_OPTIONS, COLUMN_OPTIONS, MODEL_OPTIONS, SCORING_OPTIONS)
+@click.option("--stale-below", type=click.FloatRange(0, 1), default=None,
+              help="A decision goes stale when the product's text changes to one whose embedding cosine with "
+                   "the decided text is below this [default: remembered, first 0.85].")
+@options(COMMON_OPTIONS)
+@click.pass_context
+def reconcile(ctx, catalog, state, output, init, stale_below, overwrite, quiet, verbose, **params) -> None:
+    """Nightly: map CATALOG against the remembered target, report what changed, keep decisions.
+
+    Only products that are new or whose text changed are embedded (a cache in the state folder);
+    a decision a person made wins until the product's text changes materially. The state is
+    updated atomically under a lock; a killed run leaves the last good state, and running the
+    same command again finishes the job.
+
+    \b
+    Exit codes: 0 nothing needs a person; 1 error (state unchanged);
+                2 rows need review; 3 another run holds the lock (nothing done).
+    \b
+    Examples:
+      taxmig reconcile live.csv --state state/ --init --target-taxonomy taxonomy.txt -o reports/night1.xlsx
+      taxmig reconcile live.csv --state state/ -o reports/$(date +%F).xlsx
+      taxmig reconcile live.csv --state state/ -o r.xlsx --target-taxonomy taxonomy-2026.txt
+    """
+    from migrate.reconcile import reconcile as run_reconcile
+
+    _setup_logging(verbose, quiet)
+    if init:
+        if params["target_catalog"] is None and params["target_taxonomy"] is None:
+            raise click.UsageError("--init needs the target: --target-catalog FILE and/or --target-taxonomy FILE")
+        outcome = run_reconcile(catalog, state, output, init_settings=settings_from_params(catalog, params, quiet),
+                                stale_below=stale_below, overwrite=overwrite, progress=not quiet)
+    else:
+        outcome = run_reconcile(catalog, state, output, overrides=explicit_overrides(ctx), stale_below=stale_below,
+                                overwrite=overwrite, progress=not quiet)
+    click.echo(outcome.message)
+    ctx.exit(outcome.exit_code)
+
+
+@main.group(context_settings=CONTEXT)
+def review() -> None:
+    """Reviewed workbooks back into the state."""
+
+
+@review.command("apply", context_settings=CONTEXT)
+@click.argument("workbook", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The state folder the workbook came from.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Final mapping of every live product (.csv, .parquet or .xlsx).")
+@click.option("--reviewer", default=None,
+              help="Who decided [default: the workbook's last-modified-by, else the login name].")
+@options(COMMON_OPTIONS)
+def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -> None:
+    """Apply the decisions in a reviewed WORKBOOK (Mapping or Review sheet) to the state.
+
+    Every decision is checked first (known category, unchanged product id and text, product still
+    in the catalog, one decision per product); any problem stops the whole apply with a list of
+    the cells to fix.
+
+    \b
+    Examples:
+      taxmig review apply reviewed.xlsx --state state/ -o final_mapping.csv
+    """
+    from migrate.review import apply_review
+
+    _setup_logging(verbose, quiet)
+    outcome = apply_review(workbook, state, output, reviewer=reviewer, overwrite=overwrite)
+    click.echo(outcome.message)
 
 
 @main.command(context_settings=CONTEXT)
@@ -173,18 +335,21 @@ def migrate(source, target_catalog, target_taxonomy, output, source_id, source_t
 @click.option("--max-pairs", type=int, default=None, help="Cap on training pairs (deterministic subsample).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in -o from its last checkpoint.")
+@click.option("--decisions", "decisions_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A state folder: its reviewers' decisions become extra training pairs (corrections weighted up).")
 @click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True)
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", count=True)
 def train(catalog, output, id_col, text, category, base_model, loss, matryoshka, epochs, batch_size, learning_rate,
-          max_seq_length, max_pairs, seed, resume, report_to, encoding, quiet, verbose) -> None:
+          max_seq_length, max_pairs, seed, resume, decisions_dir, report_to, encoding, quiet, verbose) -> None:
     """Fine-tune an encoder on a labelled CATALOG (pairs from its categories).
 
     \b
     Examples:
       taxmig train products.csv -o models/retail-minilm --category category,sub_category
       taxmig train products.csv -o models/retail-mnrl --loss mnrl --matryoshka --max-pairs 20000
+      taxmig train target.csv -o models/retail-v2 --decisions state/   # reviewers' corrections as pairs
     """
     from train.finetune import TrainConfig, train_encoder
 
@@ -192,7 +357,13 @@ def train(catalog, output, id_col, text, category, base_model, loss, matryoshka,
     config = TrainConfig(base_model=base_model, loss=loss, matryoshka=matryoshka, epochs=epochs,
                          batch_size=batch_size, learning_rate=learning_rate, max_seq_length=max_seq_length,
                          max_pairs=max_pairs, seed=seed, resume=resume, report_to=report_to)
-    result = train_encoder(catalog, output, config, id=id_col, text=text, category=category, encoding=encoding)
+    decisions = None
+    if decisions_dir is not None:
+        from train.decisions import load_decisions
+
+        decisions = load_decisions(decisions_dir)
+    result = train_encoder(catalog, output, config, id=id_col, text=text, category=category, encoding=encoding,
+                           decisions=decisions)
     ev = result.metrics["eval"]
     key = ev["primary_metric"]
     click.echo(f"trained {result.metrics['steps']} steps on {result.metrics['train_pairs']} pairs; held-out "

@@ -21,6 +21,7 @@ from migrate import __version__
 from migrate.calibration import ConfidenceCalibrator, choose_min_confidence
 from migrate.catalog import Catalog, load_catalog, normalise_text
 from migrate.embedding import Embedder
+from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import TaxmigError
 from migrate.flags import FLAG_ORDER, compute_flags
 from migrate.index import build_index, search
@@ -142,13 +143,16 @@ class Migrator:
     def from_settings(cls, settings: MigrationSettings) -> "Migrator":
         return cls(load_model(settings))
 
-    def run(self, settings: MigrationSettings, inputs: "Inputs | None" = None) -> MigrationResult:
-        """Map ``settings.source``; ``inputs`` are the already-read files (read here if not given)."""
+    def run(self, settings: MigrationSettings, inputs: "Inputs | None" = None, *,
+            cache: EmbeddingCache | None = None) -> MigrationResult:
+        """Map ``settings.source``; ``inputs`` are the already-read files (read here if not given);
+        with a ``cache``, texts embedded before under this model are not encoded again."""
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         inputs = inputs or read_inputs(settings)
         source, targets = inputs.source, inputs.targets
-        embedder = Embedder(self.encoder.model, batch_size=settings.batch_size, progress=settings.progress)
+        embedder = Embedder(self.encoder.model, batch_size=settings.batch_size, progress=settings.progress,
+                            cache=cache, cache_key=self.encoder.fingerprint if cache is not None else None)
         target_texts = [targets.catalog.texts[p] for p in targets.product_rows] if targets.catalog else []
         labels = [_label_text(c) for c in targets.categories]
         vectors = embedder.encode([*_embedding_texts(source, settings.category_context), *target_texts, *labels],
@@ -320,6 +324,7 @@ class Migrator:
              round(float(unflagged["confidence"].mean()), 4) if unflagged.height and calibrator.model is not None
              else "not estimated (confidence not calibrated)"),
             ("Texts encoded (distinct)", embedder.stats["encoded"]),
+            *([("Texts read from the embedding cache", embedder.stats["cached"])] if embedder.cache is not None else []),
             ("Encode seconds", round(embedder.stats["seconds"], 2)),
             ("Run seconds", round(seconds, 2)),
             ("Products per second (end to end)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,19 @@ def mapping_dtype(column: str) -> pl.DataType:
 
 
 REJECT_COLUMNS = ["file", "row", "id", "reason", "text"]
+ROW_KEY_COLUMN = "row_key"
+
+
+def row_key(run_id: str, source_id: str, source_text: str) -> str:
+    """A short hash tying a review row to its run, product id and text.
+
+    The review workbook carries it in a hidden column; ``taxmig review apply`` recomputes it to
+    catch a product id or text edited after export (a decision would land on the wrong product).
+
+    >>> row_key("run1", "42", "Sugar 1 kg") == row_key("run1", "42", "Sugar 1 kg") != row_key("run1", "43", "Sugar 1 kg")
+    True
+    """
+    return hashlib.sha1(f"{run_id}\x00{source_id}\x00{source_text}".encode("utf-8")).hexdigest()[:12]
 CROSSWALK_COLUMNS = ["source_category", "target_category", "count", "share", "mean_confidence"]
 
 
@@ -55,3 +69,7 @@ class MigrationResult:
 
     def summary_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.summary}
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary_dict().get("Run id", ""))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from migrate.errors import TaxmigError
 from migrate.flags import Thresholds
@@ -69,3 +70,36 @@ class MigrationSettings:
         if problems:
             raise TaxmigError("; ".join(problems), hint="see taxmig migrate --help")
         return self
+
+    # --- persistence (the nightly job's state remembers these) -------------------------------
+
+    REMEMBERED_EXCLUDE = ("source", "progress")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the source file and progress, JSON-ready; file paths made absolute.
+
+        >>> MigrationSettings(source="a.csv", target_taxonomy="t.txt").to_dict()["target_taxonomy"].endswith("t.txt")
+        True
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in self.REMEMBERED_EXCLUDE:
+                continue
+            value = getattr(self, f.name)
+            if f.name in ("target_catalog", "target_taxonomy") and value is not None:
+                value = str(Path(value).resolve())
+            elif f.name in ("scoring", "thresholds"):
+                value = asdict(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path, progress: bool = True,
+                  **overrides: Any) -> "MigrationSettings":
+        """Settings remembered by :meth:`to_dict`, for a new ``source``, with ``overrides`` applied."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and k not in cls.REMEMBERED_EXCLUDE}
+        values["scoring"] = ScoringParams(**data.get("scoring", {}))
+        values["thresholds"] = Thresholds(**data.get("thresholds", {}))
+        settings = cls(source=source, progress=progress, **values)
+        return replace(settings, **overrides) if overrides else settings

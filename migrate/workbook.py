@@ -1,8 +1,10 @@
 """The Excel workbook of a migration result (openpyxl).
 
 Sheets, in order: Summary, Mapping (with a ``decision`` drop-down and a ``reviewer_note``
-column), Review (flagged rows, lowest confidence first), Crosswalk, Rejects, and the hidden
-Categories sheet that feeds the drop-down (an inline list is limited to 255 characters).
+column), Review (flagged rows, lowest confidence first, with the same two columns: reviewers may
+decide in either sheet), Crosswalk, Rejects, and the hidden Categories sheet that feeds the
+drop-down (an inline list is limited to 255 characters). Mapping and Review end in a hidden
+``row_key`` column that ties each row to its run, product id and text.
 
 Every text cell goes through :func:`migrate.cells.set_text`: catalog texts never become
 formulas. The workbook is built in normal (not write-only) mode: write-only mode measured no
@@ -29,7 +31,8 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from migrate.cells import set_text
 from migrate.errors import TaxmigError
-from migrate.result import CROSSWALK_COLUMNS, MAPPING_COLUMNS, REJECT_COLUMNS, MigrationResult
+from migrate.result import (CROSSWALK_COLUMNS, MAPPING_COLUMNS, REJECT_COLUMNS, ROW_KEY_COLUMN, MigrationResult,
+                            row_key)
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +62,35 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
     wb = Workbook()
     wb.remove(wb.active)
     summary = wb.create_sheet("Summary")
-    _write_summary(summary, result.summary)
+    write_summary(summary, result.summary)
     _fit_print_width(summary)
     categories = decision_choices(result.target_categories)
-    mapping = wb.create_sheet("Mapping")
-    _write_table(mapping, result.mapping, MAPPING_COLUMNS, freeze="D2",
-                 extra=(DECISION_COLUMN, NOTE_COLUMN))
-    _add_decision_validation(mapping, _column_index(mapping, DECISION_COLUMN), result.mapping.height,
-                             len(categories))
-    _highlight_flagged(mapping, result.mapping)
-    _write_table(wb.create_sheet("Review"), result.review(), MAPPING_COLUMNS, freeze="D2")
-    _write_table(wb.create_sheet("Crosswalk"), result.crosswalk, CROSSWALK_COLUMNS)
-    _write_table(wb.create_sheet("Rejects"), result.rejects, REJECT_COLUMNS)
-    _write_categories(wb.create_sheet("Categories"), categories)
-    _save(wb, path)
+    for name, frame in (("Mapping", result.mapping), ("Review", result.review())):
+        write_review_table(wb.create_sheet(name), frame, MAPPING_COLUMNS, run_id=result.run_id,
+                           n_choices=len(categories))
+    write_table(wb.create_sheet("Crosswalk"), result.crosswalk, CROSSWALK_COLUMNS)
+    write_table(wb.create_sheet("Rejects"), result.rejects, REJECT_COLUMNS)
+    write_categories_sheet(wb.create_sheet("Categories"), categories)
+    save_workbook(wb, path)
     log.debug("wrote %s (%d mapping rows) in %.1f s", path, result.mapping.height,
              time.perf_counter() - started)
+
+
+def write_review_table(ws: Worksheet, frame: pl.DataFrame, default_columns: Sequence[str], *, run_id: str,
+                       n_choices: int) -> None:
+    """A table reviewers work in: the rows, then ``decision`` (drop-down) and ``reviewer_note``
+    columns, then the hidden ``row_key`` column that ``taxmig review apply`` checks."""
+    write_table(ws, frame, default_columns, freeze="D2", extra=(DECISION_COLUMN, NOTE_COLUMN))
+    add_decision_validation(ws, column_index(ws, DECISION_COLUMN), frame.height, n_choices)
+    highlight_flagged(ws, frame)
+    col = ws.max_column + 1
+    cell = ws.cell(1, col)
+    set_text(cell, ROW_KEY_COLUMN)
+    cell.font = HEADER_FONT
+    if frame.height:
+        for r, (pid, text) in enumerate(zip(frame["source_id"], frame["source_text"]), start=2):
+            set_text(ws.cell(r, col), row_key(run_id, pid or "", text or ""))
+    ws.column_dimensions[get_column_letter(col)].hidden = True
 
 
 def decision_choices(target_categories: Iterable[str]) -> list[str]:
@@ -96,7 +112,7 @@ def column_format(column: str, dtype: pl.DataType) -> str | None:
     return BOOL_FORMAT if dtype == pl.Boolean else number_format(column)
 
 
-def _save(wb: Workbook, path: Path) -> None:
+def save_workbook(wb: Workbook, path: Path) -> None:
     """Save ``wb``; a path that cannot be written becomes a :class:`TaxmigError`."""
     try:
         wb.save(path)
@@ -107,7 +123,7 @@ def _save(wb: Workbook, path: Path) -> None:
 
 # --- Summary -------------------------------------------------------------------------------
 
-def _write_summary(ws: Worksheet, summary: Sequence[tuple[str, Any]]) -> None:
+def write_summary(ws: Worksheet, summary: Sequence[tuple[str, Any]]) -> None:
     """Title row, an Item/Value header, then one row per pair (dicts as indented sub-rows)."""
     set_text(ws.cell(1, 1), "taxmig mapping summary")
     ws.cell(1, 1).font = TITLE_FONT
@@ -141,7 +157,7 @@ def _write_summary_item(ws: Worksheet, row: int, label: str, value: Any, depth: 
 
 # --- tables --------------------------------------------------------------------------------
 
-def _write_table(ws: Worksheet, df: pl.DataFrame, default_columns: Sequence[str],
+def write_table(ws: Worksheet, df: pl.DataFrame, default_columns: Sequence[str],
                  freeze: str = "A2", extra: Sequence[str] = ()) -> None:
     """Header + rows of ``df`` (or just ``default_columns`` when it has none), styled as a table."""
     columns = list(df.columns) or list(default_columns)
@@ -233,7 +249,7 @@ def _display(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
-def _column_index(ws: Worksheet, name: str) -> int:
+def column_index(ws: Worksheet, name: str) -> int:
     """1-based column of header ``name`` in row 1."""
     return next(c.column for c in ws[1] if c.value == name)
 
@@ -250,7 +266,7 @@ def _add_confidence_scale(ws: Worksheet, col: int, n_rows: int) -> None:
                        end_type="num", end_value=1, end_color=GREEN))
 
 
-def _highlight_flagged(ws: Worksheet, df: pl.DataFrame) -> None:
+def highlight_flagged(ws: Worksheet, df: pl.DataFrame) -> None:
     """Light fill on the first columns of rows whose needs_review is TRUE (one conditional rule)."""
     if "needs_review" not in df.columns or not df.height:
         return
@@ -260,7 +276,7 @@ def _highlight_flagged(ws: Worksheet, df: pl.DataFrame) -> None:
                                   FormulaRule(formula=[f"${flag}2=TRUE"], fill=REVIEW_FILL))
 
 
-def _add_decision_validation(ws: Worksheet, col: int, n_rows: int, n_choices: int) -> None:
+def add_decision_validation(ws: Worksheet, col: int, n_rows: int, n_choices: int) -> None:
     """Drop-down on the decision column, fed by the hidden Categories sheet."""
     letter = get_column_letter(col)
     dv = DataValidation(
@@ -275,7 +291,7 @@ def _add_decision_validation(ws: Worksheet, col: int, n_rows: int, n_choices: in
     ws.add_data_validation(dv)
 
 
-def _write_categories(ws: Worksheet, choices: Sequence[str]) -> None:
+def write_categories_sheet(ws: Worksheet, choices: Sequence[str]) -> None:
     """Column A: the drop-down values (no header); the sheet is hidden."""
     for row, value in enumerate(choices, start=1):
         set_text(ws.cell(row, 1), value)

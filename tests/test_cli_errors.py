@@ -181,10 +181,13 @@ def test_quiet_error_is_the_only_output(tmp_path):
     assert result.output.strip().count("\n") == 0
 
 
-def test_usage_error_is_exit_2(tmp_path):
+def test_usage_error_is_exit_64_not_2(tmp_path):
+    """2 means "rows need review" to a scheduler running reconcile; usage errors must not look like it."""
     result, _ = run_cli("migrate", "--no-such-option")
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
+    assert result.exit_code == 64
+    assert "No such option" in result.output and "Traceback" not in result.output
+    result, _ = run_cli("reconcile", "catalog.csv")
+    assert result.exit_code == 64 and "Missing option '--state'" in result.output
 
 
 # --- help and version -----------------------------------------------------------------------------

@@ -103,3 +103,64 @@ def test_evaluate_reports_base_and_fine_tuned_side_by_side(trained, small_catalo
     with pytest.raises(TaxmigError, match="already exists"):
         evaluate_models(small_catalog, model=str(trained.output_dir), baseline=None, output_dir=tmp_path / "r",
                         category="category,sub_category")
+
+
+def _state_with_decisions(tmp_path, catalog_path):
+    """A state folder whose decision log holds real products: two corrections, an accept, a new-category."""
+    from migrate.state import DECISION_SCHEMA, NewGeneration, StateStore
+    from train.splits import split_of
+
+    frame = pl.read_csv(catalog_path, infer_schema=False)
+    text = pl.concat_str([pl.col("product"), pl.col("brand")], separator=" | ")
+    frame = frame.filter(text.map_elements(lambda t: split_of(t) == "train", return_dtype=pl.Boolean))
+    cats = sorted({f"{c} > {s}" for c, s in zip(frame["category"], frame["sub_category"])})
+    rows = []
+    for i, (kind, offset) in enumerate([("override", 1), ("override", 2), ("accept", 0), ("new_category", 0)]):
+        text = f"{frame['product'][i]} | {frame['brand'][i]}"
+        own = f"{frame['category'][i]} > {frame['sub_category'][i]}"
+        wrong = cats[(cats.index(own) + offset) % len(cats)]
+        rows.append({"product_id": frame["index"][i], "kind": kind, "source_text": text,
+                     "decision": "NEW CATEGORY NEEDED" if kind == "new_category" else own,
+                     "suggested_category": wrong if kind == "override" else own, "decided_by": "priya"})
+    store = StateStore.create(tmp_path / "state")
+    store.commit(NewGeneration(meta={"run": {"run_id": "r1"}}, products=pl.DataFrame({"product_id": ["x"]}),
+                               decisions=pl.DataFrame(rows, schema={k: DECISION_SCHEMA[k] for k in rows[0]}),
+                               targets=pl.DataFrame()))
+    return tmp_path / "state", rows
+
+
+def test_reviewer_decisions_become_weighted_training_pairs(small_catalog, tmp_path):
+    from migrate.catalog import load_catalog
+    from train.decisions import decision_pairs, load_decisions
+
+    state, rows = _state_with_decisions(tmp_path, small_catalog)
+    examples = load_decisions(state)
+    assert len(examples) == 3 and examples.corrections == 2  # NEW CATEGORY NEEDED names no category
+    cat = load_catalog(small_catalog, role="catalog", category="category,sub_category", category_required=True)
+    category_of = dict(zip(cat.texts, cat.categories))
+    pairs = decision_pairs(examples, cat.texts, cat.categories, positives=3, negatives=3, correction_weight=2).pairs
+    for r in pairs.iter_rows(named=True):
+        decided = rows[[x["source_text"] for x in rows].index(r["sentence1"])]
+        if r["kind"] == "decision_positive":
+            assert category_of[r["sentence2"]] == decided["decision"] and r["score"] == 1.0
+        else:
+            assert category_of[r["sentence2"]] == decided["suggested_category"] != decided["decision"]
+            assert r["score"] == 0.0
+    per = pairs.group_by("sentence1", "kind").len()
+    corrected = per.filter(pl.col("kind") == "decision_positive").sort("len")["len"].to_list()
+    assert corrected == [3, 6, 6]  # corrections count twice
+    assert pairs.filter(pl.col("kind") == "correction_negative").height == 12
+
+
+def test_train_with_decisions_records_them(small_catalog, tmp_path):
+    from train.decisions import load_decisions
+
+    state, _ = _state_with_decisions(tmp_path, small_catalog)
+    result = train_encoder(small_catalog, tmp_path / "m", _config(max_pairs=60, evaluations=1),
+                           category="category,sub_category", decisions=load_decisions(state))
+    used = result.metrics["reviewer_decisions"]
+    # an accept: 5 positives; each correction (weight 2): 10 positives and 10 hard negatives
+    assert (used["decisions"], used["corrections"], used["decision_pairs"]) == (3, 2, 5 + 2 * (10 + 10))
+    assert "| decision_pairs | 45 |" in (tmp_path / "m" / "README.md").read_text()
+    with pytest.raises(TaxmigError, match="does not exist"):
+        load_decisions(tmp_path / "nowhere")

@@ -13,7 +13,7 @@ from openpyxl import Workbook, load_workbook
 
 from migrate.cells import escape_csv_text, is_formula_like, set_text
 from migrate.errors import TaxmigError
-from migrate.result import MAPPING_COLUMNS, REJECT_COLUMNS, MigrationResult
+from migrate.result import MAPPING_COLUMNS, REJECT_COLUMNS, MigrationResult, row_key
 from migrate.workbook import NEW_CATEGORY, write_workbook
 from tests.conftest import data_file
 
@@ -101,7 +101,10 @@ def test_summary_rows(wb: Workbook) -> None:
 
 def test_mapping_rows_and_header(wb: Workbook, result: MigrationResult) -> None:
     ws = wb["Mapping"]
-    assert _header(ws) == MAPPING_COLUMNS + ["decision", "reviewer_note"]
+    assert _header(ws) == MAPPING_COLUMNS + ["decision", "reviewer_note", "row_key"]
+    assert ws.column_dimensions["T"].hidden  # row_key: what review apply checks edits against
+    keys = [c.value for c in ws["T"][1:]]
+    assert keys == [row_key(result.run_id, i, t) for i, t in zip(result.mapping["source_id"], result.mapping["source_text"])]
     assert ws.max_row == N_ROWS + 1
     assert [c.value for c in ws["A"][1:]] == result.mapping["source_row"].to_list()
     assert ws.freeze_panes == "D2" and ws.auto_filter.ref == f"A1:S{N_ROWS + 1}"
@@ -120,7 +123,8 @@ def test_decision_dropdown_points_at_categories(wb: Workbook) -> None:
     assert "ACCEPT" in dv.prompt and NEW_CATEGORY in dv.prompt
     listed = [c.value for c in wb["Categories"]["A"]]
     assert listed == ["ACCEPT", NEW_CATEGORY, *CATEGORIES]
-    assert not wb["Review"].data_validations.dataValidation
+    (review_dv,) = wb["Review"].data_validations.dataValidation  # reviewers may decide in either sheet
+    assert review_dv.formula1 == dv.formula1
 
 
 def test_injected_texts_stay_strings(wb: Workbook, xlsx: Path) -> None:
@@ -137,11 +141,12 @@ def test_injected_texts_stay_strings(wb: Workbook, xlsx: Path) -> None:
 
 def test_review_is_flagged_rows_by_confidence(wb: Workbook, result: MigrationResult) -> None:
     ws = wb["Review"]
-    assert _header(ws) == MAPPING_COLUMNS and ws.freeze_panes == "D2"
+    assert _header(ws) == MAPPING_COLUMNS + ["decision", "reviewer_note", "row_key"] and ws.freeze_panes == "D2"
     col = MAPPING_COLUMNS.index("confidence")
     rows = list(ws.iter_rows(min_row=2, values_only=True))
     assert len(rows) == int(result.mapping["needs_review"].sum()) > 0
     assert all(r[MAPPING_COLUMNS.index("needs_review")] is True for r in rows)
+    assert all(r[-1] == row_key(result.run_id, r[1], r[2]) for r in rows)
     assert [r[col] for r in rows] == sorted(r[col] for r in rows)
 
 

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -20,9 +19,11 @@ from typing import Any
 
 from migrate.catalog import Catalog, load_catalog
 from migrate.errors import TaxmigError
+from migrate.hashing import file_fingerprint
 from models import load_encoder, resolve_model
 from train.losses import LOSSES, MATRYOSHKA_DIMS, build_loss, describe
-from train.pairs import PairConfig, PairSet, build_pairs
+from train.decisions import DecisionExamples
+from train.pairs import PairConfig, build_pairs
 from train.splits import split_labels
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,6 @@ class TrainResult:
     pair_counts: dict[str, int]
 
 
-def file_fingerprint(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _subset(catalog: Catalog, mask) -> tuple[list[str], list[str]]:
     return ([t for t, m in zip(catalog.texts, mask) if m], [c for c, m in zip(catalog.categories, mask) if m])
 
@@ -128,7 +121,7 @@ def _training_args(config: TrainConfig, output_dir: Path, steps: int, metric: st
 
 def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: TrainConfig, *,
                   id: str | None = None, text: str | None = None, category: str | None = None,
-                  encoding: str = "utf-8", decision_pairs: PairSet | None = None) -> TrainResult:
+                  encoding: str = "utf-8", decisions: "DecisionExamples | None" = None) -> TrainResult:
     """Split ``catalog_path`` by normalised name, build pairs, train, save model + card + metrics."""
     from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
@@ -163,10 +156,24 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
     pair_seconds = time.perf_counter() - started
     fmt = LOSSES[config.loss].data_format
     train_ds = train_pairs.to_dataset(fmt)
-    if decision_pairs is not None:
+    decision_counts: dict[str, int] = {}
+    if decisions is not None:
         from datasets import concatenate_datasets
 
-        train_ds = concatenate_datasets([train_ds, decision_pairs.to_dataset(fmt)])
+        from train.decisions import decision_pairs
+
+        held_out = split_labels(decisions.texts, seed=config.seed) != "train"
+        usable = DecisionExamples([t for t, h in zip(decisions.texts, held_out) if not h],
+                                  [c for c, h in zip(decisions.categories, held_out) if not h],
+                                  [s for s, h in zip(decisions.suggested, held_out) if not h],
+                                  notes=[f"{int(held_out.sum())} decisions on products of the eval/test split "
+                                         "were left out"] if held_out.any() else [])
+        extra = decision_pairs(usable, train_texts, train_cats, seed=config.seed)
+        train_ds = concatenate_datasets([train_ds, extra.to_dataset(fmt)])
+        decision_counts = {"decisions": len(decisions), "decisions_used": len(usable),
+                           "corrections": usable.corrections, "decision_pairs": extra.pairs.height,
+                           "decision_triplets": extra.triplets.height}
+        train_pairs.notes.extend(extra.notes)
     eval_ds = eval_pairs.to_dataset(fmt)
     evaluator = EmbeddingSimilarityEvaluator(eval_pairs.pairs["sentence1"].to_list(),
                                              eval_pairs.pairs["sentence2"].to_list(),
@@ -201,13 +208,14 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
         "log_history": trainer.state.log_history,
         "splits": {s: int((splits == s).sum()) for s in ("train", "eval", "test")},
+        **({"reviewer_decisions": decision_counts} if decision_counts else {}),
     }
     (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
     from train.card import write_model_card
     from train.plots import plot_training
 
     plots = plot_training(trainer.state.log_history, output_dir)
-    counts = train_pairs.counts()
+    counts = {**train_pairs.counts(), **{k: v for k, v in decision_counts.items() if k.startswith("decision_")}}
     write_model_card(output_dir, record=record, metrics=metrics, pair_counts=counts,
                      loss=describe(config.loss, config.matryoshka), plots=plots, notes=train_pairs.notes)
     log.info("saved %s (held-out %s %.4f -> %.4f)", output_dir, evaluator.primary_metric,

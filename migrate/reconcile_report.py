@@ -1,0 +1,78 @@
+"""The nightly report: a workbook for people and a JSON summary for monitoring.
+
+Sheets: Summary, Review (every product that needs a person, with the ``decision`` drop-down and
+hidden row keys, so the file can go straight back through ``taxmig review apply``), Changes,
+Category counts (per final category and their change), Drift (score distributions and the
+Kolmogorov-Smirnov statistic), Target changes, Rejects, and the hidden Categories list that
+feeds the drop-down.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from openpyxl import Workbook
+
+from migrate.changes import CHANGE_COLUMNS
+from migrate.result import REJECT_COLUMNS
+from migrate.workbook import (decision_choices, save_workbook, write_categories_sheet, write_review_table,
+                              write_summary, write_table)
+
+REVIEW_COLUMNS = ["source_row", "source_id", "source_text", "source_category", "target_category", "target_id",
+                  "confidence", "margin", "needs_review", "flags", "model_flags", "alt1_category", "alt1_score",
+                  "alt2_category", "alt2_score", "score", "current_decision", "decided_by", "decided_at",
+                  "decision_note", "decision_text"]
+"""The Review sheet: ``target_category`` is the model's suggestion (what ACCEPT takes);
+``current_decision`` the decision in force, if any."""
+
+
+@dataclass
+class NightlyReport:
+    """Everything one reconcile run reports."""
+
+    run_id: str
+    summary: list[tuple[str, Any]]
+    review: pl.DataFrame
+    changes: pl.DataFrame
+    categories: pl.DataFrame
+    drift: pl.DataFrame
+    target_changes: pl.DataFrame
+    rejects: pl.DataFrame
+    choices: list[str]
+    monitoring: dict[str, Any]
+
+
+def review_rows(products: pl.DataFrame) -> pl.DataFrame:
+    """Products that need a person, lowest confidence first, in the Review sheet's columns."""
+    return (products.filter(pl.col("needs_review"))
+            .sort("confidence", nulls_last=True)
+            .rename({"product_id": "source_id", "decision": "current_decision"})
+            .select(REVIEW_COLUMNS))
+
+
+def write_report_workbook(report: NightlyReport, path: Path) -> None:
+    wb = Workbook()
+    wb.remove(wb.active)
+    write_summary(wb.create_sheet("Summary"), report.summary)
+    wb["Summary"].cell(1, 1).value = "taxmig nightly reconciliation"
+    write_review_table(wb.create_sheet("Review"), report.review, REVIEW_COLUMNS, run_id=report.run_id,
+                       n_choices=len(report.choices))
+    write_table(wb.create_sheet("Changes"), report.changes, CHANGE_COLUMNS, freeze="C2")
+    write_table(wb.create_sheet("Category counts"), report.categories, ["category", "previous", "count", "change"])
+    write_table(wb.create_sheet("Drift"), report.drift, ["metric"])
+    write_table(wb.create_sheet("Target changes"), report.target_changes, ["change", "category", "new_name", "basis"])
+    write_table(wb.create_sheet("Rejects"), report.rejects, REJECT_COLUMNS)
+    write_categories_sheet(wb.create_sheet("Categories"), report.choices)  # feeds the drop-down
+    save_workbook(wb, path)
+
+
+def write_report_json(report: NightlyReport, path: Path) -> None:
+    path.write_text(json.dumps(report.monitoring, indent=2, default=str), encoding="utf-8")
+
+
+def choices_for(categories: list[str]) -> list[str]:
+    return decision_choices(categories)

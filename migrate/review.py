@@ -1,0 +1,302 @@
+"""``taxmig review apply``: take a reviewed workbook's decisions into the state, all or nothing.
+
+A reviewer fills ``decision`` (and ``reviewer_note``) in the Mapping or Review sheet of a workbook
+written by ``taxmig migrate`` or ``taxmig reconcile``: ``ACCEPT`` keeps the suggested
+``target_category``, a category from the drop-down replaces it, ``NEW CATEGORY NEEDED`` says none
+fits. Every decision is checked before anything is written -- the workbook's run belongs to the
+state, each row's hidden ``row_key`` still matches its product id and text (an edited id would
+put a decision on the wrong product), each product is still in the catalog, each category is a
+target category, and one product gets one decision -- and all problems are reported at once
+with their sheet and cell. Then the decisions join the state's decision log (with who, when and
+the note) in one new state generation, and the final mapping is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from openpyxl.utils import get_column_letter
+from rapidfuzz import fuzz, process, utils
+
+from migrate.catalog import normalise_path
+from migrate.decisions import (DECISION_STALE, KIND_NEW, SOURCE_NEW, SOURCE_REVIEWER, content_hash,
+                               decision_kind)
+from migrate.errors import InputError, OutputExistsError, TaxmigError
+from migrate.lock import RunLock
+from migrate.output import FORMATS
+from migrate.readers import _cell_text
+from migrate.reconcile import _history_record, _publish, finish_interrupted
+from migrate.result import ROW_KEY_COLUMN, row_key
+from migrate.state import DECISION_SCHEMA, NewGeneration, StateStore, now_utc
+from migrate.workbook import ACCEPT, DECISION_COLUMN, NEW_CATEGORY, NOTE_COLUMN
+
+log = logging.getLogger(__name__)
+
+DECISION_SHEETS = ("Mapping", "Review")
+REQUIRED = ("source_id", "source_text", "target_category", DECISION_COLUMN, ROW_KEY_COLUMN)
+FINAL_COLUMNS = ["product_id", "source_row", "source_text", "source_category", "final_category", "final_source",
+                 "decision", "decided_by", "decided_at", "decision_note", "target_category", "confidence",
+                 "flags", "needs_review"]
+MAX_REPORTED = 25
+
+
+@dataclass
+class ReviewedRow:
+    """One row of a decision sheet that carries a decision."""
+
+    sheet: str
+    row: int
+    cell: str            # e.g. "Mapping!T17", the decision cell
+    source_id: str
+    source_text: str
+    suggested: str
+    decision: str        # as typed
+    note: str
+    key: str
+
+
+@dataclass
+class ReviewedWorkbook:
+    path: Path
+    run_id: str
+    rows: list[ReviewedRow]
+    modified_by: str
+
+
+def read_reviewed_workbook(path: str | Path) -> ReviewedWorkbook:
+    """The decisions of a reviewed workbook (rows with an empty decision are skipped)."""
+    from openpyxl import load_workbook
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found", hint="give the reviewed .xlsx file")
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a damaged or non-xlsx file
+        raise InputError(path, f"cannot be opened as an Excel workbook ({exc.__class__.__name__})",
+                         hint="save it from Excel as .xlsx") from None
+    try:
+        problems: list[str] = []
+        run_id = _run_id(book)
+        if not run_id:
+            problems.append("no 'Run id' in a Summary sheet: not a workbook written by taxmig")
+        sheets = [name for name in DECISION_SHEETS if name in book.sheetnames]
+        if not sheets:
+            problems.append(f"no {' or '.join(DECISION_SHEETS)} sheet")
+        rows: list[ReviewedRow] = []
+        for name in sheets:
+            ws = book[name]
+            it = ws.iter_rows(values_only=True)
+            header = [_cell_text(v).strip() for v in (next(it, None) or ())]
+            col = {h: i for i, h in enumerate(header) if h}
+            missing = [c for c in REQUIRED if c not in col]
+            if missing:
+                problems.append(f"sheet {name}: column(s) {', '.join(missing)} missing from row 1 "
+                                "(restore them from the exported file)")
+                continue
+            letter = get_column_letter(col[DECISION_COLUMN] + 1)
+            for number, values in enumerate(it, start=2):
+                values = list(values) + [None] * (len(header) - len(values))
+                decision = _cell_text(values[col[DECISION_COLUMN]]).strip()
+                if not decision:
+                    continue
+                rows.append(ReviewedRow(
+                    sheet=name, row=number, cell=f"{name}!{letter}{number}",
+                    source_id=_cell_text(values[col["source_id"]]).strip(),
+                    source_text=_cell_text(values[col["source_text"]]),
+                    suggested=_cell_text(values[col["target_category"]]).strip(),
+                    decision=decision,
+                    note=_cell_text(values[col[NOTE_COLUMN]]).strip() if NOTE_COLUMN in col else "",
+                    key=_cell_text(values[col[ROW_KEY_COLUMN]]).strip()))
+        if problems:
+            raise InputError(path, "; ".join(problems), hint="use a workbook written by taxmig migrate or reconcile")
+        modified_by = (book.properties.lastModifiedBy or book.properties.creator or "").strip()
+    finally:
+        book.close()
+    return ReviewedWorkbook(path, run_id, rows, modified_by)
+
+
+def _run_id(book) -> str:
+    if "Summary" not in book.sheetnames:
+        return ""
+    for values in book["Summary"].iter_rows(values_only=True):
+        if values and _cell_text(values[0]).strip() == "Run id" and len(values) > 1:
+            return _cell_text(values[1]).strip()
+    return ""
+
+
+@dataclass
+class ApplyOutcome:
+    run_id: str
+    counts: dict[str, int]
+    written: list[Path]
+    message: str
+
+
+def _match_category(value: str, categories: list[str], lookup: dict[str, str]) -> str | None:
+    if value in lookup:
+        return lookup[value]
+    return lookup.get(normalise_path(value).lower())
+
+
+def validate_decisions(book: ReviewedWorkbook, products: pl.DataFrame, categories: list[str],
+                       known_runs: set[str]) -> list[dict[str, Any]]:
+    """Check every decision; raise one :class:`InputError` naming every bad cell, else return
+    one resolved decision per product: ``{product_id, decision, suggested, note, text, row}``."""
+    problems: list[str] = []
+    if book.run_id not in known_runs:
+        problems.append(f"the workbook comes from run '{book.run_id}', which is not a run of this state folder "
+                        "(was it exported from another state, or from a migrate run without --state?)")
+    lookup = {c: c for c in categories}
+    lookup.update({c.lower(): c for c in categories})
+    live = {r["product_id"]: r for r in products.select("product_id", "source_text", "source_category")
+            .iter_rows(named=True)}
+    chosen: dict[str, dict[str, Any]] = {}
+    for r in book.rows:
+        where = r.cell
+        if r.key != row_key(book.run_id, r.source_id, r.source_text):
+            problems.append(f"{where}: source_id or source_text of this row was edited after export (its row_key "
+                            "no longer matches); restore them from the exported file")
+            continue
+        if r.source_id not in live:
+            problems.append(f"{where}: product '{r.source_id}' is no longer in the catalog; clear this decision "
+                            "or review a newer report")
+            continue
+        upper = r.decision.upper()
+        if upper == ACCEPT:
+            category = _match_category(r.suggested, categories, lookup)
+            if category is None:
+                problems.append(f"{where}: ACCEPT, but the suggested category '{r.suggested}' is not a target "
+                                "category now; pick a category instead")
+                continue
+        elif upper == NEW_CATEGORY:
+            category = NEW_CATEGORY
+        else:
+            category = _match_category(r.decision, categories, lookup)
+            if category is None:
+                near = process.extractOne(r.decision, categories, scorer=fuzz.partial_ratio, processor=utils.default_process,
+                                             score_cutoff=60)
+                problems.append(f"{where}: '{r.decision}' is not a target category" +
+                                (f" (did you mean '{near[0]}'?)" if near else "") +
+                                f"; pick one from the drop-down, {ACCEPT} or {NEW_CATEGORY}")
+                continue
+        item = {"product_id": r.source_id, "decision": category, "suggested": r.suggested, "note": r.note,
+                "text": r.source_text, "row": r}
+        earlier = chosen.get(r.source_id)
+        if earlier is not None and (earlier["decision"], earlier["note"]) != (category, r.note):
+            problems.append(f"{where}: product '{r.source_id}' also has the decision '{earlier['decision']}' in "
+                            f"{earlier['row'].cell}; keep one")
+            continue
+        chosen[r.source_id] = item
+    if problems:
+        shown = problems[:MAX_REPORTED]
+        more = f"; and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise InputError(book.path, f"{len(problems)} problem(s), nothing applied: " + "; ".join(shown) + more,
+                         hint="fix those cells and run 'taxmig review apply' again")
+    return list(chosen.values())
+
+
+def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path, *, reviewer: str | None = None,
+                 overwrite: bool = False) -> ApplyOutcome:
+    """Validate and apply a reviewed workbook; write the final mapping to ``output``."""
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in FORMATS:
+        raise TaxmigError(f"{output}: unknown output format '{output.suffix or '(none)'}'",
+                          hint=f"end the -o path in {', '.join(FORMATS)}")
+    book = read_reviewed_workbook(workbook)
+    StateStore.open(state_dir)  # a missing state is an error, not a folder to create
+    with RunLock(state_dir, command=f"review apply {workbook}") as lock:
+        store = StateStore.open(state_dir)
+        finish_interrupted(store, lock)
+        if output.exists() and not overwrite:
+            raise OutputExistsError(output)
+        current = store.load()
+        categories = current.targets.filter(pl.col("kind") == "category")["key"].to_list()
+        known = {h.get("run_id") for h in store.history() if h.get("run_id")} | {current.run_id}
+        resolved = validate_decisions(book, current.products, categories, known)
+        who = reviewer or book.modified_by or getpass.getuser()
+        when = now_utc()
+        run_id = "review-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        in_force = {r["product_id"]: r for r in current.latest_decisions().iter_rows(named=True)}
+        products = {r["product_id"]: r for r in current.products.iter_rows(named=True)}
+        new_rows, counts = [], {"accept": 0, "override": 0, "new_category": 0, "unchanged": 0}
+        for item in resolved:
+            pid = item["product_id"]
+            product = products[pid]
+            kind = decision_kind(item["decision"], item["suggested"])
+            chash = content_hash(item["text"], product["source_category"] or "")
+            before = in_force.get(pid)
+            if before is not None and (before["decision"], before["note"] or "", before["content_hash"]) == \
+                    (item["decision"], item["note"], chash):
+                counts["unchanged"] += 1  # the same decision applied again: nothing new
+                continue
+            counts[kind] += 1
+            new_rows.append({"product_id": pid, "decision": item["decision"], "kind": kind,
+                             "suggested_category": item["suggested"], "decided_by": who, "decided_at": when,
+                             "note": item["note"], "source_text": item["text"],
+                             "source_category": product["source_category"] or "", "content_hash": chash,
+                             "workbook": str(book.path.name), "workbook_run": book.run_id,
+                             "sheet_row": item["row"].cell, "applied_run": run_id})
+            product.update(decision=item["decision"], decided_by=who, decided_at=when, decision_note=item["note"],
+                           decision_text=item["text"])
+            if kind == KIND_NEW:
+                product.update(final_category="", final_source=SOURCE_NEW)
+            else:
+                product.update(final_category=item["decision"], final_source=SOURCE_REVIEWER)
+            # decided on the text the reviewer saw; if tonight's text differs, a person looks again
+            stale = (product["source_text"] or "") != item["text"]
+            product.update(flags=DECISION_STALE if stale else "", needs_review=stale)
+        decisions = pl.concat([current.decisions, pl.DataFrame(new_rows, schema=DECISION_SCHEMA)]) \
+            if new_rows else current.decisions
+        table = pl.DataFrame(list(products.values()), schema=current.products.schema)
+        final = final_mapping(table)
+        file_name = f"final{suffix}"
+        meta = {**{k: v for k, v in current.meta.items() if k not in ("run", "generation", "state_format")},
+                "run": {"run_id": run_id, "kind": "review", "started": when, "workbook": str(book.path.resolve()),
+                        "workbook_run": book.run_id, "reviewer": who, "counts": counts, "exit_code": 0,
+                        "publish": [{"file": file_name, "dest": str(output.resolve())}]}}
+        generation = store.commit(NewGeneration(meta=meta, products=table, decisions=decisions,
+                                                targets=current.targets,
+                                                files={file_name: lambda p: write_frame(final, p, "Final mapping")}))
+        written = _publish(generation, meta["run"]["publish"])
+        store.append_history(_history_record(generation.meta, "ok", stale_lock=lock.stale))
+    applied = counts["accept"] + counts["override"] + counts["new_category"]
+    message = (f"applied {applied} decision(s) from {book.path.name} by {who} ({counts['accept']} accepted, "
+               f"{counts['override']} changed, {counts['new_category']} new category needed, "
+               f"{counts['unchanged']} already in force); wrote {', '.join(str(p) for p in written)}")
+    log.info(message)
+    return ApplyOutcome(run_id, counts, written, message)
+
+
+def final_mapping(products: pl.DataFrame) -> pl.DataFrame:
+    """The mapping to load into the new platform: the final category of every live product."""
+    return products.sort("source_row").select(FINAL_COLUMNS)
+
+
+def write_frame(frame: pl.DataFrame, path: Path, sheet: str) -> None:
+    """``frame`` as CSV (formula-safe), Parquet or a one-sheet workbook, by ``path``'s extension
+    (``path`` may be a temporary name: the format is read from its last real suffix)."""
+    from migrate.output import _escaped
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        _escaped(frame).write_csv(path)
+    elif suffix == ".parquet":
+        frame.write_parquet(path)
+    else:
+        from openpyxl import Workbook
+
+        from migrate.workbook import save_workbook, write_table
+
+        wb = Workbook()
+        wb.remove(wb.active)
+        write_table(wb.create_sheet(sheet), frame, list(frame.columns), freeze="C2")
+        save_workbook(wb, path)

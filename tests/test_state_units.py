@@ -1,0 +1,133 @@
+"""The pieces under the nightly job, without the model: embedding cache, state generations and
+history, decision staleness, target diffs, remembered settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from migrate.changes import diff_targets, target_snapshot
+from migrate.decisions import material_change, without_quantities
+from migrate.embedding import Embedder
+from migrate.embedding_cache import EmbeddingCache
+from migrate.reconcile import settings_for_night
+from migrate.settings import MigrationSettings
+from migrate.state import DECISION_SCHEMA, PRODUCT_SCHEMA, TARGET_SCHEMA, NewGeneration, StateError, StateStore
+from tests.conftest import SAMPLES, data_file
+
+
+class CountingModel:
+    """A stand-in encoder that records what it was asked to encode."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode(self, texts, **kw):
+        self.seen += list(texts)
+        rng = np.random.default_rng(len(self.seen))
+        v = rng.normal(size=(len(texts), 8)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def get_embedding_dimension(self) -> int:
+        return 8
+
+
+def test_embedding_cache_encodes_each_text_once_per_model(tmp_path):
+    texts = pl.read_csv(SAMPLES / "bigbasket_sample.csv", infer_schema=False)["product"].to_list()[:50]
+    model = CountingModel()
+    with EmbeddingCache(tmp_path / "e.sqlite") as cache:
+        first = Embedder(model, progress=False, cache=cache, cache_key="fp-a").encode(texts)
+    assert len(model.seen) == len(set(texts))
+    with EmbeddingCache(tmp_path / "e.sqlite") as cache:  # reopened: persisted
+        again = Embedder(model, progress=False, cache=cache, cache_key="fp-a")
+        second = again.encode([*texts[10:], "A new product"])
+        assert again.stats["encoded"] == 1 and again.stats["cached"] == len(set(texts[10:]))
+        np.testing.assert_array_equal(second[: len(texts) - 10], first[10:])
+        other = Embedder(model, progress=False, cache=cache, cache_key="fp-b")  # another model: nothing reused
+        other.encode(texts[:5])
+        assert other.stats["encoded"] == 5
+        assert cache.count("fp-a") == len(set(texts)) + 1 and cache.count("fp-b") == 5
+
+
+def _generation(n: int, run: str) -> NewGeneration:
+    products = pl.DataFrame({"product_id": [str(i) for i in range(n)], "needs_review": [False] * n})
+    return NewGeneration(meta={"run": {"run_id": run}}, products=products,
+                         decisions=pl.DataFrame(schema=DECISION_SCHEMA), targets=pl.DataFrame(schema=TARGET_SCHEMA))
+
+
+def test_generations_commit_atomically_and_old_ones_are_pruned(tmp_path):
+    store = StateStore.create(tmp_path / "s")
+    store.commit(_generation(1, "r1"))
+    with pytest.raises(StateError, match="already holds"):
+        StateStore.create(tmp_path / "s")
+    for i in range(2, 9):
+        store.commit(_generation(i, f"r{i}"))
+    assert store.load().run_id == "r8" and store.load().products.height == 8
+    assert len(store.generation_names()) == 5
+    assert list(store.load().products.columns) == list(PRODUCT_SCHEMA)  # conformed to the schema
+    (tmp_path / "s" / "CURRENT").write_text("000099-gone\n")
+    with pytest.raises(StateError, match="which is missing"):
+        store.load()
+    with pytest.raises(StateError, match="does not exist"):
+        StateStore.open(tmp_path / "nothing")
+
+
+def test_history_survives_a_line_cut_short_by_a_crash(tmp_path):
+    store = StateStore.create(tmp_path / "s")
+    store.append_history({"run_id": "a", "outcome": "ok"})
+    with open(store.history_path, "a") as fh:
+        fh.write('{"run_id": "b", "outc')  # the process died mid-write
+    store.append_history({"run_id": "c", "outcome": "ok"})
+    assert [h["run_id"] for h in store.history()] == ["a", "c"]
+
+
+@pytest.mark.parametrize("old, new, changed", [
+    ("Tru Mango", "Tru Mango - Pack of 2", False),
+    ("Ponds Starlight Talc 300 g", "Ponds Starlight Talc", False),
+    ("Amul Butter 500 g", "AMUL butter, 1 kg", False),
+    ("Toor/Arhar Dal", "Dark Chocolate Truffle Cake", True),
+])
+def test_pack_sizes_never_make_a_decision_stale(old, new, changed):
+    assert material_change(old, "A > B", new, "A > B", 0.85, similarity=0.5 if changed else None)[0] is changed
+    assert material_change(old, "A > B", old, "A > C", 0.85, similarity=1.0) == (True, 0.0)
+
+
+def test_target_renames_by_taxonomy_id_and_by_products_moving_together():
+    google = data_file("google_product_taxonomy", "taxonomy-with-ids.en-US.txt")
+    lines = [ln.split(" - ", 1) for ln in google.read_text(encoding="utf-8").splitlines()[1:400] if " - " in ln]
+    ids = {path: i for i, path in lines}
+    cats = list(ids)
+    before = target_snapshot(cats, ids, [])
+    renamed = cats[5] + " (new name)"
+    after_cats = [renamed if c == cats[5] else c for c in cats if c != cats[7]] + ["Brand New > Category"]
+    after_ids = {renamed if c == cats[5] else c: i for c, i in ids.items()}
+    changes = diff_targets(before, target_snapshot(after_cats, after_ids, []))
+    assert changes.renamed == {cats[5]: renamed} and "taxonomy id" in changes.rename_basis[cats[5]]
+    assert changes.removed == [cats[7]] and changes.added == ["Brand New > Category"]
+    # a catalog target: no ids, the products of "A > Old" now all sit under "A > New"
+    prods = [(str(i), f"product {i}", "A > Old" if i < 10 else "A > Keep") for i in range(30)]
+    moved = [(p, t, "A > New" if c == "A > Old" else c) for p, t, c in prods]
+    changes = diff_targets(target_snapshot(["A > Old", "A > Keep"], {}, prods),
+                           target_snapshot(["A > New", "A > Keep"], {}, moved))
+    assert changes.renamed == {"A > Old": "A > New"} and changes.products_changed == 10
+    # half of them moving is a removal plus an addition, not a rename
+    split = [(p, t, ("A > New" if int(p) < 5 else "A > Keep") if c == "A > Old" else c) for p, t, c in prods]
+    changes = diff_targets(target_snapshot(["A > Old", "A > Keep"], {}, prods),
+                           target_snapshot(["A > New", "A > Keep"], {}, split))
+    assert changes.renamed == {} and changes.removed == ["A > Old"] and changes.added == ["A > New"]
+
+
+def test_a_new_target_option_replaces_the_remembered_target(tmp_path):
+    remembered = MigrationSettings(source="a.csv", target_catalog=SAMPLES / "bigbasket_sample.csv",
+                                   target_category="category,sub_category", source_category="category,sub_category",
+                                   ).to_dict()
+    night = settings_for_night(json.loads(json.dumps(remembered)), "b.csv", {})
+    assert night.target_catalog == remembered["target_catalog"] and night.source_category == "category,sub_category"
+    night = settings_for_night(remembered, "b.csv", {"target_taxonomy": "t.txt", "thresholds": {"min_margin": 0.2}})
+    assert night.target_catalog is None and night.target_category is None and night.target_taxonomy == "t.txt"
+    assert night.thresholds.min_margin == 0.2 and night.thresholds.target_precision == 0.97
+    assert night.source_category == "category,sub_category" and str(night.source) == "b.csv"
+    assert without_quantities("Coca Cola 2 x 750 ml") == "coca cola"
