@@ -248,12 +248,16 @@ def migrate(source, output, state, overwrite, quiet, verbose, **params) -> None:
               help="Report workbook (.xlsx); a JSON summary for monitoring is written beside it (.json).")
 @click.option("--init", is_flag=True, help="Create the state folder: the first night (give the target options).")
 @options(TARGET_OPTIONS, COLUMN_OPTIONS, MODEL_OPTIONS, SCORING_OPTIONS)
+@click.option("--review", "review_scope", type=click.Choice(["new", "all"]), default="new", show_default=True,
+              help="Rows in the report's Review sheet (and behind exit code 2): those that need a person because "
+                   "of tonight (new, changed, newly flagged), or the whole open queue.")
 @click.option("--stale-below", type=click.FloatRange(0, 1), default=None,
               help="A decision goes stale when the product's text changes to one whose embedding cosine with "
                    "the decided text is below this [default: remembered, first 0.85].")
 @options(COMMON_OPTIONS)
 @click.pass_context
-def reconcile(ctx, catalog, state, output, init, stale_below, overwrite, quiet, verbose, **params) -> None:
+def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, overwrite, quiet, verbose,
+              **params) -> None:
     """Nightly: map CATALOG against the remembered target, report what changed, keep decisions.
 
     Only products that are new or whose text changed are embedded (a cache in the state folder);
@@ -263,7 +267,7 @@ def reconcile(ctx, catalog, state, output, init, stale_below, overwrite, quiet, 
 
     \b
     Exit codes: 0 nothing needs a person; 1 error (state unchanged);
-                2 rows need review; 3 another run holds the lock (nothing done).
+                2 rows need review (see --review); 3 another run holds the lock (nothing done).
     \b
     Examples:
       taxmig reconcile live.csv --state state/ --init --target-taxonomy taxonomy.txt -o reports/night1.xlsx
@@ -277,10 +281,11 @@ def reconcile(ctx, catalog, state, output, init, stale_below, overwrite, quiet, 
         if params["target_catalog"] is None and params["target_taxonomy"] is None:
             raise click.UsageError("--init needs the target: --target-catalog FILE and/or --target-taxonomy FILE")
         outcome = run_reconcile(catalog, state, output, init_settings=settings_from_params(catalog, params, quiet),
-                                stale_below=stale_below, overwrite=overwrite, progress=not quiet)
+                                stale_below=stale_below, overwrite=overwrite, progress=not quiet,
+                                review_scope=review_scope)
     else:
         outcome = run_reconcile(catalog, state, output, overrides=explicit_overrides(ctx), stale_below=stale_below,
-                                overwrite=overwrite, progress=not quiet)
+                                overwrite=overwrite, progress=not quiet, review_scope=review_scope)
     click.echo(outcome.message)
     ctx.exit(outcome.exit_code)
 

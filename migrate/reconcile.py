@@ -43,7 +43,8 @@ from migrate.hashing import file_fingerprint
 from migrate.lock import RunLock
 from migrate.output import atomic_path
 from migrate.pipeline import Inputs, Migrator, read_inputs
-from migrate.reconcile_report import NightlyReport, choices_for, review_rows, write_report_json, write_report_workbook
+from migrate.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
+                                     write_report_workbook)
 from migrate.result import MigrationResult
 from migrate.settings import MigrationSettings
 from migrate.state import DECISION_SCHEMA, Generation, NewGeneration, StateStore, _fault, empty, now_utc
@@ -175,8 +176,14 @@ def finish_interrupted(store: StateStore, lock: RunLock) -> Generation | None:
 def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
               init_settings: MigrationSettings | None = None, overrides: dict[str, Any] | None = None,
               stale_below: float | None = None, migrator: Migrator | None = None, overwrite: bool = False,
-              progress: bool = True) -> RunOutcome:
-    """One nightly run (see the module doc). ``init_settings`` creates the state (first night)."""
+              progress: bool = True, review_scope: str = "new") -> RunOutcome:
+    """One nightly run (see the module doc). ``init_settings`` creates the state (first night).
+
+    ``review_scope``: ``"new"`` puts in the report (and counts for the exit code) the rows that need
+    a person because of tonight -- new products, changed texts, changed flags, stale decisions;
+    ``"all"`` the whole open review queue."""
+    if review_scope not in REVIEW_SCOPES:
+        raise TaxmigError(f"unknown review scope '{review_scope}'", hint=f"use one of {', '.join(REVIEW_SCOPES)}")
     report = Path(report)
     if report.suffix.lower() != ".xlsx":
         raise TaxmigError(f"{report}: the report is a workbook", hint="end the -o path in .xlsx (a .json summary is written beside it)")
@@ -208,7 +215,7 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
                                       [Path(p["dest"]) for p in run.get("publish", [])], run.get("monitoring", {}))
                 _check_outputs((report, report_json), overwrite)
             return _night(store, previous, settings, inputs, migrator, report, report_json, stale, fingerprint,
-                          started, lock)
+                          started, lock, review_scope)
         except Exception as exc:
             store.append_history({"run_id": None, "kind": "reconcile", "started": started, "finished": now_utc(),
                                   "outcome": "error", "exit_code": EXIT_ERROR,
@@ -225,7 +232,7 @@ def _check_outputs(paths, overwrite: bool) -> None:
 
 def _night(store: StateStore, previous: Generation | None, settings: MigrationSettings, inputs: Inputs,
            migrator: Migrator, report: Path, report_json: Path, stale_below: float, fingerprint: str,
-           started: str, lock: RunLock) -> RunOutcome:
+           started: str, lock: RunLock, review_scope: str) -> RunOutcome:
     t0 = time.perf_counter()
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with EmbeddingCache(store.cache_path) as cache:
@@ -247,7 +254,9 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                               target=target, model_changed=model_changed, stale_ratio=resolution.stale_ratio,
                               carried=resolution.carried)
     counts = _counts(products, changes, result, previous)
-    exit_code = EXIT_REVIEW if counts["needs_review"] else EXIT_OK
+    review = review_rows(products, previous.products if previous is not None else None, review_scope)
+    counts["in_report_for_review"] = review.height
+    exit_code = EXIT_REVIEW if review.height else EXIT_OK
     seconds = time.perf_counter() - t0
     info = result.summary_dict()
     monitoring = {
@@ -258,10 +267,11 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                       "cached": info.get("Texts read from the embedding cache")},
         "drift": score_drift(previous.products if previous is not None else None, products).to_dicts(),
         "seconds": round(seconds, 2), "first_run": previous is None, "stale_lock": lock.stale,
+        "review_scope": review_scope,
     }
     summary = _summary(run_id, started, store, settings, result, model, model_changed, target, counts, exit_code,
-                       stale_below, previous, seconds)
-    nightly = NightlyReport(run_id=run_id, summary=summary, review=review_rows(products), changes=changes,
+                       stale_below, previous, seconds, review_scope)
+    nightly = NightlyReport(run_id=run_id, summary=summary, review=review, changes=changes,
                             categories=category_counts(previous.products if previous is not None else None, products),
                             drift=score_drift(previous.products if previous is not None else None, products),
                             target_changes=target.table(), rejects=result.rejects,
@@ -287,8 +297,8 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
     store.append_history(_history_record(generation.meta, "ok", stale_lock=lock.stale))
     message = (f"{counts['products']} products: {counts['new']} new, {counts['removed']} removed, "
                f"{counts['text_changed']} changed text, {counts['assignment_changed']} changed category, "
-               f"{counts['needs_review']} need review ({counts['newly_flagged']} newly flagged, "
-               f"{counts['decision_stale']} stale decisions); wrote {', '.join(str(p) for p in written)}")
+               f"{counts['in_report_for_review']} to review tonight ({counts['needs_review']} open in all, "
+               f"{counts['newly_flagged']} newly flagged, {counts['decision_stale']} stale decisions); wrote {', '.join(str(p) for p in written)}")
     return RunOutcome(run_id, exit_code, message, written, monitoring)
 
 
@@ -326,7 +336,8 @@ def _counts(products: pl.DataFrame, changes: pl.DataFrame, result: MigrationResu
 
 def _summary(run_id: str, started: str, store: StateStore, settings: MigrationSettings, result: MigrationResult,
              model: dict, model_changed: bool, target: TargetChanges, counts: dict, exit_code: int,
-             stale_below: float, previous: Generation | None, seconds: float) -> list[tuple[str, Any]]:
+             stale_below: float, previous: Generation | None, seconds: float,
+             review_scope: str) -> list[tuple[str, Any]]:
     info = result.summary_dict()
     rows: list[tuple[str, Any]] = [
         ("Run id", run_id), ("Run started (UTC)", started), ("taxmig version", __version__),
@@ -341,6 +352,9 @@ def _summary(run_id: str, started: str, store: StateStore, settings: MigrationSe
         ("Confidence calibrated", info.get("Confidence calibrated")),
         ("Thresholds", info.get("Thresholds")), ("Decision goes stale below similarity", stale_below),
         ("Counts", counts),
+        ("Review sheet", "the whole open review queue" if review_scope == "all" else
+         "rows that need a person because of tonight (new, changed text, changed flags); the whole open queue is "
+         "Counts > needs_review (--review all lists it)"),
         ("Texts encoded tonight", info.get("Texts encoded (distinct)")),
         ("Texts read from the embedding cache", info.get("Texts read from the embedding cache")),
         ("Seconds", round(seconds, 1)),

@@ -46,9 +46,27 @@ class NightlyReport:
     monitoring: dict[str, Any]
 
 
-def review_rows(products: pl.DataFrame) -> pl.DataFrame:
-    """Products that need a person, lowest confidence first, in the Review sheet's columns."""
-    return (products.filter(pl.col("needs_review"))
+REVIEW_SCOPES = ("new", "all")
+
+
+def newly_needing_review(products: pl.DataFrame, previous: pl.DataFrame | None) -> pl.Series:
+    """Per product: needs a person *because of tonight* -- new, text changed, or flags changed."""
+    if previous is None:
+        return products["needs_review"]
+    prev = previous.select("product_id", pl.col("content_hash").alias("_h"), pl.col("flags").alias("_f"),
+                           pl.col("needs_review").alias("_r"))
+    joined = products.select("product_id", "content_hash", "flags", "needs_review").join(
+        prev, on="product_id", how="left", maintain_order="left")
+    fresh = (pl.col("_h").is_null() | (pl.col("_h") != pl.col("content_hash")) | ~pl.col("_r").fill_null(False)
+             | (pl.col("_f").fill_null("") != pl.col("flags").fill_null("")))
+    return joined.select((pl.col("needs_review") & fresh).alias("new"))["new"]
+
+
+def review_rows(products: pl.DataFrame, previous: pl.DataFrame | None = None, scope: str = "all") -> pl.DataFrame:
+    """Products that need a person (``scope="new"``: only those that do because of tonight),
+    lowest confidence first, in the Review sheet's columns."""
+    keep = newly_needing_review(products, previous) if scope == "new" else products["needs_review"]
+    return (products.filter(keep)
             .sort("confidence", nulls_last=True)
             .rename({"product_id": "source_id", "decision": "current_decision"})
             .select(REVIEW_COLUMNS))

@@ -205,9 +205,23 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
     assert n3.monitoring["embedding"]["encoded"] == 0
     two, three = three_nights["state2"].products, three_nights["state3"].products
     assert two.select("product_id", "final_category", "decision").equals(three.select("product_id", "final_category", "decision"))
-    assert n3.exit_code == (EXIT_REVIEW if c["needs_review"] else EXIT_OK)
+    # nothing new needs a person tonight (exit 0), though an open queue from earlier nights remains
+    assert c["in_report_for_review"] == 0 and c["needs_review"] > 0 and n3.exit_code == EXIT_OK
+    assert pl.read_excel(three_nights["folder"] / "r3.xlsx", sheet_name="Review").height == 0
     runs = [h for h in StateStore(three_nights["state"]).history() if h["outcome"] == "ok"]
     assert [h["kind"] for h in runs] == ["reconcile", "review", "reconcile", "reconcile"]
+
+
+def test_review_all_lists_the_whole_open_queue(three_nights, migrator, tmp_path):
+    import shutil
+
+    state = tmp_path / "state"
+    shutil.copytree(three_nights["state"], state)
+    night = reconcile(three_nights["folder"] / "night2.csv", state, tmp_path / "all.xlsx", migrator=migrator,
+                      progress=False, review_scope="all")
+    review = pl.read_excel(tmp_path / "all.xlsx", sheet_name="Review")
+    assert review.height == night.monitoring["counts"]["needs_review"] > 0 and night.exit_code == EXIT_REVIEW
+    assert review["confidence"].is_sorted()
 
 
 def test_reviewed_nightly_report_goes_back_through_review_apply(three_nights, tmp_path):
@@ -246,8 +260,9 @@ def _bad_apply(path: Path, state: Path, tmp_path: Path, match: str) -> None:
 
 
 def test_bad_workbooks_are_refused_with_the_cell_and_nothing_is_applied(three_nights, state_copy, tmp_path):
-    report = three_nights["folder"] / "r3.xlsx"
+    report = three_nights["folder"] / "r1.xlsx"  # an older report: its run is still a run of the state
     review = pl.read_excel(report, sheet_name="Review", infer_schema_length=0)
+    assert review.height >= 2
     first, second = review["source_id"][0], review["source_id"][1]
     # an unknown category (with a suggestion), and a good row beside it that must not be applied alone
     _decide(report, tmp_path / "unknown.xlsx", {first: "Food Items > Snackz", second: "ACCEPT"})
@@ -393,7 +408,7 @@ def test_migrate_with_state_then_reconcile_and_exit_codes(data, tmp_path):
     assert again.returncode == 1 and "already holds a state" in again.stderr
     night = _cli("reconcile", n1, "--state", tmp_path / "st", "-o", tmp_path / "r.xlsx", "-q")
     report = json.loads((tmp_path / "r.json").read_text())
-    assert night.returncode == (2 if report["counts"]["needs_review"] else 0)
+    assert night.returncode == 0 and report["counts"]["in_report_for_review"] == 0  # nothing changed
     assert report["embedding"]["encoded"] == 0  # migrate --state filled the cache
     exists = _cli("reconcile", n1, "--state", tmp_path / "st", "-o", tmp_path / "r.xlsx", "-q")
     assert exists.returncode == 1 and "already exists" in exists.stderr
