@@ -66,7 +66,9 @@ class EmbeddingCache:
         Returns ``(found, missing)`` where ``found`` has one row per text *not* in ``missing``.
         """
         hashes = [text_hash(t) for t in texts]
-        stored: dict[str, np.ndarray] = {}
+        position: dict[str, int] = {}
+        blobs: list[bytes] = []
+        dim = 0
         distinct = list(dict.fromkeys(hashes))
         for start in range(0, len(distinct), LOOKUP_CHUNK):
             chunk = distinct[start:start + LOOKUP_CHUNK]
@@ -74,12 +76,16 @@ class EmbeddingCache:
             rows = self._db.execute(
                 f"SELECT text_hash, dim, vector FROM embeddings WHERE model = ? AND text_hash IN ({marks})",
                 [model, *chunk])
-            for h, dim, blob in rows:
-                stored[h] = np.frombuffer(blob, dtype=np.float32, count=dim)
-        missing = [i for i, h in enumerate(hashes) if h not in stored]
-        found = [stored[h] for h in hashes if h in stored]
-        dim = found[0].size if found else 0
-        return (np.vstack(found).astype(np.float32) if found else np.zeros((0, dim), np.float32)), missing
+            for h, d, blob in rows:
+                position[h] = len(blobs)
+                blobs.append(blob)
+                dim = d
+        missing = [i for i, h in enumerate(hashes) if h not in position]
+        if not blobs:
+            return np.zeros((0, 0), np.float32), missing
+        stored = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+        rows_found = [position[h] for h in hashes if h in position]
+        return stored[rows_found].copy(), missing
 
     def put(self, model: str, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Store vectors (one transaction); existing entries are kept as they are."""
