@@ -7,6 +7,14 @@
   would be a false negative).
 ``--matryoshka`` wraps any of them in MatryoshkaLoss so embeddings can be truncated.
 
+For product matching (``taxmig train-match``, :mod:`train.match`) on labelled pairs:
+
+- ``online_contrastive``: OnlineContrastiveLoss on (sentence1, sentence2, label 0/1) pairs: only
+  the hard positives and hard negatives of each batch count (the duplicate-detection recipe);
+- ``contrastive``: ContrastiveLoss on the same pairs;
+- ``mnrl`` (above) on (anchor, positive, negative) triplets built from the labelled matches, the
+  negative a labelled non-match of the same left product when there is one.
+
 >>> LOSSES["cosine"].data_format
 'pairs'
 """
@@ -38,6 +46,16 @@ def _cosent(model):
     return CoSENTLoss(model)
 
 
+def _contrastive(model):
+    from sentence_transformers.sentence_transformer.losses import ContrastiveLoss
+    return ContrastiveLoss(model)
+
+
+def _online_contrastive(model):
+    from sentence_transformers.sentence_transformer.losses import OnlineContrastiveLoss
+    return OnlineContrastiveLoss(model)
+
+
 def _mnrl(model):
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     return MultipleNegativesRankingLoss(model)
@@ -47,7 +65,11 @@ LOSSES: dict[str, LossSpec] = {
     "cosine": LossSpec("CosineSimilarityLoss", "pairs", _cosine),
     "cosent": LossSpec("CoSENTLoss", "pairs", _cosent),
     "mnrl": LossSpec("MultipleNegativesRankingLoss", "triplets", _mnrl),
+    "contrastive": LossSpec("ContrastiveLoss", "labelled_pairs", _contrastive),
+    "online_contrastive": LossSpec("OnlineContrastiveLoss", "labelled_pairs", _online_contrastive),
 }
+MATCH_LOSSES = ("online_contrastive", "contrastive", "mnrl")
+"""The losses ``taxmig train-match`` offers (labelled pairs or triplets from them)."""
 
 
 def build_loss(model, name: str, *, matryoshka: bool = False, dims: tuple[int, ...] = MATRYOSHKA_DIMS):

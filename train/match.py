@@ -1,0 +1,220 @@
+"""Fine-tune an encoder for product matching on labelled pairs (``taxmig train-match``).
+
+The same stack as :mod:`train.finetune`: sentence-transformers' ``SentenceTransformerTrainer``
+with the same training arguments (checkpoints, best model by the evaluator, early stopping), a
+loss from :mod:`train.losses` (``online_contrastive`` by default) and the texts exactly as
+``taxmig match`` embeds them (the same column rules). Only the data differs: labelled (left,
+right, label) pairs instead of pairs drawn from a catalog's categories. Evaluation uses
+sentence-transformers' ``BinaryClassificationEvaluator`` (average precision of the cosine) on
+``--valid`` pairs, or on a held-out 10 % of the pairs (split by the left product's name).
+
+>>> from train.finetune import TrainConfig
+>>> result = train_match_encoder("abt.csv", "buy.csv", "train.csv", "models/match-abt-buy",
+...                              TrainConfig(loss="online_contrastive"), valid="valid.csv")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from migrate.errors import TaxmigError
+from migrate.hashing import file_fingerprint
+from migrate.match_inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
+from models import load_encoder, resolve_model
+from train.finetune import RECORD, TrainConfig, TrainResult, _jsonable, _last_checkpoint, _training_args
+from train.losses import LOSSES, MATCH_LOSSES, build_loss, describe
+from train.splits import split_labels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MatchPairs:
+    """Labelled pairs as texts: ``sentence1`` (left), ``sentence2`` (right), ``labels`` (1 = same product)."""
+
+    sentence1: list[str]
+    sentence2: list[str]
+    labels: list[int]
+    left_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        return {"match": int(sum(self.labels)), "non_match": len(self.labels) - int(sum(self.labels))}
+
+    def to_dataset(self, fmt: str, *, right_texts: list[str] | None = None, seed: int = 0):
+        """A ``datasets.Dataset``: ``"labelled_pairs"`` -> sentence1, sentence2, label (Contrastive
+        losses); ``"triplets"`` -> anchor, positive, negative (MNRL) from the matches, the negative a
+        labelled non-match of the same left product, else a random right product."""
+        from datasets import Dataset
+
+        if fmt == "labelled_pairs":
+            return Dataset.from_dict({"sentence1": self.sentence1, "sentence2": self.sentence2,
+                                      "label": [int(y) for y in self.labels]})
+        if fmt != "triplets":
+            raise TaxmigError(f"the loss needs '{fmt}' data, which labelled match pairs cannot give",
+                              hint=f"use --loss {', '.join(MATCH_LOSSES)}")
+        rng = np.random.default_rng(seed)
+        negatives: dict[str, list[str]] = {}
+        for lid, b, y in zip(self.left_ids, self.sentence2, self.labels):
+            if not y:
+                negatives.setdefault(lid, []).append(b)
+        pool = right_texts or [b for b, y in zip(self.sentence2, self.labels) if not y] or self.sentence2
+        rows: dict[str, list[str]] = {"anchor": [], "positive": [], "negative": []}
+        for lid, a, b, y in zip(self.left_ids, self.sentence1, self.sentence2, self.labels):
+            if not y:
+                continue
+            hard = [n for n in negatives.get(lid, []) if n != b]
+            negative = hard[rng.integers(len(hard))] if hard else pool[rng.integers(len(pool))]
+            rows["anchor"].append(a)
+            rows["positive"].append(b)
+            rows["negative"].append(negative)
+        if not rows["anchor"]:
+            raise TaxmigError("no labelled matches to build triplets from", hint="label some pairs 1")
+        return Dataset.from_dict(rows)
+
+
+def match_pairs(left: MatchCatalog, right: MatchCatalog, labels: LabelledPairs,
+                keep: np.ndarray | None = None) -> MatchPairs:
+    """The texts of the labelled pairs (``keep``: a boolean mask over them)."""
+    idx = np.arange(len(labels)) if keep is None else np.flatnonzero(keep)
+    return MatchPairs([left.texts[i] for i in labels.left[idx]], [right.texts[j] for j in labels.right[idx]],
+                      [int(y) for y in labels.labels[idx]], [left.ids[i] for i in labels.left[idx]])
+
+
+def _evaluator(pairs: MatchPairs, batch_size: int):
+    from sentence_transformers.sentence_transformer.evaluation import BinaryClassificationEvaluator
+
+    return BinaryClassificationEvaluator(pairs.sentence1, pairs.sentence2, pairs.labels, name="valid",
+                                         batch_size=batch_size, show_progress_bar=False, write_csv=False)
+
+
+def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pairs_path: str | Path,
+                        output_dir: str | Path, config: TrainConfig, *, valid: str | Path | None = None,
+                        within: bool = False, left_id: str | None = None, left_text: str | None = None,
+                        right_id: str | None = None, right_text: str | None = None,
+                        encoding: str = "utf-8") -> TrainResult:
+    """Fine-tune on the labelled pairs in ``pairs_path``; save model, ``metrics.json`` and a card.
+
+    ``right_path`` is ``None`` with ``within`` (pairs inside one catalog). ``config.max_pairs``
+    caps the training pairs (a deterministic subsample).
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import EarlyStoppingCallback
+
+    config.validate()
+    if config.loss not in MATCH_LOSSES:
+        raise TaxmigError(f"--loss {config.loss} is for catalog training", hint=f"use one of {', '.join(MATCH_LOSSES)}")
+    if within == (right_path is not None):
+        raise TaxmigError("give LEFT and RIGHT catalogs, or LEFT with --within", hint="see taxmig train-match --help")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not config.resume:
+        raise TaxmigError(f"{output_dir} already exists and is not empty",
+                          hint="choose a new -o folder, or pass --resume to continue a run there")
+    left = load_match_catalog(left_path, role="left", id=left_id, text=left_text, encoding=encoding)
+    right = left if within else load_match_catalog(right_path, role="right", id=right_id, text=right_text,
+                                                   encoding=encoding)
+    labelled = load_labels(pairs_path, left, right, encoding=encoding, within=within)
+    if valid is not None:
+        train_pairs = match_pairs(left, right, labelled)
+        eval_pairs = match_pairs(left, right, load_labels(valid, left, right, encoding=encoding, within=within))
+    else:
+        held_out = split_labels([left.texts[i] for i in labelled.left], seed=config.seed, eval_percent=10,
+                                test_percent=0) == "eval"
+        train_pairs = match_pairs(left, right, labelled, ~held_out)
+        eval_pairs = match_pairs(left, right, labelled, held_out)
+        if len(set(eval_pairs.labels)) < 2:
+            raise TaxmigError(f"{labelled.path}: the held-out 10% of the pairs lacks matches or non-matches",
+                              hint="pass --valid FILE with labelled validation pairs, or label more pairs")
+    if config.max_pairs is not None and len(train_pairs) > config.max_pairs:
+        pick = np.sort(np.random.default_rng(config.seed).choice(len(train_pairs), config.max_pairs, replace=False))
+        train_pairs = MatchPairs(*[[col[i] for i in pick] for col in (train_pairs.sentence1, train_pairs.sentence2,
+                                                                       train_pairs.labels, train_pairs.left_ids)])
+    ref = resolve_model(config.base_model)
+    model, base_fp = load_encoder(ref)
+    model.max_seq_length = config.max_seq_length
+    fmt = LOSSES[config.loss].data_format
+    train_ds = train_pairs.to_dataset(fmt, right_texts=right.texts, seed=config.seed)
+    evaluator = _evaluator(eval_pairs, config.batch_size)
+    before = evaluator(model)
+    metric = f"eval_{evaluator.primary_metric}"
+    steps = math.ceil(len(train_ds) / config.batch_size * config.epochs)
+    log.info("training %s on %d %s (%d steps), evaluating on %d pairs", describe(config.loss, config.matryoshka),
+             len(train_ds), fmt, steps, len(eval_pairs))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {"base_model": ref.name, "base_model_location": ref.location, "base_model_fingerprint": base_fp,
+              "task": "product matching", "data_file": str(pairs_path), "data_fingerprint": file_fingerprint(pairs_path),
+              "left_file": str(left.path), "right_file": None if within else str(right.path),
+              "valid_file": None if valid is None else str(valid),
+              "left_columns": left.describe(), "right_columns": None if within else right.describe(),
+              "config": _jsonable(dataclasses.asdict(config))}
+    (output_dir / RECORD).write_text(json.dumps(record, indent=2))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=_training_args(config, output_dir, steps, metric), train_dataset=train_ds,
+        loss=build_loss(model, config.loss, matryoshka=config.matryoshka), evaluator=evaluator,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
+    last = _last_checkpoint(output_dir) if config.resume else None
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    train_seconds = time.perf_counter() - t0
+    after = evaluator(model)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
+    model.save(str(output_dir))
+    metrics: dict[str, Any] = {
+        "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
+        "train_pairs": len(train_pairs), "train_examples": len(train_ds), "eval_pairs": len(eval_pairs),
+        "steps": trainer.state.global_step, "train_seconds": round(train_seconds, 1),
+        "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+        "log_history": trainer.state.log_history, "unusable_label_rows": len(labelled.rejects),
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+    from train.plots import plot_training
+
+    plots = plot_training(trainer.state.log_history, output_dir)
+    _write_card(output_dir, record, metrics, train_pairs.counts(), describe(config.loss, config.matryoshka), plots)
+    key = evaluator.primary_metric
+    log.info("saved %s (%s %.4f -> %.4f)", output_dir, key, before[key], after[key])
+    return TrainResult(output_dir, metrics, train_pairs.counts())
+
+
+def _write_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str, int], loss: str, plots) -> Path:
+    """``README.md``: provenance, pair counts, hyper-parameters, metrics; never training rows."""
+    from models import fingerprint
+
+    before, after = metrics["eval"]["before"], metrics["eval"]["after"]
+    rows = [f"| {k} | {before.get(k, float('nan')):.4f} | {after[k]:.4f} |" for k in after
+            if isinstance(after[k], (int, float))]
+    hyper = {k: v for k, v in record["config"].items() if k != "pairs"}
+    lines = [
+        f"# {output_dir.name}", "",
+        "A sentence encoder fine-tuned by `taxmig train-match` on labelled product pairs, for "
+        f"`taxmig match --model {output_dir}`.", "",
+        "## Provenance",
+        f"- base model: {record['base_model']} (weights fingerprint `{record['base_model_fingerprint']}`)",
+        f"- this model's weights fingerprint: `{fingerprint(output_dir)}`",
+        f"- labelled pairs: `{Path(record['data_file']).name}` (sha256 `{record['data_fingerprint']}`)",
+        f"- catalogs: `{Path(record['left_file']).name}`"
+        + (f", `{Path(record['right_file']).name}`" if record["right_file"] else " (within)"),
+        f"- texts: left {record['left_columns']}" + (f"; right {record['right_columns']}" if record["right_columns"] else ""),
+        f"- loss: {loss}", "",
+        "## Pairs", "| kind | pairs |", "|---|---|", *[f"| {k} | {v} |" for k, v in counts.items()], "",
+        "## Hyper-parameters", "```json", json.dumps(hyper, indent=2), "```", "",
+        f"## Validation ({metrics['eval_pairs']} labelled pairs)", "| metric | base | fine-tuned |", "|---|---|---|",
+        *rows, "",
+        f"Trained {metrics['steps']} steps in {metrics['train_seconds']} s; best checkpoint metric {metrics['best_metric']}.",
+        "", *[f"![{p.stem}]({p.name})" for p in plots], "",
+    ]
+    path = output_dir / "README.md"
+    path.write_text("\n".join(lines))
+    return path
