@@ -405,5 +405,139 @@ def evaluate(catalog, model, baseline, output, id_col, text, category, seed, ove
     click.echo(f"wrote {report}")
 
 
+MATCH_COLUMN_OPTIONS = [
+    click.option("--left-id", help="Left id column (default: id/sku/index…, else the row number)."),
+    click.option("--left-text", help="Left text columns, comma separated; the first is the title (default: "
+                                     "name/title/product, brand, description)."),
+    click.option("--left-brand", help="Left brand column compared for agreement (default: brand/manufacturer "
+                                      "when present; '' for none)."),
+    click.option("--left-code", help="Left model-number/MPN/GTIN columns, comma separated (default: model/mpn/gtin/"
+                                     "ean/upc… when present; '' for none)."),
+    click.option("--right-id", help="Right id column."),
+    click.option("--right-text", help="Right text columns, comma separated; the first is the title."),
+    click.option("--right-brand", help="Right brand column."),
+    click.option("--right-code", help="Right model-number/MPN/GTIN columns."),
+]
+
+
+@main.command("match", context_settings=CONTEXT)
+@click.argument("left", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("right", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Matches file; the extension picks the format: .xlsx (review workbook), .csv or .parquet.")
+@click.option("--within", is_flag=True, help="Find duplicates inside LEFT (no RIGHT) and give each a cluster_id.")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path),
+              help="Labelled pairs (left_id,right_id,label 1/0): the score's weights are fitted and the threshold "
+                   "chosen on them; precision and recall at it are reported.")
+@options(MATCH_COLUMN_OPTIONS, MODEL_OPTIONS)
+@click.option("--candidates", type=click.IntRange(1, 200), default=10, show_default=True,
+              help="Nearest right products (by encoder cosine) scored per left product.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Score from which a pair is a match [default: chosen on --labels, else 0.5].")
+@click.option("--min-precision", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="With --labels: the lowest threshold reaching this precision instead of the best F1.")
+@click.option("--scorer", type=click.Choice(["logistic", "boosting"]), default="logistic", show_default=True,
+              help="How the score's weights are fitted on --labels (logistic regression or gradient boosting).")
+@click.option("--review-margin", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="BORDERLINE when the best score is this close to the threshold.")
+@click.option("--max-cluster-size", type=click.IntRange(2), default=10, show_default=True,
+              help="With --within: LARGE_CLUSTER on clusters larger than this.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV/JSONL inputs.")
+@options(COMMON_OPTIONS)
+def match(left, right, output, within, labels, overwrite, quiet, verbose, **params) -> None:
+    """Find the same or similar products of LEFT in RIGHT (or duplicates inside LEFT with --within).
+
+    Each left product's candidates (nearest by encoder cosine, plus right products sharing a model
+    number) are scored from the cosine, rapidfuzz title similarity and identifier agreement; the
+    best is a match when its score reaches the threshold.
+
+    \b
+    Examples:
+      taxmig match abt.csv buy.csv -o matches.xlsx
+      taxmig match abt.csv buy.csv --labels labelled_pairs.csv -o matches.csv --model models/match-abt-buy
+      taxmig match catalog.parquet --within -o duplicates.xlsx
+    """
+    from migrate.match import MatchSettings, run_match
+    from migrate.match_output import check_match_output, write_match_output
+
+    _setup_logging(verbose, quiet)
+    if within and right is not None:
+        raise click.UsageError("--within finds duplicates inside one catalog: give LEFT only")
+    if not within and right is None:
+        raise click.UsageError("missing RIGHT: give LEFT RIGHT, or LEFT --within for duplicates inside LEFT")
+    check_match_output(output, overwrite=overwrite, within=within)  # fail before the slow part
+    settings = MatchSettings(left=left, right=right, within=within, labels=labels, progress=not quiet, **params)
+    result = run_match(settings)
+    written = write_match_output(result, output, overwrite=overwrite)
+    info = result.summary_dict()
+    rejected = result.rejects.filter(result.rejects["file"] != "labels").height
+    quality = ""
+    if result.threshold.precision is not None:
+        quality = (f" (precision {result.threshold.precision:.3f}, recall {result.threshold.recall:.3f} on "
+                   f"{result.threshold.n_pairs} labelled pairs)")
+    what = (f"{info.get('Duplicate clusters (2+ products)', 0)} duplicate clusters" if within
+            else f"{info['Matches']} matches")
+    click.echo(f"matched {result.matches.height} products ({rejected} rejected): {what} at threshold "
+               f"{result.threshold.value:.3f}{quality}; {info['Rows needing review']} need review; "
+               f"wrote {', '.join(str(p) for p in written)}")
+
+
+@main.command("train-match", context_settings=CONTEXT)
+@click.argument("left", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("right", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pairs", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Labelled training pairs (left_id,right_id,label 1/0; DeepMatcher's ltable_id,rtable_id,label too).")
+@click.option("--valid", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Labelled validation pairs for model selection [default: 10% of --pairs held out].")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the fine-tuned model, e.g. models/match-abt-buy.")
+@click.option("--within", is_flag=True, help="The pairs are duplicates inside LEFT (no RIGHT).")
+@click.option("--left-id")
+@click.option("--left-text", help="As in 'taxmig match': the texts the model will embed.")
+@click.option("--right-id")
+@click.option("--right-text")
+@click.option("--base-model", default=None, help="Encoder to start from (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--loss", type=click.Choice(["online_contrastive", "contrastive", "mnrl"]), default="online_contrastive",
+              show_default=True, help="OnlineContrastiveLoss or ContrastiveLoss on the pairs, or "
+                                      "MultipleNegativesRankingLoss on triplets from the matches.")
+@click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--learning-rate", type=float, default=3e-5, show_default=True)
+@click.option("--max-seq-length", type=int, default=64, show_default=True)
+@click.option("--max-pairs", type=int, default=None, help="Cap on training pairs (deterministic subsample).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("-v", "--verbose", count=True)
+def train_match(left, right, pairs, valid, output, within, left_id, left_text, right_id, right_text, base_model,
+                loss, epochs, batch_size, learning_rate, max_seq_length, max_pairs, seed, report_to, encoding,
+                quiet, verbose) -> None:
+    """Fine-tune an encoder for 'taxmig match' on labelled pairs of LEFT and RIGHT products.
+
+    \b
+    Examples:
+      taxmig train-match abt.csv buy.csv --pairs train.csv --valid valid.csv -o models/match-abt-buy
+      taxmig train-match catalog.csv --within --pairs duplicates.csv -o models/dedupe
+    """
+    from train.finetune import TrainConfig
+    from train.match import train_match_encoder
+
+    _setup_logging(verbose, quiet)
+    if within and right is not None:
+        raise click.UsageError("--within trains on pairs inside one catalog: give LEFT only")
+    if not within and right is None:
+        raise click.UsageError("missing RIGHT: give LEFT RIGHT, or LEFT --within")
+    config = TrainConfig(base_model=base_model, loss=loss, epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, max_seq_length=max_seq_length, max_pairs=max_pairs, seed=seed,
+                         report_to=report_to)
+    result = train_match_encoder(left, right, pairs, output, config, valid=valid, within=within, left_id=left_id,
+                                 left_text=left_text, right_id=right_id, right_text=right_text, encoding=encoding)
+    ev = result.metrics["eval"]
+    key = ev["primary_metric"]
+    click.echo(f"trained {result.metrics['steps']} steps on {result.metrics['train_pairs']} pairs; validation "
+               f"{key} {ev['before'][key]:.4f} -> {ev['after'][key]:.4f}; saved {result.output_dir}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
