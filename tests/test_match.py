@@ -1,0 +1,401 @@
+"""`taxmig match` on real rows of the Abt-Buy and Amazon-Google benchmarks with the real bundled model:
+gold pairs found and matched, products without a counterpart left unmatched, every row accounted
+for, the threshold chosen on labels and its precision/recall, duplicate clusters, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from openpyxl import load_workbook
+from openpyxl.utils import get_column_letter
+
+from migrate.cli import main
+from migrate.errors import InputError, TaxmigError
+from migrate.match import Matcher, MatchSettings, read_match_inputs
+from migrate.match_candidates import code_candidates
+from migrate.match_clusters import cluster_ids
+from migrate.match_features import brand_agreement, code_agreement, model_codes, number_agreement, squash
+from migrate.match_output import write_match_output
+from migrate.match_scoring import choose_threshold, out_of_fold_scores, quality
+from tests.conftest import data_file
+
+N_LEFT = 50
+SAMSUNG, SAMSUNG_GOLD = "710", "746"                           # pn50a650 plasma TV
+SONY, SONY_GOLD = "244", "328"                                 # np-fh100 battery
+PANASONIC, PANASONIC_GOLD = "550", "594"                       # dvd-ls83: gold left out of the right file
+ORPHANS = 10  # left products whose gold right product is left out: there is nothing to match
+
+
+def _abt_buy(name: str) -> pl.DataFrame:
+    return pl.read_csv(data_file("entity_matching", "deepmatcher_format", "abt_buy", name), infer_schema=False)
+
+
+@pytest.fixture(scope="module")
+def abt_buy(tmp_path_factory):
+    """50 real Abt products with a gold Buy match in the test split (the named ones included), their
+    Buy golds -- except for 10 'orphans', whose gold is left out -- and every Buy product the
+    benchmark pairs them with (hard negatives); labels: every benchmark pair among them."""
+    pairs = pl.concat([_abt_buy(f"{s}.csv").with_columns(pl.lit(s).alias("split")) for s in ("train", "valid", "test")])
+    gold = pairs.filter(pl.col("label") == "1")
+    in_test = gold.filter(pl.col("split") == "test")["ltable_id"].unique(maintain_order=True).to_list()
+    named = [SAMSUNG, SONY, PANASONIC]
+    lefts = named + [i for i in sorted(in_test, key=int) if i not in named][: N_LEFT - len(named)]
+    orphans = [PANASONIC] + [i for i in lefts if i not in named][: ORPHANS - 1]
+    orphan_golds = set(gold.filter(pl.col("ltable_id").is_in(orphans))["rtable_id"])
+    rights = set(pairs.filter(pl.col("ltable_id").is_in(lefts))["rtable_id"]) - orphan_golds
+    left, right = _abt_buy("tableA.csv"), _abt_buy("tableB.csv")
+    folder = tmp_path_factory.mktemp("abt_buy")
+    left.filter(pl.col("id").is_in(lefts)).write_csv(folder / "abt.csv")
+    right.filter(pl.col("id").is_in(list(rights))).write_csv(folder / "buy.csv")
+    labels = pairs.filter(pl.col("ltable_id").is_in(lefts) & pl.col("rtable_id").is_in(list(rights)))
+    labels.select("ltable_id", "rtable_id", "label").write_csv(folder / "labels.csv")
+    return {"folder": folder, "orphans": orphans, "gold": gold.filter(pl.col("ltable_id").is_in(lefts)
+                                                                        & pl.col("rtable_id").is_in(list(rights))),
+            "labels": labels}
+
+
+def _settings(folder, **kw) -> MatchSettings:
+    return MatchSettings(left=folder / "abt.csv", right=folder / "buy.csv", progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def labelled_run(abt_buy, migrator):
+    """Default columns (name + description), weights and threshold from the labelled pairs."""
+    settings = _settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv")
+    inputs = read_match_inputs(settings)
+    matcher = Matcher(migrator.encoder)
+    return settings, inputs, matcher.run(settings, inputs)
+
+
+def _row(result, left_id: str) -> dict:
+    return result.matches.filter(pl.col("left_id") == left_id).row(0, named=True)
+
+
+def test_gold_pairs_are_found_as_best_candidate_and_matched(labelled_run):
+    _, _, result = labelled_run
+    samsung = _row(result, SAMSUNG)
+    assert samsung["right_id"] == SAMSUNG_GOLD and samsung["is_match"]
+    assert samsung["code_agreement"] == 1.0           # "pn50a650" on both sides
+    # the other Samsung TVs the benchmark pairs it with (pn50a550, pn58a550, ...) are not matches
+    assert samsung["alt1_score"] < result.threshold.value and samsung["alt2_score"] < result.threshold.value
+    sony = _row(result, SONY)
+    assert sony["right_id"] == SONY_GOLD and sony["is_match"] and sony["score"] >= result.threshold.value
+
+
+def test_products_without_a_counterpart_are_not_matched(labelled_run, abt_buy):
+    _, _, result = labelled_run
+    panasonic = _row(result, PANASONIC)  # its dvd-ls83 is not in the right file; a Toshiba player is
+    assert not panasonic["is_match"] and panasonic["score"] < result.threshold.value
+    orphans = result.matches.filter(pl.col("left_id").is_in(abt_buy["orphans"]))
+    assert orphans.height == ORPHANS and orphans["is_match"].sum() <= 2
+    # most products that have their gold counterpart are matched to it
+    gold = dict(zip(abt_buy["gold"]["ltable_id"], abt_buy["gold"]["rtable_id"]))
+    others = result.matches.filter(~pl.col("left_id").is_in(abt_buy["orphans"]))
+    hits = [r["is_match"] and gold.get(r["left_id"]) == r["right_id"] for r in others.iter_rows(named=True)]
+    assert np.mean(hits) >= 0.85
+
+
+def test_every_left_row_appears_exactly_once_and_right_rows_are_accounted_for(labelled_run):
+    _, inputs, result = labelled_run
+    abt = pl.read_csv(inputs.left.path, infer_schema=False)
+    assert result.matches["left_id"].to_list() == abt["id"].to_list()   # file order, each once
+    assert result.matches["left_row"].to_list() == list(range(2, abt.height + 2))
+    assert result.rejects.height == 0
+    buy_ids = pl.read_csv(inputs.right.path, infer_schema=False)["id"].to_list()
+    matched = set(result.matches.filter(pl.col("is_match"))["right_id"])
+    unmatched = result.unmatched_right["right_id"].to_list()
+    assert set(unmatched).isdisjoint(matched) and set(unmatched) | matched == set(buy_ids)
+    assert len(unmatched) == len(set(unmatched))
+
+
+def test_threshold_is_chosen_on_the_labels_and_reports_its_precision_and_recall(labelled_run, abt_buy, migrator):
+    settings, inputs, result = labelled_run
+    t = result.threshold
+    labels = abt_buy["labels"]
+    assert (t.n_pairs, t.n_matches) == (labels.height, int((labels["label"] == "1").sum()))
+    assert "out-of-fold" in t.source and result.scorer.kind == "logistic"
+    # recompute: out-of-fold scores of the labelled pairs, every cut, sklearn's precision/recall
+    context, _, _ = Matcher(migrator.encoder).context(inputs, k=settings.candidates)
+    lab = inputs.labels
+    scores = out_of_fold_scores(context.features(lab.left, lab.right), lab.labels.astype(int), lab.left, "logistic")
+    best = max(quality(scores, lab.labels, c)[2] for c in np.unique(scores))
+    p, r, f = quality(scores, lab.labels, t.value)
+    assert (p, r, f) == pytest.approx((t.precision, t.recall, t.f1)) and f == pytest.approx(best)
+    assert t.precision >= 0.75 and t.recall >= 0.8
+    summary = result.summary_dict()
+    assert summary["Threshold"]["precision"] == round(t.precision, 4)
+    assert summary["Labelled matches found as the best candidate"] >= 0.85
+
+
+def test_choose_threshold_maximises_f1_or_reaches_a_precision():
+    scores = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2])
+    labels = np.array([1, 1, 0, 1, 1, 0, 0, 1])
+    t = choose_threshold(scores, labels)
+    assert t.value == 0.6 and (t.precision, t.recall) == (0.8, 0.8)
+    strict = choose_threshold(scores, labels, min_precision=1.0)
+    assert strict.value == 0.9 and strict.precision == 1.0 and "lowest reaching" in strict.source
+
+
+def test_within_groups_real_duplicates_into_clusters(abt_buy, migrator, tmp_path):
+    """One catalog holding both shops' listings of the same products: each gold pair is a duplicate."""
+    folder = abt_buy["folder"]
+    both = pl.concat([pl.read_csv(folder / "abt.csv", infer_schema=False).with_columns(("a" + pl.col("id")).alias("id")),
+                      pl.read_csv(folder / "buy.csv", infer_schema=False).with_columns(("b" + pl.col("id")).alias("id"))])
+    path = tmp_path / "both.csv"
+    both.write_csv(path)
+    labels = abt_buy["labels"].select(("a" + pl.col("ltable_id")).alias("left_id"),
+                                      ("b" + pl.col("rtable_id")).alias("right_id"), "label")
+    labels.write_csv(tmp_path / "pairs.csv")
+    settings = MatchSettings(left=path, within=True, left_text="name", labels=tmp_path / "pairs.csv", progress=False)
+    result = Matcher(migrator.encoder).run(settings)
+    assert result.threshold.n_pairs == labels.height and result.scorer.kind == "logistic"
+    m = result.matches
+    assert m["left_id"].to_list() == both["id"].to_list()
+    cluster = dict(zip(m["left_id"], m["cluster_id"]))
+    gold = abt_buy["gold"]
+    together = [cluster["a" + a] == cluster["b" + b] for a, b in zip(gold["ltable_id"], gold["rtable_id"])]
+    assert np.mean(together) >= 0.9
+    # ids run 1..n in file order; sizes agree with the ids; the Clusters table lists the 2+ ones
+    ids = m["cluster_id"].to_list()
+    firsts = list(dict.fromkeys(ids))
+    assert firsts == list(range(1, len(firsts) + 1))
+    sizes = m.group_by("cluster_id").len()
+    assert dict(zip(m["cluster_id"], m["cluster_size"])) == dict(zip(sizes["cluster_id"], sizes["len"]))
+    assert result.clusters.height == sizes.filter(pl.col("len") > 1).height
+    assert (m["cluster_size"] > 1).sum() == result.clusters["size"].sum()
+    # a product's own row is never its candidate
+    assert (m["left_id"] != m["right_id"]).all()
+    written = write_match_output(result, tmp_path / "dupes.csv")
+    assert [p.name for p in written] == ["dupes.csv", "dupes.rejects.csv", "dupes.summary.json"]
+    out = pl.read_csv(written[0], infer_schema=False)
+    assert {"left_id", "right_id", "score", "is_match", "cluster_id"} <= set(out.columns)
+    write_match_output(result, tmp_path / "dupes.xlsx")
+    wb = load_workbook(tmp_path / "dupes.xlsx")
+    assert wb.sheetnames == ["Summary", "Matches", "Review", "Clusters", "Rejects"]
+
+
+def test_outputs_keep_review_conventions_and_escape_formula_text(abt_buy, migrator, tmp_path):
+    folder = abt_buy["folder"]
+    abt = pl.read_csv(folder / "abt.csv", infer_schema=False)
+    injected = {0: '=HYPERLINK("http://x","click")', 1: "@SUM(A1) sony np-fh100 battery", 2: "-5 kenwood changer"}
+    names = abt["name"].to_list()
+    for i, text in injected.items():
+        names[i] = text
+    bad = abt.with_columns(pl.Series("name", names))
+    extra = pl.DataFrame({"id": [abt["id"][3], "9001"], "name": ["a duplicate id", ""],
+                          "description": ["", "no name"], "price": ["", ""]})
+    path = tmp_path / "abt_bad.csv"
+    pl.concat([bad, extra]).write_csv(path)
+    with path.open("a") as fh:
+        fh.write("9002,a row with, too many, fields,,\n")
+    settings = MatchSettings(left=path, right=folder / "buy.csv", left_text="name", right_text="name", progress=False)
+    result = Matcher(migrator.encoder).run(settings)
+    assert result.matches.height == abt.height and result.rejects.height == 3
+    reasons = result.rejects["reason"].to_list()
+    assert "duplicate id" in reasons[0] and "empty text" in reasons[1] and "malformed row" in reasons[2]
+    assert result.rejects["row"].to_list() == [abt.height + 2, abt.height + 3, abt.height + 4]
+    assert result.matches.height + result.rejects.height == abt.height + 3   # nothing lost
+    xlsx = tmp_path / "m.xlsx"
+    write_match_output(result, xlsx)
+    wb = load_workbook(xlsx)
+    assert wb.sheetnames == ["Summary", "Matches", "Review", "Unmatched right", "Rejects"]
+    ws = wb["Matches"]
+    header = [c.value for c in ws[1]]
+    assert header[:8] == ["left_row", "left_id", "left_text", "right_id", "right_text", "score", "is_match",
+                          "needs_review"]
+    assert header[-3:] == ["decision", "reviewer_note", "row_key"]
+    assert ws.column_dimensions[get_column_letter(len(header))].hidden
+    text_col = header.index("left_text") + 1
+    for i, text in injected.items():
+        cell = ws.cell(i + 2, text_col)
+        assert cell.value == text and cell.data_type == "s" and cell.quotePrefix
+    validations = ws.data_validations.dataValidation
+    assert len(validations) == 1 and "NO MATCH" in validations[0].formula1
+    review = wb["Review"]
+    flagged = result.matches.filter(pl.col("needs_review")).height
+    assert review.max_row == max(flagged + 1, 2)
+    assert wb["Summary"]["A1"].value == "taxmig match summary"
+    csv_paths = write_match_output(result, tmp_path / "m.csv")
+    assert [p.name for p in csv_paths] == ["m.csv", "m.rejects.csv", "m.summary.json", "m.unmatched_right.csv"]
+    raw = pl.read_csv(csv_paths[0], infer_schema=False)
+    assert raw["left_text"].to_list()[:3] == ["'" + injected[0], "'" + injected[1], "'" + injected[2]]
+    assert json.loads(csv_paths[2].read_text())["Left rows rejected"] == 3
+    with pytest.raises(TaxmigError, match="already exists"):
+        write_match_output(result, tmp_path / "m.csv")
+    parquet = write_match_output(result, tmp_path / "p.parquet")
+    assert pl.read_parquet(parquet[0])["is_match"].dtype == pl.Boolean
+
+
+# --- identifiers, candidates and clusters on real titles ------------------------------------------
+
+def test_identifier_agreement_on_real_titles():
+    abt = "samsung 50 ' widescreen plasma hdtv pn50a650"
+    gold = "samsung pn50a650 50 ' 1080p plasma hdtv 1,000,000:1 dynamic contrast ratio anti burn-in technology"
+    variant = "samsung pn50a550 50 ' plasma tv"
+    codes = model_codes(abt)
+    assert codes == {"pn50a650"}
+    assert code_agreement(codes, squash(abt), model_codes(gold), squash(gold)) == 1.0
+    assert code_agreement(codes, squash(abt), model_codes(variant), squash(variant)) == 0.0
+    # split across words on one side, joined on the other: "kdc-c669" ~ "kdcc669"
+    assert code_agreement(model_codes("kenwood 6-disc cd changer kdcc669"), "kenwood6disccdchangerkdcc669",
+                          model_codes("kenwood kdc-c669 car cd changer"), "kenwoodkdcc669carcdchanger") == 1.0
+    assert code_agreement(frozenset(), "belkinneoprenesleeve", frozenset(), "belkinsleeve") == 0.5
+    assert number_agreement(frozenset({"2007"}), frozenset({"2003"})) == 0.0   # office 2007 vs 2003
+    assert number_agreement(frozenset(), frozenset({"4.0"})) == 0.5
+    assert brand_agreement("aspyr", "sims 2 glamour life", "aspyr media inc", "sims 2 glamour life stuff") == 1.0
+    assert brand_agreement("intuit", "quickbooks pro", "", "intuit quickbooks pro 2007") == 1.0
+    assert brand_agreement("adobe", "photoshop", "microsoft", "photoshop") == 0.0
+    assert code_candidates([frozenset({"pn50a650"})], [frozenset({"pn50a550"}), frozenset({"pn50a650"})]) == [[1]]
+
+
+def test_cluster_ids_follow_file_order_and_chain():
+    ids, sizes = cluster_ids(6, np.array([4, 1, 2]), np.array([5, 2, 3]))
+    assert ids.tolist() == [1, 2, 2, 2, 3, 3] and sizes.tolist() == [1, 3, 3, 3, 2, 2]
+
+
+# --- bad input: one-line errors before the model loads, or reject rows ----------------------------
+
+@pytest.fixture
+def no_model(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input error was found")
+
+    monkeypatch.setattr("models.load_encoder", refuse)
+    monkeypatch.setattr("migrate.match.Matcher.from_settings", classmethod(lambda cls, s: refuse()))
+
+
+def _cli(*args):
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result, time.perf_counter() - started
+
+
+def _error(result, seconds) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and seconds < 5
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "unexpected" not in lines[0]
+    return lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(abt_buy, tmp_path, no_model):
+    folder = abt_buy["folder"]
+    left, right = folder / "abt.csv", folder / "buy.csv"
+    out = tmp_path / "m.csv"
+    msg = _error(*_cli("match", left, right, "-o", out, "--left-text", "nme,descr", "--right-id", "sku",
+                       "--left-code", "mpn"))
+    assert "abt.csv" in msg and "'nme'" in msg and "'descr'" in msg and "'mpn'" in msg and "did you mean 'name'" in msg
+    msg = _error(*_cli("match", left, right, "-o", out, "--right-id", "sku"))
+    assert "buy.csv" in msg and "'sku'" in msg
+    msg = _error(*_cli("match", left, tmp_path / "nope.csv", "-o", out))
+    assert "nope.csv: file not found" in msg
+    cp1252 = tmp_path / "cp1252.csv"
+    cp1252.write_bytes(left.read_bytes() + "999,caf\u00e9 cr\u00e8me maker,,\n".encode("cp1252"))
+    msg = _error(*_cli("match", cp1252, right, "-o", out))
+    assert "cp1252.csv" in msg and "not valid utf-8" in msg and "--encoding" in msg
+    one_class = tmp_path / "one_class.csv"
+    abt_buy["labels"].filter(pl.col("label") == "0").write_csv(one_class)
+    msg = _error(*_cli("match", left, right, "-o", out, "--labels", one_class))
+    assert "one_class.csv" in msg and "0 matches" in msg
+    msg = _error(*_cli("match", left, right, "-o", out, "--min-precision", "0.9"))
+    assert "--min-precision needs --labels" in msg
+    out.write_text("x")
+    msg = _error(*_cli("match", left, right, "-o", out))
+    assert "already exists" in msg and "--overwrite" in msg
+    for args in (("match", left, "-o", tmp_path / "x.csv"), ("match", left, right, "--within", "-o", tmp_path / "x.csv"),
+                 ("match", left, right, "-o", tmp_path / "x.csv", "--no-such-option")):
+        result, _ = _cli(*args)
+        assert result.exit_code == 64 and "Traceback" not in result.output
+
+
+def test_cli_match_writes_the_workbook_and_reports_the_threshold(abt_buy, migrator, monkeypatch, tmp_path):
+    monkeypatch.setattr("migrate.match.Matcher.from_settings", classmethod(lambda cls, s: cls(migrator.encoder)))
+    folder = abt_buy["folder"]
+    out = tmp_path / "matches.xlsx"
+    result, _ = _cli("match", folder / "abt.csv", folder / "buy.csv", "--labels", folder / "labels.csv",
+                     "--left-text", "name", "--right-text", "name", "--min-precision", "0.9", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"matched {N_LEFT} products (0 rejected):") and "precision 0." in line and str(out) in line
+    summary = {r[0].value: r[1].value for r in load_workbook(out)["Summary"].iter_rows(min_row=3) if r[0].value}
+    assert summary["Labelled pairs"] == abt_buy["labels"].height
+    assert float(summary["  precision"]) >= 0.9 and "lowest reaching precision 0.9" in summary["  chosen"]
+
+
+def test_unusable_label_rows_become_rejects(abt_buy, tmp_path):
+    folder = abt_buy["folder"]
+    rows = abt_buy["labels"].select("ltable_id", "rtable_id", "label")
+    extra = pl.DataFrame({"ltable_id": ["99999", SAMSUNG], "rtable_id": [SAMSUNG_GOLD, SAMSUNG_GOLD],
+                          "label": ["1", "maybe"]})
+    path = tmp_path / "labels.csv"
+    pl.concat([rows, extra]).write_csv(path)
+    inputs = read_match_inputs(_settings(folder, labels=path))
+    assert len(inputs.labels) == rows.height and len(inputs.labels.rejects) == 2
+    first, second = inputs.labels.rejects
+    assert first.row == rows.height + 2 and "left id '99999' is not a usable product" in first.reason
+    assert second.row == rows.height + 3 and "label 'maybe'" in second.reason
+    with pytest.raises(InputError, match="no label column"):
+        bad = tmp_path / "nolabel.csv"
+        rows.drop("label").write_csv(bad)
+        read_match_inputs(_settings(folder, labels=bad))
+
+
+# --- fine-tuning for matching reuses train/ ---------------------------------------------------------
+
+def test_match_pairs_become_datasets_for_each_loss(abt_buy):
+    from train.match import match_pairs
+
+    inputs = read_match_inputs(_settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv",
+                                         left_text="name", right_text="name"))
+    pairs = match_pairs(inputs.left, inputs.right, inputs.labels)
+    ds = pairs.to_dataset("labelled_pairs")
+    assert ds.column_names == ["sentence1", "sentence2", "label"] and len(ds) == len(inputs.labels)
+    assert sum(ds["label"]) == inputs.labels.n_matches
+    samsung = inputs.left.texts[inputs.left.ids.index(SAMSUNG)]
+    gold = inputs.right.texts[inputs.right.ids.index(SAMSUNG_GOLD)]
+    assert any(a == samsung and b == gold and y == 1 for a, b, y in zip(ds["sentence1"], ds["sentence2"], ds["label"]))
+    triplets = pairs.to_dataset("triplets", right_texts=inputs.right.texts)
+    assert triplets.column_names == ["anchor", "positive", "negative"] and len(triplets) == inputs.labels.n_matches
+    row = next(r for r in triplets if r["anchor"] == samsung)
+    labelled_negatives = {b for a, b, y in zip(ds["sentence1"], ds["sentence2"], ds["label"]) if a == samsung and not y}
+    assert row["positive"] == gold and row["negative"] in labelled_negatives   # a hard negative of its own
+    with pytest.raises(TaxmigError, match="cannot give"):
+        pairs.to_dataset("pairs")
+
+
+def test_train_match_fine_tunes_through_the_shared_trainer(abt_buy, tmp_path):
+    """A tiny run (48 real pairs, 3 steps): a loadable model, a record, a card without training rows."""
+    from models import fingerprint, load_encoder, resolve_model
+    from train.finetune import TrainConfig
+    from train.match import train_match_encoder
+
+    folder = abt_buy["folder"]
+    out = tmp_path / "match-model"
+    config = TrainConfig(loss="online_contrastive", max_pairs=48, batch_size=16, epochs=1, evaluations=1,
+                         learning_rate=1e-4)
+    result = train_match_encoder(folder / "abt.csv", folder / "buy.csv", folder / "labels.csv", out, config,
+                                 left_text="name", right_text="name")
+    assert result.metrics["steps"] == 3 and result.metrics["train_pairs"] == 48
+    ev = result.metrics["eval"]
+    assert ev["primary_metric"] == "valid_cosine_ap" and 0 < ev["after"]["valid_cosine_ap"] <= 1
+    model, fp = load_encoder(resolve_model(str(out)))
+    assert fp == fingerprint(out) != fingerprint(resolve_model(None).location)
+    assert model.max_seq_length == 64
+    record = json.loads((out / "taxmig_train.json").read_text())
+    assert record["task"] == "product matching" and record["config"]["loss"] == "online_contrastive"
+    card = (out / "README.md").read_text()
+    assert "OnlineContrastiveLoss" in card and record["data_fingerprint"] in card
+    names = pl.read_csv(folder / "abt.csv", infer_schema=False)["name"].to_list()
+    assert not any(n in card for n in names if len(n) > 12)
+    with pytest.raises(TaxmigError, match="not empty"):
+        train_match_encoder(folder / "abt.csv", folder / "buy.csv", folder / "labels.csv", out, config)
+    with pytest.raises(TaxmigError, match="catalog training"):
+        train_match_encoder(folder / "abt.csv", folder / "buy.csv", folder / "labels.csv", tmp_path / "m2",
+                            TrainConfig(loss="cosine"))
+    result, _ = _cli("train-match", folder / "abt.csv", "--pairs", folder / "labels.csv", "-o", tmp_path / "m3")
+    assert result.exit_code == 64 and "missing RIGHT" in result.output
