@@ -500,7 +500,7 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
 @click.option("--loss", type=click.Choice(["online_contrastive", "contrastive", "mnrl"]), default="online_contrastive",
               show_default=True, help="OnlineContrastiveLoss or ContrastiveLoss on the pairs, or "
                                       "MultipleNegativesRankingLoss on triplets from the matches.")
-@click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--epochs", type=float, default=2.0, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--learning-rate", type=float, default=3e-5, show_default=True)
 @click.option("--max-seq-length", type=int, default=64, show_default=True)

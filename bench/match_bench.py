@@ -1,0 +1,289 @@
+"""Benchmark `taxmig match` on the standard product-matching benchmarks Abt-Buy and Amazon-Google.
+
+For each benchmark (DeepMatcher's fixed train/valid/test pair splits, ``deepmatcher_format/``),
+in one run: test-split F1, precision and recall of
+
+- rapidfuzz only: ``token_set_ratio`` of the titles;
+- the hybrid score with the bundled base encoder: without labels (default weights, threshold 0.5,
+  what ``taxmig match`` does with no ``--labels``), and with weights fitted on the train split;
+- the hybrid score with an encoder fine-tuned by ``train.match`` on the train split
+  (OnlineContrastiveLoss; the valid split picks the best checkpoint), logistic and boosted scorers
+  whose weights are fitted on the valid split (the encoder has seen the train pairs), as
+  ``taxmig match --labels valid.csv`` does;
+
+every threshold chosen on the valid split (best F1; out-of-fold where the weights are fitted on it
+too), never on test. The published Ditto figures
+are listed as reference. The texts are what ``taxmig match`` embeds by default (Abt-Buy: name +
+description; Amazon-Google: title + manufacturer, with manufacturer also the brand column).
+
+    python bench/match_bench.py                        # full run, appends to BENCHMARKS.md
+    python bench/match_bench.py --quick --no-write     # smoke test: 120 pairs per split, 1 short epoch
+    python bench/match_bench.py --methods base --print-default-weights --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import DATA, ROOT, append_benchmark  # noqa: E402
+from migrate.match import Matcher, MatchInputs  # noqa: E402
+from migrate.match_features import FEATURES  # noqa: E402
+from migrate.match_inputs import load_labels, load_match_catalog  # noqa: E402
+from migrate.match_scoring import (DEFAULT_THRESHOLD, choose_threshold, default_scorer, fit_scorer,  # noqa: E402
+                                   out_of_fold_scores, quality)
+from migrate.pipeline import Encoder  # noqa: E402
+from models import load_encoder, resolve_model  # noqa: E402
+
+log = logging.getLogger("match_bench")
+BENCHMARKS = {"abt_buy": "Abt-Buy", "amazon_google": "Amazon-Google"}
+DITTO_F1 = {"abt_buy": 89.33, "amazon_google": 75.58}
+TARGET_F1 = {"abt_buy": 85.0, "amazon_google": 70.0}
+SPLITS = ("train", "valid", "test")
+METHODS = ("rapidfuzz", "base", "finetuned")
+
+
+@dataclass
+class Row:
+    dataset: str
+    method: str
+    f1: float
+    precision: float
+    recall: float
+    threshold: float | None
+    seconds: float
+    note: str = ""
+
+
+def prepare(name: str, limit: int | None, workdir: Path) -> Path:
+    """The benchmark folder; with ``limit``, a copy with ``limit`` pairs per split (seeded sample)
+    and only the records they name (a smoke test, not comparable with published figures)."""
+    src = DATA / "entity_matching" / "deepmatcher_format" / name
+    if not limit:
+        return src
+    dst = workdir / name
+    dst.mkdir(parents=True)
+    pairs = {s: pl.read_csv(src / f"{s}.csv", infer_schema=False) for s in SPLITS}
+    for s, frame in pairs.items():
+        pos = frame.filter(pl.col("label") == "1")
+        neg = frame.filter(pl.col("label") != "1")
+        n_pos = min(pos.height, max(limit // 3, 2))
+        pairs[s] = pl.concat([pos.sample(n_pos, seed=0), neg.sample(min(neg.height, limit - n_pos), seed=0)])
+        pairs[s].write_csv(dst / f"{s}.csv")
+    for side, col in (("A", "ltable_id"), ("B", "rtable_id")):
+        ids = set(pl.concat([p[col] for p in pairs.values()]).to_list())
+        table = pl.read_csv(src / f"table{side}.csv", infer_schema=False)
+        table.filter(pl.col("id").is_in(list(ids))).write_csv(dst / f"table{side}.csv")
+    return dst
+
+
+def load_inputs(folder: Path):
+    left = load_match_catalog(folder / "tableA.csv", role="left")
+    right = load_match_catalog(folder / "tableB.csv", role="right")
+    labels = {s: load_labels(folder / f"{s}.csv", left, right) for s in SPLITS}
+    return MatchInputs(left, right), labels
+
+
+def evaluate_scores(valid_scores, valid_y, test_scores, test_y) -> tuple[float, float, float, float]:
+    """(threshold chosen on valid, test precision, recall, F1)."""
+    t = choose_threshold(valid_scores, valid_y, source="valid split")
+    p, r, f = quality(test_scores, test_y, t.value)
+    return t.value, p, r, f
+
+
+def rapidfuzz_only(dataset: str, inputs: MatchInputs, labels) -> Row:
+    from rapidfuzz import fuzz, utils
+
+    start = time.perf_counter()
+    lt = [utils.default_process(t) for t in inputs.left.titles]
+    rt = [utils.default_process(t) for t in inputs.right.titles]
+
+    def scores(lab):
+        return np.array([fuzz.token_set_ratio(lt[i], rt[j]) / 100 for i, j in zip(lab.left, lab.right)])
+
+    th, p, r, f = evaluate_scores(scores(labels["valid"]), labels["valid"].labels, scores(labels["test"]),
+                                  labels["test"].labels)
+    return Row(dataset, "rapidfuzz only (title token_set_ratio)", f, p, r, th, time.perf_counter() - start)
+
+
+def encoder(location: str | None) -> Encoder:
+    ref = resolve_model(location)
+    model, fp = load_encoder(ref)
+    return Encoder(model, ref.name, fp)
+
+
+def hybrid_features(enc: Encoder, inputs: MatchInputs, labels, k: int) -> dict[str, np.ndarray]:
+    context, _, _ = Matcher(enc).context(inputs, k=k, batch_size=64, progress=False)
+    return {s: context.features(labels[s].left, labels[s].right) for s in SPLITS}
+
+
+def hybrid_rows(dataset: str, label: str, feats, labels, seconds: float, kinds=("logistic",)) -> list[Row]:
+    """``logistic``/``boosting``: weights fitted on train, threshold on valid; ``default``: what
+    ``taxmig match`` does without labels (default weights, threshold 0.5)."""
+    rows = []
+    for kind in kinds:
+        start = time.perf_counter()
+        if kind == "default":
+            scores = default_scorer().score(feats["test"])
+            th = DEFAULT_THRESHOLD
+            p, r, f = quality(scores, labels["test"].labels, th)
+            name = f"{label}, no labels (default weights, threshold {th})"
+        else:
+            scorer = fit_scorer(feats["train"], labels["train"].labels, kind)
+            th, p, r, f = evaluate_scores(scorer.score(feats["valid"]), labels["valid"].labels,
+                                          scorer.score(feats["test"]), labels["test"].labels)
+            name = label if kind == "logistic" else f"{label}, boosted scorer"
+        rows.append(Row(dataset, name, f, p, r, th, seconds + time.perf_counter() - start))
+    return rows
+
+
+def heldout_rows(dataset: str, label: str, feats, labels, seconds: float, kinds=("logistic", "boosting")) -> list[Row]:
+    """Weights and threshold from the valid split, as ``taxmig match --labels valid.csv`` does: the
+    threshold on 5-fold out-of-fold scores, the weights refitted on all of it. (The fine-tuned encoder
+    has seen the train pairs: weights fitted on them would over-trust its cosine.)"""
+    rows = []
+    y = labels["valid"].labels.astype(int)
+    for kind in kinds:
+        start = time.perf_counter()
+        held_out = out_of_fold_scores(feats["valid"], y, labels["valid"].left, kind)
+        t = choose_threshold(held_out, y, source="valid split, out-of-fold")
+        scorer = fit_scorer(feats["valid"], y, kind)
+        p, r, f = quality(scorer.score(feats["test"]), labels["test"].labels, t.value)
+        name = label if kind == "logistic" else f"{label}, boosted scorer"
+        rows.append(Row(dataset, name, f, p, r, t.value, seconds + time.perf_counter() - start))
+    return rows
+
+
+def fine_tune(folder: Path, out: Path, args) -> tuple[str, float, dict]:
+    from train.finetune import TrainConfig
+    from train.match import train_match_encoder
+
+    if out.exists():
+        shutil.rmtree(out)
+    config = TrainConfig(loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, max_seq_length=args.max_seq_length,
+                         max_pairs=args.max_pairs, evaluations=args.evaluations, seed=0)
+    start = time.perf_counter()
+    result = train_match_encoder(folder / "tableA.csv", folder / "tableB.csv", folder / "train.csv", out, config,
+                                 valid=folder / "valid.csv")
+    return str(out), time.perf_counter() - start, result.metrics
+
+
+def table(rows: list[Row], datasets: list[str]) -> str:
+    lines = ["| benchmark | method | test F1 | precision | recall | threshold (valid) | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        for r in (x for x in rows if x.dataset == d):
+            th = f"{r.threshold:.3f}" if r.threshold is not None else "—"
+            lines.append(f"| {BENCHMARKS[d]} | {r.method} | {100 * r.f1:.2f} | {100 * r.precision:.2f} | "
+                         f"{100 * r.recall:.2f} | {th} | {r.seconds:.0f} |")
+        lines.append(f"| {BENCHMARKS[d]} | Ditto (published, RoBERTa cross-encoder; reference) | {DITTO_F1[d]:.2f} "
+                     f"| — | — | — | — |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="abt_buy,amazon_google")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma separated: {', '.join(METHODS)}")
+    parser.add_argument("--limit", type=int, default=None, help="pairs per split (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="--limit 120, 1 epoch on at most 64 pairs")
+    parser.add_argument("--candidates", type=int, default=10)
+    parser.add_argument("--loss", default="online_contrastive")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--max-pairs", type=int, default=None)
+    parser.add_argument("--evaluations", type=int, default=8)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "out" / "match_bench_models")
+    parser.add_argument("--print-default-weights", action="store_true",
+                        help="fit the no-labels default weights on both train splits (base model) and print them")
+    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("sentence_transformers", "transformers", "faiss", "httpx", "migrate", "train", "models"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.quick:
+        args.limit = args.limit or 120
+        args.epochs = 1.0
+        args.max_pairs = args.max_pairs or 64
+        args.evaluations = 2
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [d for d in datasets if d not in BENCHMARKS] + [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown dataset or method: {unknown}")
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    pooled: list[tuple[np.ndarray, np.ndarray]] = []
+    started = time.perf_counter()
+    base = encoder(None) if "base" in methods or args.print_default_weights else None
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in datasets:
+            folder = prepare(d, args.limit, Path(tmp))
+            inputs, labels = load_inputs(folder)
+            log.info("%s: %d x %d records; pairs %s", d, len(inputs.left), len(inputs.right),
+                     {s: (len(labels[s]), labels[s].n_matches) for s in SPLITS})
+            if "rapidfuzz" in methods:
+                rows.append(rapidfuzz_only(d, inputs, labels))
+                log.info("%s rapidfuzz: F1 %.4f", d, rows[-1].f1)
+            if base is not None:
+                t0 = time.perf_counter()
+                feats = hybrid_features(base, inputs, labels, args.candidates)
+                pooled.append((feats["train"], labels["train"].labels))
+                if "base" in methods:
+                    rows += hybrid_rows(d, "hybrid, base encoder", feats, labels, time.perf_counter() - t0,
+                                        kinds=("default", "logistic"))
+                    log.info("%s base hybrid: F1 %.4f", d, rows[-1].f1)
+            if "finetuned" in methods:
+                out, train_seconds, metrics = fine_tune(folder, args.models_dir / f"match-{d}", args)
+                t0 = time.perf_counter()
+                feats = hybrid_features(encoder(out), inputs, labels, args.candidates)
+                seconds = train_seconds + time.perf_counter() - t0
+                rows += heldout_rows(d, f"hybrid, fine-tuned encoder ({args.loss})", feats, labels, seconds)
+                key = metrics["eval"]["primary_metric"]
+                notes.append(f"{BENCHMARKS[d]} fine-tuning: {metrics['steps']} steps on {metrics['train_pairs']} "
+                             f"pairs in {metrics['train_seconds']:.0f} s; valid {key} "
+                             f"{metrics['eval']['before'][key]:.4f} -> {metrics['eval']['after'][key]:.4f}.")
+                log.info("%s fine-tuned hybrid: F1 %.4f (boosted %.4f)", d, rows[-2].f1, rows[-1].f1)
+    total = time.perf_counter() - started
+    md = table(rows, datasets)
+    print(md)
+    print(f"\ntotal {total:.0f} s")
+    if args.print_default_weights and pooled:
+        x = np.vstack([p[0] for p in pooled])
+        y = np.concatenate([p[1] for p in pooled])
+        scorer = fit_scorer(x, y, "logistic")
+        print("DEFAULT_WEIGHTS =", {f: round(scorer.weights[f], 2) for f in FEATURES})
+        print("DEFAULT_INTERCEPT =", round(scorer.intercept, 2))
+    if not args.no_write:
+        scope = f"{args.limit} pairs per split (smoke test)" if args.limit else "full test splits"
+        settings = (f"Candidates {args.candidates}; fine-tuning: {args.loss}, {args.epochs:g} epochs, batch "
+                    f"{args.batch_size}, lr {args.learning_rate:g}, max_seq_length {args.max_seq_length}, best "
+                    "checkpoint by valid average precision.")
+        text = (f"Scope: {scope}. Thresholds chosen on the valid split (best F1); F1/precision/recall on the test "
+                f"split, in %. Scorer weights fitted on the train split (base encoder) or, out-of-fold, on the valid "
+                f"split (fine-tuned encoder, which has seen the train pairs). Seconds: the step's own time (fine-tuned "
+                f"rows include training). Total run time {total / 60:.1f} min. {settings} Targets: fine-tuned F1 >= "
+                f"{TARGET_F1['abt_buy']:.0f} (Abt-Buy), >= {TARGET_F1['amazon_google']:.0f} (Amazon-Google). "
+                + " ".join(notes))
+        path = append_benchmark("match: Abt-Buy and Amazon-Google (DeepMatcher splits)", md, text)
+        print(f"appended to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
