@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                     "checkpoint by valid average precision.")
         text = (f"Scope: {scope}. Thresholds chosen on the valid split (best F1); F1/precision/recall on the test "
                 f"split, in %. Scorer weights fitted on the train split (base encoder) or, out-of-fold, on the valid "
-                f"split (fine-tuned encoder, which has seen the train pairs). Seconds: the step's own time (fine-tuned "
+                f"split (fine-tuned encoder, which has seen the train pairs). The no-labels row uses "
+                f"the default weights, which were fitted on these two train splits (never on test): optimistic for "
+                f"other catalogs. Seconds: the step's own time (fine-tuned "
                 f"rows include training). Total run time {total / 60:.1f} min. {settings} Targets: fine-tuned F1 >= "
                 f"{TARGET_F1['abt_buy']:.0f} (Abt-Buy), >= {TARGET_F1['amazon_google']:.0f} (Amazon-Google). "
                 + " ".join(notes))
