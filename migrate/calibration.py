@@ -61,23 +61,44 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(ece)
 
 
+def wilson_lower_bound(successes: np.ndarray, totals: np.ndarray, confidence: float = 0.95) -> np.ndarray:
+    """One-sided Wilson score lower bound of a binomial proportion (vectorised).
+
+    >>> round(float(wilson_lower_bound(np.array([97]), np.array([100]))[0]), 3)
+    0.927
+    """
+    from scipy.stats import norm
+
+    z = norm.ppf(confidence)
+    n = np.maximum(np.asarray(totals, dtype=float), 1.0)
+    p = np.asarray(successes, dtype=float) / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
 def choose_min_confidence(confidence: np.ndarray, correct: np.ndarray, passes_other_flags: np.ndarray,
-                          target_precision: float, min_rows: int = 20) -> float | None:
-    """Lowest confidence threshold whose unflagged rows reach ``target_precision``.
+                          target_precision: float, min_rows: int = 20, level: float = 0.95) -> float | None:
+    """Lowest confidence threshold whose unflagged rows reach ``target_precision`` with confidence
+    ``level``: the one-sided Wilson lower bound of their precision must be at least the target, so
+    that new rows -- not the ones the threshold was chosen on -- reach it too.
 
     Rows are those of the leave-one-out run; ``passes_other_flags`` marks rows no other flag
     catches. Returns None when no threshold keeps ``min_rows`` rows at that precision.
 
-    >>> choose_min_confidence(np.array([0.99, 0.9, 0.8, 0.6]), np.array([1, 1, 0, 1]), np.ones(4, bool), 0.9, 1)
-    0.9
+    >>> conf = np.linspace(1, 0, 1000)
+    >>> right = np.r_[np.ones(600), np.zeros(400)].astype(bool)
+    >>> round(choose_min_confidence(conf, right, np.ones(1000, bool), 0.99), 3)
+    0.398
     """
     confidence = np.asarray(confidence, dtype=float)
     keep = np.asarray(passes_other_flags, dtype=bool)
     conf, right = confidence[keep], np.asarray(correct, dtype=float)[keep]
     order = np.argsort(-conf, kind="stable")
     conf, right = conf[order], right[order]
-    precision = np.cumsum(right) / np.arange(1, len(right) + 1)
+    counts = np.arange(1, len(right) + 1)
+    bound = wilson_lower_bound(np.cumsum(right), counts, level)
     # a threshold can only sit between distinct confidences: use the last row of each tie run
     last_of_tie = np.r_[conf[1:] != conf[:-1], True]
-    ok = np.flatnonzero((precision >= target_precision) & last_of_tie & (np.arange(len(conf)) + 1 >= min_rows))
+    ok = np.flatnonzero((bound >= target_precision) & last_of_tie & (counts >= min_rows))
     return float(conf[ok[-1]]) if ok.size else None

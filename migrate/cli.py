@@ -136,6 +136,8 @@ SCORING_OPTIONS = [
                  help="Candidate categories kept per product (the top one plus alternatives)."),
     click.option("--neighbours", type=click.IntRange(1, 200), default=20, show_default=True,
                  help="Nearest target products that vote."),
+    click.option("--lexical-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                 help="Share of the neighbour vote given to word-overlap (TF-IDF) neighbours; 0: the encoder's alone."),
     click.option("--min-confidence", type=float, default=None,
                  help="LOW_CONFIDENCE below this calibrated confidence [default: the lowest that reaches "
                       "--target-precision on the leave-one-out run]."),
@@ -178,7 +180,7 @@ def settings_from_params(source: Path, params: dict, quiet: bool):
 
     return MigrationSettings(
         source=source, **{k: params[k] for k in SETTING_PARAMS},
-        scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"]),
+        scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"], lexical_weight=params["lexical_weight"]),
         thresholds=Thresholds(**{k: params[k] for k in THRESHOLD_PARAMS}),
         progress=not quiet)
 
@@ -193,7 +195,8 @@ def explicit_overrides(ctx: click.Context) -> dict:
     thresholds = {k: ctx.params[k] for k in THRESHOLD_PARAMS if k in given}
     if thresholds:
         out["thresholds"] = thresholds
-    scoring = {name: ctx.params[param] for param, name in (("neighbours", "k"), ("top_k", "top_n")) if param in given}
+    scoring = {name: ctx.params[param] for param, name in (("neighbours", "k"), ("top_k", "top_n"),
+                                                            ("lexical_weight", "lexical_weight")) if param in given}
     if scoring:
         out["scoring"] = scoring
     return out
@@ -330,8 +333,9 @@ def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -
 @click.option("--text", help="Text columns, comma separated (default as in migrate).")
 @click.option("--category", help="Category: a path column or level columns 'category,sub_category'.")
 @click.option("--base-model", default=None, help="Encoder to start from (default: the bundled all-MiniLM-L6-v2).")
-@click.option("--loss", type=click.Choice(["cosine", "cosent", "mnrl"]), default="cosine", show_default=True,
-              help="CosineSimilarityLoss, CoSENTLoss, or MultipleNegativesRankingLoss on triplets.")
+@click.option("--loss", type=click.Choice(["cosine", "cosent", "mnrl"]), default="mnrl", show_default=True,
+              help="MultipleNegativesRankingLoss on encoder-mined triplets (default: measured best), or "
+                   "CosineSimilarityLoss / CoSENTLoss on hierarchy-scored pairs.")
 @click.option("--matryoshka", is_flag=True, help="Wrap the loss in MatryoshkaLoss (384/192/96/48 dims).")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -403,6 +407,7 @@ def evaluate(catalog, model, baseline, output, id_col, text, category, seed, ove
     report = evaluate_models(catalog, model=model, baseline=baseline, output_dir=output, id=id_col, text=text,
                              category=category, seed=seed, overwrite=overwrite, encoding=encoding)
     click.echo(f"wrote {report}")
+
 
 
 MATCH_COLUMN_OPTIONS = [

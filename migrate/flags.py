@@ -3,7 +3,7 @@
 - ``NO_MATCH``: nothing in the target is close (nearest target product, or best label, below a cosine).
 - ``LOW_CONFIDENCE``: calibrated confidence below ``min_confidence``. By default that threshold is
   chosen per run: the lowest at which the leave-one-out rows left unflagged reach
-  ``target_precision``. Without calibration data (a taxonomy file only) the raw top score below
+  ``target_precision`` with 95% confidence (Wilson lower bound). Without calibration data (a taxonomy file only) the raw top score below
   ``min_raw_score``.
 - ``LOW_MARGIN``: top-1 minus top-2 score below ``min_margin``.
 - ``SOURCE_SPLIT``: the row's source category scatters and this row went to a target that holds

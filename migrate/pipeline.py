@@ -25,6 +25,7 @@ from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import TaxmigError
 from migrate.flags import FLAG_ORDER, compute_flags
 from migrate.index import build_index, search
+from migrate.lexical import LexicalIndex
 from migrate.readers import Reject
 from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, mapping_dtype
 from migrate.scoring import CategoryScores, score_categories
@@ -164,12 +165,15 @@ class Migrator:
         params = settings.scoring
         label_index = build_index(lab_vec)
         product_index = build_index(tgt_vec) if len(tgt_vec) else None
-        scores = self._score(src_vec, product_index, label_index, targets, params)
+        lexical = LexicalIndex().fit(target_texts) if product_index is not None and params.lexical_weight > 0 else None
+        scores = self._score(src_vec, product_index, label_index, targets, params, lexical=lexical,
+                             lexical_queries=source.texts)
 
         calibrator = ConfidenceCalibrator()
         loo: dict[str, Any] = {}
         if product_index is not None:
-            calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, label_index, targets, settings)
+            calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, label_index, targets, settings,
+                                              lexical)
         confidence = calibrator.predict(scores.features())
         thresholds = loo.get("thresholds", settings.thresholds)
         categories = np.asarray(targets.categories, dtype=object)
@@ -191,21 +195,30 @@ class Migrator:
                                thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None)
 
     def _score(self, queries: np.ndarray, product_index, label_index, targets: Targets, params,
-               leave_out: tuple[np.ndarray, np.ndarray] | None = None) -> CategoryScores:
-        """Score queries; ``leave_out=(query_groups, index_groups)`` drops same-group neighbours."""
+               leave_out: tuple[np.ndarray, np.ndarray] | None = None, *, lexical: LexicalIndex | None = None,
+               lexical_queries: list[str] | None = None) -> CategoryScores:
+        """Score queries; ``leave_out=(query_groups, index_groups)`` drops same-group neighbours;
+        ``lexical`` (with the queries' plain texts) adds the lexical neighbours' vote."""
         label_sims, label_ids = search(label_index, queries, params.label_candidates)
-        nn_sims = nn_cats = nn_ids = None
+        nn_sims = nn_cats = nn_ids = lex_sims = lex_cats = None
         if product_index is not None:
             extra = LEAVE_OUT_EXTRA if leave_out is not None else 0
             nn_sims, nn_ids = search(product_index, queries, params.k + extra)
             if leave_out is not None:
                 nn_sims, nn_ids = _exclude_groups(nn_sims, nn_ids, *leave_out, k=params.k)
             nn_cats = np.where(nn_ids >= 0, targets.product_categories[np.clip(nn_ids, 0, None)], -1)
+            if lexical is not None and lexical_queries is not None:
+                lex_sims, lex_ids = lexical.search(lexical_queries, params.k + extra)
+                if leave_out is not None:
+                    lex_sims, lex_ids = _exclude_groups(lex_sims, lex_ids, *leave_out, k=params.k)
+                lex_cats = np.where(lex_ids >= 0, targets.product_categories[np.clip(lex_ids, 0, None)], -1)
         return score_categories(len(targets.categories), params, nn_sims=nn_sims, nn_categories=nn_cats,
-                                label_sims=label_sims, label_ids=label_ids, nn_ids=nn_ids)
+                                label_sims=label_sims, label_ids=label_ids, nn_ids=nn_ids,
+                                lex_sims=lex_sims, lex_categories=lex_cats)
 
     def _calibrate(self, tgt_vec, target_texts, product_index, label_index, targets: Targets,
-                   settings: MigrationSettings) -> tuple[ConfidenceCalibrator, dict[str, Any]]:
+                   settings: MigrationSettings, lexical: LexicalIndex | None = None
+                   ) -> tuple[ConfidenceCalibrator, dict[str, Any]]:
         """Leave-one-out over (a sample of) the target catalog: fit the calibrator, measure flags."""
         n = len(tgt_vec)
         rng = np.random.default_rng(settings.seed)
@@ -214,7 +227,8 @@ class Migrator:
         groups = np.fromiter((group_of.setdefault(normalise_text(t), len(group_of)) for t in target_texts),
                              dtype=np.int64, count=n)
         scores = self._score(tgt_vec[sample], product_index, label_index, targets, settings.scoring,
-                             leave_out=(groups[sample], groups))
+                             leave_out=(groups[sample], groups), lexical=lexical,
+                             lexical_queries=[target_texts[i] for i in sample])
         truth = targets.product_categories[sample]
         correct = scores.top_ids[:, 0] == truth
         calibrator = ConfidenceCalibrator().fit(scores.features(), correct)

@@ -108,7 +108,10 @@ def catalog_run(migrator, bigbasket, tmp_path_factory):
     target, source = _split(bigbasket.select("index", "product", "brand", "category", "sub_category"), 2400)
     target.write_csv(tmp / "target.csv")
     source.select("index", "product", "brand").write_csv(tmp / "source.csv")
-    settings = MigrationSettings(source=tmp / "source.csv", target_catalog=tmp / "target.csv", progress=False)
+    # ~19 labelled products per category cannot show 97% precision with 95% confidence (every row
+    # would be flagged, as the Summary then says); ask for 90% here, the benchmark holds 97%
+    settings = MigrationSettings(source=tmp / "source.csv", target_catalog=tmp / "target.csv", progress=False,
+                                 thresholds=Thresholds(target_precision=0.9))
     result = run_migration(settings, migrator)
     truth = dict(zip(source["index"], [f"{c} > {s}" for c, s in zip(source["category"], source["sub_category"])]))
     return result, truth
@@ -126,7 +129,9 @@ def test_target_catalog_mode_is_accurate_and_calibrated(catalog_run):
     assert result.calibrated
     assert correct.mean() > 0.6          # measured 0.70 on this subset (base model, 1,900 targets)
     assert top3.mean() > correct.mean() + 0.1
+    assert unflagged.mean() > 0.1
     assert correct[unflagged].mean() > correct.mean() + 0.1   # flags catch the errors
+    assert correct[unflagged].mean() > 0.85                     # near the 0.9 asked of leave-one-out
     assert expected_calibration_error(mapping["confidence"].to_numpy(), correct) < 0.1
     summary = result.summary_dict()
     assert summary["Confidence calibrated"].startswith("yes")

@@ -1,0 +1,58 @@
+"""Lexical nearest neighbours: TF-IDF cosine between product texts (scikit-learn), top-k per query.
+
+The encoder's neighbours and these complement each other: the encoder knows that "earbuds" and
+"headphones" are alike, word overlap knows brands and product-line names the encoder blurs
+("Tata Tea Gold" is tea, whatever else is gold). On the BigBasket benchmark the two votes
+together map 1.8 points more products right than the encoder's alone (bench/migrate_bench.py).
+
+>>> index = LexicalIndex().fit(["Amul Butter 500 g", "Tata Tea Gold", "Amul Cheese Slices"])
+>>> sims, ids = index.search(["amul butter"], k=2)
+>>> ids[0].tolist()
+[0, 2]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+CHUNK = 2048
+
+
+class LexicalIndex:
+    """Word TF-IDF (sublinear tf, unit rows) over the indexed texts."""
+
+    def __init__(self) -> None:
+        self.vectorizer = TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
+        self._matrix_t = None
+        self.size = 0
+
+    def fit(self, texts: list[str]) -> "LexicalIndex":
+        matrix = self.vectorizer.fit_transform(texts)
+        self._matrix_t = matrix.T.tocsr()
+        self.size = matrix.shape[0]
+        return self
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (cosines, ids) per query, best first; ids -1 (cosine 0) where fewer share a word."""
+        n = len(queries)
+        sims = np.zeros((n, k), dtype=np.float32)
+        ids = np.full((n, k), -1, dtype=np.int64)
+        if not n or not self.size:
+            return sims, ids
+        q = self.vectorizer.transform(queries)
+        for start in range(0, n, CHUNK):
+            product = (q[start:start + CHUNK] @ self._matrix_t).tocsr()
+            product.sort_indices()
+            for row in range(product.shape[0]):
+                lo, hi = product.indptr[row], product.indptr[row + 1]
+                if lo == hi:
+                    continue
+                data = product.data[lo:hi]
+                cols = product.indices[lo:hi]
+                take = min(k, hi - lo)
+                best = np.argpartition(-data, take - 1)[:take] if take < hi - lo else np.arange(hi - lo)
+                order = best[np.lexsort((cols[best], -data[best]))]
+                sims[start + row, :take] = data[order]
+                ids[start + row, :take] = cols[order]
+        return sims, ids
