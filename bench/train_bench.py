@@ -50,7 +50,7 @@ def svm_baseline(catalog: Path) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loss", default="cosine", choices=["cosine", "cosent", "mnrl"])
+    parser.add_argument("--loss", default="mnrl", choices=["cosine", "cosent", "mnrl"])
     parser.add_argument("--matryoshka", action="store_true")
     parser.add_argument("--max-pairs", type=int, default=None, help="training pairs (default: the whole pair set)")
     parser.add_argument("--epochs", type=float, default=1.0)

@@ -50,7 +50,7 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model_with_a_card(traine
     card = (out / "README.md").read_text()
     record = json.loads((out / "taxmig_train.json").read_text())
     assert record["base_model_fingerprint"] in card and record["data_fingerprint"] in card
-    assert "CosineSimilarityLoss" in card
+    assert "MultipleNegativesRankingLoss" in card      # the default loss
     texts = pl.read_csv(small_catalog, infer_schema=False)["product"].to_list()
     assert not any(t in card for t in texts if len(t) > 12)       # never training rows in the card
     assert {p.name for p in out.glob("training_*.png")} >= {"training_loss.png", "training_learning_rate.png"}

@@ -36,7 +36,7 @@ class TrainConfig:
     """Hyper-parameters with the retail recipe's defaults (CPU-friendly sequence length)."""
 
     base_model: str | None = None
-    loss: str = "cosine"
+    loss: str = "mnrl"  # measured best on BigBasket (train/pairs.py, BENCHMARKS.md); cosine is the retail recipe
     matryoshka: bool = False
     epochs: float = 1.0
     batch_size: int = 32

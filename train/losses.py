@@ -1,10 +1,11 @@
 """The losses ``taxmig train`` offers, built from sentence-transformers' own loss classes.
 
-- ``cosine``: CosineSimilarityLoss on (sentence1, sentence2, score) pairs (the retail recipe).
-- ``cosent``: CoSENTLoss on the same pairs (ranks pair scores; usually sharper).
-- ``mnrl``: MultipleNegativesRankingLoss on (anchor, positive, negative) triplets, trained with
-  the no-duplicates batch sampler (many products share a category: a duplicate text in a batch
-  would be a false negative).
+- ``mnrl`` (the default): MultipleNegativesRankingLoss on (anchor, positive, negative) triplets,
+  the encoder-mined ones first (:mod:`train.pairs`), trained with the no-duplicates batch sampler
+  (many products share a category: a duplicate text in a batch would be a false negative);
+- ``cosine``: CosineSimilarityLoss on (sentence1, sentence2, score) pairs (the published retail
+  recipe; on BigBasket it lowered the neighbour-vote top-1, see :mod:`train.pairs`);
+- ``cosent``: CoSENTLoss on the same pairs (ranks pair scores).
 ``--matryoshka`` wraps any of them in MatryoshkaLoss so embeddings can be truncated.
 
 For product matching (``taxmig train-match``, :mod:`train.match`) on labelled pairs:

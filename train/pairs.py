@@ -7,13 +7,22 @@ Every product gets
 * ``negative`` pairs: ``negatives_per_product`` random products of other leaf categories (3);
 * hard negatives, each of a different leaf category:
   ``word_negative`` (shares a word with the product: "Dark Chocolate" vs "Chocolate Creme Body
-  Lotion"), ``encoder_negative`` (among its nearest neighbours under the current encoder, only
-  when ``embed`` is given) and ``sibling_negative`` (another leaf under the same parent).
+  Lotion"), ``encoder_negative`` (its nearest neighbours of another leaf under the current
+  encoder, only when ``embed`` is given) and ``sibling_negative`` (another leaf under the same
+  parent);
+* with ``embed``, for every product whose nearest neighbours include another leaf's product (the
+  products a neighbour vote can get wrong) an ``encoder_positive``: a product of its own leaf that
+  the encoder ranks *behind* that nearest wrong one (or, if none in sight, a random one of its
+  leaf outside its neighbours) -- the pair the encoder most needs to learn.
 
 Scores are hierarchy-aware: same leaf ``score_same_leaf``, a different leaf under the same parent
 ``score_same_parent``, anything else ``score_other`` -- for CosineSimilarityLoss / CoSENTLoss.
-The triplets ``(anchor, positive, negative)`` for MultipleNegativesRankingLoss take each positive
-pair and a hard negative of the anchor (a random other-category product when it has none).
+The triplets ``(anchor, positive, negative)`` for MultipleNegativesRankingLoss come first from
+the encoder-mined pairs -- (product, its encoder positive, its nearest wrong neighbour) -- then
+from each positive pair with a hard negative of the anchor (a random other-category product when
+it has none); under ``max_pairs`` the mined triplets are kept first: they are the examples a
+neighbour vote gets wrong, so a CPU-sized budget goes to them (``bench/train_bench.py`` and
+BENCHMARKS.md for what they buy).
 
 >>> texts = ["Dark Chocolate | Amul", "Milk Chocolate | Amul", "White Chocolate | Cadbury",
 ...          "Chocolate Creme Body Lotion | Nivea", "Aloe Body Lotion | Nivea", "Shampoo | Dove"]
@@ -48,9 +57,9 @@ from migrate.errors import TaxmigError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("positive", "encoder_negative", "word_negative", "sibling_negative", "negative")
+KINDS = ("positive", "encoder_positive", "encoder_negative", "word_negative", "sibling_negative", "negative")
 """Pair kinds in priority order: a pair drawn by two kinds is kept once, under the first."""
-_POS, _ENC, _WORD, _SIB, _NEG = range(len(KINDS))
+_POS, _EPOS, _ENC, _WORD, _SIB, _NEG = range(len(KINDS))
 
 PAIR_COLUMNS = ("sentence1", "sentence2", "score")
 TRIPLET_COLUMNS = ("anchor", "positive", "negative")
@@ -68,7 +77,7 @@ STOP_WORDS = frozenset("""
     assorted multi mini small medium large big extra value offer save pro plus
     """.split())
 _ATTEMPTS = 4  # redraws for a random partner that turned out to carry the anchor's own text
-_ENCODER_K = 10  # neighbours searched per product for the encoder negatives (more when asked for more)
+_ENCODER_K = 30  # neighbours searched per product for the encoder-mined pairs (more when asked for more)
 
 
 def word_tokens(text: str) -> set[str]:
@@ -331,10 +340,16 @@ def build_pairs(texts: Sequence[str], categories: Sequence[str], config: PairCon
         partner = np.where(off >= 0, own_start[anchors] + (within[anchors] + off + 1) % own_size[anchors], -1)
         add(anchors, partner, _POS)
 
-    # ---- encoder negatives: nearest items of another leaf under the current encoder -------------
+    # ---- encoder-mined pairs: nearest items of another leaf, and the hard positives behind them ---
     e = cfg.encoder_negatives_per_product
+    mined = (np.zeros(0, np.int64),) * 3
     if embed is not None and e:
-        add(*_encoder_negatives(item_texts, embed, leaf, norm, e), _ENC)
+        neg_a, neg_b, pos_a, pos_b, mined = _encoder_mined(item_texts, embed, leaf, norm, e, own_start, own_size,
+                                                           within, rng)
+        add(neg_a, neg_b, _ENC)
+        add(pos_a, pos_b, _EPOS)
+        notes.append(f"{mined[0].size} of {n} products have a product of another category among their "
+                     f"{_ENCODER_K} nearest under the current encoder: mined triplets for them")
 
     # ---- word negatives: another leaf, sharing a word --------------------------------------------
     w = cfg.word_negatives_per_product
@@ -390,7 +405,8 @@ def build_pairs(texts: Sequence[str], categories: Sequence[str], config: PairCon
         return out
 
     keep = norm[a] != norm[b]
-    keep[kind != _POS] &= ~shares_a_leaf(a[kind != _POS], b[kind != _POS])
+    negative = (kind != _POS) & (kind != _EPOS)
+    keep[negative] &= ~shares_a_leaf(a[negative], b[negative])
     a, b, kind = a[keep], b[keep], kind[keep]
     hard = (kind == _ENC) | (kind == _WORD) | (kind == _SIB)
     hard_a, hard_b = a[hard], b[hard]  # each anchor's hard negatives, as drawn, for the triplets
@@ -417,6 +433,13 @@ def build_pairs(texts: Sequence[str], categories: Sequence[str], config: PairCon
         t_n[redo[good]] = cand[good]
     ok = t_n >= 0
     t_a, t_p, t_n = t_a[ok], t_p[ok], t_n[ok]
+    # the mined triplets go first (a negative sharing a category with the anchor or positive is dropped)
+    m_a, m_p, m_n = mined
+    if m_a.size:
+        good = (norm[m_a] != norm[m_p]) & ~shares_a_leaf(m_a, m_n) & ~shares_a_leaf(m_p, m_n)
+        m_a, m_p, m_n = m_a[good], m_p[good], m_n[good]
+    n_mined = m_a.size
+    t_a, t_p, t_n = np.r_[m_a, t_a], np.r_[m_p, t_p], np.r_[m_n, t_n]
 
     # ---- cap and shuffle -----------------------------------------------------------------------
     if cfg.max_pairs is not None and a.size > cfg.max_pairs:
@@ -426,13 +449,15 @@ def build_pairs(texts: Sequence[str], categories: Sequence[str], config: PairCon
     shuffle = rng.permutation(a.size)
     a, b, kind = a[shuffle], b[shuffle], kind[shuffle]
     if cfg.max_pairs is not None and t_a.size > cfg.max_pairs:
-        sel = np.sort(rng.choice(t_a.size, cfg.max_pairs, replace=False))
+        first = rng.permutation(n_mined)[: cfg.max_pairs]  # mined triplets first, then the others at random
+        rest = n_mined + rng.permutation(t_a.size - n_mined)[: cfg.max_pairs - first.size]
+        sel = np.sort(np.r_[first, rest])
         t_a, t_p, t_n = t_a[sel], t_p[sel], t_n[sel]
     shuffle = rng.permutation(t_a.size)
     t_a, t_p, t_n = t_a[shuffle], t_p[shuffle], t_n[shuffle]
 
     same_parent = (parent[a] == parent[b]) & (parent[a] != root)
-    score = np.where(kind == _POS, float(cfg.score_same_leaf),
+    score = np.where((kind == _POS) | (kind == _EPOS), float(cfg.score_same_leaf),
                      np.where(same_parent, float(cfg.score_same_parent), float(cfg.score_other)))
     text = pl.Series("text", item_texts, dtype=pl.String)
     pairs = pl.DataFrame({
@@ -450,9 +475,16 @@ def build_pairs(texts: Sequence[str], categories: Sequence[str], config: PairCon
     return result
 
 
-def _encoder_negatives(item_texts: list[str], embed: Callable[[list[str]], np.ndarray], leaf: np.ndarray,
-                       norm: np.ndarray, per_item: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``per_item`` nearest items of another leaf for every item (exact inner product)."""
+def _encoder_mined(item_texts: list[str], embed: Callable[[list[str]], np.ndarray], leaf: np.ndarray,
+                   norm: np.ndarray, per_item: int, own_start: np.ndarray, own_size: np.ndarray, within: np.ndarray,
+                   rng: np.random.Generator):
+    """Encoder-mined pairs (exact inner-product search over the items' embeddings).
+
+    Returns ``(neg_a, neg_b, pos_a, pos_b, (trip_a, trip_p, trip_n))``: up to ``per_item`` nearest
+    items of another leaf per item; for each item with such a neighbour, one item of its own leaf
+    ranked behind the nearest wrong one (else a random one of its leaf); and the mined triplet
+    (item, that positive, the nearest wrong neighbour).
+    """
     import faiss
 
     n = len(item_texts)
@@ -469,12 +501,35 @@ def _encoder_negatives(item_texts: list[str], embed: Callable[[list[str]], np.nd
     k = min(n, max(_ENCODER_K, per_item + 5))
     sims, nn = index.search(vectors, k)
     anchors = np.repeat(np.arange(n), k).reshape(n, k)
-    valid = (nn >= 0) & (sims > 0)  # an orthogonal "neighbour" (e.g. of an empty vector) is no hard negative
+    valid = (nn >= 0) & (sims > 0)  # an orthogonal "neighbour" (e.g. of an empty vector) is no hard pair
     safe = np.where(valid, nn, 0)
-    valid &= (leaf[safe] != leaf[anchors]) & (norm[safe] != norm[anchors])
-    rank = np.cumsum(valid, axis=1)
-    take = valid & (rank <= per_item)
-    return anchors[take], nn[take].astype(np.int64)
+    distinct = valid & (norm[safe] != norm[anchors])
+    other = distinct & (leaf[safe] != leaf[anchors])
+    same = distinct & (leaf[safe] == leaf[anchors])
+    rank = np.cumsum(other, axis=1)
+    take = other & (rank <= per_item)
+    neg_a, neg_b = anchors[take], nn[take].astype(np.int64)
+    # hard positives: own-leaf neighbours ranked behind the first wrong one
+    at_risk = other.any(axis=1)
+    first_wrong = np.argmax(other, axis=1)
+    behind = same & (np.arange(k)[None, :] > first_wrong[:, None]) & at_risk[:, None]
+    has_behind = behind.any(axis=1)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[has_behind] = nn[has_behind, np.argmax(behind[has_behind], axis=1)]
+    # at-risk items with none in sight: a random item of their own leaf (the encoder put it farther away)
+    todo = np.flatnonzero(at_risk & ~has_behind & (own_size > 1))
+    for _ in range(_ATTEMPTS):
+        if not todo.size:
+            break
+        offset = 1 + (rng.random(todo.size) * (own_size[todo] - 1)).astype(np.int64)
+        cand = own_start[todo] + (within[todo] + offset) % own_size[todo]
+        ok = (norm[cand] != norm[todo]) & ~(nn[todo] == cand[:, None]).any(axis=1)  # not among its neighbours
+        pos[todo[ok]] = cand[ok]
+        todo = todo[~ok]
+    trip = np.flatnonzero((pos >= 0) & at_risk)
+    nearest_wrong = nn[trip, first_wrong[trip]].astype(np.int64)
+    ok = np.flatnonzero(pos >= 0)
+    return neg_a, neg_b, ok, pos[ok], (trip, pos[trip], nearest_wrong)
 
 
 def _word_negatives(item_texts: list[str], leaf: np.ndarray, norm: np.ndarray, n_leaf: int, per_item: int,
