@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -24,10 +24,10 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
-from migrate.cells import escape_csv_text, set_text
+from migrate.cells import set_text
 from migrate.errors import OutputExistsError
 from migrate.match import CLUSTER_SHEET_COLUMNS, MATCH_COLUMNS, UNMATCHED_COLUMNS, MatchResult
-from migrate.output import atomic_path, check_output
+from migrate.output import atomic_path, check_output, escaped_text as _escaped
 from migrate.result import REJECT_COLUMNS, ROW_KEY_COLUMN, row_key
 from migrate.workbook import (DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, highlight_flagged,
                               save_workbook, write_summary, write_table)
@@ -57,11 +57,6 @@ def check_match_output(path: str | Path, *, overwrite: bool, within: bool) -> Pa
             if existing.exists():
                 raise OutputExistsError(existing)
     return path
-
-
-def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
-    text = [c for c, t in frame.schema.items() if t == pl.String]
-    return frame.with_columns([pl.col(c).map_elements(escape_csv_text, return_dtype=pl.String) for c in text])
 
 
 def _write_frame(frame: pl.DataFrame, path: Path) -> None:

@@ -67,7 +67,8 @@ def check_output(path: str | Path, *, overwrite: bool) -> Path:
     return path
 
 
-def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
+def escaped_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with every text cell formula-escaped for CSV (see :func:`migrate.cells.escape_csv_text`)."""
     text_cols = [c for c, t in frame.schema.items() if t == pl.String]
     return frame.with_columns([pl.col(c).map_elements(escape_csv_text, return_dtype=pl.String) for c in text_cols])
 
@@ -89,8 +90,8 @@ def write_output(result: MigrationResult, path: str | Path, *, overwrite: bool =
         return [path]
     _, rejects_path, summary_path = output_paths(path)
     if suffix == ".csv":
-        _write(path, lambda tmp: _escaped(result.mapping).write_csv(tmp))
-        _write(rejects_path, lambda tmp: _escaped(result.rejects).write_csv(tmp))
+        _write(path, lambda tmp: escaped_text(result.mapping).write_csv(tmp))
+        _write(rejects_path, lambda tmp: escaped_text(result.rejects).write_csv(tmp))
     else:
         _write(path, lambda tmp: result.mapping.write_parquet(tmp))
         _write(rejects_path, lambda tmp: result.rejects.write_parquet(tmp))

@@ -159,8 +159,8 @@ def _evaluate_one(enc: Encoder, pairs, src_path: Path, tgt_path: Path, truth: di
     left, right = encode([t[0] for t in tricky]), encode([t[1] for t in tricky])
     metrics = {
         "model": enc.name, "fingerprint": enc.fingerprint,
-        "pearson": float(pair_metrics[f"heldout_pearson_cosine"]),
-        "spearman": float(pair_metrics[f"heldout_spearman_cosine"]),
+        "pearson": float(pair_metrics["heldout_pearson_cosine"]),
+        "spearman": float(pair_metrics["heldout_spearman_cosine"]),
         PRIMARY_METRIC: float(top1.mean()), "migrate_top3": float(top3.mean()),
         "unflagged_precision": float(top1[unflagged].mean()) if unflagged.any() else None,
         "coverage": float(unflagged.mean()),

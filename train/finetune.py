@@ -21,7 +21,7 @@ from migrate.catalog import Catalog, load_catalog
 from migrate.errors import TaxmigError
 from migrate.hashing import file_fingerprint
 from models import load_encoder, resolve_model
-from train.losses import LOSSES, MATRYOSHKA_DIMS, build_loss, describe
+from train.losses import LOSSES, build_loss, describe
 from train.decisions import DecisionExamples
 from train.pairs import PairConfig, build_pairs
 from train.splits import split_labels
@@ -123,9 +123,7 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
                   id: str | None = None, text: str | None = None, category: str | None = None,
                   encoding: str = "utf-8", decisions: "DecisionExamples | None" = None) -> TrainResult:
     """Split ``catalog_path`` by normalised name, build pairs, train, save model + card + metrics."""
-    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
-    from transformers import EarlyStoppingCallback
 
     config.validate()
     output_dir = Path(output_dir)
@@ -179,7 +177,6 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
                                              eval_pairs.pairs["score"].to_list(), name="heldout",
                                              batch_size=64, show_progress_bar=False)
     before = evaluator(model)
-    metric = f"eval_{evaluator.primary_metric}"
     steps = math.ceil(len(train_ds) / config.batch_size * config.epochs)
     log.info("training %s on %d %s (%d steps), evaluating on %d held-out pairs",
              describe(config.loss, config.matryoshka), len(train_ds), fmt, steps, len(eval_pairs.pairs))
@@ -190,18 +187,7 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
     (output_dir / RECORD).write_text(json.dumps(record, indent=2))
     # the evaluator alone drives evaluation, checkpoints and early stopping (an eval_dataset would
     # encode the held-out pairs a second time for a loss value nobody reads: half the eval cost on CPU)
-    trainer = SentenceTransformerTrainer(
-        model=model, args=_training_args(config, output_dir, steps, metric), train_dataset=train_ds,
-        loss=build_loss(model, config.loss, matryoshka=config.matryoshka),
-        evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
-    last = _last_checkpoint(output_dir) if config.resume else None
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
-    train_seconds = time.perf_counter() - t0
-    after = evaluator(model)
-
-    os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
-    model.save(str(output_dir))
+    trainer, after, train_seconds = run_trainer(model, config, output_dir, steps, train_ds, evaluator)
     metrics = {
         "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
         "train_pairs": len(train_ds), "eval_pairs": len(eval_pairs.pairs), "steps": trainer.state.global_step,
@@ -222,6 +208,32 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
     log.info("saved %s (held-out %s %.4f -> %.4f)", output_dir, evaluator.primary_metric,
              before[evaluator.primary_metric], after[evaluator.primary_metric])
     return TrainResult(output_dir, metrics, counts)
+
+
+def run_trainer(model, config: TrainConfig, output_dir: Path, steps: int, train_ds, evaluator
+                ):
+    """Train ``model`` with SentenceTransformerTrainer (the evaluator drives checkpoints and early
+    stopping; ``config.resume`` continues from the last checkpoint), then save it to ``output_dir``.
+
+    Returns the trainer (its ``state`` knows the best checkpoint), the evaluator's metrics after
+    training and the training seconds.
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import EarlyStoppingCallback
+
+    metric = f"eval_{evaluator.primary_metric}"
+    trainer = SentenceTransformerTrainer(
+        model=model, args=_training_args(config, output_dir, steps, metric), train_dataset=train_ds,
+        loss=build_loss(model, config.loss, matryoshka=config.matryoshka),
+        evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
+    last = _last_checkpoint(output_dir) if config.resume else None
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    train_seconds = time.perf_counter() - t0
+    after = evaluator(model)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
+    model.save(str(output_dir))
+    return trainer, after, train_seconds
 
 
 def _last_checkpoint(output_dir: Path) -> Path | None:

@@ -19,8 +19,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,8 @@ from migrate.errors import TaxmigError
 from migrate.hashing import file_fingerprint
 from migrate.match_inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
 from models import load_encoder, resolve_model
-from train.finetune import RECORD, TrainConfig, TrainResult, _jsonable, _last_checkpoint, _training_args
-from train.losses import LOSSES, MATCH_LOSSES, build_loss, describe
+from train.finetune import RECORD, TrainConfig, TrainResult, _jsonable, run_trainer
+from train.losses import LOSSES, MATCH_LOSSES, describe
 from train.splits import split_labels
 
 log = logging.getLogger(__name__)
@@ -110,9 +108,6 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pa
     ``right_path`` is ``None`` with ``within`` (pairs inside one catalog). ``config.max_pairs``
     caps the training pairs (a deterministic subsample).
     """
-    from sentence_transformers import SentenceTransformerTrainer
-    from transformers import EarlyStoppingCallback
-
     config.validate()
     if config.loss not in MATCH_LOSSES:
         raise TaxmigError(f"--loss {config.loss} is for catalog training", hint=f"use one of {', '.join(MATCH_LOSSES)}")
@@ -148,7 +143,6 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pa
     train_ds = train_pairs.to_dataset(fmt, right_texts=right.texts, seed=config.seed)
     evaluator = _evaluator(eval_pairs, config.batch_size)
     before = evaluator(model)
-    metric = f"eval_{evaluator.primary_metric}"
     steps = math.ceil(len(train_ds) / config.batch_size * config.epochs)
     log.info("training %s on %d %s (%d steps), evaluating on %d pairs", describe(config.loss, config.matryoshka),
              len(train_ds), fmt, steps, len(eval_pairs))
@@ -160,17 +154,7 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pa
               "left_columns": left.describe(), "right_columns": None if within else right.describe(),
               "config": _jsonable(dataclasses.asdict(config))}
     (output_dir / RECORD).write_text(json.dumps(record, indent=2))
-    trainer = SentenceTransformerTrainer(
-        model=model, args=_training_args(config, output_dir, steps, metric), train_dataset=train_ds,
-        loss=build_loss(model, config.loss, matryoshka=config.matryoshka), evaluator=evaluator,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
-    last = _last_checkpoint(output_dir) if config.resume else None
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
-    train_seconds = time.perf_counter() - t0
-    after = evaluator(model)
-    os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
-    model.save(str(output_dir))
+    trainer, after, train_seconds = run_trainer(model, config, output_dir, steps, train_ds, evaluator)
     metrics: dict[str, Any] = {
         "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
         "train_pairs": len(train_pairs), "train_examples": len(train_ds), "eval_pairs": len(eval_pairs),
