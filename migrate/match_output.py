@@ -27,7 +27,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from migrate.cells import set_text
 from migrate.errors import OutputExistsError
 from migrate.match import CLUSTER_SHEET_COLUMNS, MATCH_COLUMNS, UNMATCHED_COLUMNS, MatchResult
-from migrate.output import atomic_path, check_output, escaped_text as _escaped
+from migrate.output import atomic_path, check_output, escaped_text
 from migrate.result import REJECT_COLUMNS, ROW_KEY_COLUMN, row_key
 from migrate.workbook import (DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, highlight_flagged,
                               save_workbook, write_summary, write_table)
@@ -62,7 +62,7 @@ def check_match_output(path: str | Path, *, overwrite: bool, within: bool) -> Pa
 def _write_frame(frame: pl.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".csv":
-            _escaped(frame).write_csv(tmp)
+            escaped_text(frame).write_csv(tmp)
         else:
             frame.write_parquet(tmp)
     log.info("wrote %s", path)

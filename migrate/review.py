@@ -284,11 +284,11 @@ def final_mapping(products: pl.DataFrame) -> pl.DataFrame:
 def write_frame(frame: pl.DataFrame, path: Path, sheet: str) -> None:
     """``frame`` as CSV (formula-safe), Parquet or a one-sheet workbook, by ``path``'s extension
     (``path`` may be a temporary name: the format is read from its last real suffix)."""
-    from migrate.output import _escaped
+    from migrate.output import escaped_text
 
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        _escaped(frame).write_csv(path)
+        escaped_text(frame).write_csv(path)
     elif suffix == ".parquet":
         frame.write_parquet(path)
     else:
