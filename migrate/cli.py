@@ -334,7 +334,7 @@ def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -
 @click.option("--category", help="Category: a path column or level columns 'category,sub_category'.")
 @click.option("--base-model", default=None, help="Encoder to start from (default: the bundled all-MiniLM-L6-v2).")
 @click.option("--loss", type=click.Choice(["cosine", "cosent", "mnrl"]), default="mnrl", show_default=True,
-              help="MultipleNegativesRankingLoss on encoder-mined triplets (default: measured best), or "
+              help="MultipleNegativesRankingLoss on encoder-mined triplets (default), or "
                    "CosineSimilarityLoss / CoSENTLoss on hierarchy-scored pairs.")
 @click.option("--matryoshka", is_flag=True, help="Wrap the loss in MatryoshkaLoss (384/192/96/48 dims).")
 @click.option("--epochs", type=float, default=1.0, show_default=True)

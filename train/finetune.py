@@ -36,7 +36,7 @@ class TrainConfig:
     """Hyper-parameters with the retail recipe's defaults (CPU-friendly sequence length)."""
 
     base_model: str | None = None
-    loss: str = "mnrl"  # measured best on BigBasket (train/pairs.py, BENCHMARKS.md); cosine is the retail recipe
+    loss: str = "mnrl"  # mined triplets; CosineSimilarityLoss (the retail recipe) lowered top-1 on BigBasket
     matryoshka: bool = False
     epochs: float = 1.0
     batch_size: int = 32
