@@ -52,6 +52,14 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 
+def publish(section: str, table_md: str, notes: str, *, write: bool) -> None:
+    """Print the table and notes; with ``write``, append them to BENCHMARKS.md as well."""
+    print(table_md)
+    print(notes)
+    if write:
+        print("appended to", append_benchmark(section, table_md, notes))
+
+
 def append_benchmark(section: str, table_md: str, notes: str = "") -> Path:
     """Append a dated section with the command and machine to BENCHMARKS.md."""
     path = ROOT / "BENCHMARKS.md"

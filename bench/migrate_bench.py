@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import append_benchmark, bigbasket_split  # noqa: E402
+from bench.common import publish, bigbasket_split  # noqa: E402
 from migrate.calibration import expected_calibration_error  # noqa: E402
 from migrate.output import write_output  # noqa: E402
 from migrate.pipeline import Migrator  # noqa: E402
@@ -151,10 +151,7 @@ def main() -> None:
              "The source file has no category columns, so SOURCE_SPLIT and LEXICAL_CONFLICT do not fire here. "
              "Zero-shot row: the same source mapped onto the 99 category paths alone (a taxonomy file, no "
              "labelled products), where confidence is the raw top score and LOW_CONFIDENCE uses min_raw_score.")
-    print(table)
-    print(notes)
-    if not args.no_write:
-        print("appended to", append_benchmark("migrate: BigBasket 80/20, base model", table, notes))
+    publish("migrate: BigBasket 80/20, base model", table, notes, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BIGBASKET, ROOT, append_benchmark  # noqa: E402
+from bench.common import BIGBASKET, ROOT, publish  # noqa: E402
 
 TAXONOMY = ROOT / "sample_catalogs" / "google_taxonomy_subset.txt"
 COLUMNS = ["index", "product", "category", "sub_category", "brand"]
@@ -97,10 +97,7 @@ def main() -> None:
              f"removed, {changes['added']} added, {changes['edited']} edited (half a pack size, half a new name). "
              f"Night 2 took {s2 / s1:.1%} of night 1 (target: at most 10%). State folder after three nights: "
              f"{state_mb:.0f} MiB.")
-    print(table)
-    print(notes)
-    if not args.no_write:
-        print("appended to", append_benchmark("reconcile: BigBasket nightly, 1% changed", table, notes))
+    publish("reconcile: BigBasket nightly, 1% changed", table, notes, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BIGBASKET, append_benchmark, machine  # noqa: E402
+from bench.common import BIGBASKET, publish, machine  # noqa: E402
 from bench.migrate_bench import tfidf_svm  # noqa: E402
 from train.evaluate import evaluate_models  # noqa: E402
 from train.finetune import TrainConfig, train_encoder  # noqa: E402
@@ -101,10 +101,7 @@ def main() -> None:
              f"SVM {svm_seconds:.0f} s. Splits (by normalised name, seed 0): {tm['splits']}; top-1/top-3 are the "
              f"migrate path on the test split against train + eval as the labelled target. Fine-tuned minus base "
              f"top-1 per Matryoshka size: " + ", ".join(f"{d}: {g * 100:+.1f} pts" for d, g in gain.items()) + ".")
-    print(table)
-    print(notes)
-    if not args.no_write:
-        print("appended to", append_benchmark("train: BigBasket fine-tuning, base vs fine-tuned", table, notes))
+    publish("train: BigBasket fine-tuning, base vs fine-tuned", table, notes, write=not args.no_write)
 
 
 if __name__ == "__main__":
