@@ -36,7 +36,7 @@ class TrainConfig:
     """Hyper-parameters with the retail recipe's defaults (CPU-friendly sequence length)."""
 
     base_model: str | None = None
-    loss: str = "mnrl"  # mined triplets; CosineSimilarityLoss (the retail recipe) lowered top-1 on BigBasket
+    loss: str = "mnrl"  # on the encoder-mined triplets (train.pairs); "cosine" is the retail recipe
     matryoshka: bool = False
     epochs: float = 1.0
     batch_size: int = 32
