@@ -138,6 +138,8 @@ SCORING_OPTIONS = [
                  help="Nearest target products that vote."),
     click.option("--lexical-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
                  help="Share of the neighbour vote given to word-overlap (TF-IDF) neighbours; 0: the encoder's alone."),
+    click.option("--classifier-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                 help="Share of the vote given to a linear text classifier trained on the target catalog; 0: off."),
     click.option("--min-confidence", type=float, default=None,
                  help="LOW_CONFIDENCE below this calibrated confidence [default: the lowest that reaches "
                       "--target-precision on the leave-one-out run]."),
@@ -180,7 +182,8 @@ def settings_from_params(source: Path, params: dict, quiet: bool):
 
     return MigrationSettings(
         source=source, **{k: params[k] for k in SETTING_PARAMS},
-        scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"], lexical_weight=params["lexical_weight"]),
+        scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"], lexical_weight=params["lexical_weight"],
+                              classifier_weight=params["classifier_weight"]),
         thresholds=Thresholds(**{k: params[k] for k in THRESHOLD_PARAMS}),
         progress=not quiet)
 
@@ -196,7 +199,8 @@ def explicit_overrides(ctx: click.Context) -> dict:
     if thresholds:
         out["thresholds"] = thresholds
     scoring = {name: ctx.params[param] for param, name in (("neighbours", "k"), ("top_k", "top_n"),
-                                                            ("lexical_weight", "lexical_weight")) if param in given}
+                                                            ("lexical_weight", "lexical_weight"),
+                                                            ("classifier_weight", "classifier_weight")) if param in given}
     if scoring:
         out["scoring"] = scoring
     return out

@@ -20,6 +20,7 @@ import polars as pl
 from migrate import __version__
 from migrate.calibration import ConfidenceCalibrator, choose_min_confidence
 from migrate.catalog import TEXT_SEPARATOR, Catalog, load_catalog, normalise_text
+from migrate.classifier import fit_with_out_of_fold_votes
 from migrate.embedding import Embedder
 from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import TaxmigError
@@ -124,6 +125,23 @@ def _embedding_texts(source: Catalog, category_context: bool) -> list[str]:
 LEAVE_OUT_EXTRA = 10
 
 
+def _calibration_sample(target_texts: list[str], settings: MigrationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of the target catalog that calibration scores, same-name group of every target product).
+
+    A product's own listings -- the same name, whatever the brand or other text columns -- are
+    left out together: a new source product has no copy of itself in the target (as in the
+    benchmark's split by name), and counting one would make the calibration optimistic.
+    """
+    n = len(target_texts)
+    rng = np.random.default_rng(settings.seed)
+    sample = np.sort(rng.choice(n, size=min(n, settings.calibration_limit), replace=False)) if n else \
+        np.zeros(0, dtype=np.int64)
+    group_of: dict[str, int] = {}
+    groups = np.fromiter((group_of.setdefault(normalise_text(t.split(TEXT_SEPARATOR, 1)[0]), len(group_of))
+                          for t in target_texts), dtype=np.int64, count=n)
+    return sample, groups
+
+
 def _exclude_groups(sims: np.ndarray, ids: np.ndarray, query_groups: np.ndarray, index_groups: np.ndarray, *,
                     k: int) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-out neighbours: drop each query's own near-duplicates (same normalised text)."""
@@ -166,14 +184,24 @@ class Migrator:
         label_index = build_index(lab_vec)
         product_index = build_index(tgt_vec) if len(tgt_vec) else None
         lexical = LexicalIndex().fit(target_texts) if product_index is not None and params.lexical_weight > 0 else None
+        classifier = oof_votes = None
+        sample, groups = _calibration_sample(target_texts, settings)
+        if product_index is not None and params.classifier_weight > 0:
+            if len(set(targets.product_categories.tolist())) > 1:
+                classifier, oof_votes = fit_with_out_of_fold_votes(
+                    target_texts, targets.product_categories, sample, groups, top=params.k,
+                    temperature=params.classifier_temperature, seed=settings.seed)
+            else:
+                log.info("classifier: the target catalog has one category; no classifier vote")
+        clf_votes = classifier.vote(source.texts, params.k) if classifier is not None else None
         scores = self._score(src_vec, product_index, label_index, targets, params, lexical=lexical,
-                             lexical_queries=source.texts)
+                             lexical_queries=source.texts, clf_votes=clf_votes)
 
         calibrator = ConfidenceCalibrator()
         loo: dict[str, Any] = {}
         if product_index is not None:
             calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, label_index, targets, settings,
-                                              lexical)
+                                              sample, groups, lexical, oof_votes)
         confidence = calibrator.predict(scores.features())
         thresholds = loo.get("thresholds", settings.thresholds)
         categories = np.asarray(targets.categories, dtype=object)
@@ -196,9 +224,11 @@ class Migrator:
 
     def _score(self, queries: np.ndarray, product_index, label_index, targets: Targets, params,
                leave_out: tuple[np.ndarray, np.ndarray] | None = None, *, lexical: LexicalIndex | None = None,
-               lexical_queries: list[str] | None = None) -> CategoryScores:
+               lexical_queries: list[str] | None = None,
+               clf_votes: tuple[np.ndarray, np.ndarray] | None = None) -> CategoryScores:
         """Score queries; ``leave_out=(query_groups, index_groups)`` drops same-group neighbours;
-        ``lexical`` (with the queries' plain texts) adds the lexical neighbours' vote."""
+        ``lexical`` (with the queries' plain texts) adds the lexical neighbours' vote, ``clf_votes``
+        (probabilities, category ids) the classifier's."""
         label_sims, label_ids = search(label_index, queries, params.label_candidates)
         nn_sims = nn_cats = nn_ids = lex_sims = lex_cats = None
         if product_index is not None:
@@ -214,24 +244,21 @@ class Migrator:
                 lex_cats = np.where(lex_ids >= 0, targets.product_categories[np.clip(lex_ids, 0, None)], -1)
         return score_categories(len(targets.categories), params, nn_sims=nn_sims, nn_categories=nn_cats,
                                 label_sims=label_sims, label_ids=label_ids, nn_ids=nn_ids,
-                                lex_sims=lex_sims, lex_categories=lex_cats)
+                                lex_sims=lex_sims, lex_categories=lex_cats,
+                                clf_probs=clf_votes[0] if clf_votes is not None else None,
+                                clf_categories=clf_votes[1] if clf_votes is not None else None)
 
     def _calibrate(self, tgt_vec, target_texts, product_index, label_index, targets: Targets,
-                   settings: MigrationSettings, lexical: LexicalIndex | None = None
+                   settings: MigrationSettings, sample: np.ndarray, groups: np.ndarray,
+                   lexical: LexicalIndex | None = None,
+                   clf_votes: tuple[np.ndarray, np.ndarray] | None = None
                    ) -> tuple[ConfidenceCalibrator, dict[str, Any]]:
-        """Leave-one-out over (a sample of) the target catalog: fit the calibrator, measure flags."""
-        n = len(tgt_vec)
-        rng = np.random.default_rng(settings.seed)
-        sample = np.sort(rng.choice(n, size=min(n, settings.calibration_limit), replace=False))
-        # a product's own listings -- the same name, whatever the brand or other text columns -- are
-        # left out: a new source product has no copy of itself in the target (as in the benchmark's
-        # split by name), and counting one would make the calibration optimistic
-        group_of: dict[str, int] = {}
-        groups = np.fromiter((group_of.setdefault(normalise_text(t.split(TEXT_SEPARATOR, 1)[0]), len(group_of))
-                              for t in target_texts), dtype=np.int64, count=n)
+        """Leave-one-out over a ``sample`` of the target catalog (``groups``: same-name groups, left
+        out together; ``clf_votes``: the sample's out-of-fold classifier votes): fit the calibrator,
+        measure flags."""
         scores = self._score(tgt_vec[sample], product_index, label_index, targets, settings.scoring,
                              leave_out=(groups[sample], groups), lexical=lexical,
-                             lexical_queries=[target_texts[i] for i in sample])
+                             lexical_queries=[target_texts[i] for i in sample], clf_votes=clf_votes)
         truth = targets.product_categories[sample]
         correct = scores.top_ids[:, 0] == truth
         calibrator = ConfidenceCalibrator().fit(scores.features(), correct)

@@ -3,12 +3,14 @@
 For a product, category c scores
 
     score(c) = (1 - w) * vote(c) + w * label(c)
-    vote(c)  = (1 - l) * dense_vote(c) + l * lexical_vote(c)
+    vote(c)  = (1 - x) * ((1 - l) * dense_vote(c) + l * lexical_vote(c)) + x * classifier(c)
 
 where ``dense_vote`` is the similarity-weighted vote of the ``k`` nearest target products under
 the encoder (weights ``exp((sim - best_sim) / vote_temperature)``, normalised to sum to 1),
 ``lexical_vote`` the same over the ``k`` nearest by word TF-IDF cosine (``lexical_temperature``;
-weight ``l`` = ``lexical_weight``), and ``label`` is a softmax over the cosine between the
+weight ``l`` = ``lexical_weight``), ``classifier`` the softmax vote of a linear text classifier
+trained on the target catalog (:mod:`migrate.classifier`; weight ``x`` = ``classifier_weight``,
+temperature ``classifier_temperature``) and ``label`` is a softmax over the cosine between the
 product and the category's path text (temperature ``label_temperature``, over the
 ``label_candidates`` nearest labels). With no target products (a taxonomy file only) the score
 is the label part alone. Scores lie in [0, 1] and sum to at
@@ -32,6 +34,8 @@ class ScoringParams:
     vote_temperature: float = 0.05
     lexical_weight: float = 0.5
     lexical_temperature: float = 0.1
+    classifier_weight: float = 0.5
+    classifier_temperature: float = 0.3
     label_weight: float = 0.1
     label_temperature: float = 0.05
     label_candidates: int = 50
@@ -48,6 +52,7 @@ class CategoryScores:
     nearest_idx: np.ndarray  # (n,) row of the nearest target product (-1 without products)
     label_sim: np.ndarray    # (n,) cosine between the product and the top category's label
     lexical_sim: np.ndarray | None = None  # (n,) TF-IDF cosine of the lexically nearest target product
+    classifier_prob: np.ndarray | None = None  # (n,) the classifier's probability of the top category
 
     @property
     def margin(self) -> np.ndarray:
@@ -56,11 +61,13 @@ class CategoryScores:
 
     def features(self) -> np.ndarray:
         """The inputs of the confidence calibrator: top score, margin, nearest and label similarity
-        (and the lexical nearest similarity when lexical neighbours voted)."""
+        (and the lexical nearest similarity and the classifier's probability when they voted)."""
         nearest = np.nan_to_num(self.nearest_sim, nan=0.0)
         columns = [self.top_scores[:, 0], self.margin, nearest, self.label_sim]
         if self.lexical_sim is not None:
             columns.append(self.lexical_sim)
+        if self.classifier_prob is not None:
+            columns.append(self.classifier_prob)
         return np.column_stack(columns).astype(np.float64)
 
 
@@ -77,12 +84,14 @@ def score_categories(n_categories: int, params: ScoringParams, *,
                      nn_sims: np.ndarray | None, nn_categories: np.ndarray | None,
                      label_sims: np.ndarray, label_ids: np.ndarray,
                      nn_ids: np.ndarray | None = None, lex_sims: np.ndarray | None = None,
-                     lex_categories: np.ndarray | None = None) -> CategoryScores:
+                     lex_categories: np.ndarray | None = None, clf_probs: np.ndarray | None = None,
+                     clf_categories: np.ndarray | None = None) -> CategoryScores:
     """Combine neighbour votes and label similarity into the top ``params.top_n`` categories.
 
     ``nn_categories`` holds, for each neighbour, the category index of that target product
     (-1 for padding); ``label_ids`` the category index of each label candidate (-1 padding);
-    ``lex_sims``/``lex_categories`` the same for the lexical neighbours (optional).
+    ``lex_sims``/``lex_categories`` the same for the lexical neighbours, ``clf_probs``/``clf_categories``
+    the classifier's most probable categories (both optional).
     """
     n = len(label_sims)
     top_n = min(params.top_n, n_categories)
@@ -91,7 +100,10 @@ def score_categories(n_categories: int, params: ScoringParams, *,
     has_products = nn_sims is not None and nn_sims.size > 0
     has_lexical = has_products and lex_sims is not None and params.lexical_weight > 0
     label_weight = params.label_weight if has_products else 1.0
+    has_classifier = has_products and clf_probs is not None and params.classifier_weight > 0
+    neighbour_share = (1.0 - params.classifier_weight) if has_classifier else 1.0
     dense_share = (1.0 - params.lexical_weight) if has_lexical else 1.0
+    classifier_prob = np.zeros(n) if has_classifier else None
     nearest_sim = np.full(n, np.nan)
     nearest_idx = np.full(n, -1, dtype=np.int64)
     label_sim = np.zeros(n)
@@ -115,9 +127,14 @@ def score_categories(n_categories: int, params: ScoringParams, *,
                 lvote = _softmax_rows(lex_sims[rows].astype(np.float64), params.lexical_temperature, xvalid)
                 share[~xvalid.any(axis=1)] = 1.0  # sharing no word with any target: the encoder votes alone
                 np.add.at(dense, (np.broadcast_to(r_index, lvote.shape)[xvalid], lcats[xvalid]),
-                          (1.0 - label_weight) * params.lexical_weight * lvote[xvalid])
+                          (1.0 - label_weight) * neighbour_share * params.lexical_weight * lvote[xvalid])
             np.add.at(dense, (np.broadcast_to(r_index, vote.shape)[valid], cats[valid]),
-                      ((1.0 - label_weight) * share * vote)[valid])
+                      ((1.0 - label_weight) * neighbour_share * share * vote)[valid])
+            if has_classifier:
+                ccats = clf_categories[rows]
+                cvalid = ccats >= 0
+                np.add.at(dense, (np.broadcast_to(r_index, ccats.shape)[cvalid], ccats[cvalid]),
+                          (1.0 - label_weight) * params.classifier_weight * clf_probs[rows][cvalid])
             first = np.where(valid[:, 0], nn_sims[rows][:, 0], np.nan)
             nearest_sim[rows] = first
             if nn_ids is not None:
@@ -134,7 +151,10 @@ def score_categories(n_categories: int, params: ScoringParams, *,
         # cosine between product and the label of its top category (0 if that label is not a candidate)
         match = (label_ids[rows] == ids[:, :1]) & lvalid
         label_sim[rows] = np.where(match.any(axis=1), np.where(match, label_sims[rows], -np.inf).max(axis=1), 0.0)
+        if has_classifier:
+            hit = clf_categories[rows] == ids[:, :1]
+            classifier_prob[rows] = np.where(hit, clf_probs[rows], 0.0).sum(axis=1)
     lexical_sim = None
     if has_lexical:
         lexical_sim = np.where(lex_categories[:, 0] >= 0, lex_sims[:, 0], 0.0).astype(np.float64)
-    return CategoryScores(top_ids, top_scores, nearest_sim, nearest_idx, label_sim, lexical_sim)
+    return CategoryScores(top_ids, top_scores, nearest_sim, nearest_idx, label_sim, lexical_sim, classifier_prob)
