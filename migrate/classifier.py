@@ -34,18 +34,33 @@ FOLDS = 3
 
 
 class TextFeatures:
-    """Word + character n-gram TF-IDF (sublinear tf), fitted once on the target texts."""
+    """Word + character n-gram TF-IDF (sublinear tf), fitted once on the target texts.
+
+    Texts without a word character ("-", "+") give no word features, and a catalog too small for a
+    character n-gram to occur twice keeps the single ones: any non-empty text has features.
+    """
 
     def __init__(self) -> None:
-        self.words = TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
+        self.words: TfidfVectorizer | None = TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b",
+                                                             dtype=np.float32)
         self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, min_df=2,
                                      dtype=np.float32)
 
     def fit_transform(self, texts: list[str]):
-        return hstack([self.words.fit_transform(texts), self.chars.fit_transform(texts)]).tocsr()
+        try:
+            words = self.words.fit_transform(texts)
+        except ValueError:  # empty vocabulary: no text has a word
+            self.words, words = None, None
+        try:
+            chars = self.chars.fit_transform(texts)
+        except ValueError:  # no n-gram occurs twice
+            self.chars.set_params(min_df=1)
+            chars = self.chars.fit_transform(texts)
+        return hstack([words, chars]).tocsr() if words is not None else chars.tocsr()
 
     def transform(self, texts: list[str]):
-        return hstack([self.words.transform(texts), self.chars.transform(texts)]).tocsr()
+        chars = self.chars.transform(texts)
+        return hstack([self.words.transform(texts), chars]).tocsr() if self.words is not None else chars.tocsr()
 
 
 def _softmax_top(decision: np.ndarray, classes: np.ndarray, temperature: float, top: int

@@ -29,7 +29,11 @@ class LexicalIndex:
         self.size = 0
 
     def fit(self, texts: list[str]) -> "LexicalIndex":
-        matrix = self.vectorizer.fit_transform(texts)
+        try:
+            matrix = self.vectorizer.fit_transform(texts)
+        except ValueError:  # no text has a word ("-", "+"): nothing to search, every query finds nothing
+            self._matrix_t, self.size = None, 0
+            return self
         self._matrix_t = matrix.T.tocsr()
         self.size = matrix.shape[0]
         return self

@@ -83,3 +83,14 @@ def test_classifier_vote_enters_the_score_with_its_weight():
     assert on.top_scores[0, :2].tolist() == pytest.approx([0.567, 0.433])
     assert on.classifier_prob[0] == pytest.approx(0.9)
     assert on.features().shape[1] == 5  # top, margin, nearest, label, classifier (no lexical vote)
+
+
+@pytest.mark.parametrize("texts", [["ab", "cd"], ["-", "+"]])
+def test_tiny_or_wordless_catalogs_still_get_features(texts):
+    from migrate.lexical import LexicalIndex
+
+    clf = CategoryClassifier().fit(texts, [0, 1])
+    probs, ids = clf.vote(texts, top=2)
+    assert ids[:, 0].tolist() == [0, 1] and np.allclose(probs.sum(axis=1), 1.0)
+    sims, found = LexicalIndex().fit(texts).search(texts, k=2)
+    assert found.shape == (2, 2) and ((found >= 0) == (sims > 0)).all()
