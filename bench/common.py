@@ -43,6 +43,15 @@ def bigbasket_split(limit: int | None = None, test_percent: int = 20) -> tuple[p
     return frame.filter(~test), frame.filter(test)
 
 
+def write_split(folder: Path, target: pl.DataFrame, source: pl.DataFrame) -> tuple[Path, Path]:
+    """Write the split as migrate reads it: the target with its categories, the source without
+    (its categories are the truth, kept aside). Returns (target path, source path)."""
+    target_path, source_path = Path(folder) / "target.csv", Path(folder) / "source.csv"
+    target.write_csv(target_path)
+    source.select(["index", "product", "brand"]).write_csv(source_path)
+    return target_path, source_path
+
+
 def machine() -> str:
     cpus = os.cpu_count()
     return f"{platform.machine()}, {cpus} cores, Python {platform.python_version()}"

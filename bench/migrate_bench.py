@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import publish, bigbasket_split  # noqa: E402
+from bench.common import bigbasket_split, publish, write_split  # noqa: E402
 from migrate.calibration import expected_calibration_error  # noqa: E402
 from migrate.output import write_output  # noqa: E402
 from migrate.pipeline import Migrator  # noqa: E402
@@ -113,9 +113,7 @@ def main() -> None:
     target, source = bigbasket_split(args.limit)
     truth = label_of(source)
     with tempfile.TemporaryDirectory() as tmp:
-        target_path, source_path = Path(tmp) / "target.csv", Path(tmp) / "source.csv"
-        target.write_csv(target_path)
-        source.select(["index", "product", "brand"]).write_csv(source_path)
+        target_path, source_path = write_split(Path(tmp), target, source)
         settings = MigrationSettings(source=source_path, target_catalog=target_path, model=args.model,
                                      progress=False)
         t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bigbasket_split, publish  # noqa: E402
+from bench.common import bigbasket_split, publish, write_split  # noqa: E402
 from bench.migrate_bench import label_of  # noqa: E402
 from migrate.embedding_cache import EmbeddingCache  # noqa: E402
 from migrate.pipeline import Migrator  # noqa: E402
@@ -45,9 +45,7 @@ def main() -> None:
     truth = dict(zip(source["index"], label_of(source)))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        target_path, source_path = Path(tmp) / "target.csv", Path(tmp) / "source.csv"
-        target.write_csv(target_path)
-        source.select(["index", "product", "brand"]).write_csv(source_path)
+        target_path, source_path = write_split(Path(tmp), target, source)
         base = MigrationSettings(source=source_path, target_catalog=target_path, progress=False)
         migrator = Migrator.from_settings(base)
         with EmbeddingCache(Path(tmp) / "cache.sqlite") as cache:

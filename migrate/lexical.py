@@ -20,18 +20,30 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 CHUNK = 2048
 
 
+def word_tfidf() -> TfidfVectorizer:
+    """The word TF-IDF both the lexical neighbours and the classifier use (sublinear tf, one-letter words kept)."""
+    return TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
+
+
+def fit_words(vectorizer: TfidfVectorizer, texts: list[str]):
+    """``vectorizer.fit_transform(texts)``, or None when no text has a word ("-", "+")."""
+    try:
+        return vectorizer.fit_transform(texts)
+    except ValueError:  # empty vocabulary
+        return None
+
+
 class LexicalIndex:
     """Word TF-IDF (sublinear tf, unit rows) over the indexed texts."""
 
     def __init__(self) -> None:
-        self.vectorizer = TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
+        self.vectorizer = word_tfidf()
         self._matrix_t = None
         self.size = 0
 
     def fit(self, texts: list[str]) -> "LexicalIndex":
-        try:
-            matrix = self.vectorizer.fit_transform(texts)
-        except ValueError:  # no text has a word ("-", "+"): nothing to search, every query finds nothing
+        matrix = fit_words(self.vectorizer, texts)
+        if matrix is None:  # no text has a word: nothing to search, every query finds nothing
             self._matrix_t, self.size = None, 0
             return self
         self._matrix_t = matrix.T.tocsr()

@@ -187,12 +187,12 @@ class Migrator:
         classifier = oof_votes = None
         sample, groups = _calibration_sample(target_texts, settings)
         if product_index is not None and params.classifier_weight > 0:
-            if len(set(targets.product_categories.tolist())) > 1:
-                classifier, oof_votes = fit_with_out_of_fold_votes(
-                    target_texts, targets.product_categories, sample, groups, top=params.k,
-                    temperature=params.classifier_temperature, seed=settings.seed)
-            else:
+            classifier, oof_votes = fit_with_out_of_fold_votes(
+                target_texts, targets.product_categories, sample, groups, top=params.k,
+                temperature=params.classifier_temperature, seed=settings.seed)
+            if not classifier.usable:
                 log.info("classifier: the target catalog has one category; no classifier vote")
+                classifier = oof_votes = None
         clf_votes = classifier.vote(source.texts, params.k) if classifier is not None else None
         scores = self._score(src_vec, product_index, label_index, targets, params, lexical=lexical,
                              lexical_queries=source.texts, clf_votes=clf_votes)

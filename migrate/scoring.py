@@ -71,6 +71,21 @@ class CategoryScores:
         return np.column_stack(columns).astype(np.float64)
 
 
+def top_columns(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(column indices, values) of the ``k`` largest entries of each row, largest first.
+
+    >>> ids, vals = top_columns(np.array([[0.1, 0.7, 0.2]]), 2)
+    >>> ids.tolist(), vals.tolist()
+    ([[1, 2]], [[0.7, 0.2]])
+    """
+    k = min(k, values.shape[1])
+    part = np.argpartition(-values, k - 1, axis=1)[:, :k] if k < values.shape[1] else \
+        np.tile(np.arange(values.shape[1]), (len(values), 1))
+    part_values = np.take_along_axis(values, part, axis=1)
+    order = np.argsort(-part_values, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_values, order, axis=1)
+
+
 def _softmax_rows(values: np.ndarray, temperature: float, valid: np.ndarray) -> np.ndarray:
     shifted = np.where(valid, values, -np.inf)
     best = shifted.max(axis=1, keepdims=True)
@@ -139,12 +154,7 @@ def score_categories(n_categories: int, params: ScoringParams, *,
             nearest_sim[rows] = first
             if nn_ids is not None:
                 nearest_idx[rows] = np.where(valid[:, 0], nn_ids[rows][:, 0], -1)
-        part = np.argpartition(-dense, top_n - 1, axis=1)[:, :top_n] if top_n < n_categories else \
-            np.tile(np.arange(n_categories), (m, 1))
-        part_scores = np.take_along_axis(dense, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        ids = np.take_along_axis(part, order, axis=1)[:, :top_n]
-        scores = np.take_along_axis(part_scores, order, axis=1)[:, :top_n]
+        ids, scores = top_columns(dense, top_n)
         ids = np.where(scores > 0, ids, -1)
         top_ids[rows, :top_n] = ids
         top_scores[rows, :top_n] = scores
