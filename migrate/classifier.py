@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
+
+from migrate.lexical import fit_words, word_tfidf
+from migrate.scoring import top_columns
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +37,25 @@ FOLDS = 3
 
 
 class TextFeatures:
-    """Word + character n-gram TF-IDF (sublinear tf), fitted once on the target texts.
+    """Word TF-IDF (the lexical neighbours' own) + character 3-4-gram TF-IDF, fitted on the target texts.
 
     Texts without a word character ("-", "+") give no word features, and a catalog too small for a
     character n-gram to occur twice keeps the single ones: any non-empty text has features.
     """
 
     def __init__(self) -> None:
-        self.words: TfidfVectorizer | None = TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b",
-                                                             dtype=np.float32)
+        self.words: TfidfVectorizer | None = word_tfidf()
         self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, min_df=2,
                                      dtype=np.float32)
 
     def fit_transform(self, texts: list[str]):
-        try:
-            words = self.words.fit_transform(texts)
-        except ValueError:  # empty vocabulary: no text has a word
-            self.words, words = None, None
+        words = fit_words(self.words, texts)
+        if words is None:
+            self.words = None
         try:
             chars = self.chars.fit_transform(texts)
         except ValueError:  # no n-gram occurs twice
-            self.chars.set_params(min_df=1)
-            chars = self.chars.fit_transform(texts)
+            chars = self.chars.set_params(min_df=1).fit_transform(texts)
         return hstack([words, chars]).tocsr() if words is not None else chars.tocsr()
 
     def transform(self, texts: list[str]):
@@ -66,18 +66,13 @@ class TextFeatures:
 def _softmax_top(decision: np.ndarray, classes: np.ndarray, temperature: float, top: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax over all classes, then the ``top`` most probable (probabilities, category ids)."""
-    shifted = (decision - decision.max(axis=1, keepdims=True)) / temperature
-    probs = np.exp(shifted)
+    probs = np.exp((decision - decision.max(axis=1, keepdims=True)) / temperature)
     probs /= probs.sum(axis=1, keepdims=True)
-    take = min(top, probs.shape[1])
-    part = np.argpartition(-probs, take - 1, axis=1)[:, :take] if take < probs.shape[1] else \
-        np.tile(np.arange(probs.shape[1]), (len(probs), 1))
-    part_probs = np.take_along_axis(probs, part, axis=1)
-    order = np.argsort(-part_probs, axis=1, kind="stable")
+    columns, best = top_columns(probs, top)
     out_probs = np.zeros((len(probs), top))
     out_cats = np.full((len(probs), top), -1, dtype=np.int64)
-    out_probs[:, :take] = np.take_along_axis(part_probs, order, axis=1)
-    out_cats[:, :take] = classes[np.take_along_axis(part, order, axis=1)]
+    out_probs[:, :best.shape[1]] = best
+    out_cats[:, :best.shape[1]] = classes[columns]
     return out_probs, out_cats
 
 
@@ -93,14 +88,21 @@ class CategoryClassifier:
     def usable(self) -> bool:
         return self.model is not None
 
-    def fit(self, texts: list[str], categories, matrix=None) -> "CategoryClassifier":
-        """Fit on target texts and their category indices (``matrix``: their features, if computed)."""
+    def fit(self, texts: list[str], categories) -> "CategoryClassifier":
+        """Fit on target texts and their category indices."""
+        self.features = self.features or TextFeatures()
+        return self.fit_features(self.features.fit_transform(texts), categories)
+
+    def fit_features(self, matrix, categories) -> "CategoryClassifier":
+        """Fit on already computed features (rows of ``matrix``) and their category indices.
+
+        Seeded, and never fitted from two threads at once: liblinear's solver draws from the C
+        library's one random state, so concurrent fits in one process give different models from
+        the same inputs -- and a product could map differently from one night to the next.
+        """
         categories = np.asarray(categories, dtype=np.int64)
-        if matrix is None:
-            self.features = self.features or TextFeatures()
-            matrix = self.features.fit_transform(texts)
         if len(np.unique(categories)) >= 2:
-            self.model = LinearSVC(C=1.0, tol=1e-2).fit(matrix, categories)
+            self.model = LinearSVC(C=1.0, tol=1e-2, random_state=0).fit(matrix, categories)
         return self
 
     def vote_matrix(self, matrix, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +110,8 @@ class CategoryClassifier:
         n = matrix.shape[0]
         if self.model is None or n == 0:
             return np.zeros((n, top)), np.full((n, top), -1, dtype=np.int64)
-        parts = [_softmax_top(np.atleast_2d(self._decision(matrix[s:s + CHUNK])), self.model.classes_,
-                              self.temperature, top) for s in range(0, n, CHUNK)]
+        parts = [_softmax_top(self._decision(matrix[s:s + CHUNK]), self.model.classes_, self.temperature, top)
+                 for s in range(0, n, CHUNK)]
         return np.vstack([p for p, _ in parts]), np.vstack([c for _, c in parts])
 
     def vote(self, texts: list[str], top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,38 +124,41 @@ class CategoryClassifier:
         return decision
 
 
+def _fit_job(matrix, categories: np.ndarray, train: np.ndarray | None, rows: np.ndarray | None, *,
+             top: int, temperature: float):
+    """One fit in a worker process: the final model (``train`` None), or a fold's votes for ``rows``."""
+    if train is None:
+        return CategoryClassifier(temperature).fit_features(matrix, categories).model
+    model = CategoryClassifier(temperature).fit_features(matrix[train], categories[train])
+    return model.vote_matrix(matrix[rows], top)
+
+
 def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray, groups: np.ndarray, *,
                                top: int, temperature: float, folds: int = FOLDS, seed: int = 0
                                ) -> tuple[CategoryClassifier, tuple[np.ndarray, np.ndarray]]:
     """The classifier on all target ``texts``, and votes for the target rows ``sample`` each from a
     model fitted without its group's rows (``groups``: same-name group of every target product; the
-    sample is cut into ``folds`` folds by group). The final fit and the folds' fits share one pool.
+    sample is cut into ``folds`` folds by group). The final fit and the folds' fits run side by side
+    in worker processes (joblib), one per core.
     """
     categories = np.asarray(categories, dtype=np.int64)
     features = TextFeatures()
     matrix = features.fit_transform(texts)
-    final = CategoryClassifier(temperature, features)
-    probs = np.zeros((len(sample), top))
-    cats = np.full((len(sample), top), -1, dtype=np.int64)
     sample_groups = groups[sample]
     distinct = np.unique(sample_groups)
-    shuffled = np.random.default_rng(seed).permutation(len(distinct)) % folds
-    fold_of_group = dict(zip(distinct.tolist(), shuffled.tolist()))
-    fold = np.fromiter((fold_of_group[g] for g in sample_groups.tolist()), dtype=np.int64, count=len(sample))
-
-    def one_fit(f: int) -> None:
-        if f < 0:
-            final.fit(texts, categories, matrix=matrix)
-            return
-        held = np.flatnonzero(fold == f)
-        train = ~np.isin(groups, sample_groups[held])
-        model = CategoryClassifier(temperature).fit([], categories[train], matrix=matrix[train])
-        probs[held], cats[held] = model.vote_matrix(matrix[sample[held]], top)
-
-    # liblinear releases the GIL: the fits run side by side on the cores
-    jobs = [-1, *range(min(folds, len(distinct)))]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        list(pool.map(one_fit, jobs))
+    fold_of_distinct = np.random.default_rng(seed).permutation(len(distinct)) % folds
+    fold = fold_of_distinct[np.searchsorted(distinct, sample_groups)]
+    held = [np.flatnonzero(fold == f) for f in range(min(folds, len(distinct)))]
+    jobs = [(None, None)] + [(~np.isin(groups, sample_groups[h]), sample[h]) for h in held]
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    results = Parallel(n_jobs=workers)(delayed(_fit_job)(matrix, categories, train, rows, top=top,
+                                                         temperature=temperature) for train, rows in jobs)
+    final = CategoryClassifier(temperature, features)
+    final.model = results[0]
+    probs = np.zeros((len(sample), top))
+    cats = np.full((len(sample), top), -1, dtype=np.int64)
+    for h, (p, c) in zip(held, results[1:]):
+        probs[h], cats[h] = p, c
     log.info("classifier: fitted on %d target products; out-of-fold votes for %d in %d folds",
              len(texts), len(sample), folds)
     return final, (probs, cats)

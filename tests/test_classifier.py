@@ -94,3 +94,12 @@ def test_tiny_or_wordless_catalogs_still_get_features(texts):
     assert ids[:, 0].tolist() == [0, 1] and np.allclose(probs.sum(axis=1), 1.0)
     sims, found = LexicalIndex().fit(texts).search(texts, k=2)
     assert found.shape == (2, 2) and ((found >= 0) == (sims > 0)).all()
+
+
+def test_the_same_inputs_give_the_same_votes(subset):
+    texts, cats, groups, _ = subset
+    sample = np.arange(0, len(texts), 3)
+    runs = [fit_with_out_of_fold_votes(texts, cats, sample, groups, top=3, temperature=0.3) for _ in range(2)]
+    (first, (p1, c1)), (second, (p2, c2)) = runs
+    assert np.array_equal(c1, c2) and np.array_equal(p1, p2)
+    assert np.array_equal(first.vote(texts[:500], top=3)[0], second.vote(texts[:500], top=3)[0])
