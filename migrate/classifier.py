@@ -22,7 +22,7 @@ import logging
 import os
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib.externals.loky import ProcessPoolExecutor
 from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
@@ -124,7 +124,7 @@ class CategoryClassifier:
         return decision
 
 
-def _fit_job(matrix, categories: np.ndarray, train: np.ndarray | None, rows: np.ndarray | None, *,
+def _fit_job(matrix, categories: np.ndarray, train: np.ndarray | None, rows: np.ndarray | None,
              top: int, temperature: float):
     """One fit in a worker process: the final model (``train`` None), or a fold's votes for ``rows``."""
     if train is None:
@@ -139,7 +139,8 @@ def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray,
     """The classifier on all target ``texts``, and votes for the target rows ``sample`` each from a
     model fitted without its group's rows (``groups``: same-name group of every target product; the
     sample is cut into ``folds`` folds by group). The final fit and the folds' fits run side by side
-    in worker processes (joblib), one per core.
+    in worker processes, one per core; the pool ends with the call, so no worker outlives the run
+    (a lingering worker would hold the caller's stdout/stderr pipes open).
     """
     categories = np.asarray(categories, dtype=np.int64)
     features = TextFeatures()
@@ -151,8 +152,12 @@ def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray,
     held = [np.flatnonzero(fold == f) for f in range(min(folds, len(distinct)))]
     jobs = [(None, None)] + [(~np.isin(groups, sample_groups[h]), sample[h]) for h in held]
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    results = Parallel(n_jobs=workers)(delayed(_fit_job)(matrix, categories, train, rows, top=top,
-                                                         temperature=temperature) for train, rows in jobs)
+    if workers == 1:
+        results = [_fit_job(matrix, categories, train, rows, top, temperature) for train, rows in jobs]
+    else:  # loky (joblib's): fresh processes, no fork of torch's threads, no `__main__` guard needed
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_fit_job, *zip(*[(matrix, categories, train, rows, top, temperature)
+                                                     for train, rows in jobs])))
     final = CategoryClassifier(temperature, features)
     final.model = results[0]
     probs = np.zeros((len(sample), top))

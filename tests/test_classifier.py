@@ -103,3 +103,29 @@ def test_the_same_inputs_give_the_same_votes(subset):
     (first, (p1, c1)), (second, (p2, c2)) = runs
     assert np.array_equal(c1, c2) and np.array_equal(p1, p2)
     assert np.array_equal(first.vote(texts[:500], top=3)[0], second.vote(texts[:500], top=3)[0])
+
+
+def _children() -> list[int]:
+    import os
+    from pathlib import Path
+
+    mine = os.getpid()
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == mine:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_no_worker_process_outlives_the_fit(subset):
+    # a lingering worker keeps the caller's stdout/stderr pipes open: `subprocess.run(capture_output=True)`
+    # on `taxmig reconcile` would wait for it long after the run ended
+    texts, cats, groups, _ = subset
+    before = set(_children())
+    fit_with_out_of_fold_votes(texts[:2000], cats[:2000], np.arange(0, 2000, 2), groups[:2000], top=3,
+                               temperature=0.3)
+    assert set(_children()) <= before
