@@ -34,6 +34,7 @@ from migrate.output import write_output  # noqa: E402
 from migrate.pipeline import Migrator  # noqa: E402
 from migrate.scoring import ScoringParams  # noqa: E402
 from migrate.settings import MigrationSettings  # noqa: E402
+from train.paired import paired_comparison  # noqa: E402
 
 
 def text_of(frame) -> list[str]:
@@ -84,15 +85,6 @@ def text_ceiling(texts: list[str], labels: list[str]) -> float:
     return sum(c.most_common(1)[0][1] for c in seen.values()) / max(len(texts), 1)
 
 
-def mcnemar(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, int, float]:
-    """(rows only we get right, rows only they get right, two-sided exact McNemar p-value)."""
-    from scipy.stats import binomtest
-
-    only_ours, only_theirs = int((ours & ~theirs).sum()), int((~ours & theirs).sum())
-    n = only_ours + only_theirs
-    return only_ours, only_theirs, float(binomtest(only_ours, n, 0.5).pvalue) if n else 1.0
-
-
 def evaluate(mapping, truth_by_id: dict[str, str]):
     """(top-1 correct, top-3 correct, unflagged, confidence) arrays for a mapping table."""
     y = np.array([truth_by_id[i] for i in mapping["source_id"]], dtype=object)
@@ -141,7 +133,7 @@ def main() -> None:
     z_top1, z_top3, z_unflagged, _ = evaluate(zero_shot.mapping, truth_by_id)
     n_top1, n_top3, n_unflagged, n_conf = evaluate(no_classifier.mapping, truth_by_id)
     svm_by_id = dict(zip(source["index"], (p == t for p, t in zip(svm_preds, truth))))
-    only_ours, only_svm, p_value = mcnemar(top1, np.array([svm_by_id[i] for i in result.mapping["source_id"]]))
+    vs_svm = paired_comparison(top1, np.array([svm_by_id[i] for i in result.mapping["source_id"]]))
     ceiling = text_ceiling(text_of(source), truth)
     products = source.height + target.height
     e2e_rate = products / e2e_seconds
@@ -176,8 +168,8 @@ def main() -> None:
              f"Leave-one-out on the target: top-1 {summary.get('Leave-one-out top-1 accuracy')}, "
              f"unflagged share {summary.get('Leave-one-out unflagged share')}, unflagged accuracy "
              f"{summary.get('Leave-one-out unflagged accuracy')}. TF-IDF+SVM fit+predict {svm_seconds:.0f}s. "
-             f"Paired with the SVM row by row: taxmig alone right on {only_ours}, the SVM alone on {only_svm} "
-             f"(exact McNemar p = {p_value:.3g}). Ceiling of any text-to-category method here (identical "
+             f"Paired with the SVM row by row: taxmig alone right on {vs_svm.only_first}, the SVM alone on {vs_svm.only_second} "
+             f"(exact McNemar p = {vs_svm.p_value:.3g}). Ceiling of any text-to-category method here (identical "
              f"source texts with different categories): top-1 {ceiling:.3f}. "
              "The source file has no category columns, so SOURCE_SPLIT and LEXICAL_CONFLICT do not fire here. "
              "Zero-shot row: the same source mapped onto the 99 category paths alone (a taxonomy file, no "

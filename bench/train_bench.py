@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,11 +31,12 @@ from bench.common import BIGBASKET, publish, machine  # noqa: E402
 from bench.migrate_bench import tfidf_svm  # noqa: E402
 from train.evaluate import evaluate_models  # noqa: E402
 from train.finetune import TrainConfig, train_encoder  # noqa: E402
+from train.paired import paired_comparison  # noqa: E402
 from train.splits import split_labels  # noqa: E402
 
 
-def svm_baseline(catalog: Path) -> tuple[float, float]:
-    """TF-IDF + linear SVM trained on train + eval, scored on test: (top-1, seconds)."""
+def svm_baseline(catalog: Path) -> tuple[dict[str, bool], float]:
+    """TF-IDF + linear SVM trained on train + eval, scored on test: (right or wrong per test id, seconds)."""
     from migrate.catalog import load_catalog
 
     cat = load_catalog(catalog, role="catalog", category="category,sub_category", category_required=True)
@@ -42,9 +44,10 @@ def svm_baseline(catalog: Path) -> tuple[float, float]:
     train_t = [t for t, h in zip(cat.texts, held) if not h]
     train_y = [c for c, h in zip(cat.categories, held) if not h]
     test_t = [t for t, h in zip(cat.texts, held) if h]
-    test_y = np.array([c for c, h in zip(cat.categories, held) if h], dtype=object)
+    test_y = [c for c, h in zip(cat.categories, held) if h]
+    test_ids = [i for i, h in zip(cat.ids, held) if h]
     preds, seconds = tfidf_svm(train_t, train_y, test_t)
-    return float(np.mean(np.array(preds, dtype=object) == test_y)), seconds
+    return {i: p == y for i, p, y in zip(test_ids, preds, test_y)}, seconds
 
 
 def main() -> None:
@@ -74,7 +77,12 @@ def main() -> None:
                                  category="category,sub_category")
         eval_seconds = time.perf_counter() - t0
         metrics = json.loads((report.parent / "metrics.json").read_text())
-    svm_top1, svm_seconds = svm_baseline(BIGBASKET)
+        predictions = pl.read_csv(report.parent / "predictions.csv", infer_schema=False)
+    svm_right, svm_seconds = svm_baseline(BIGBASKET)
+    svm_top1 = float(np.mean(list(svm_right.values())))
+    right = {m: (predictions[m] == predictions["category"]).to_numpy() for m in ("base", "fine-tuned")}
+    svm_rows = np.array([svm_right[i] for i in predictions["id"]])
+    paired = {m: paired_comparison(right[m], svm_rows) for m in right}
     base, tuned = metrics["base"], metrics["fine-tuned"]
 
     def f(v) -> str:
@@ -100,7 +108,12 @@ def main() -> None:
              f"Spearman checkpoint {tm['best_metric']}. Evaluation of both models {eval_seconds:.0f} s; TF-IDF + "
              f"SVM {svm_seconds:.0f} s. Splits (by normalised name, seed 0): {tm['splits']}; top-1/top-3 are the "
              f"migrate path on the test split against train + eval as the labelled target. Fine-tuned minus base "
-             f"top-1 per Matryoshka size: " + ", ".join(f"{d}: {g * 100:+.1f} pts" for d, g in gain.items()) + ".")
+             f"top-1 per Matryoshka size: " + ", ".join(f"{d}: {g * 100:+.1f} pts" for d, g in gain.items()) + ". "
+             f"Paired on the same test products (exact McNemar): fine-tuned vs base: only fine-tuned right on "
+             f"{metrics['paired']['only_fine_tuned']}, only base on {metrics['paired']['only_base']}, p = "
+             f"{metrics['paired']['p_value']:.3g}; " + "; ".join(
+                 f"{m} vs the SVM: only {m} right on {c.only_first}, only the SVM on {c.only_second}, p = {c.p_value:.3g}"
+                 for m, c in paired.items()) + ".")
     publish("train: BigBasket fine-tuning, base vs fine-tuned", table, notes, write=not args.no_write)
 
 

@@ -388,7 +388,7 @@ def train(catalog, output, id_col, text, category, base_model, loss, matryoshka,
 @click.option("--model", required=True, help="The fine-tuned model folder to evaluate.")
 @click.option("--baseline", default=None, help="Model to compare with (default: the bundled base model).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Report folder (report.md, metrics.json, PNG plots).")
+              help="Report folder (report.md, metrics.json, predictions.csv, PNG plots).")
 @click.option("--id", "id_col")
 @click.option("--text")
 @click.option("--category")

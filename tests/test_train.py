@@ -93,12 +93,25 @@ def test_evaluate_reports_base_and_fine_tuned_side_by_side(trained, small_catalo
     report = evaluate_models(small_catalog, model=str(trained.output_dir), baseline=None, output_dir=tmp_path / "r",
                              category="category,sub_category")
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    assert set(metrics) == {"base", "fine-tuned"}
-    for m in metrics.values():
+    assert set(metrics) == {"base", "fine-tuned", "paired"}
+    for label in ("base", "fine-tuned"):
+        m = metrics[label]
         assert 0 <= m[PRIMARY_METRIC] <= 1 and -1 <= m["spearman"] <= 1
         assert set(m["matryoshka_top1"]) == {"384", "192", "96", "48"}
+    # every held-out product once, with both models' choices; the metrics agree with the rows
+    predictions = pl.read_csv(tmp_path / "r" / "predictions.csv", infer_schema=False)
+    assert predictions.columns == ["id", "text", "category", "base", "fine-tuned"]
+    assert predictions["id"].n_unique() == predictions.height > 10
+    right = {m: predictions[m] == predictions["category"] for m in ("base", "fine-tuned")}
+    for label in right:
+        assert right[label].mean() == pytest.approx(metrics[label][PRIMARY_METRIC])
+    paired = metrics["paired"]
+    assert paired["only_fine_tuned"] == int((right["fine-tuned"] & ~right["base"]).sum())
+    assert paired["only_base"] == int((~right["fine-tuned"] & right["base"]).sum())
+    assert 0 < paired["p_value"] <= 1
     text = report.read_text()
     assert "| migrate top-1 |" in text and "matryoshka.png" in text and "Tricky real pairs" in text
+    assert f"only the fine-tuned model is right on {paired['only_fine_tuned']}" in text
     assert (tmp_path / "r" / "similarity_boxplot.png").stat().st_size > 1000
     with pytest.raises(TaxmigError, match="already exists"):
         evaluate_models(small_catalog, model=str(trained.output_dir), baseline=None, output_dir=tmp_path / "r",

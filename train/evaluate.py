@@ -3,9 +3,12 @@
 One run reports, for each model: held-out pair Pearson/Spearman (EmbeddingSimilarityEvaluator),
 subcategory top-1/top-3 accuracy of the migrate path with unflagged precision and coverage (the
 number that matters), accuracy at Matryoshka sizes 384/192/96/48, similarity distributions of
-matched vs mismatched held-out pairs, and a table of tricky real pairs. Writes ``report.md`` with
-the PNG plots beside it and ``metrics.json``. Like sentence-transformers' evaluators, each model's
-results are a dict of metrics with a primary metric (``migrate_top1``).
+matched vs mismatched held-out pairs, and a table of tricky real pairs; then, paired on the same
+products, whether the fine-tuned model's top-1 differs from the base's by more than chance (exact
+McNemar test, :mod:`train.paired`). Writes ``report.md`` with the PNG plots beside it,
+``metrics.json`` and ``predictions.csv`` (each held-out product's category and both models'
+choices). Like sentence-transformers' evaluators, each model's results are a dict of metrics with
+a primary metric (``migrate_top1``).
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ import polars as pl
 from migrate.catalog import load_catalog
 from migrate.errors import TaxmigError
 from migrate.index import build_index, search
+from migrate.output import atomic_path
 from migrate.pipeline import Encoder, Migrator
 from migrate.scoring import ScoringParams, score_categories
 from migrate.settings import MigrationSettings
 from models import load_encoder, resolve_model
 from train.losses import MATRYOSHKA_DIMS
+from train.paired import paired_comparison
 from train.pairs import PairConfig, build_pairs
 from train.splits import split_labels
 
 log = logging.getLogger(__name__)
 PRIMARY_METRIC = "migrate_top1"
-REPORT_FILES = ("report.md", "metrics.json", "similarity_boxplot.png", "matryoshka.png")
+REPORT_FILES = ("report.md", "metrics.json", "predictions.csv", "similarity_boxplot.png", "matryoshka.png")
 _WORD = re.compile(r"[a-z]{3,}")
 
 
@@ -111,6 +116,7 @@ def evaluate_models(catalog_path: str | Path, *, model: str, baseline: str | Non
     pairs = build_pairs(test_texts, test_cats, dataclasses.replace(PairConfig(), max_pairs=4000, seed=seed))
     results: dict[str, dict[str, Any]] = {}
     sims: dict[str, dict[str, np.ndarray]] = {}
+    predicted: dict[str, dict[str, str]] = {}
     tricky = tricky_pairs(test_texts, test_cats, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         src_path, tgt_path = Path(tmp) / "source.csv", Path(tmp) / "target.csv"
@@ -118,15 +124,25 @@ def evaluate_models(catalog_path: str | Path, *, model: str, baseline: str | Non
         pl.DataFrame({"id": [i for i, h in zip(catalog.ids, held) if not h],
                       "text": [t for t, h in zip(catalog.texts, held) if not h],
                       "category": [c for c, h in zip(catalog.categories, held) if not h]}).write_csv(tgt_path)
-        truth = dict(zip([i for i, h in zip(catalog.ids, held) if h], test_cats))
+        test_ids = [i for i, h in zip(catalog.ids, held) if h]
+        truth = dict(zip(test_ids, test_cats))
         for label, enc in encoders.items():
-            results[label], sims[label] = _evaluate_one(enc, pairs, src_path, tgt_path, truth, tricky)
+            results[label], sims[label], predicted[label] = _evaluate_one(enc, pairs, src_path, tgt_path, truth,
+                                                                          tricky)
+    predictions = pl.DataFrame({"id": test_ids, "text": test_texts, "category": test_cats,
+                                **{label: [predicted[label].get(i, "") for i in test_ids] for label in encoders}})
+    right = {label: (predictions[label] == predictions["category"]).to_numpy() for label in encoders}
+    paired = paired_comparison(right["fine-tuned"], right["base"])
     output_dir.mkdir(parents=True, exist_ok=True)
-    return _write_report(output_dir, catalog_path, encoders, results, sims, tricky, pairs.counts())
+    with atomic_path(output_dir / "predictions.csv") as tmp:
+        predictions.write_csv(tmp)
+    return _write_report(output_dir, catalog_path, encoders, results, sims, tricky, pairs.counts(), paired)
 
 
 def _evaluate_one(enc: Encoder, pairs, src_path: Path, tgt_path: Path, truth: dict[str, str],
-                  tricky: list[tuple[str, str, str]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                  tricky: list[tuple[str, str, str]]
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """(metrics, matched/mismatched held-out cosines, predicted category per held-out id) of one model."""
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     p = pairs.pairs
@@ -168,10 +184,11 @@ def _evaluate_one(enc: Encoder, pairs, src_path: Path, tgt_path: Path, truth: di
         "primary_metric": PRIMARY_METRIC,
         "tricky_cosine": [float(x) for x in (left * right).sum(axis=1)],
     }
-    return metrics, {"matched": cos[kinds == "positive"], "mismatched": cos[kinds != "positive"]}
+    return (metrics, {"matched": cos[kinds == "positive"], "mismatched": cos[kinds != "positive"]},
+            dict(zip(m["source_id"].to_list(), m["target_category"].to_list())))
 
 
-def _write_report(output_dir: Path, catalog_path, encoders, results, sims, tricky, pair_counts) -> Path:
+def _write_report(output_dir: Path, catalog_path, encoders, results, sims, tricky, pair_counts, paired) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,7 +204,8 @@ def _write_report(output_dir: Path, catalog_path, encoders, results, sims, trick
     ax.set_ylabel("cosine similarity")
     ax.set_title("Held-out pairs: matched vs mismatched")
     fig.tight_layout()
-    fig.savefig(output_dir / "similarity_boxplot.png")
+    with atomic_path(output_dir / "similarity_boxplot.png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
@@ -201,7 +219,8 @@ def _write_report(output_dir: Path, catalog_path, encoders, results, sims, trick
     ax.grid(alpha=0.3)
     ax.set_title("Accuracy at Matryoshka sizes")
     fig.tight_layout()
-    fig.savefig(output_dir / "matryoshka.png")
+    with atomic_path(output_dir / "matryoshka.png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
     base, tuned = results["base"], results["fine-tuned"]
@@ -225,9 +244,16 @@ def _write_report(output_dir: Path, catalog_path, encoders, results, sims, trick
              f"- base: {encoders['base'].name} (`{encoders['base'].fingerprint}`)",
              f"- fine-tuned: {encoders['fine-tuned'].name} (`{encoders['fine-tuned'].fingerprint}`)",
              f"- held-out pairs: {pair_counts}", "", *table, "",
+             "Paired on the same held-out products (`predictions.csv`): only the fine-tuned "
+             f"model is right on {paired.only_first}, only the base on {paired.only_second}; exact McNemar "
+             f"p = {paired.p_value:.3g} (below 0.05: the difference is unlikely to be chance).", "",
              "![similarity distributions](similarity_boxplot.png)", "", "![matryoshka](matryoshka.png)", "",
              "## Tricky real pairs (held-out)", "", *trick, ""]
-    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    metrics = {**results, "paired": {"only_fine_tuned": paired.only_first, "only_base": paired.only_second,
+                                      "p_value": paired.p_value}}
+    with atomic_path(output_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
     report = output_dir / "report.md"
-    report.write_text("\n".join(lines))
+    with atomic_path(report) as tmp:
+        tmp.write_text("\n".join(lines))
     return report
