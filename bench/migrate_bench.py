@@ -85,6 +85,14 @@ def text_ceiling(texts: list[str], labels: list[str]) -> float:
     return sum(c.most_common(1)[0][1] for c in seen.values()) / max(len(texts), 1)
 
 
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> str:
+    """Where the calibration error sits: per confidence bin, rows / mean confidence / accuracy."""
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return ", ".join(f"{b / bins:.1f}-{(b + 1) / bins:.1f}: {int((which == b).sum())} / "
+                     f"{confidence[which == b].mean():.3f} / {correct[which == b].mean():.3f}"
+                     for b in range(bins) if (which == b).any())
+
+
 def evaluate(mapping, truth_by_id: dict[str, str]):
     """(top-1 correct, top-3 correct, unflagged, confidence) arrays for a mapping table."""
     y = np.array([truth_by_id[i] for i in mapping["source_id"]], dtype=object)
@@ -169,7 +177,8 @@ def main() -> None:
              f"unflagged share {summary.get('Leave-one-out unflagged share')}, unflagged accuracy "
              f"{summary.get('Leave-one-out unflagged accuracy')}. TF-IDF+SVM fit+predict {svm_seconds:.0f}s. "
              f"Paired with the SVM row by row: taxmig alone right on {vs_svm.only_first}, the SVM alone on {vs_svm.only_second} "
-             f"(exact McNemar p = {vs_svm.p_value:.3g}). Ceiling of any text-to-category method here (identical "
+             f"(exact McNemar p = {vs_svm.p_value:.3g}). Reliability of taxmig's confidence (bin: rows / mean "
+             f"confidence / accuracy): {reliability(conf, top1)}. Ceiling of any text-to-category method here (identical "
              f"source texts with different categories): top-1 {ceiling:.3f}. "
              "The source file has no category columns, so SOURCE_SPLIT and LEXICAL_CONFLICT do not fire here. "
              "Zero-shot row: the same source mapped onto the 99 category paths alone (a taxonomy file, no "
