@@ -87,10 +87,32 @@ def test_training_refuses_bad_input(small_catalog, tmp_path, bigbasket):
                       category="category,sub_category")
 
 
+def _with_formula_product(catalog_path, tmp_path):
+    """The catalog with one held-out product renamed to formula-like text (as an untrusted catalog may
+    hold); returns (path, that product's text as the catalog reads it)."""
+    from migrate.catalog import load_catalog
+    from train.splits import split_labels
+
+    frame = pl.read_csv(catalog_path, infer_schema=False)
+    path = tmp_path / "catalog.csv"
+    for row in range(frame.height):
+        renamed = frame.with_columns(pl.when(pl.int_range(pl.len()) == row)
+                                     .then(pl.lit("=HYPERLINK(1) ") + pl.col("product"))
+                                     .otherwise(pl.col("product")).alias("product"))
+        renamed.write_csv(path)
+        catalog = load_catalog(path, role="catalog", category="category,sub_category", category_required=True)
+        held = dict(zip(catalog.texts, split_labels(catalog.texts)))
+        formula = [t for t in catalog.texts if t.startswith("=")]
+        if formula and held[formula[0]] == "test":
+            return path, formula[0]
+    raise AssertionError("no product of the sample can be renamed into the held-out split")
+
+
 def test_evaluate_reports_base_and_fine_tuned_side_by_side(trained, small_catalog, tmp_path):
     from train.evaluate import PRIMARY_METRIC, evaluate_models
 
-    report = evaluate_models(small_catalog, model=str(trained.output_dir), baseline=None, output_dir=tmp_path / "r",
+    catalog, formula_text = _with_formula_product(small_catalog, tmp_path)
+    report = evaluate_models(catalog, model=str(trained.output_dir), baseline=None, output_dir=tmp_path / "r",
                              category="category,sub_category")
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert set(metrics) == {"base", "fine-tuned", "paired"}
@@ -112,9 +134,12 @@ def test_evaluate_reports_base_and_fine_tuned_side_by_side(trained, small_catalo
     text = report.read_text()
     assert "| migrate top-1 |" in text and "matryoshka.png" in text and "Tricky real pairs" in text
     assert f"only the fine-tuned model is right on {paired['only_fine_tuned']}" in text
+    # catalog text never becomes a live formula when predictions.csv is opened in a spreadsheet
+    assert "'" + formula_text in predictions["text"].to_list()
+    assert not any(t.startswith("=") for t in predictions["text"])
     assert (tmp_path / "r" / "similarity_boxplot.png").stat().st_size > 1000
     with pytest.raises(TaxmigError, match="already exists"):
-        evaluate_models(small_catalog, model=str(trained.output_dir), baseline=None, output_dir=tmp_path / "r",
+        evaluate_models(catalog, model=str(trained.output_dir), baseline=None, output_dir=tmp_path / "r",
                         category="category,sub_category")
 
 

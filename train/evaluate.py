@@ -27,7 +27,7 @@ import polars as pl
 from migrate.catalog import load_catalog
 from migrate.errors import TaxmigError
 from migrate.index import build_index, search
-from migrate.output import atomic_path
+from migrate.output import atomic_path, escaped_text
 from migrate.pipeline import Encoder, Migrator
 from migrate.scoring import ScoringParams, score_categories
 from migrate.settings import MigrationSettings
@@ -135,7 +135,7 @@ def evaluate_models(catalog_path: str | Path, *, model: str, baseline: str | Non
     paired = paired_comparison(right["fine-tuned"], right["base"])
     output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(output_dir / "predictions.csv") as tmp:
-        predictions.write_csv(tmp)
+        escaped_text(predictions).write_csv(tmp)  # catalog texts: no live formulas when opened in Excel
     return _write_report(output_dir, catalog_path, encoders, results, sims, tricky, pairs.counts(), paired)
 
 
