@@ -93,6 +93,11 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
                      for b in range(bins) if (which == b).any())
 
 
+def unflagged_precision(correct: np.ndarray, unflagged: np.ndarray) -> float:
+    """Share of unflagged rows that are right (nan when every row is flagged)."""
+    return float(correct[unflagged].mean()) if unflagged.any() else float("nan")
+
+
 def evaluate(mapping, truth_by_id: dict[str, str]):
     """(top-1 correct, top-3 correct, unflagged, confidence) arrays for a mapping table."""
     y = np.array([truth_by_id[i] for i in mapping["source_id"]], dtype=object)
@@ -147,13 +152,13 @@ def main() -> None:
     e2e_rate = products / e2e_seconds
     summary = result.summary_dict()
     rows = [
-        ("taxmig migrate (base model)", top1.mean(), top3.mean(), top1[unflagged].mean() if unflagged.any() else float("nan"),
+        ("taxmig migrate (base model)", top1.mean(), top3.mean(), unflagged_precision(top1, unflagged),
          unflagged.mean(), expected_calibration_error(conf, top1), e2e_rate),
         ("taxmig migrate, no classifier vote (--classifier-weight 0)", n_top1.mean(), n_top3.mean(),
-         n_top1[n_unflagged].mean() if n_unflagged.any() else float("nan"), n_unflagged.mean(),
+         unflagged_precision(n_top1, n_unflagged), n_unflagged.mean(),
          expected_calibration_error(n_conf, n_top1), None),
         ("taxmig migrate, taxonomy only (zero-shot, uncalibrated)", z_top1.mean(), z_top3.mean(),
-         z_top1[z_unflagged].mean() if z_unflagged.any() else float("nan"), z_unflagged.mean(), None, None),
+         unflagged_precision(z_top1, z_unflagged), z_unflagged.mean(), None, None),
         ("base model plain 10-NN vote", np.mean(np.array(knn_preds, dtype=object) == np.array(truth, dtype=object)),
          None, None, None, None, products / knn_seconds),
         ("TF-IDF + linear SVM", np.mean(np.array(svm_preds, dtype=object) == np.array(truth, dtype=object)),

@@ -17,12 +17,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bigbasket_split, publish, write_split  # noqa: E402
-from bench.migrate_bench import label_of  # noqa: E402
+from bench.migrate_bench import evaluate, label_of, unflagged_precision  # noqa: E402
 from migrate.embedding_cache import EmbeddingCache  # noqa: E402
 from migrate.pipeline import Migrator  # noqa: E402
 from migrate.scoring import ScoringParams  # noqa: E402
@@ -53,12 +51,10 @@ def main() -> None:
                 result = migrator.run(replace(base, scoring=ScoringParams(
                     classifier_weight=weight, classifier_temperature=temperature)), cache=cache)
                 s = result.summary_dict()
-                m = result.mapping
-                right = np.array([truth[i] == c for i, c in zip(m["source_id"], m["target_category"])])
-                unflagged = ~m["needs_review"].to_numpy()
+                right, _, unflagged, _ = evaluate(result.mapping, truth)
                 rows.append((weight, temperature if weight > 0 else None, s["Leave-one-out top-1 accuracy"],
                              s["Leave-one-out unflagged share"], right.mean(), unflagged.mean(),
-                             right[unflagged].mean() if unflagged.any() else float("nan")))
+                             unflagged_precision(right, unflagged)))
                 print(rows[-1], flush=True)
     best = max(rows, key=lambda r: r[2])
     lines = ["| classifier weight | temperature | LOO top-1 (chooses) | LOO unflagged share | source top-1 | "
