@@ -26,6 +26,7 @@ from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import TaxmigError
 from migrate.flags import FLAG_ORDER, compute_flags
 from migrate.index import build_index, search
+from migrate.labels import CategoryLabels
 from migrate.lexical import LexicalIndex
 from migrate.readers import Reject
 from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, mapping_dtype
@@ -106,10 +107,6 @@ def load_targets(settings: MigrationSettings) -> Targets:
                    product_rows, sorted(rejects, key=lambda r: r.row))
 
 
-def _label_text(category: str) -> str:
-    return category
-
-
 def _embedding_texts(source: Catalog, category_context: bool) -> list[str]:
     """Source texts as embedded: with the source category path appended when asked and known.
 
@@ -173,15 +170,15 @@ class Migrator:
         embedder = Embedder(self.encoder.model, batch_size=settings.batch_size, progress=settings.progress,
                             cache=cache, cache_key=self.encoder.fingerprint if cache is not None else None)
         target_texts = [targets.catalog.texts[p] for p in targets.product_rows] if targets.catalog else []
-        labels = [_label_text(c) for c in targets.categories]
-        vectors = embedder.encode([*_embedding_texts(source, settings.category_context), *target_texts, *labels],
-                                  label="texts")
+        params = settings.scoring
+        with_context = settings.category_context and source.has_categories
+        labels = CategoryLabels(targets.categories, params.label_ancestor_weight, by_level=not with_context)
+        vectors = embedder.encode([*_embedding_texts(source, settings.category_context), *target_texts,
+                                   *labels.names], label="texts")
         src_vec = vectors[: len(source)]
         tgt_vec = vectors[len(source): len(source) + len(target_texts)]
-        lab_vec = vectors[len(source) + len(target_texts):]
+        labels.fit(vectors[len(source) + len(target_texts):])
 
-        params = settings.scoring
-        label_index = build_index(lab_vec)
         product_index = build_index(tgt_vec) if len(tgt_vec) else None
         lexical = LexicalIndex().fit(target_texts) if product_index is not None and params.lexical_weight > 0 else None
         classifier = oof_votes = None
@@ -194,13 +191,13 @@ class Migrator:
                 log.info("classifier: the target catalog has one category; no classifier vote")
                 classifier = oof_votes = None
         clf_votes = classifier.vote(source.texts, params.k) if classifier is not None else None
-        scores = self._score(src_vec, product_index, label_index, targets, params, lexical=lexical,
+        scores = self._score(src_vec, product_index, labels, targets, params, lexical=lexical,
                              lexical_queries=source.texts, clf_votes=clf_votes)
 
         calibrator = ConfidenceCalibrator()
         loo: dict[str, Any] = {}
         if product_index is not None:
-            calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, label_index, targets, settings,
+            calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, labels, targets, settings,
                                               sample, groups, lexical, oof_votes)
         confidence = calibrator.predict(scores.features())
         thresholds = loo.get("thresholds", settings.thresholds)
@@ -217,19 +214,19 @@ class Migrator:
         crosswalk = _crosswalk(mapping)
         seconds = time.perf_counter() - started
         summary = self._summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
-                                label_index, product_index, embedder, seconds)
+                                labels, product_index, embedder, seconds)
         return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk, summary=summary,
                                target_categories=list(targets.categories),
                                thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None)
 
-    def _score(self, queries: np.ndarray, product_index, label_index, targets: Targets, params,
+    def _score(self, queries: np.ndarray, product_index, labels: CategoryLabels, targets: Targets, params,
                leave_out: tuple[np.ndarray, np.ndarray] | None = None, *, lexical: LexicalIndex | None = None,
                lexical_queries: list[str] | None = None,
                clf_votes: tuple[np.ndarray, np.ndarray] | None = None) -> CategoryScores:
         """Score queries; ``leave_out=(query_groups, index_groups)`` drops same-group neighbours;
         ``lexical`` (with the queries' plain texts) adds the lexical neighbours' vote, ``clf_votes``
         (probabilities, category ids) the classifier's."""
-        label_sims, label_ids = search(label_index, queries, params.label_candidates)
+        label_sims, label_ids = labels.search(queries, params.label_candidates)
         nn_sims = nn_cats = nn_ids = lex_sims = lex_cats = None
         if product_index is not None:
             extra = LEAVE_OUT_EXTRA if leave_out is not None else 0
@@ -248,7 +245,7 @@ class Migrator:
                                 clf_probs=clf_votes[0] if clf_votes is not None else None,
                                 clf_categories=clf_votes[1] if clf_votes is not None else None)
 
-    def _calibrate(self, tgt_vec, target_texts, product_index, label_index, targets: Targets,
+    def _calibrate(self, tgt_vec, target_texts, product_index, labels: CategoryLabels, targets: Targets,
                    settings: MigrationSettings, sample: np.ndarray, groups: np.ndarray,
                    lexical: LexicalIndex | None = None,
                    clf_votes: tuple[np.ndarray, np.ndarray] | None = None
@@ -256,7 +253,7 @@ class Migrator:
         """Leave-one-out over a ``sample`` of the target catalog (``groups``: same-name groups, left
         out together; ``clf_votes``: the sample's out-of-fold classifier votes): fit the calibrator,
         measure flags."""
-        scores = self._score(tgt_vec[sample], product_index, label_index, targets, settings.scoring,
+        scores = self._score(tgt_vec[sample], product_index, labels, targets, settings.scoring,
                              leave_out=(groups[sample], groups), lexical=lexical,
                              lexical_queries=[target_texts[i] for i in sample], clf_votes=clf_votes)
         truth = targets.product_categories[sample]
@@ -318,7 +315,7 @@ class Migrator:
         return pl.DataFrame(data, schema={c: mapping_dtype(c) for c in data})
 
     def _summary(self, settings, thresholds, when, source: Catalog, targets: Targets, mapping: pl.DataFrame,
-                 calibrator: ConfidenceCalibrator, loo: dict, label_index, product_index,
+                 calibrator: ConfidenceCalibrator, loo: dict, labels: CategoryLabels, product_index,
                  embedder: Embedder, seconds: float) -> list[tuple[str, Any]]:
         flag_counts = Counter(f for fl in mapping["flags"].to_list() for f in fl.split(",") if f)
         unflagged = mapping.filter(~pl.col("needs_review"))
@@ -347,7 +344,7 @@ class Migrator:
             ("Model", self.encoder.name),
             ("Model fingerprint", self.encoder.fingerprint),
             ("Product index", product_index.kind if product_index is not None else "none (taxonomy only)"),
-            ("Label index", label_index.kind),
+            ("Label scoring", labels.describe()),
             ("Scoring", asdict(settings.scoring)),
             ("Thresholds", thresholds.as_dict()),
             ("min_confidence", loo.get("min_confidence_source", "given") if calibrator.model is not None

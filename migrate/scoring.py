@@ -10,9 +10,10 @@ the encoder (weights ``exp((sim - best_sim) / vote_temperature)``, normalised to
 ``lexical_vote`` the same over the ``k`` nearest by word TF-IDF cosine (``lexical_temperature``;
 weight ``l`` = ``lexical_weight``), ``classifier`` the softmax vote of a linear text classifier
 trained on the target catalog (:mod:`migrate.classifier`; weight ``x`` = ``classifier_weight``,
-temperature ``classifier_temperature``) and ``label`` is a softmax over the cosine between the
-product and the category's path text (temperature ``label_temperature``, over the
-``label_candidates`` nearest labels). With no target products (a taxonomy file only) the score
+temperature ``classifier_temperature``) and ``label`` is a softmax over the label scores of
+:mod:`migrate.labels` (the product against the category's own name and, with weight
+``label_ancestor_weight``, its ancestors' names; temperature ``label_temperature``, over the
+``label_candidates`` best labels). With no target products (a taxonomy file only) the score
 is the label part alone. Scores lie in [0, 1] and sum to at
 most 1 per product, so ``margin = top1 - top2`` is comparable across runs.
 """
@@ -38,6 +39,7 @@ class ScoringParams:
     classifier_temperature: float = 0.3
     label_weight: float = 0.1
     label_temperature: float = 0.05
+    label_ancestor_weight: float = 0.25
     label_candidates: int = 50
     top_n: int = 3
 

@@ -58,6 +58,8 @@ class MigrationSettings:
             problems.append("--top-k must be at least 1")
         if self.scoring.k < 1:
             problems.append("--neighbours must be at least 1")
+        if self.scoring.label_ancestor_weight < 0:
+            problems.append("scoring label_ancestor_weight must be at least 0")
         if self.batch_size < 1:
             problems.append("--batch-size must be at least 1")
         for name, value in self.thresholds.as_dict().items():

@@ -54,6 +54,16 @@ def test_sample_migration_maps_every_row_to_a_listed_category(sample_result):
     summary = sample_result.summary_dict()
     assert summary["Confidence calibrated"].startswith("NO")
     assert summary["Model fingerprint"] and len(summary["Model fingerprint"]) == 16
+    # source categories are appended to the product texts, so labels are compared as whole paths
+    assert "whole category paths" in summary["Label scoring"]
+
+
+def test_without_source_categories_labels_are_scored_level_by_level(migrator):
+    result = run_migration(sample_settings(category_context=False), migrator)
+    assert result.summary_dict()["Label scoring"].startswith("exact; each path level")
+    assert result.mapping.height == 308
+    honey = result.mapping.filter(pl.col("source_id") == "2035")["target_category"][0]
+    assert honey.rsplit(" > ", 1)[-1] == "Honey"
 
 
 @pytest.mark.parametrize("product_id, leaf", [

@@ -27,6 +27,7 @@ import polars as pl
 from migrate.catalog import load_catalog
 from migrate.errors import TaxmigError
 from migrate.index import build_index, search
+from migrate.labels import CategoryLabels
 from migrate.output import atomic_path, escaped_text
 from migrate.pipeline import Encoder, Migrator
 from migrate.scoring import ScoringParams, score_categories
@@ -54,15 +55,16 @@ def _unit(vectors: np.ndarray, dim: int) -> np.ndarray:
     return cut / np.linalg.norm(cut, axis=1, keepdims=True).clip(1e-12)
 
 
-def matryoshka_accuracy(src: np.ndarray, tgt: np.ndarray, labels: np.ndarray, tgt_cats: np.ndarray,
-                        truth: np.ndarray, dims=MATRYOSHKA_DIMS) -> dict[int, float]:
-    """Top-1 of the migrate scoring (neighbour vote + labels) with embeddings truncated to each size."""
+def matryoshka_accuracy(src: np.ndarray, tgt: np.ndarray, labels: CategoryLabels, name_vectors: np.ndarray,
+                        tgt_cats: np.ndarray, truth: np.ndarray, dims=MATRYOSHKA_DIMS) -> dict[int, float]:
+    """Top-1 of the migrate scoring (neighbour vote + labels) with embeddings truncated to each size
+    (``name_vectors``: the embeddings of ``labels.names``)."""
     params = ScoringParams()
     out = {}
     for dim in [d for d in dims if d <= src.shape[1]]:
-        s, t, lab = _unit(src, dim), _unit(tgt, dim), _unit(labels, dim)
+        s, t = _unit(src, dim), _unit(tgt, dim)
         nn_sims, nn_ids = search(build_index(t), s, params.k)
-        lab_sims, lab_ids = search(build_index(lab), s, params.label_candidates)
+        lab_sims, lab_ids = labels.fit(_unit(name_vectors, dim)).search(s, params.label_candidates)
         cats = np.where(nn_ids >= 0, tgt_cats[np.clip(nn_ids, 0, None)], -1)
         scores = score_categories(len(labels), params, nn_sims=nn_sims, nn_categories=cats,
                                   label_sims=lab_sims, label_ids=lab_ids)
@@ -165,10 +167,11 @@ def _evaluate_one(enc: Encoder, pairs, src_path: Path, tgt_path: Path, truth: di
     index_of = {c: i for i, c in enumerate(cats)}
     encode = lambda texts: enc.model.encode(texts, batch_size=64, normalize_embeddings=True,  # noqa: E731
                                             convert_to_numpy=True, show_progress_bar=False)
-    src_vec, tgt_vec, lab_vec = encode(src["text"].to_list()), encode(tgt["text"].to_list()), encode(cats)
+    labels = CategoryLabels(cats, ScoringParams().label_ancestor_weight)
+    src_vec, tgt_vec = encode(src["text"].to_list()), encode(tgt["text"].to_list())
     truth_idx = np.array([index_of.get(truth[i], -1) for i in src["id"]])
-    curve = matryoshka_accuracy(src_vec, tgt_vec, lab_vec, np.array([index_of[c] for c in tgt["category"]]),
-                                truth_idx)
+    curve = matryoshka_accuracy(src_vec, tgt_vec, labels, encode(labels.names),
+                                np.array([index_of[c] for c in tgt["category"]]), truth_idx)
     a, b = encode(p["sentence1"].to_list()), encode(p["sentence2"].to_list())
     cos = (a * b).sum(axis=1)
     kinds = p["kind"].to_numpy()
