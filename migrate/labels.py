@@ -85,6 +85,8 @@ class CategoryLabels:
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(n_queries, n_categories) label scores of unit ``queries``."""
         sims = np.asarray(queries, dtype=np.float32) @ self.vectors.T
+        if not self.by_level:  # one name per category, its whole path: the cosine is the score
+            return sims[:, self.own]
         ancestors = np.asarray((self.ancestors @ sims.T).T)
         return (sims[:, self.own] + self.ancestor_weight * ancestors) / (1.0 + self.ancestor_weight)
 
