@@ -337,6 +337,13 @@ def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -
 @click.option("--text", help="Text columns, comma separated (default as in migrate).")
 @click.option("--category", help="Category: a path column or level columns 'category,sub_category'.")
 @click.option("--base-model", default=None, help="Encoder to start from (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--objective", type=click.Choice(["products", "labels"]), default="products", show_default=True,
+              help="products: pairs of products that share (or not) a category; labels: (product, its category "
+                   "path) pairs, so the encoder learns what category names mean (MultipleNegativesRankingLoss, "
+                   "in-batch negatives).")
+@click.option("--leaf-names", is_flag=True,
+              help="With --objective labels: also (product, the path's last level) pairs, the names the mapping "
+                   "compares level by level.")
 @click.option("--loss", type=click.Choice(["cosine", "cosent", "mnrl"]), default="mnrl", show_default=True,
               help="MultipleNegativesRankingLoss on encoder-mined triplets (default), or "
                    "CosineSimilarityLoss / CoSENTLoss on hierarchy-scored pairs.")
@@ -354,8 +361,9 @@ def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", count=True)
-def train(catalog, output, id_col, text, category, base_model, loss, matryoshka, epochs, batch_size, learning_rate,
-          max_seq_length, max_pairs, seed, resume, decisions_dir, report_to, encoding, quiet, verbose) -> None:
+def train(catalog, output, id_col, text, category, base_model, objective, leaf_names, loss, matryoshka, epochs,
+          batch_size, learning_rate, max_seq_length, max_pairs, seed, resume, decisions_dir, report_to, encoding, quiet,
+          verbose) -> None:
     """Fine-tune an encoder on a labelled CATALOG (pairs from its categories).
 
     \b
@@ -363,11 +371,13 @@ def train(catalog, output, id_col, text, category, base_model, loss, matryoshka,
       taxmig train products.csv -o models/retail-minilm --category category,sub_category
       taxmig train products.csv -o models/retail-mnrl --loss mnrl --matryoshka --max-pairs 20000
       taxmig train target.csv -o models/retail-v2 --decisions state/   # reviewers' corrections as pairs
+      taxmig train products.csv -o models/retail-labels --objective labels --category category,sub_category
     """
     from train.finetune import TrainConfig, train_encoder
 
     _setup_logging(verbose, quiet)
-    config = TrainConfig(base_model=base_model, loss=loss, matryoshka=matryoshka, epochs=epochs,
+    config = TrainConfig(base_model=base_model, objective=objective, leaf_names=leaf_names, loss=loss,
+                         matryoshka=matryoshka, epochs=epochs,
                          batch_size=batch_size, learning_rate=learning_rate, max_seq_length=max_seq_length,
                          max_pairs=max_pairs, seed=seed, resume=resume, report_to=report_to)
     decisions = None

@@ -12,8 +12,12 @@ from models import fingerprint
 
 def write_model_card(output_dir: Path, *, record: dict[str, Any], metrics: dict[str, Any],
                      pair_counts: dict[str, int], loss: str, plots: Sequence[Path],
-                     notes: Sequence[str] = ()) -> Path:
-    """Write ``README.md`` in ``output_dir`` (replacing the library's generated card)."""
+                     notes: Sequence[str] = (), objective: str | None = None,
+                     evaluation: str | None = None) -> Path:
+    """Write ``README.md`` in ``output_dir`` (replacing the library's generated card).
+
+    ``objective``: what the pairs teach, in words; ``evaluation``: the held-out metrics' heading
+    (default: the products objective's held-out pair similarity)."""
     cfg = record["config"]
     before, after = metrics["eval"]["before"], metrics["eval"]["after"]
     keys = [k for k in after if isinstance(after[k], (int, float))]
@@ -30,6 +34,7 @@ def write_model_card(output_dir: Path, *, record: dict[str, Any], metrics: dict[
         f"- this model's weights fingerprint: `{fingerprint(output_dir)}`",
         f"- training data: `{Path(record['data_file']).name}` (sha256 `{record['data_fingerprint']}`), split by "
         f"normalised product name: {metrics['splits']}",
+        *([f"- objective: {objective}"] if objective else []),
         f"- loss: {loss}",
         "",
         "## Pairs (train split)",
@@ -39,7 +44,7 @@ def write_model_card(output_dir: Path, *, record: dict[str, Any], metrics: dict[
         "## Hyper-parameters",
         "```json", json.dumps(hyper, indent=2), "```",
         "",
-        f"## Held-out pair similarity ({metrics['eval_pairs']} pairs of the eval split)",
+        "## " + (evaluation or f"Held-out pair similarity ({metrics['eval_pairs']} pairs of the eval split)"),
         "| metric | base | fine-tuned |", "|---|---|---|", rows,
         "",
         f"Trained {metrics['steps']} steps in {metrics['train_seconds']} s; best checkpoint metric "

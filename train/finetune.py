@@ -1,5 +1,9 @@
 """Fine-tune an encoder on a labelled catalog with sentence-transformers' own trainer.
 
+Two objectives share the split, the trainer, the model card and the run record: ``products``
+(pairs and encoder-mined triplets among products, :mod:`train.pairs`; held-out pair Spearman) and
+``labels`` (product -> its category path, :mod:`train.labels`; held-out top-1 of product -> path).
+
 >>> from train.finetune import TrainConfig, train_encoder
 >>> result = train_encoder("catalog.csv", "models/retail-minilm", TrainConfig(epochs=1))  # doctest: +SKIP
 >>> result.metrics["eval"]["after"]                                                     # doctest: +SKIP
@@ -17,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from migrate.catalog import Catalog, load_catalog
 from migrate.errors import TaxmigError
 from migrate.hashing import file_fingerprint
@@ -29,6 +35,10 @@ from train.splits import split_labels
 log = logging.getLogger(__name__)
 RECORD = "taxmig_train.json"
 CHECKPOINTS = "checkpoints"
+OBJECTIVES = {
+    "products": "product-product pairs and encoder-mined triplets from shared categories (train.pairs)",
+    "labels": "label alignment: (product, its category path) pairs, in-batch negatives (train.labels)",
+}
 
 
 @dataclass
@@ -36,6 +46,8 @@ class TrainConfig:
     """Hyper-parameters with the retail recipe's defaults (CPU-friendly sequence length)."""
 
     base_model: str | None = None
+    objective: str = "products"  # or "labels": (product, category path) pairs (train.labels)
+    leaf_names: bool = False  # labels: also (product, leaf name) pairs
     loss: str = "mnrl"  # on the encoder-mined triplets (train.pairs); "cosine" is the retail recipe
     matryoshka: bool = False
     epochs: float = 1.0
@@ -54,6 +66,13 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         problems = []
+        if self.objective not in OBJECTIVES:
+            problems.append(f"--objective must be one of {', '.join(OBJECTIVES)}")
+        elif self.objective == "labels" and self.loss != "mnrl":
+            problems.append("--objective labels trains MultipleNegativesRankingLoss on (product, category) pairs: "
+                            "use --loss mnrl")
+        if self.leaf_names and self.objective != "labels":
+            problems.append("--leaf-names goes with --objective labels")
         if self.loss not in LOSSES:
             problems.append(f"--loss must be one of {', '.join(LOSSES)}")
         if self.epochs <= 0:
@@ -80,7 +99,7 @@ def _subset(catalog: Catalog, mask) -> tuple[list[str], list[str]]:
     return ([t for t, m in zip(catalog.texts, mask) if m], [c for c, m in zip(catalog.categories, mask) if m])
 
 
-def _check_resume(output_dir: Path, base_fingerprint: str) -> None:
+def _check_resume(output_dir: Path, base_fingerprint: str, objective: str = "products") -> None:
     record = output_dir / RECORD
     if not record.exists():
         raise TaxmigError(f"{output_dir} holds no earlier run to resume",
@@ -90,6 +109,9 @@ def _check_resume(output_dir: Path, base_fingerprint: str) -> None:
         raise TaxmigError(f"the checkpoints in {output_dir} come from another base model "
                           f"({earlier.get('base_model')}, fingerprint {earlier.get('base_model_fingerprint')})",
                           hint="resume with the same --base-model, or train into a new folder")
+    if earlier.get("objective", "products") != objective:
+        raise TaxmigError(f"the checkpoints in {output_dir} were trained with --objective {earlier.get('objective')}",
+                          hint=f"resume with --objective {earlier.get('objective')}, or train into a new folder")
 
 
 def _training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str):
@@ -119,32 +141,33 @@ def _training_args(config: TrainConfig, output_dir: Path, steps: int, metric: st
     )
 
 
-def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: TrainConfig, *,
-                  id: str | None = None, text: str | None = None, category: str | None = None,
-                  encoding: str = "utf-8", decisions: "DecisionExamples | None" = None) -> TrainResult:
-    """Split ``catalog_path`` by normalised name, build pairs, train, save model + card + metrics."""
+@dataclass
+class _TrainingData:
+    """What an objective hands the shared trainer: the dataset, the evaluator and what to record."""
+
+    train_ds: Any
+    evaluator: Any
+    counts: dict[str, int]
+    notes: list[str]
+    n_eval: int
+    data_format: str
+    eval_title: str
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _n_examples(dataset) -> int:
+    """Rows of a ``Dataset``, or of all datasets of a ``DatasetDict``."""
+    return sum(len(d) for d in dataset.values()) if hasattr(dataset, "values") else len(dataset)
+
+
+def _product_data(model, config: TrainConfig, train: tuple[list[str], list[str]], held: tuple[list[str], list[str]],
+                  decisions: "DecisionExamples | None") -> _TrainingData:
+    """``--objective products``: pairs/triplets among products, held-out pair Spearman."""
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
-    config.validate()
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not config.resume:
-        raise TaxmigError(f"{output_dir} already exists and is not empty",
-                          hint="choose a new -o folder, or pass --resume to continue a run there")
-    catalog = load_catalog(catalog_path, role="catalog", id=id, text=text, category=category,
-                           category_required=True, encoding=encoding)
-    ref = resolve_model(config.base_model)
-    model, base_fp = load_encoder(ref)
-    if config.resume:
-        _check_resume(output_dir, base_fp)
-    model.max_seq_length = config.max_seq_length
-
-    splits = split_labels(catalog.texts, seed=config.seed)
+    (train_texts, train_cats), (eval_texts, eval_cats) = train, held
     pair_config = dataclasses.replace(config.pairs, max_pairs=config.max_pairs, seed=config.seed)
-    train_texts, train_cats = _subset(catalog, splits == "train")
-    eval_texts, eval_cats = _subset(catalog, splits == "eval")
-    if len(set(eval_cats)) < 2:
-        raise TaxmigError(f"{catalog.path}: the held-out split has fewer than 2 categories",
-                          hint="use a larger catalog (a few products per category at least)")
     embed = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True,  # noqa: E731
                                        convert_to_numpy=True, show_progress_bar=False)
     started = time.perf_counter()
@@ -176,38 +199,101 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
                                              eval_pairs.pairs["sentence2"].to_list(),
                                              eval_pairs.pairs["score"].to_list(), name="heldout",
                                              batch_size=64, show_progress_bar=False)
+    counts = {**train_pairs.counts(), **{k: v for k, v in decision_counts.items() if k.startswith("decision_")}}
+    n_eval = len(eval_pairs.pairs)
+    return _TrainingData(train_ds, evaluator, counts, train_pairs.notes, n_eval, fmt,
+                         f"Held-out pair similarity ({n_eval} pairs of the eval split)", pair_seconds,
+                         {"reviewer_decisions": decision_counts} if decision_counts else {})
+
+
+def _label_data(config: TrainConfig, train: tuple[list[str], list[str]], held: tuple[list[str], list[str]],
+                taxonomy: list[str]) -> _TrainingData:
+    """``--objective labels``: (product, category path) pairs; held-out top-1 of product -> path by cosine."""
+    from train.labels import CategoryAccuracyEvaluator, build_label_pairs
+
+    started = time.perf_counter()
+    pairs = build_label_pairs(*train, leaf_names=config.leaf_names, max_pairs=config.max_pairs, seed=config.seed)
+    eval_texts, eval_cats = held
+    if len(eval_texts) > config.max_eval_pairs:  # a seeded subset keeps each evaluation cheap on CPU
+        keep = np.sort(np.random.default_rng(config.seed).choice(len(eval_texts), config.max_eval_pairs,
+                                                                 replace=False))
+        eval_texts, eval_cats = [eval_texts[i] for i in keep], [eval_cats[i] for i in keep]
+    evaluator = CategoryAccuracyEvaluator(eval_texts, eval_cats, taxonomy, name="heldout", batch_size=64)
+    return _TrainingData(pairs.to_dataset(), evaluator, pairs.counts(), pairs.notes, len(eval_texts),
+                         "(product, category) pairs",
+                         f"Held-out category accuracy ({len(eval_texts)} products of the eval split mapped onto "
+                         f"the catalog's {len(taxonomy)} category paths by cosine)", time.perf_counter() - started)
+
+
+def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: TrainConfig, *,
+                  id: str | None = None, text: str | None = None, category: str | None = None,
+                  encoding: str = "utf-8", decisions: "DecisionExamples | None" = None) -> TrainResult:
+    """Split ``catalog_path`` by normalised name, build the objective's training data, train, save
+    model + card + metrics (``config.objective``: ``products`` or ``labels``)."""
+    config.validate()
+    if decisions is not None and config.objective != "products":
+        raise TaxmigError("--decisions adds product pairs: it goes with --objective products",
+                          hint="drop --decisions, or train with --objective products")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not config.resume:
+        raise TaxmigError(f"{output_dir} already exists and is not empty",
+                          hint="choose a new -o folder, or pass --resume to continue a run there")
+    catalog = load_catalog(catalog_path, role="catalog", id=id, text=text, category=category,
+                           category_required=True, encoding=encoding)
+    ref = resolve_model(config.base_model)
+    model, base_fp = load_encoder(ref)
+    if config.resume:
+        _check_resume(output_dir, base_fp, config.objective)
+    model.max_seq_length = config.max_seq_length
+
+    splits = split_labels(catalog.texts, seed=config.seed)
+    train_split = _subset(catalog, splits == "train")
+    eval_split = _subset(catalog, splits == "eval")
+    if len(set(eval_split[1])) < 2:
+        raise TaxmigError(f"{catalog.path}: the held-out split has fewer than 2 categories",
+                          hint="use a larger catalog (a few products per category at least)")
+    if config.objective == "labels":
+        data = _label_data(config, train_split, eval_split, sorted(set(catalog.categories)))
+    else:
+        data = _product_data(model, config, train_split, eval_split, decisions)
+    evaluator = data.evaluator
     before = evaluator(model)
-    steps = math.ceil(len(train_ds) / config.batch_size * config.epochs)
-    log.info("training %s on %d %s (%d steps), evaluating on %d held-out pairs",
-             describe(config.loss, config.matryoshka), len(train_ds), fmt, steps, len(eval_pairs.pairs))
+    n_train = _n_examples(data.train_ds)
+    steps = math.ceil(n_train / config.batch_size * config.epochs)
+    log.info("training %s (objective %s) on %d %s (%d steps), evaluating on %d held-out %s",
+             describe(config.loss, config.matryoshka), config.objective, n_train, data.data_format, steps, data.n_eval,
+             "products" if config.objective == "labels" else "pairs")
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {"base_model": ref.name, "base_model_location": ref.location, "base_model_fingerprint": base_fp,
-              "data_file": str(catalog_path), "data_fingerprint": file_fingerprint(catalog_path),
-              "config": _jsonable(dataclasses.asdict(config))}
+              "objective": config.objective, "data_file": str(catalog_path),
+              "data_fingerprint": file_fingerprint(catalog_path), "config": _jsonable(dataclasses.asdict(config))}
     (output_dir / RECORD).write_text(json.dumps(record, indent=2))
     # the evaluator alone drives evaluation, checkpoints and early stopping (an eval_dataset would
     # encode the held-out pairs a second time for a loss value nobody reads: half the eval cost on CPU)
-    trainer, after, train_seconds = run_trainer(model, config, output_dir, steps, train_ds, evaluator)
+    trainer, after, train_seconds = run_trainer(model, config, output_dir, steps, data.train_ds, evaluator)
     metrics = {
+        "objective": config.objective,
         "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
-        "train_pairs": len(train_ds), "eval_pairs": len(eval_pairs.pairs), "steps": trainer.state.global_step,
-        "train_seconds": round(train_seconds, 1), "pair_seconds": round(pair_seconds, 1),
+        "train_pairs": n_train, "eval_pairs": data.n_eval, "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1), "pair_seconds": round(data.seconds, 1),
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
         "log_history": trainer.state.log_history,
         "splits": {s: int((splits == s).sum()) for s in ("train", "eval", "test")},
-        **({"reviewer_decisions": decision_counts} if decision_counts else {}),
+        **data.extra,
     }
     (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
     from train.card import write_model_card
     from train.plots import plot_training
 
     plots = plot_training(trainer.state.log_history, output_dir)
-    counts = {**train_pairs.counts(), **{k: v for k, v in decision_counts.items() if k.startswith("decision_")}}
-    write_model_card(output_dir, record=record, metrics=metrics, pair_counts=counts,
-                     loss=describe(config.loss, config.matryoshka), plots=plots, notes=train_pairs.notes)
+    write_model_card(output_dir, record=record, metrics=metrics, pair_counts=data.counts,
+                     loss=describe(config.loss, config.matryoshka), plots=plots, notes=data.notes,
+                     objective=f"{config.objective} -- {OBJECTIVES[config.objective]}"
+                               + (", plus (product, leaf name) pairs" if config.leaf_names else ""),
+                     evaluation=data.eval_title)
     log.info("saved %s (held-out %s %.4f -> %.4f)", output_dir, evaluator.primary_metric,
              before[evaluator.primary_metric], after[evaluator.primary_metric])
-    return TrainResult(output_dir, metrics, counts)
+    return TrainResult(output_dir, metrics, data.counts)
 
 
 def run_trainer(model, config: TrainConfig, output_dir: Path, steps: int, train_ds, evaluator
