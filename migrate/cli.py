@@ -424,6 +424,66 @@ def evaluate(catalog, model, baseline, output, id_col, text, category, seed, ove
 
 
 
+@main.command("crosswalk", context_settings=CONTEXT)
+@click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Crosswalk file; the extension picks the format: .xlsx (review workbook), .csv or .parquet.")
+@click.option("--products", type=click.Path(dir_okay=False, path_type=Path),
+              help="Products filed under OLD's categories (CSV/TSV/XLSX/Parquet/JSONL): each old category is "
+                   "also represented by its products' texts, and rows list the product count.")
+@click.option("--product-id", help="Products' id column (default: id/sku/index…, else the row number).")
+@click.option("--product-text", help="Products' text columns, comma separated (default as in migrate).")
+@click.option("--product-category", help="Products' category: a path column or level columns "
+                                         "'category,sub_category' (values are OLD's paths).")
+@click.option("--old-column", help="Path column when OLD is a table.")
+@click.option("--new-column", help="Path column when NEW is a table.")
+@options(MODEL_OPTIONS)
+@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="Candidate new categories kept per old category (the top one plus alternatives).")
+@click.option("--parent-bonus", type=click.FloatRange(0), default=None,
+              help="Added to the new category an old category's parent landed on [default: the measured one].")
+@click.option("--product-weight", type=click.FloatRange(0), default=None,
+              help="Weight of the products' mean vector beside the old path's vector [default: the measured one].")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=None, help="LOW_CONFIDENCE below this top score.")
+@click.option("--min-margin", type=click.FloatRange(0, 1), default=None, help="LOW_MARGIN below this top-1 minus top-2.")
+@click.option("--min-similarity", type=click.FloatRange(-1, 1), default=None,
+              help="NO_MATCH when the best path cosine is below this.")
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
+              help="Also start a state folder so 'taxmig review apply' takes the reviewed workbook.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")
+@options(COMMON_OPTIONS)
+def crosswalk(old, new, output, state, overwrite, quiet, verbose, **params) -> None:
+    """Map every category of taxonomy OLD onto taxonomy NEW (one row per old category).
+
+    OLD and NEW may be any taxonomy layout 'migrate --target-taxonomy' reads (Google 'id - path',
+    Shopify 'gid : path', a full_name YAML, one path per line, or a table with a path column).
+
+    \b
+    Examples:
+      taxmig crosswalk google_full_names.yml shopify_categories.txt -o crosswalk.xlsx
+      taxmig crosswalk old_paths.txt new_paths.txt -o crosswalk.xlsx --products catalog.csv \\
+          --product-category category,sub_category --state state/
+      taxmig review apply crosswalk_reviewed.xlsx --state state/ -o final_crosswalk.csv
+    """
+    from migrate.crosswalk import CrosswalkSettings, crosswalk_into_state, run_crosswalk, write_crosswalk_output
+    from migrate.output import check_output
+
+    _setup_logging(verbose, quiet)
+    check_output(output, overwrite=overwrite)  # fail before the slow part
+    given = {k: v for k, v in params.items() if v is not None}
+    settings = CrosswalkSettings(old=old, new=new, progress=not quiet, **given).validate()
+    if state is not None:
+        result, written = crosswalk_into_state(settings, state, output, overwrite=overwrite)
+    else:
+        result = run_crosswalk(settings)
+        written = write_crosswalk_output(result, output, overwrite=overwrite)
+    info = result.summary_dict()
+    click.echo(f"mapped {result.mapping.height} old categories onto {info.get('New categories')} new ones; "
+               f"{info.get('Rows needing review', 0)} need review; wrote {', '.join(str(p) for p in written)}"
+               + (f"; started state {state}" if state is not None else ""))
+
+
 MATCH_COLUMN_OPTIONS = [
     click.option("--left-id", help="Left id column (default: id/sku/index…, else the row number)."),
     click.option("--left-text", help="Left text columns, comma separated; the first is the title (default: "
