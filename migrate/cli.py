@@ -140,6 +140,9 @@ SCORING_OPTIONS = [
                  help="Share of the neighbour vote given to word-overlap (TF-IDF) neighbours; 0: the encoder's alone."),
     click.option("--classifier-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
                  help="Share of the vote given to a linear text classifier trained on the target catalog; 0: off."),
+    click.option("--self-training-rounds", type=click.IntRange(0, 10), default=3, show_default=True,
+                 help="Taxonomy only: rounds of self-training over the source products (word model and "
+                      "neighbour votes refine the label scores); 0: the label scores alone."),
     click.option("--min-confidence", type=float, default=None,
                  help="LOW_CONFIDENCE below this calibrated confidence [default: the lowest that reaches "
                       "--target-precision on the leave-one-out run]."),
@@ -183,7 +186,8 @@ def settings_from_params(source: Path, params: dict, quiet: bool):
     return MigrationSettings(
         source=source, **{k: params[k] for k in SETTING_PARAMS},
         scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"], lexical_weight=params["lexical_weight"],
-                              classifier_weight=params["classifier_weight"]),
+                              classifier_weight=params["classifier_weight"],
+                              self_training_rounds=params["self_training_rounds"]),
         thresholds=Thresholds(**{k: params[k] for k in THRESHOLD_PARAMS}),
         progress=not quiet)
 
@@ -200,7 +204,9 @@ def explicit_overrides(ctx: click.Context) -> dict:
         out["thresholds"] = thresholds
     scoring = {name: ctx.params[param] for param, name in (("neighbours", "k"), ("top_k", "top_n"),
                                                             ("lexical_weight", "lexical_weight"),
-                                                            ("classifier_weight", "classifier_weight")) if param in given}
+                                                            ("classifier_weight", "classifier_weight"),
+                                                            ("self_training_rounds", "self_training_rounds"))
+               if param in given}
     if scoring:
         out["scoring"] = scoring
     return out

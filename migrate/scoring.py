@@ -42,6 +42,13 @@ class ScoringParams:
     label_ancestor_weight: float = 0.25
     label_candidates: int = 50
     top_n: int = 3
+    # taxonomy only (no labelled target products): transductive self-training, migrate/zeroshot.py
+    self_training_rounds: int = 3
+    self_training_seed_share: float = 0.5
+    self_training_neighbours: int = 10
+    self_training_label_temperature: float = 0.03
+    self_training_word_weight: float = 0.5
+    self_training_source_weight: float = 0.0
 
 
 @dataclass

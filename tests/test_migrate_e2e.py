@@ -52,7 +52,11 @@ def test_sample_migration_maps_every_row_to_a_listed_category(sample_result):
     assert (mapping["needs_review"] == (mapping["flags"] != "")).all()
     assert (mapping["score"] >= mapping["alt1_score"]).all() and (mapping["alt1_score"] >= mapping["alt2_score"]).all()
     summary = sample_result.summary_dict()
-    assert summary["Confidence calibrated"].startswith("NO")
+    # taxonomy only: self-trained, confidence estimated by the proxy calibration, every row flagged by default
+    assert summary["Confidence calibrated"].startswith("estimated")
+    assert summary["Mapping method"].startswith("taxonomy only: label scores refined by self-training")
+    assert mapping["needs_review"].all()
+    assert summary["At a glance"]["Rows safe to accept (no flag)"] == 0
     assert summary["Model fingerprint"] and len(summary["Model fingerprint"]) == 16
     # source categories are appended to the product texts, so labels are compared as whole paths
     assert "whole category paths" in summary["Label scoring"]

@@ -1,0 +1,129 @@
+"""Self-training onto a taxonomy nobody has labelled: real Instacart products, the bundled model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from migrate.embedding_cache import EmbeddingCache
+from migrate.labels import CategoryLabels
+from migrate.scoring import ScoringParams
+from migrate.settings import MigrationSettings
+from migrate.zeroshot import WordModel, choose_seeds, confidence_features, proxy_confidence, refine
+from tests.conftest import data_file
+
+AISLE_SAMPLE = 1200
+
+
+@pytest.fixture(scope="module")
+def instacart() -> pl.DataFrame:
+    """A seeded sample of Instacart products with their `department > aisle` path (missing/other left out)."""
+    frame = (pl.read_csv(data_file("instacart", "products.csv"))
+             .join(pl.read_csv(data_file("instacart", "aisles.csv")), on="aisle_id")
+             .join(pl.read_csv(data_file("instacart", "departments.csv")), on="department_id")
+             .filter(~pl.col("department").is_in(["missing", "other"])))
+    frame = frame.sample(n=AISLE_SAMPLE, seed=3).with_columns(
+        (pl.col("department") + " > " + pl.col("aisle")).alias("path"))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def encoded(instacart, migrator):
+    model = migrator.encoder.model
+    paths = sorted(set(instacart["path"]))
+    labels = CategoryLabels(paths)
+    texts = instacart["product_name"].to_list()
+    vectors = model.encode([*texts, *labels.names], normalize_embeddings=True, convert_to_numpy=True,
+                           show_progress_bar=False)
+    labels.fit(vectors[len(texts):])
+    truth = np.array([paths.index(p) for p in instacart["path"]])
+    return texts, vectors[:len(texts)], labels, paths, truth
+
+
+def test_self_training_beats_the_label_scores_alone(encoded):
+    texts, vectors, labels, paths, truth = encoded
+    sims, ids = labels.search(vectors, 50)
+    labels_only = (ids[:, 0] == truth).mean()
+    probs, top, report = refine(sims, ids, vectors, texts, len(paths))
+    refined = (top[:, 0] == truth).mean()
+    assert refined >= labels_only + 0.02, (labels_only, refined)
+    assert report.rounds == ScoringParams().self_training_rounds and report.seeds > 0 and report.words > 100
+    # probabilities sorted, on the candidates, summing to one
+    assert np.all(np.diff(probs, axis=1) <= 1e-12)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert set(np.unique(top[:, 0])) <= set(np.unique(ids))
+    off = refine(sims, ids, vectors, texts, len(paths), replace(ScoringParams(), self_training_rounds=0))[1]
+    assert (off[:, 0] == ids[:, 0]).all()  # no rounds: the label ranking as it was
+
+
+def test_confidence_is_an_estimate_that_ranks(encoded):
+    texts, vectors, labels, paths, truth = encoded
+    sims, ids = labels.search(vectors, 50)
+    probs, top, report = refine(sims, ids, vectors, texts, len(paths))
+    conf = proxy_confidence(confidence_features(probs, top, report, sims, ids))
+    right = top[:, 0] == truth
+    assert ((conf > 0) & (conf < 1)).all()
+    # the most confident quarter is far more often right than the least confident quarter
+    order = np.argsort(-conf)
+    quarter = len(order) // 4
+    assert right[order[:quarter]].mean() > right[order[-quarter:]].mean() + 0.3
+    assert abs(conf.mean() - right.mean()) < 0.15  # a rough estimate of the accuracy
+
+
+def test_word_model_leaves_a_seed_out_of_its_own_category():
+    texts = ["zzz tea", "green tea", "masala tea", "butter", "cheese"]
+    model = WordModel(texts)
+    ids = np.array([[0, 1]] * 5)
+    labels = np.array([0, 0, 0, 1, 1])
+    seeds = np.array([True, True, True, True, True])
+    with_self = model.log_likelihoods(ids, seeds, labels, 2)
+    # the same row scored by a model fitted without it
+    rest = np.array([False, True, True, True, True])
+    without = model.log_likelihoods(ids, rest, labels, 2)
+    assert with_self[0, 0] == pytest.approx(without[0, 0])
+    # and its own rare word gives it no lift over what the other seeds say
+    assert with_self[1, 0] == pytest.approx(model.log_likelihoods(ids, np.array([True, False, True, True, True]),
+                                                                   labels, 2)[1, 0])
+
+
+def test_every_category_gets_seeds_even_small_ones():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45]])
+    ids = np.array([[0, 1], [0, 1], [0, 1], [0, 1], [1, 0]])
+    top, seeds = choose_seeds(probs, ids, 0.5)
+    assert top.tolist() == [0, 0, 0, 0, 1]
+    assert seeds.tolist() == [True, True, False, False, True]
+
+
+def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(instacart, tmp_path, migrator):
+    source = tmp_path / "products.csv"
+    instacart.select(pl.col("product_id").alias("id"), pl.col("product_name").alias("product")).write_csv(source)
+    taxonomy = tmp_path / "aisles.txt"
+    taxonomy.write_text("\n".join(sorted(set(instacart["path"]))) + "\n")
+    settings = MigrationSettings(source=source, target_taxonomy=taxonomy, progress=False)
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")  # the three runs encode the texts once
+    result = migrator.run(settings, cache=cache)
+    mapping, summary = result.mapping, result.summary_dict()
+    assert mapping.height == instacart.height
+    assert mapping["needs_review"].all()
+    assert all("LOW_CONFIDENCE" in f for f in mapping["flags"])
+    assert summary["Mapping method"].startswith("taxonomy only: label scores refined by self-training")
+    assert summary["min_confidence"].startswith("not set: every row flagged")
+    glance = summary["At a glance"]
+    assert glance["Rows safe to accept (no flag)"] == 0 and glance["Rows to review (flagged; Review sheet, least confident first)"] == mapping.height
+    estimate = glance["Estimated accuracy of all rows (mean confidence)"]
+    right = (mapping["target_category"] == instacart["path"]).to_numpy()
+    assert abs(estimate - right.mean()) < 0.15
+    # a reviewer's own threshold leaves the rows above it unflagged, and those are mostly right
+    given = migrator.run(replace(settings, thresholds=replace(settings.thresholds, min_confidence=0.8)), cache=cache)
+    unflagged = ~given.mapping["needs_review"].to_numpy()
+    assert 0 < unflagged.sum() < len(unflagged)
+    assert right[unflagged].mean() > right.mean() + 0.2
+    assert given.summary_dict()["min_confidence"] == "given"
+    # --self-training-rounds 0: the label scores alone, the raw top score as before
+    plain = migrator.run(replace(settings, scoring=replace(settings.scoring, self_training_rounds=0)), cache=cache)
+    assert plain.summary_dict()["Mapping method"] == "taxonomy only: label scores alone"
+    assert plain.summary_dict()["Confidence calibrated"].startswith("NO")
+    assert (plain.mapping["target_category"] == instacart["path"]).mean() < right.mean()
