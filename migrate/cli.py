@@ -145,7 +145,7 @@ SCORING_OPTIONS = [
                       "neighbour votes refine the label scores); 0: the label scores alone."),
     click.option("--min-confidence", type=float, default=None,
                  help="LOW_CONFIDENCE below this calibrated confidence [default: the lowest that reaches "
-                      "--target-precision on the leave-one-out run]."),
+                      "--target-precision on the leave-one-out run; taxonomy only, self-trained: every row]."),
     _float_opt("--target-precision", 0.97, "Precision the unflagged rows should reach (sets --min-confidence)."),
     _float_opt("--min-raw-score", 0.5, "LOW_CONFIDENCE below this top score when confidence is not calibrated (taxonomy only)."),
     _float_opt("--min-margin", 0.1, "LOW_MARGIN when top-1 minus top-2 score is below this."),

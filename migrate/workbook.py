@@ -133,8 +133,13 @@ def write_summary(ws: Worksheet, summary: Sequence[tuple[str, Any]]) -> None:
         row = _write_summary_item(ws, row, str(label), value, depth=0)
     labels = [str(ws.cell(r, 1).value or "") for r in range(3, row)]
     ws.column_dimensions["A"].width = _clamp(max(map(len, labels), default=0) + 4, 30)
-    ws.column_dimensions["B"].width = _clamp(max((len(_display(ws.cell(r, 2).value)) for r in range(3, row)),
-                                                 default=0) + 2, 12)
+    width = _clamp(max((len(_display(ws.cell(r, 2).value)) for r in range(3, row)), default=0) + 2, 12)
+    ws.column_dimensions["B"].width = width
+    for r in range(3, row):  # a sentence longer than the column wraps inside it instead of running across the page
+        cell = ws.cell(r, 2)
+        if isinstance(cell.value, str) and len(cell.value) > width:
+            cell.alignment = Alignment(wrap_text=True, vertical="top")
+            ws.cell(r, 1).alignment = Alignment(vertical="top")
 
 
 def _write_summary_item(ws: Worksheet, row: int, label: str, value: Any, depth: int) -> int:
