@@ -21,12 +21,13 @@ transductively, using nothing but the source products themselves:
 
 The word model reads the products' own texts. When the source's categories are appended to the
 embedded text (``migrate``'s default), they stay out of the word model: there they lowered top-1
-(BigBasket onto its three-level paths, top category appended: 0.316 with the products' own words,
-0.308 with the category words too). An explicit source-category prior -- each row's candidates
-under the mean distribution of the other products of its source category,
-``self_training_source_weight`` -- is off by default: on the same data it raised first-level
-accuracy (0.917 -> 0.939) but lowered top-1 (0.316 -> 0.308; with two source levels appended
-0.416 -> 0.411); ``bench/zeroshot_bench.py`` reports it beside the default.
+(every BigBasket product onto its three-level paths, top category appended: labels alone 0.293,
+self-trained on the products' own words 0.316, on the words with the category 0.307; with
+``category > sub_category`` appended: 0.409, 0.415, 0.392). An explicit source-category prior --
+each row's candidates under the mean distribution of the other products of its source category,
+``self_training_source_weight`` -- is off by default: at 0.5 it raised first-level accuracy
+(0.917 -> 0.938) but lowered top-1 (0.316 -> 0.306; two levels appended: 0.415 -> 0.408)
+(``python bench/zeroshot_grid.py``, 2026-12-02; ``bench/zeroshot_bench.py`` reports it too).
 
 Everything stays on the candidate categories, so memory grows with the products and the
 candidates, not with the taxonomy (Google's 5,595 categories, Shopify's 10,595). The knobs'
