@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import publish  # noqa: E402
-from bench.zeroshot_bench import bigbasket_sets, instacart_set  # noqa: E402
+from bench.zeroshot_bench import bigbasket_sets, instacart_set, memo_encoder, product_texts  # noqa: E402
 from migrate.calibration import ConfidenceCalibrator, choose_min_confidence, expected_calibration_error  # noqa: E402
 from migrate.labels import CategoryLabels  # noqa: E402
 from migrate.scoring import ScoringParams  # noqa: E402
@@ -41,16 +41,12 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    model, _ = load_encoder(resolve_model(None))
-    encode = lambda items: model.encode(items, batch_size=64, normalize_embeddings=True,  # noqa: E731
-                                        convert_to_numpy=True, show_progress_bar=False)
+    encode = memo_encoder(*load_encoder(resolve_model(None)))
     params = ScoringParams()
     sets = {}
     bigbasket = bigbasket_sets(args.limit, held_out_only=False)
     for bench in (bigbasket[0], bigbasket[1], instacart_set(args.limit)):
-        source = bench["source"]
-        texts = [f"{p} | {b.strip()}" if b and b.strip() else p for p, b in
-                 zip(source["product"], source["brand"] if "brand" in source.columns else [None] * source.height)]
+        texts = product_texts(bench["source"])
         vectors = encode(texts)
         labels = CategoryLabels(bench["categories"], params.label_ancestor_weight)
         labels.fit(encode(labels.names))

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import publish  # noqa: E402
-from bench.zeroshot_bench import bigbasket_sets, instacart_set  # noqa: E402
+from bench.zeroshot_bench import bigbasket_sets, instacart_set, memo_encoder, product_texts  # noqa: E402
 from migrate.labels import CategoryLabels  # noqa: E402
 from migrate.scoring import ScoringParams, top_columns  # noqa: E402
 from migrate import zeroshot  # noqa: E402
@@ -38,24 +38,17 @@ KNOBS = [dict(), dict(self_training_word_weight=0.3), dict(self_training_word_we
          dict(self_training_neighbours=20), dict(vote_temperature=0.1), dict(self_training_rounds=0)]
 
 
-def texts_of(source) -> list[str]:
-    brands = source["brand"] if "brand" in source.columns else [None] * source.height
-    return [f"{p} | {b.strip()}" if b and b.strip() else p for p, b in zip(source["product"], brands)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, help="a random subset of this many products per set")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    model, _ = load_encoder(resolve_model(None))
-    encode = lambda items: model.encode(items, batch_size=64, normalize_embeddings=True,  # noqa: E731
-                                        convert_to_numpy=True, show_progress_bar=False)
+    encode = memo_encoder(*load_encoder(resolve_model(None)))
     bigbasket = bigbasket_sets(args.limit, held_out_only=False)
     sets = {}
     for bench in (bigbasket[0], bigbasket[1], instacart_set(args.limit)):
-        texts = texts_of(bench["source"])
+        texts = product_texts(bench["source"])
         vectors = encode(texts)
         labels = CategoryLabels(bench["categories"])
         labels.fit(encode(labels.names))
@@ -94,7 +87,7 @@ def main() -> None:
 
     three = bigbasket[1]
     source, categories = three["source"], three["categories"]
-    texts = texts_of(source)
+    texts = product_texts(source)
     truth = np.array([categories.index(t) for t in three["truth"]])
     paths = encode(categories)
     levels = [p.split(" > ") for p in three["truth"]]

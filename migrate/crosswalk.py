@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from rapidfuzz import fuzz, utils
+from rapidfuzz import fuzz, process, utils
 
 from migrate import __version__
 from migrate.catalog import PATH_SEPARATOR, Catalog, load_catalog
@@ -263,9 +263,10 @@ def product_queries(path_vectors: np.ndarray, product_vectors: np.ndarray, owner
 def crosswalk_flags(scorer: CrosswalkScorer, top_ids: np.ndarray, top_scores: np.ndarray, path_sim: np.ndarray,
                     landing: np.ndarray, settings: CrosswalkSettings) -> list[list[str]]:
     """The flags of every row (see the module doc)."""
+    new_leaves = [_leaf_key(c) for c in scorer.new]
     by_leaf: dict[str, list[int]] = {}
-    for j, c in enumerate(scorer.new):
-        by_leaf.setdefault(_leaf_key(c), []).append(j)
+    for j, key in enumerate(new_leaves):
+        by_leaf.setdefault(key, []).append(j)
     out: list[list[str]] = []
     for i, old in enumerate(scorer.old):
         chosen = int(top_ids[i, 0])
@@ -282,9 +283,8 @@ def crosswalk_flags(scorer: CrosswalkScorer, top_ids: np.ndarray, top_scores: np
         if key:
             near = by_leaf.get(key, [])
             if not near and settings.lexical_min_ratio < 100:
-                near = [j for j, c in enumerate(scorer.new)
-                        if fuzz.ratio(key, _leaf_key(c), processor=None) >= settings.lexical_min_ratio] \
-                    if len(scorer.new) <= 20_000 else []
+                near = [j for _, _, j in process.extract(key, new_leaves, scorer=fuzz.ratio, processor=None,
+                                                         score_cutoff=settings.lexical_min_ratio, limit=None)]
             if near and not any(scorer.related(chosen, j) for j in near):
                 flags.append("LEXICAL_CONFLICT")
         out.append(flags)
@@ -299,13 +299,9 @@ def run_crosswalk(settings: CrosswalkSettings, encoder: Any | None = None,
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     inputs = inputs or read_crosswalk_inputs(settings)
     if encoder is None:
-        from migrate.pipeline import Encoder
-        from models import load_encoder, resolve_model
+        from migrate.pipeline import load_model
 
-        ref = resolve_model(settings.model)
-        model, fp = load_encoder(ref, device=settings.device, allow_download=settings.allow_download,
-                                 trust_remote_code=settings.trust_remote_code)
-        encoder = Encoder(model, ref.name, fp)
+        encoder = load_model(settings)  # the same model fields as MigrationSettings
     old, new = inputs.old.categories, inputs.new.categories
     embedder = Embedder(encoder.model, batch_size=settings.batch_size, progress=settings.progress)
     product_texts = inputs.catalog.texts if inputs.catalog is not None else []

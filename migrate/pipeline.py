@@ -49,6 +49,8 @@ class Encoder:
 
 
 def load_model(settings: MigrationSettings) -> Encoder:
+    """The encoder ``settings`` name (its fields model, device, allow_download, trust_remote_code;
+    the crosswalk's settings have the same ones)."""
     ref = resolve_model(settings.model)
     model, fp = load_encoder(ref, device=settings.device, allow_download=settings.allow_download,
                              trust_remote_code=settings.trust_remote_code)

@@ -91,32 +91,22 @@ def _normalise(log_values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return _softmax_rows(log_values, 1.0, valid)
 
 
-def _spread(values: np.ndarray, ids: np.ndarray, rows: np.ndarray, n_categories: int) -> np.ndarray:
-    """Dense (len(rows), n_categories) matrix of ``values`` at ``ids`` for ``rows``."""
-    out = np.zeros((len(rows), n_categories))
-    sub_ids = ids[rows]
-    valid = sub_ids >= 0
-    r = np.broadcast_to(np.arange(len(rows))[:, None], sub_ids.shape)
-    np.add.at(out, (r[valid], sub_ids[valid]), values[rows][valid])
-    return out
-
-
 def neighbour_vote(probs: np.ndarray, ids: np.ndarray, nn_sims: np.ndarray, nn_ids: np.ndarray,
                    n_categories: int, temperature: float) -> np.ndarray:
     """(n, K): the neighbours' similarity-weighted probability of each row's candidate categories."""
-    n, k = ids.shape
-    out = np.zeros((n, k))
-    nvalid = nn_ids >= 0
-    weights = _softmax_rows(nn_sims.astype(np.float64), temperature, nvalid)
+    n = len(ids)
+    out = np.zeros(ids.shape)
+    weights = _softmax_rows(nn_sims.astype(np.float64), temperature, nn_ids >= 0)
     for start in range(0, n, CHUNK):
-        rows = np.arange(start, min(start + CHUNK, n))
-        dense = np.zeros((len(rows), n_categories))
-        for m in range(nn_ids.shape[1]):
-            nbr = nn_ids[rows, m]
-            ok = nbr >= 0
-            if ok.any():
-                dense[ok] += weights[rows[ok], m:m + 1] * _spread(probs, ids, nbr[ok], n_categories)
-        out[rows] = np.take_along_axis(dense, np.clip(ids[rows], 0, None), axis=1)
+        stop = min(start + CHUNK, n)
+        nbr = nn_ids[start:stop]                            # (m, k) neighbour rows
+        cats = ids[np.clip(nbr, 0, None)]                   # (m, k, K) their candidate categories
+        mass = weights[start:stop, :, None] * probs[np.clip(nbr, 0, None)]
+        keep = (nbr >= 0)[:, :, None] & (cats >= 0)
+        row = np.broadcast_to(np.arange(stop - start)[:, None, None], cats.shape)
+        dense = np.zeros((stop - start, n_categories))
+        np.add.at(dense, (row[keep], cats[keep]), mass[keep])
+        out[start:stop] = np.take_along_axis(dense, np.clip(ids[start:stop], 0, None), axis=1)
     return np.where(ids >= 0, out, 0.0)
 
 
