@@ -10,7 +10,8 @@ the method (the source files carry no category column unless the set says so):
 - ``bigbasket-3+top``: the same, the source carrying BigBasket's 11 top categories as its own
   (coarser) category, appended to the text as ``migrate`` does by default;
 - ``instacart``: Instacart's products (``missing``/``other`` left out) onto its 132
-  ``department > aisle`` paths with the 19 departments listed too. Nothing was tuned on it.
+  ``department > aisle`` paths with the 19 departments listed too. Nothing was tuned on it;
+- ``wands``: Wayfair's 474 WANDS search queries onto their 188 flat query classes (furniture).
 
 Methods, one run: **plain** -- embed each product and each whole path with the same encoder,
 take the nearest path; **labels** -- ``taxmig migrate --self-training-rounds 0`` (level-wise label
@@ -112,6 +113,17 @@ def instacart_set(limit: int | None) -> dict:
                 source_category=None)
 
 
+def wands_set(limit: int | None) -> dict:
+    """Wayfair's WANDS search queries onto their 188 flat query classes (furniture and decor, not
+    grocery; short noisy texts). Nothing was tuned on it."""
+    frame = pl.read_csv(DATA / "wands" / "query.csv", separator="\t").filter(pl.col("query_class").is_not_null())
+    if limit:
+        frame = frame.sample(n=min(limit, frame.height), seed=0)
+    truth = frame["query_class"].to_list()
+    return dict(name="wands", source=pl.DataFrame({"id": frame["query_id"], "product": frame["query"]}),
+                truth=truth, categories=sorted(set(truth)), source_category=None)
+
+
 def score_rows(name: str, method: str, predicted: list[str], alternatives: list[list[str]], truth: list[str],
                confidence: np.ndarray | None, unflagged: np.ndarray | None, seconds: float) -> tuple:
     right = np.array([p == t for p, t in zip(predicted, truth)])
@@ -152,7 +164,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = EmbeddingCache(Path(tmp) / "cache.sqlite")
         chosen = set(args.sets.split(",")) if args.sets else None
-        for bench in ([] if args.speed_only else [*bigbasket_sets(args.limit), instacart_set(args.limit)]):
+        for bench in ([] if args.speed_only else [*bigbasket_sets(args.limit), instacart_set(args.limit),
+                                                   wands_set(args.limit)]):
             if chosen is not None and bench["name"] not in chosen:
                 continue
             source_path, taxonomy_path = Path(tmp) / f"{bench['name']}.csv", Path(tmp) / f"{bench['name']}.txt"

@@ -1,7 +1,7 @@
 """Fit the zero-shot confidence calibration on public proxy tasks, and check it on the ones left out.
 
 A taxonomy nobody has labelled gives nothing to calibrate on at run time. The proxy: the same
-zero-shot procedure (level-wise labels, then self-training, :mod:`migrate.zeroshot`) mapping
+zero-shot procedure (level-wise labels with migrate's templates and centering, then self-training, :mod:`migrate.zeroshot`) mapping
 products whose answers are known onto their own taxonomy -- BigBasket onto its two-level paths,
 onto its three-level paths (inner nodes listed), Instacart onto its aisles. A logistic regression
 on :func:`migrate.zeroshot.confidence_features` is fitted on all three pooled; its coefficients
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import publish  # noqa: E402
 from bench.zeroshot_bench import bigbasket_sets, instacart_set, memo_encoder, product_texts  # noqa: E402
 from migrate.calibration import ConfidenceCalibrator, choose_min_confidence, expected_calibration_error  # noqa: E402
-from migrate.labels import CategoryLabels  # noqa: E402
+from migrate.labels import zero_shot_labels  # noqa: E402
 from migrate.scoring import ScoringParams  # noqa: E402
 from migrate.zeroshot import confidence_features, refine  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
@@ -48,8 +48,7 @@ def main() -> None:
     for bench in (bigbasket[0], bigbasket[1], instacart_set(args.limit)):
         texts = product_texts(bench["source"])
         vectors = encode(texts)
-        labels = CategoryLabels(bench["categories"], params.label_ancestor_weight)
-        labels.fit(encode(labels.names))
+        labels = zero_shot_labels(bench["categories"], vectors, encode, params)
         sims, ids = labels.search(vectors, params.label_candidates)
         probs, top, report = refine(sims, ids, vectors, texts, len(bench["categories"]), params)
         index_of = {c: i for i, c in enumerate(bench["categories"])}

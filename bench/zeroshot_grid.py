@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import publish  # noqa: E402
 from bench.zeroshot_bench import bigbasket_sets, instacart_set, memo_encoder, product_texts  # noqa: E402
-from migrate.labels import CategoryLabels  # noqa: E402
+from migrate.labels import zero_shot_labels  # noqa: E402
 from migrate.scoring import ScoringParams, top_columns  # noqa: E402
 from migrate import zeroshot  # noqa: E402
 from migrate.zeroshot import refine  # noqa: E402
@@ -50,8 +50,7 @@ def main() -> None:
     for bench in (bigbasket[0], bigbasket[1], instacart_set(args.limit)):
         texts = product_texts(bench["source"])
         vectors = encode(texts)
-        labels = CategoryLabels(bench["categories"])
-        labels.fit(encode(labels.names))
+        labels = zero_shot_labels(bench["categories"], vectors, encode)
         sims, ids = labels.search(vectors, ScoringParams().label_candidates)
         truth = np.array([bench["categories"].index(t) for t in bench["truth"]])
         sets[bench["name"]] = (sims, ids, vectors, texts, len(bench["categories"]), truth)

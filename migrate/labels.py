@@ -23,6 +23,27 @@ by level (same benchmark, the 04:38 UTC row). So ``by_level=False``
 embeds each category's whole path as one text, and the pipeline uses it whenever source
 categories are appended.
 
+Two refinements for a taxonomy in which no product is labelled (``migrate`` turns them on only
+there; ``ScoringParams.zero_shot_label_templates`` and ``zero_shot_label_centering``):
+
+- **Templates** (prompt ensembling): each name is embedded as it is and inside a few fixed
+  sentences ("{} products", "category: {}"); its vector is the normalised mean. A bare name is
+  an odd sentence for an encoder trained on sentences; the mean is steadier than any one form.
+- **Centering** (hub removal): some names sit close to every product ("pasta sauce", "fruit
+  vegetable snacks" drew 350 Instacart products each, 74 and 69 of them theirs). Each category's
+  mean score over the source products, times ``c``, is subtracted from its scores. The score is
+  linear in the query, so that mean is the score of the mean query: exact and cheap.
+
+With both, labels alone (no self-training) rose on every set tried, and self-trained top-1 rose
+on all six (every product of each; base model; ``/tmp`` experiment of 2026-12-02 whose numbers
+``python bench/zeroshot_bench.py`` re-measured, BENCHMARKS.md): BigBasket two-level 0.402 ->
+0.428, three-level 0.337 -> 0.354, Instacart 0.455 -> 0.481, WANDS queries 0.515 -> 0.527,
+BigBasket's 11 top categories 0.431 -> 0.451, Instacart's 19 departments 0.424 -> 0.453; with a
+source category appended (whole paths), BigBasket onto its three-level paths 0.319 -> 0.352 (top
+category) and 0.414 -> 0.453 (two levels). Centering alone gave about two thirds of that, the
+templates the rest; ``c`` = 0.5 beat 1.0 on four of six sets, other template sets ("shop for
+{}", "the {} aisle") were no better.
+
 Taxonomies are small next to catalogs (Google's 5,595 categories, Shopify's 10,595), so label
 scores come from one exact matrix product per chunk of queries; FAISS indexes the products.
 
@@ -37,9 +58,10 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from migrate.catalog import PATH_SEPARATOR
-from migrate.scoring import top_columns
+from migrate.scoring import ScoringParams, top_columns
 
 CHUNK = 1024
+PLAIN = ("{}",)
 
 
 def path_levels(category: str) -> list[str]:
@@ -50,9 +72,13 @@ def path_levels(category: str) -> list[str]:
 class CategoryLabels:
     """The distinct level names to embed (``names``) and how each category's score is built from them."""
 
-    def __init__(self, categories: list[str], ancestor_weight: float = 0.25, *, by_level: bool = True) -> None:
+    def __init__(self, categories: list[str], ancestor_weight: float = 0.25, *, by_level: bool = True,
+                 templates: tuple[str, ...] = PLAIN) -> None:
         self.by_level = by_level
         self.ancestor_weight = ancestor_weight
+        self.templates = tuple(templates) or PLAIN
+        self.bias: np.ndarray | None = None
+        self.centering = 0.0
         index_of: dict[str, int] = {}
         own, rows, cols, weights = [], [], [], []
         for c, category in enumerate(categories):
@@ -71,24 +97,59 @@ class CategoryLabels:
     def describe(self) -> str:
         """How labels are scored, in words for the Summary sheet."""
         if not self.by_level:
-            return "exact; whole category paths (source categories are appended to product texts)"
-        return f"exact; each path level ({len(self.names)} level names), ancestor weight {self.ancestor_weight}"
+            text = "exact; whole category paths (source categories are appended to product texts)"
+        else:
+            text = f"exact; each path level ({len(self.names)} level names), ancestor weight {self.ancestor_weight}"
+        if self.templates != PLAIN:
+            text += "; names embedded as " + ", ".join(repr(t) for t in self.templates) + " (mean)"
+        if self.bias is not None:
+            text += f"; each category's mean score over the source products x {self.centering} subtracted"
+        return text
 
     def __len__(self) -> int:
         return len(self.own)
 
-    def fit(self, name_vectors: np.ndarray) -> "CategoryLabels":
-        """Take the unit vectors of ``names`` (same order)."""
-        self.vectors = np.ascontiguousarray(name_vectors, dtype=np.float32)
+    @property
+    def texts(self) -> list[str]:
+        """What to embed, in the order :meth:`fit` expects: every name under every template."""
+        return [template.replace("{}", name) for template in self.templates for name in self.names]
+
+    def fit(self, text_vectors: np.ndarray) -> "CategoryLabels":
+        """Take the unit vectors of :attr:`texts` (same order); a name's vector is the normalised
+        mean over its templates."""
+        vectors = np.asarray(text_vectors, dtype=np.float32)
+        vectors = vectors.reshape(len(self.templates), len(self.names), vectors.shape[-1])
+        mean = vectors.mean(axis=0)
+        norms = np.linalg.norm(mean, axis=1, keepdims=True)
+        self.vectors = np.ascontiguousarray(mean / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+        self.bias = None
         return self
+
+    def center(self, queries: np.ndarray, weight: float) -> "CategoryLabels":
+        """Subtract ``weight`` x each category's mean score over ``queries`` from its scores from now
+        on (the module docstring's centering; ``weight`` 0 removes it)."""
+        self.bias = None
+        if weight > 0 and len(queries) and len(self):
+            mean_query = np.asarray(queries, dtype=np.float64).mean(axis=0, keepdims=True)
+            self.bias = (weight * self.scores(mean_query)[0]).astype(np.float32)
+            self.centering = weight
+        return self
+
+    def uncentered(self, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """``values`` (scores of categories ``ids``, -1 for none) with the centering added back."""
+        if self.bias is None:
+            return values
+        return np.where(ids >= 0, values + self.bias[np.clip(ids, 0, None)], values)
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(n_queries, n_categories) label scores of unit ``queries``."""
         sims = np.asarray(queries, dtype=np.float32) @ self.vectors.T
         if not self.by_level:  # one name per category, its whole path: the cosine is the score
-            return sims[:, self.own]
-        ancestors = np.asarray((self.ancestors @ sims.T).T)
-        return (sims[:, self.own] + self.ancestor_weight * ancestors) / (1.0 + self.ancestor_weight)
+            out = sims[:, self.own]
+        else:
+            ancestors = np.asarray((self.ancestors @ sims.T).T)
+            out = (sims[:, self.own] + self.ancestor_weight * ancestors) / (1.0 + self.ancestor_weight)
+        return out - self.bias if self.bias is not None else out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (label scores, category ids) per query, best first; ids -1 past the last category."""
@@ -102,3 +163,14 @@ class CategoryLabels:
             sims[start:start + len(best), :best.shape[1]] = best
             ids[start:start + len(best), :best.shape[1]] = best_ids
         return sims, ids
+
+
+def zero_shot_labels(categories: list[str], queries: np.ndarray, encode, params: ScoringParams | None = None, *,
+                     by_level: bool = True) -> CategoryLabels:
+    """Labels as a taxonomy-only ``migrate`` run scores them (its templates and centering), for the
+    benchmarks: ``encode(texts)`` gives unit vectors, ``queries`` are the source products' vectors."""
+    params = params or ScoringParams()
+    labels = CategoryLabels(categories, params.label_ancestor_weight, by_level=by_level,
+                            templates=params.zero_shot_label_templates)
+    labels.fit(encode(labels.texts) if labels.texts else np.zeros((0, queries.shape[1]), dtype=np.float32))
+    return labels.center(queries, params.zero_shot_label_centering)

@@ -26,7 +26,7 @@ from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import TaxmigError
 from migrate.flags import FLAG_ORDER, compute_flags
 from migrate.index import build_index, search
-from migrate.labels import CategoryLabels
+from migrate.labels import PLAIN, CategoryLabels
 from migrate.lexical import LexicalIndex
 from migrate.readers import Reject
 from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, mapping_dtype
@@ -175,12 +175,16 @@ class Migrator:
         target_texts = [targets.catalog.texts[p] for p in targets.product_rows] if targets.catalog else []
         params = settings.scoring
         with_context = settings.category_context and source.has_categories
-        labels = CategoryLabels(targets.categories, params.label_ancestor_weight, by_level=not with_context)
+        taxonomy_only = not target_texts
+        labels = CategoryLabels(targets.categories, params.label_ancestor_weight, by_level=not with_context,
+                                templates=params.zero_shot_label_templates if taxonomy_only else PLAIN)
         vectors = embedder.encode([*_embedding_texts(source, settings.category_context), *target_texts,
-                                   *labels.names], label="texts")
+                                   *labels.texts], label="texts")
         src_vec = vectors[: len(source)]
         tgt_vec = vectors[len(source): len(source) + len(target_texts)]
         labels.fit(vectors[len(source) + len(target_texts):])
+        if taxonomy_only:  # hub removal (migrate/labels.py): no category draws every product
+            labels.center(src_vec, params.zero_shot_label_centering)
 
         product_index = build_index(tgt_vec) if len(tgt_vec) else None
         lexical = LexicalIndex().fit(target_texts) if product_index is not None and params.lexical_weight > 0 else None
@@ -213,6 +217,8 @@ class Migrator:
                                               sample, groups, lexical, oof_votes)
         if not self_trained:
             confidence = calibrator.predict(scores.features())
+        if labels.bias is not None:  # NO_MATCH reads the label score before centering
+            scores.label_sim = labels.uncentered(scores.label_sim, scores.top_ids[:, 0])
         thresholds = loo.get("thresholds", settings.thresholds)
         if self_trained and thresholds.min_confidence is None:
             # no threshold has kept a precision on a taxonomy the calibration was not fitted on

@@ -49,6 +49,9 @@ class ScoringParams:
     self_training_label_temperature: float = 0.03
     self_training_word_weight: float = 0.5
     self_training_source_weight: float = 0.0
+    # taxonomy only: how category names are embedded and de-biased (migrate/labels.py's docstring)
+    zero_shot_label_templates: tuple[str, ...] = ("{}", "{} products", "category: {}")
+    zero_shot_label_centering: float = 0.5
 
 
 @dataclass

@@ -60,6 +60,11 @@ class MigrationSettings:
             problems.append("--neighbours must be at least 1")
         if self.scoring.label_ancestor_weight < 0:
             problems.append("scoring label_ancestor_weight must be at least 0")
+        if not self.scoring.zero_shot_label_templates or not all(
+                "{}" in t for t in self.scoring.zero_shot_label_templates):
+            problems.append("scoring zero_shot_label_templates must each contain {} (where the category name goes)")
+        if not 0 <= self.scoring.zero_shot_label_centering <= 1:
+            problems.append("scoring zero_shot_label_centering must lie between 0 and 1")
         if self.batch_size < 1:
             problems.append("--batch-size must be at least 1")
         for name, value in self.thresholds.as_dict().items():
@@ -101,7 +106,10 @@ class MigrationSettings:
         """Settings remembered by :meth:`to_dict`, for a new ``source``, with ``overrides`` applied."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known and k not in cls.REMEMBERED_EXCLUDE}
-        values["scoring"] = ScoringParams(**data.get("scoring", {}))
+        scoring = dict(data.get("scoring", {}))
+        if "zero_shot_label_templates" in scoring:  # JSON gave a list
+            scoring["zero_shot_label_templates"] = tuple(scoring["zero_shot_label_templates"])
+        values["scoring"] = ScoringParams(**scoring)
         values["thresholds"] = Thresholds(**data.get("thresholds", {}))
         settings = cls(source=source, progress=progress, **values)
         return replace(settings, **overrides) if overrides else settings

@@ -110,6 +110,9 @@ def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(ins
     assert mapping["needs_review"].all()
     assert all("LOW_CONFIDENCE" in f for f in mapping["flags"])
     assert summary["Mapping method"].startswith("taxonomy only: label scores refined by self-training")
+    assert "'{} products'" in summary["Label scoring"] and "x 0.5 subtracted" in summary["Label scoring"]
+    # NO_MATCH reads the label score before centering: grocery onto grocery aisles, a handful only
+    assert sum("NO_MATCH" in f for f in mapping["flags"]) <= 0.01 * mapping.height
     assert summary["min_confidence"].startswith("not set: every row flagged")
     glance = summary["At a glance"]
     assert glance["Rows safe to accept (no flag)"] == 0 and glance["Rows to review (flagged; Review sheet, least confident first)"] == mapping.height
