@@ -1,8 +1,9 @@
 """Fit the zero-shot confidence calibration on public proxy tasks, and check it on the ones left out.
 
 A taxonomy nobody has labelled gives nothing to calibrate on at run time. The proxy: the same
-zero-shot procedure (level-wise labels with migrate's templates and centering, then self-training, :mod:`migrate.zeroshot`) mapping
-products whose answers are known onto their own taxonomy -- BigBasket onto its two-level paths,
+zero-shot procedure (level-wise labels with migrate's templates and centering, then
+self-training and the most specific category, :mod:`migrate.zeroshot`) mapping products whose
+answers are known onto their own taxonomy -- BigBasket onto its two-level paths,
 onto its three-level paths (inner nodes listed), Instacart onto its aisles. A logistic regression
 on :func:`migrate.zeroshot.confidence_features` is fitted on all three pooled; its coefficients
 are ``migrate.zeroshot.CALIBRATION``. Each set is also left out once (fitted on the other two) to
@@ -29,7 +30,7 @@ from bench.zeroshot_bench import bigbasket_sets, instacart_set, memo_encoder, pr
 from migrate.calibration import ConfidenceCalibrator, choose_min_confidence, expected_calibration_error  # noqa: E402
 from migrate.labels import zero_shot_labels  # noqa: E402
 from migrate.scoring import ScoringParams  # noqa: E402
-from migrate.zeroshot import confidence_features, refine  # noqa: E402
+from migrate.zeroshot import confidence_features, listed_ancestors, refine  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 PRECISIONS = (0.8, 0.9)
@@ -50,7 +51,8 @@ def main() -> None:
         vectors = encode(texts)
         labels = zero_shot_labels(bench["categories"], vectors, encode, params)
         sims, ids = labels.search(vectors, params.label_candidates)
-        probs, top, report = refine(sims, ids, vectors, texts, len(bench["categories"]), params)
+        probs, top, report = refine(sims, ids, vectors, texts, len(bench["categories"]), params,
+                                    ancestors=listed_ancestors(bench["categories"]))
         index_of = {c: i for i, c in enumerate(bench["categories"])}
         truth = np.array([index_of[t] for t in bench["truth"]])
         sets[bench["name"]] = (confidence_features(probs, top, report, sims, ids), top[:, 0] == truth)

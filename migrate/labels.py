@@ -29,20 +29,19 @@ there; ``ScoringParams.zero_shot_label_templates`` and ``zero_shot_label_centeri
 - **Templates** (prompt ensembling): each name is embedded as it is and inside a few fixed
   sentences ("{} products", "category: {}"); its vector is the normalised mean. A bare name is
   an odd sentence for an encoder trained on sentences; the mean is steadier than any one form.
-- **Centering** (hub removal): some names sit close to every product ("pasta sauce", "fruit
-  vegetable snacks" drew 350 Instacart products each, 74 and 69 of them theirs). Each category's
+- **Centering** (hub removal): some names sit close to every product (before it, "pasta sauce"
+  and "fruit vegetable snacks" each drew several times the Instacart products they hold). Each category's
   mean score over the source products, times ``c``, is subtracted from its scores. The score is
   linear in the query, so that mean is the score of the mean query: exact and cheap.
 
-With both, labels alone (no self-training) rose on every set tried, and self-trained top-1 rose
-on all six (every product of each; base model; ``/tmp`` experiment of 2026-12-02 whose numbers
-``python bench/zeroshot_bench.py`` re-measured, BENCHMARKS.md): BigBasket two-level 0.402 ->
-0.428, three-level 0.337 -> 0.354, Instacart 0.455 -> 0.481, WANDS queries 0.515 -> 0.527,
-BigBasket's 11 top categories 0.431 -> 0.451, Instacart's 19 departments 0.424 -> 0.453; with a
-source category appended (whole paths), BigBasket onto its three-level paths 0.319 -> 0.352 (top
-category) and 0.414 -> 0.453 (two levels). Centering alone gave about two thirds of that, the
-templates the rest; ``c`` = 0.5 beat 1.0 on four of six sets, other template sets ("shop for
-{}", "the {} aisle") were no better.
+With both, top-1 rose on every set tried, labels alone and self-trained (every product of each,
+base model; ``python bench/zeroshot_ablation.py``, the 2026-12-02 13:59 UTC row of
+BENCHMARKS.md), self-trained: BigBasket two-level 0.415 -> 0.451, three-level 0.343 -> 0.357,
+11 top categories 0.447 -> 0.471; Instacart aisles 0.455 -> 0.481, its 19 departments 0.424 ->
+0.453; WANDS furniture queries 0.515 -> 0.527. Centering alone gave about half of that. ``c`` =
+0.5 and these three templates were picked in a first exploration on the same six sets (1.0 and
+other templates such as "shop for {}" did no better). With a source category appended (whole
+paths), see ``bench/zeroshot_bench.py``'s ``bigbasket-3+top`` row.
 
 Taxonomies are small next to catalogs (Google's 5,595 categories, Shopify's 10,595), so label
 scores come from one exact matrix product per chunk of queries; FAISS indexes the products.

@@ -33,7 +33,7 @@ from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, m
 from migrate.scoring import CategoryScores, score_categories
 from migrate.settings import MigrationSettings
 from migrate.taxonomy import Taxonomy, load_taxonomy
-from migrate.zeroshot import confidence_features, proxy_confidence, refine
+from migrate.zeroshot import confidence_features, listed_ancestors, proxy_confidence, refine
 from models import load_encoder, resolve_model
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Migrator:
             if source.has_categories:
                 names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
                 source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
-            scores, features = self._self_trained(src_vec, labels, source.texts, len(targets.categories), params,
+            scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
                                                   source_groups)
             confidence = proxy_confidence(features)
         else:
@@ -269,13 +269,15 @@ class Migrator:
                                 clf_categories=clf_votes[1] if clf_votes is not None else None)
 
     @staticmethod
-    def _self_trained(queries: np.ndarray, labels: CategoryLabels, texts: list[str], n_categories: int,
+    def _self_trained(queries: np.ndarray, labels: CategoryLabels, texts: list[str], categories: list[str],
                       params, groups: np.ndarray | None = None) -> tuple[CategoryScores, np.ndarray]:
         """Label scores refined by self-training over the source products (:mod:`migrate.zeroshot`;
         ``texts``: the products' own texts, for its word model; ``groups``: source category per row):
-        the scores and the confidence features."""
+        the scores and the confidence features. The suggestion is the most specific category the
+        evidence points into (:func:`migrate.zeroshot.prefer_specific`)."""
         label_sims, label_ids = labels.search(queries, params.label_candidates)
-        probs, ids, report = refine(label_sims, label_ids, queries, texts, n_categories, params, groups)
+        probs, ids, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
+                                    listed_ancestors(categories))
         features = confidence_features(probs, ids, report, label_sims, label_ids)
         top_n = params.top_n
         top_ids = np.full((len(ids), top_n), -1, dtype=np.int64)

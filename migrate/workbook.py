@@ -43,6 +43,7 @@ ACCEPT = "ACCEPT"
 NEW_CATEGORY = "NEW CATEGORY NEEDED"
 SPECIAL_DECISIONS = (ACCEPT, NEW_CATEGORY)
 SCORE_FORMAT = "0.000"
+LINE_HEIGHT = 15  # points per line of 11-point Calibri, Excel's default row height
 BOOL_FORMAT = '"TRUE";"TRUE";"FALSE"'  # Excel ignores it; LibreOffice would otherwise show 1/0
 SCORE_COLUMNS = frozenset({"confidence", "margin", "score", "share", "mean_confidence"})
 SCORE_SUFFIXES = ("_score", "_similarity", "_confidence", "_share")
@@ -140,6 +141,8 @@ def write_summary(ws: Worksheet, summary: Sequence[tuple[str, Any]]) -> None:
         if isinstance(cell.value, str) and len(cell.value) > width:
             cell.alignment = Alignment(wrap_text=True, vertical="top")
             ws.cell(r, 1).alignment = Alignment(vertical="top")
+            # explicit height: LibreOffice kept a third line of a wrapped sentence hidden when printing
+            ws.row_dimensions[r].height = LINE_HEIGHT * math.ceil(len(cell.value) / max(0.9 * width, 1))
 
 
 def _write_summary_item(ws: Worksheet, row: int, label: str, value: Any, depth: int) -> int:

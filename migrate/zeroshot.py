@@ -18,6 +18,13 @@ transductively, using nothing but the source products themselves:
    product's own words are taken out of its category's counts before it is scored (leave one
    out: a row never votes for itself). ``q ∝ p0 x exp(w x log P(words | c))``, then the
    neighbours' vote again.
+4. **Most specific** (:func:`prefer_specific`): an inner category's probability goes to its
+   descendants among the row's candidates, in proportion to theirs. Label scores pull a product
+   to a generic inner node whose name it echoes ("deli" for "Deli Oven Roasted Turkey"); the
+   evidence under it says which child. An inner node is suggested only when none of its
+   descendants is a candidate. Top-1 on taxonomies that list their inner nodes: BigBasket
+   three-level and Instacart aisles gained, flat taxonomies are untouched
+   (``python bench/zeroshot_ablation.py``).
 
 The word model reads the products' own texts. When the source's categories are appended to the
 embedded text (``migrate``'s default), they stay out of the word model: there they lowered top-1
@@ -204,14 +211,58 @@ def source_category_prior(probs: np.ndarray, ids: np.ndarray, groups: np.ndarray
     return np.where(ids >= 0, out, 0.0)
 
 
+def listed_ancestors(categories: list[str], separator: str = " > ") -> np.ndarray:
+    """(C, D) each category's ancestors that are categories themselves, nearest first, -1 padded."""
+    index = {c: i for i, c in enumerate(categories)}
+    chains = []
+    for category in categories:
+        levels = category.split(separator)
+        prefixes = (separator.join(levels[:k]) for k in range(len(levels) - 1, 0, -1))
+        chains.append([index[a] for a in prefixes if a in index])
+    out = np.full((len(categories), max([1, *map(len, chains)])), -1, dtype=np.int64)
+    for i, chain in enumerate(chains):
+        out[i, :len(chain)] = chain
+    return out
+
+
+def prefer_specific(probs: np.ndarray, ids: np.ndarray, ancestors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's probability of an inner category handed down to its descendants among the row's
+    candidates, in proportion to theirs, shallowest first; re-sorted. An inner node keeps its mass
+    only when none of its descendants is a candidate, so the suggestion is the most specific
+    category the evidence points into ("deli > lunch meat", not "deli"). ``ancestors``:
+    :func:`listed_ancestors` of the taxonomy."""
+    if ancestors.shape[1] == 0 or (ancestors < 0).all():
+        return probs, ids
+    out = np.where(ids >= 0, probs, 0.0).astype(np.float64)
+    valid = ids >= 0
+    safe = np.clip(ids, 0, None)
+    depth = (ancestors >= 0).sum(axis=1)
+    for start in range(0, len(ids), CHUNK):
+        rows = slice(start, min(start + CHUNK, len(ids)))
+        v, q = valid[rows], out[rows]
+        chains = np.where(v[:, :, None], ancestors[safe[rows]], -1)                        # (m, K, D)
+        below = ((chains[:, :, :, None] == ids[rows][:, None, None, :]).any(axis=2)
+                 & v[:, None, :] & v[:, :, None]).astype(np.float64)                     # [r, j, a]: a above j
+        row_depth = np.where(v, depth[safe[rows]], -1)
+        for level in range(int(row_depth.max()) + 1 if v.any() else 0):
+            descendants = np.einsum("rja,rj->ra", below, q)                              # mass under each candidate
+            give = np.where((row_depth == level) & (descendants > 0), q, 0.0)
+            share = np.divide(give, descendants, out=np.zeros_like(give), where=give > 0)
+            q = q - give + q * np.einsum("rja,ra->rj", below, share)
+        out[rows] = q
+    probs_sorted, ids_sorted = _sorted(out, ids)
+    return probs_sorted, np.where(probs_sorted > 0, ids_sorted, -1)
+
+
 def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, texts: list[str],
-           n_categories: int, params: ScoringParams | None = None, groups: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
+           n_categories: int, params: ScoringParams | None = None, groups: np.ndarray | None = None,
+           ancestors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
     """Self-trained (probabilities, category ids) per product over its label candidates, best first.
 
     ``label_sims``/``label_ids``: each product's candidate categories and label scores
     (:meth:`CategoryLabels.search`); ``vectors``: the products' unit embeddings; ``texts`` their
-    texts (for the word model).
+    texts (for the word model); ``ancestors`` (:func:`listed_ancestors`): hand inner categories'
+    probability down to their candidate descendants at the end (:func:`prefer_specific`).
     """
     params = params or ScoringParams()
     n = len(label_ids)
@@ -256,6 +307,8 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     neighbours_top = np.take_along_axis(label_ids, np.where(valid, vote, -1).argmax(axis=1)[:, None], 1)[:, 0]
     probs, ids = _sorted(np.where(valid, q, 0.0), label_ids)
     ids = np.where(probs > 0, ids, -1)
+    if ancestors is not None:
+        probs, ids = prefer_specific(probs, ids, ancestors)
     log.info("self-training: %d rounds, %d seed products, %d words", rounds, int(seeds.sum()), words.words)
     return probs, ids, SelfTrainingReport(rounds, int(seeds.sum()), words.words, prior_top, words_top,
                                           neighbours_top)
@@ -279,10 +332,10 @@ def confidence_features(probs: np.ndarray, ids: np.ndarray, report: SelfTraining
 
 # Logistic calibration of :func:`confidence_features` (coefficients, intercept), fitted on the
 # public proxy tasks -- every BigBasket product onto its two- and three-level paths, Instacart onto
-# its aisles, 64,312 products, labels with migrate's templates and centering -- by
-# ``python bench/zeroshot_calibration.py`` (BENCHMARKS.md, the 2026-12-02 13:42 UTC row). Fitted on
-# two of the sets, it was off by 0.066-0.096 (ECE) on the third.
-CALIBRATION: tuple[tuple[float, ...], float] = ((1.3709, 2.6490, 0.5389, 0.1076, 5.6068), -2.7746)
+# its aisles, 64,312 products, labels with migrate's templates and centering, the most specific
+# category -- by ``python bench/zeroshot_calibration.py`` (BENCHMARKS.md, the 2026-12-02 13:57 UTC
+# row). Fitted on two of the sets, it was off by 0.047-0.087 (ECE) on the third.
+CALIBRATION: tuple[tuple[float, ...], float] = ((1.7657, 2.6252, 0.3744, 0.4863, 4.6123), -3.0079)
 
 
 def proxy_confidence(features: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ from migrate.embedding_cache import EmbeddingCache
 from migrate.labels import CategoryLabels
 from migrate.scoring import ScoringParams
 from migrate.settings import MigrationSettings
-from migrate.zeroshot import WordModel, choose_seeds, confidence_features, proxy_confidence, refine
+from migrate.zeroshot import (WordModel, choose_seeds, confidence_features, listed_ancestors, prefer_specific,
+                              proxy_confidence, refine)
 from tests.conftest import data_file
 
 AISLE_SAMPLE = 1200
@@ -95,6 +96,24 @@ def test_every_category_gets_seeds_even_small_ones():
     top, seeds = choose_seeds(probs, ids, 0.5)
     assert top.tolist() == [0, 0, 0, 0, 1]
     assert seeds.tolist() == [True, True, False, False, True]
+
+
+def test_inner_categories_hand_their_probability_down_to_candidate_descendants():
+    categories = ["deli", "deli > lunch meat", "deli > dips", "meat", "meat > packaged meat", "a > b > c"]
+    ancestors = listed_ancestors(categories)
+    assert ancestors[:, 0].tolist() == [-1, 0, 0, -1, 3, -1]  # "a > b" is not listed: no ancestor
+    # row 0: "deli" wins on its own, but its children are candidates: 0.4 goes to them 3:1
+    # row 1: "meat" has no candidate child and keeps its mass; row 2: a leaf wins, nothing to hand down
+    ids = np.array([[0, 1, 4, 2], [3, 0, -1, -1], [5, 0, 1, -1]])
+    probs = np.array([[0.4, 0.3, 0.2, 0.1], [0.7, 0.3, 0, 0], [0.5, 0.3, 0.2, 0]])
+    out_probs, out_ids = prefer_specific(probs, ids, ancestors)
+    assert out_ids.tolist() == [[1, 4, 2, -1], [3, 0, -1, -1], [5, 1, -1, -1]]
+    assert out_probs[0, :3] == pytest.approx([0.3 + 0.4 * 0.75, 0.2, 0.1 + 0.4 * 0.25])
+    assert out_probs[1, :2] == pytest.approx([0.7, 0.3])
+    assert out_probs[2, :2] == pytest.approx([0.5, 0.5])
+    assert out_probs.sum(axis=1) == pytest.approx([1.0, 1.0, 1.0])
+    two = probs[:, :2]
+    assert prefer_specific(two, np.array([[0, 1]] * 3), listed_ancestors(["x", "y"]))[0] is two  # a flat taxonomy
 
 
 def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(instacart, tmp_path, migrator):
