@@ -10,6 +10,10 @@
   under ``split_min_share`` of that source category's products (a stray).
 - ``LEXICAL_CONFLICT``: the source category's name is near-identical (rapidfuzz) to a target
   category other than the one chosen (and not its parent or child).
+- ``PARENT_BACKOFF`` (taxonomy only): the suggestion is an inner category because the evidence
+  named it more than any of its children and no child held half of the evidence among them
+  (:func:`migrate.zeroshot.prefer_specific`); the likeliest children follow as alternatives.
+  Accept the broader category, or write a child in ``decision``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from rapidfuzz import fuzz, process, utils
 
-FLAG_ORDER = ("NO_MATCH", "LOW_CONFIDENCE", "LOW_MARGIN", "SOURCE_SPLIT", "LEXICAL_CONFLICT")
+FLAG_ORDER = ("NO_MATCH", "LOW_CONFIDENCE", "LOW_MARGIN", "SOURCE_SPLIT", "LEXICAL_CONFLICT", "PARENT_BACKOFF")
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,9 @@ def lexical_targets(source_categories: Sequence[str], target_categories: Sequenc
 def compute_flags(*, confidence: np.ndarray, margin: np.ndarray, nearest_sim: np.ndarray,
                   label_sim: np.ndarray, has_products: bool, calibrated: bool, source_categories: Sequence[str],
                   target_categories: Sequence[str], all_targets: Sequence[str],
-                  thresholds: Thresholds) -> list[list[str]]:
-    """One list of flag names per row."""
+                  thresholds: Thresholds, backed_off: np.ndarray | None = None) -> list[list[str]]:
+    """One list of flag names per row (``backed_off``: rows whose suggestion is a broader category
+    because its children could not be told apart, :func:`migrate.zeroshot.prefer_specific`)."""
     n = len(confidence)
     flags: list[list[str]] = [[] for _ in range(n)]
     if has_products:
@@ -104,4 +109,6 @@ def compute_flags(*, confidence: np.ndarray, margin: np.ndarray, nearest_sim: np
             hit = lexical.get(src)
             if hit and not _related(hit, tgt):
                 row.append("LEXICAL_CONFLICT")
+        if backed_off is not None and backed_off[i]:
+            row.append("PARENT_BACKOFF")
     return flags

@@ -231,7 +231,7 @@ class Migrator:
                               label_sim=scores.label_sim, has_products=product_index is not None,
                               calibrated=calibrator.model is not None or self_trained,
                               source_categories=source.categories, target_categories=chosen,
-                              all_targets=targets.categories, thresholds=thresholds)
+                              all_targets=targets.categories, thresholds=thresholds, backed_off=scores.backed_off)
         mapping = self._mapping_frame(source, targets, scores, confidence, flags, target_texts)
         rejects = _rejects_frame(source.rejects, targets.rejects)
         crosswalk = _crosswalk(mapping)
@@ -274,7 +274,8 @@ class Migrator:
         """Label scores refined by self-training over the source products (:mod:`migrate.zeroshot`;
         ``texts``: the products' own texts, for its word model; ``groups``: source category per row):
         the scores and the confidence features. The suggestion is the most specific category the
-        evidence points into (:func:`migrate.zeroshot.prefer_specific`)."""
+        evidence points into, or a broader one where its children cannot be told apart
+        (:func:`migrate.zeroshot.prefer_specific`)."""
         label_sims, label_ids = labels.search(queries, params.label_candidates)
         probs, ids, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
                                     listed_ancestors(categories))
@@ -285,7 +286,7 @@ class Migrator:
         width = min(top_n, ids.shape[1])
         top_ids[:, :width], top_scores[:, :width] = ids[:, :width], probs[:, :width]
         scores = CategoryScores(top_ids, top_scores, np.full(len(ids), np.nan), np.full(len(ids), -1, dtype=np.int64),
-                                features[:, 3])
+                                features[:, 3], backed_off=report.backed_off)
         return scores, features
 
     def _calibrate(self, tgt_vec, target_texts, product_index, labels: CategoryLabels, targets: Targets,

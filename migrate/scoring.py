@@ -65,6 +65,7 @@ class CategoryScores:
     label_sim: np.ndarray    # (n,) cosine between the product and the top category's label
     lexical_sim: np.ndarray | None = None  # (n,) TF-IDF cosine of the lexically nearest target product
     classifier_prob: np.ndarray | None = None  # (n,) the classifier's probability of the top category
+    backed_off: np.ndarray | None = None  # (n,) taxonomy only: a broader category suggested (PARENT_BACKOFF)
 
     @property
     def margin(self) -> np.ndarray:

@@ -22,9 +22,10 @@ transductively, using nothing but the source products themselves:
    descendants among the row's candidates, in proportion to theirs. Label scores pull a product
    to a generic inner node whose name it echoes ("deli" for "Deli Oven Roasted Turkey"); the
    evidence under it says which child. An inner node is suggested only when none of its
-   descendants is a candidate. Top-1 on taxonomies that list their inner nodes: BigBasket
-   three-level and Instacart aisles gained, flat taxonomies are untouched
-   (``python bench/zeroshot_ablation.py``).
+   descendants is a candidate, or when no child holds half of the evidence under it (the
+   children cannot be told apart: back-off, flagged ``PARENT_BACKOFF``). Top-1 on taxonomies that
+   list their inner nodes: BigBasket three-level and Instacart aisles gained, flat taxonomies are
+   untouched (``python bench/zeroshot_ablation.py``).
 
 The word model reads the products' own texts. When the source's categories are appended to the
 embedded text (``migrate``'s default), they stay out of the word model: there they lowered top-1
@@ -75,6 +76,10 @@ CHUNK = 1024
 # (python bench/zeroshot_grid.py, its floor rows; Instacart at 400 products: 0.410 vs 0.398).
 VOTE_FLOOR = 0.1
 WORD_SMOOTHING = 0.1  # naive Bayes additive smoothing (alpha); a word unseen in a category's seeds
+# prefer_specific backs off to the ancestor when the child it handed down to holds under this share of the
+# evidence among the ancestor's candidate descendants: no child has the majority, they cannot be told apart
+# (a first guess, not tuned; what the back-off costs and gives is in bench/zeroshot_ablation.py's rows).
+BACKOFF_SHARE = 0.5
 
 
 @dataclass
@@ -87,6 +92,7 @@ class SelfTrainingReport:
     prior_top: np.ndarray      # (n,) the label prior's top category
     words_top: np.ndarray      # (n,) the word model's top category (-1 without it)
     neighbours_top: np.ndarray  # (n,) the neighbours' top category
+    backed_off: np.ndarray | None = None  # (n,) the suggestion is the ancestor prefer_specific backed off to
 
     def agreement(self, chosen: np.ndarray) -> np.ndarray:
         """(n,) how many of prior, word model and neighbours name ``chosen`` (0-3)."""
@@ -225,33 +231,51 @@ def listed_ancestors(categories: list[str], separator: str = " > ") -> np.ndarra
     return out
 
 
-def prefer_specific(probs: np.ndarray, ids: np.ndarray, ancestors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def prefer_specific(probs: np.ndarray, ids: np.ndarray, ancestors: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's probability of an inner category handed down to its descendants among the row's
     candidates, in proportion to theirs, shallowest first; re-sorted. An inner node keeps its mass
     only when none of its descendants is a candidate, so the suggestion is the most specific
     category the evidence points into ("deli > lunch meat", not "deli"). ``ancestors``:
-    :func:`listed_ancestors` of the taxonomy."""
+    :func:`listed_ancestors` of the taxonomy.
+
+    Back-off: where the evidence named an ancestor more than the child it handed down to, and that
+    child holds under :data:`BACKOFF_SHARE` of the evidence among the ancestor's candidate
+    descendants (the children cannot be told apart), the row keeps its distribution as it was, so
+    the broader category is suggested and its children follow as alternatives. Returns
+    (probabilities, ids, backed_off)."""
+    backed_off = np.zeros(len(ids), dtype=bool)
     if ancestors.shape[1] == 0 or (ancestors < 0).all():
-        return probs, ids
+        return probs, ids, backed_off
     out = np.where(ids >= 0, probs, 0.0).astype(np.float64)
     valid = ids >= 0
     safe = np.clip(ids, 0, None)
     depth = (ancestors >= 0).sum(axis=1)
     for start in range(0, len(ids), CHUNK):
         rows = slice(start, min(start + CHUNK, len(ids)))
-        v, q = valid[rows], out[rows]
+        v, before = valid[rows], out[rows]
         chains = np.where(v[:, :, None], ancestors[safe[rows]], -1)                        # (m, K, D)
         below = ((chains[:, :, :, None] == ids[rows][:, None, None, :]).any(axis=2)
                  & v[:, None, :] & v[:, :, None]).astype(np.float64)                     # [r, j, a]: a above j
         row_depth = np.where(v, depth[safe[rows]], -1)
+        q = before
         for level in range(int(row_depth.max()) + 1 if v.any() else 0):
             descendants = np.einsum("rja,rj->ra", below, q)                              # mass under each candidate
             give = np.where((row_depth == level) & (descendants > 0), q, 0.0)
             share = np.divide(give, descendants, out=np.zeros_like(give), where=give > 0)
             q = q - give + q * np.einsum("rja,ra->rj", below, share)
+        m = np.arange(len(q))
+        child = q.argmax(axis=1)
+        above = below[m, child] * before                      # own evidence of the child's ancestors
+        parent = above.argmax(axis=1)
+        siblings = np.einsum("rj,rj->r", below[m, :, parent], before)  # evidence under that ancestor
+        child_share = np.divide(before[m, child], siblings, out=np.ones(len(m)), where=siblings > 0)
+        back = (above[m, parent] > before[m, child]) & (child_share < BACKOFF_SHARE)
+        q[back] = before[back]
+        backed_off[rows] = back & (below[m, child, before.argmax(axis=1)] > 0)
         out[rows] = q
     probs_sorted, ids_sorted = _sorted(out, ids)
-    return probs_sorted, np.where(probs_sorted > 0, ids_sorted, -1)
+    return probs_sorted, np.where(probs_sorted > 0, ids_sorted, -1), backed_off
 
 
 def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, texts: list[str],
@@ -307,11 +331,12 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     neighbours_top = np.take_along_axis(label_ids, np.where(valid, vote, -1).argmax(axis=1)[:, None], 1)[:, 0]
     probs, ids = _sorted(np.where(valid, q, 0.0), label_ids)
     ids = np.where(probs > 0, ids, -1)
+    backed_off = None
     if ancestors is not None:
-        probs, ids = prefer_specific(probs, ids, ancestors)
+        probs, ids, backed_off = prefer_specific(probs, ids, ancestors)
     log.info("self-training: %d rounds, %d seed products, %d words", rounds, int(seeds.sum()), words.words)
     return probs, ids, SelfTrainingReport(rounds, int(seeds.sum()), words.words, prior_top, words_top,
-                                          neighbours_top)
+                                          neighbours_top, backed_off)
 
 
 def confidence_features(probs: np.ndarray, ids: np.ndarray, report: SelfTrainingReport, label_sims: np.ndarray,
@@ -333,9 +358,9 @@ def confidence_features(probs: np.ndarray, ids: np.ndarray, report: SelfTraining
 # Logistic calibration of :func:`confidence_features` (coefficients, intercept), fitted on the
 # public proxy tasks -- every BigBasket product onto its two- and three-level paths, Instacart onto
 # its aisles, 64,312 products, labels with migrate's templates and centering, the most specific
-# category -- by ``python bench/zeroshot_calibration.py`` (BENCHMARKS.md, the 2026-12-02 13:57 UTC
-# row). Fitted on two of the sets, it was off by 0.047-0.087 (ECE) on the third.
-CALIBRATION: tuple[tuple[float, ...], float] = ((1.7657, 2.6252, 0.3744, 0.4863, 4.6123), -3.0079)
+# category with back-off -- by ``python bench/zeroshot_calibration.py`` (BENCHMARKS.md, the
+# 2026-12-02 14:21 UTC row). Fitted on two of the sets, it was off by 0.049-0.086 (ECE) on the third.
+CALIBRATION: tuple[tuple[float, ...], float] = ((1.7017, 2.6944, 0.3533, 0.4339, 4.7307), -2.9425)
 
 
 def proxy_confidence(features: np.ndarray) -> np.ndarray:

@@ -99,28 +99,33 @@ def test_every_category_gets_seeds_even_small_ones():
 
 
 def test_inner_categories_hand_their_probability_down_to_candidate_descendants():
-    categories = ["deli", "deli > lunch meat", "deli > dips", "meat", "meat > packaged meat", "a > b > c"]
+    categories = ["deli", "deli > lunch meat", "deli > dips", "meat", "meat > packaged meat", "a > b > c",
+                  "deli > salads", "deli > soups"]
     ancestors = listed_ancestors(categories)
-    assert ancestors[:, 0].tolist() == [-1, 0, 0, -1, 3, -1]  # "a > b" is not listed: no ancestor
+    assert ancestors[:, 0].tolist() == [-1, 0, 0, -1, 3, -1, 0, 0]  # "a > b" is not listed: no ancestor
     # row 0: "deli" wins on its own, but its children are candidates: 0.4 goes to them 3:1
     # row 1: "meat" has no candidate child and keeps its mass; row 2: a leaf wins, nothing to hand down
-    ids = np.array([[0, 1, 4, 2], [3, 0, -1, -1], [5, 0, 1, -1]])
-    probs = np.array([[0.4, 0.3, 0.2, 0.1], [0.7, 0.3, 0, 0], [0.5, 0.3, 0.2, 0]])
-    out_probs, out_ids = prefer_specific(probs, ids, ancestors)
-    assert out_ids.tolist() == [[1, 4, 2, -1], [3, 0, -1, -1], [5, 1, -1, -1]]
+    # row 3: "deli" wins and no child holds half of the evidence under it: it stays (back-off)
+    ids = np.array([[0, 1, 4, 2, -1], [3, 0, -1, -1, -1], [5, 0, 1, -1, -1], [0, 1, 6, 7, 3]])
+    probs = np.array([[0.4, 0.3, 0.2, 0.1, 0], [0.7, 0.3, 0, 0, 0], [0.5, 0.3, 0.2, 0, 0],
+                      [0.4, 0.2, 0.15, 0.15, 0.1]])
+    out_probs, out_ids, backed_off = prefer_specific(probs, ids, ancestors)
+    assert out_ids.tolist() == [[1, 4, 2, -1, -1], [3, 0, -1, -1, -1], [5, 1, -1, -1, -1], [0, 1, 6, 7, 3]]
     assert out_probs[0, :3] == pytest.approx([0.3 + 0.4 * 0.75, 0.2, 0.1 + 0.4 * 0.25])
     assert out_probs[1, :2] == pytest.approx([0.7, 0.3])
     assert out_probs[2, :2] == pytest.approx([0.5, 0.5])
-    assert out_probs.sum(axis=1) == pytest.approx([1.0, 1.0, 1.0])
+    assert out_probs[3] == pytest.approx(probs[3])
+    assert out_probs.sum(axis=1) == pytest.approx([1.0] * 4)
+    assert backed_off.tolist() == [False, False, False, True]
     two = probs[:, :2]
-    assert prefer_specific(two, np.array([[0, 1]] * 3), listed_ancestors(["x", "y"]))[0] is two  # a flat taxonomy
+    assert prefer_specific(two, np.array([[0, 1]] * 4), listed_ancestors(["x", "y"]))[0] is two  # a flat taxonomy
 
 
 def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(instacart, tmp_path, migrator):
     source = tmp_path / "products.csv"
     instacart.select(pl.col("product_id").alias("id"), pl.col("product_name").alias("product")).write_csv(source)
-    taxonomy = tmp_path / "aisles.txt"
-    taxonomy.write_text("\n".join(sorted(set(instacart["path"]))) + "\n")
+    taxonomy = tmp_path / "aisles.txt"  # departments listed too, as Google's file lists inner nodes
+    taxonomy.write_text("\n".join(sorted({*instacart["path"], *instacart["department"]})) + "\n")
     settings = MigrationSettings(source=source, target_taxonomy=taxonomy, progress=False)
     cache = EmbeddingCache(tmp_path / "cache.sqlite")  # the three runs encode the texts once
     result = migrator.run(settings, cache=cache)
@@ -130,6 +135,12 @@ def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(ins
     assert all("LOW_CONFIDENCE" in f for f in mapping["flags"])
     assert summary["Mapping method"].startswith("taxonomy only: label scores refined by self-training")
     assert "'{} products'" in summary["Label scoring"] and "x 0.5 subtracted" in summary["Label scoring"]
+    # the aisles list their departments: a department is suggested only with the flag that says why
+    backed_off = mapping.filter(pl.col("flags").str.contains("PARENT_BACKOFF"))
+    departments = set(instacart["department"])
+    assert set(backed_off["target_category"]) <= departments
+    assert mapping.filter(pl.col("target_category").is_in(departments)).height == backed_off.height
+    assert summary["Flag counts"]["PARENT_BACKOFF"] == backed_off.height < mapping.height // 10
     # NO_MATCH reads the label score before centering: grocery onto grocery aisles, a handful only
     assert sum("NO_MATCH" in f for f in mapping["flags"]) <= 0.01 * mapping.height
     assert summary["min_confidence"].startswith("not set: every row flagged")
