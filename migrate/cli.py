@@ -267,9 +267,12 @@ def migrate(source, output, state, overwrite, quiet, verbose, **params) -> None:
 @click.option("--stale-below", type=click.FloatRange(0, 1), default=None,
               help="A decision goes stale when the product's text changes to one whose embedding cosine with "
                    "the decided text is below this [default: remembered, first 0.85].")
+@click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write tonight's final mapping of every live product here (.csv, .parquet or .xlsx): "
+                   "its final category and who set it, the columns of 'review apply'.")
 @options(COMMON_OPTIONS)
 @click.pass_context
-def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, overwrite, quiet, verbose,
+def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapping, overwrite, quiet, verbose,
               **params) -> None:
     """Nightly: map CATALOG against the remembered target, report what changed, keep decisions.
 
@@ -286,6 +289,7 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, over
       taxmig reconcile live.csv --state state/ --init --target-taxonomy taxonomy.txt -o reports/night1.xlsx
       taxmig reconcile live.csv --state state/ -o reports/$(date +%F).xlsx
       taxmig reconcile live.csv --state state/ -o r.xlsx --target-taxonomy taxonomy-2026.txt
+      taxmig reconcile live.csv --state state/ -o reports/$(date +%F).xlsx --mapping feed/final_mapping.parquet
     """
     from migrate.reconcile import reconcile as run_reconcile
 
@@ -295,12 +299,36 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, over
             raise click.UsageError("--init needs the target: --target-catalog FILE and/or --target-taxonomy FILE")
         outcome = run_reconcile(catalog, state, output, init_settings=settings_from_params(catalog, params, quiet),
                                 stale_below=stale_below, overwrite=overwrite, progress=not quiet,
-                                review_scope=review_scope)
+                                review_scope=review_scope, mapping=mapping)
     else:
         outcome = run_reconcile(catalog, state, output, overrides=explicit_overrides(ctx), stale_below=stale_below,
-                                overwrite=overwrite, progress=not quiet, review_scope=review_scope)
+                                overwrite=overwrite, progress=not quiet, review_scope=review_scope, mapping=mapping)
     click.echo(outcome.message)
     ctx.exit(outcome.exit_code)
+
+
+@main.command("export", context_settings=CONTEXT)
+@click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The state folder of 'taxmig migrate --state' or 'taxmig reconcile'.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Final mapping of every live product (.csv, .parquet or .xlsx).")
+@options(COMMON_OPTIONS)
+def export(state, output, overwrite, quiet, verbose) -> None:
+    """Write the state's current final mapping: every live product, its final category and who set it.
+
+    The columns of 'review apply': final_category is a reviewer's decision where one is in force,
+    else the model's suggestion (final_source says which). Reads the last committed state, so it
+    never waits for a nightly run in progress.
+
+    \b
+    Examples:
+      taxmig export --state state/ -o final_mapping.csv
+    """
+    from migrate.export import export_mapping
+
+    _setup_logging(verbose, quiet)
+    path, rows = export_mapping(state, output, overwrite=overwrite)
+    click.echo(f"exported the final mapping of {rows} products to {path}")
 
 
 @main.group(context_settings=CONTEXT)

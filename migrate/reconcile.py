@@ -39,6 +39,7 @@ from migrate.decisions import DEFAULT_STALE_BELOW, carried_decisions, resolve_pr
 from migrate.embedding import Embedder
 from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import OutputExistsError, TaxmigError
+from migrate.export import check_mapping_path, final_mapping, write_frame
 from migrate.hashing import file_fingerprint
 from migrate.lock import RunLock
 from migrate.output import atomic_path
@@ -176,18 +177,24 @@ def finish_interrupted(store: StateStore, lock: RunLock) -> Generation | None:
 def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
               init_settings: MigrationSettings | None = None, overrides: dict[str, Any] | None = None,
               stale_below: float | None = None, migrator: Migrator | None = None, overwrite: bool = False,
-              progress: bool = True, review_scope: str = "new") -> RunOutcome:
+              progress: bool = True, review_scope: str = "new", mapping: str | Path | None = None) -> RunOutcome:
     """One nightly run (see the module doc). ``init_settings`` creates the state (first night).
 
     ``review_scope``: ``"new"`` puts in the report (and counts for the exit code) the rows that need
     a person because of tonight -- new products, changed texts, changed flags, stale decisions;
-    ``"all"`` the whole open review queue."""
+    ``"all"`` the whole open review queue. ``mapping``: also write tonight's final mapping there
+    (.csv, .parquet or .xlsx; :mod:`migrate.export`), committed with the state and published with
+    the report."""
     if review_scope not in REVIEW_SCOPES:
         raise TaxmigError(f"unknown review scope '{review_scope}'", hint=f"use one of {', '.join(REVIEW_SCOPES)}")
     report = Path(report)
     if report.suffix.lower() != ".xlsx":
         raise TaxmigError(f"{report}: the report is a workbook", hint="end the -o path in .xlsx (a .json summary is written beside it)")
     report_json = report.with_suffix(".json")
+    outputs = (report, report_json)
+    if mapping is not None:
+        mapping = check_mapping_path(mapping, overwrite=True)  # existence is checked with the report's
+        outputs = (*outputs, mapping)
     if init_settings is None:
         StateStore.open(state_dir)  # a missing state is an error, not a folder to create
     with RunLock(state_dir, command=f"reconcile {catalog}") as lock:
@@ -203,7 +210,7 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
         started = now_utc()
         try:
             if recovered is None:
-                _check_outputs((report, report_json), overwrite)  # before the slow part
+                _check_outputs(outputs, overwrite)  # before the slow part
             inputs = read_inputs(settings)
             migrator = migrator or Migrator.from_settings(settings)
             fingerprint = inputs_fingerprint(settings, migrator.encoder.fingerprint, stale)
@@ -213,9 +220,9 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
                     return RunOutcome(run["run_id"], run["exit_code"],
                                       f"finished the interrupted run {run['run_id']} (same inputs): report published",
                                       [Path(p["dest"]) for p in run.get("publish", [])], run.get("monitoring", {}))
-                _check_outputs((report, report_json), overwrite)
+                _check_outputs(outputs, overwrite)
             return _night(store, previous, settings, inputs, migrator, report, report_json, stale, fingerprint,
-                          started, lock, review_scope)
+                          started, lock, review_scope, mapping)
         except Exception as exc:
             store.append_history({"run_id": None, "kind": "reconcile", "started": started, "finished": now_utc(),
                                   "outcome": "error", "exit_code": EXIT_ERROR,
@@ -232,7 +239,7 @@ def _check_outputs(paths, overwrite: bool) -> None:
 
 def _night(store: StateStore, previous: Generation | None, settings: MigrationSettings, inputs: Inputs,
            migrator: Migrator, report: Path, report_json: Path, stale_below: float, fingerprint: str,
-           started: str, lock: RunLock, review_scope: str) -> RunOutcome:
+           started: str, lock: RunLock, review_scope: str, mapping: Path | None = None) -> RunOutcome:
     t0 = time.perf_counter()
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with EmbeddingCache(store.cache_path) as cache:
@@ -286,12 +293,16 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                 "publish": [{"file": "report.xlsx", "dest": str(report.resolve())},
                             {"file": "report.json", "dest": str(report_json.resolve())}]},
     }
+    files = {"report.xlsx": lambda p: write_report_workbook(nightly, p),
+             "report.json": lambda p: write_report_json(nightly, p)}
+    if mapping is not None:
+        name = f"final{mapping.suffix.lower()}"
+        files[name] = lambda p: write_frame(final_mapping(products), p, "Final mapping")
+        meta["run"]["publish"].append({"file": name, "dest": str(mapping.resolve())})
     generation = store.commit(NewGeneration(
         meta=meta, products=products,
         decisions=pl.concat([previous.decisions if previous is not None else empty(DECISION_SCHEMA),
-                             carried_decisions(resolution.carried, run_id)]), targets=snapshot,
-        files={"report.xlsx": lambda p: write_report_workbook(nightly, p),
-               "report.json": lambda p: write_report_json(nightly, p)}))
+                             carried_decisions(resolution.carried, run_id)]), targets=snapshot, files=files))
     _fault("before-publish")
     written = _publish(generation, meta["run"]["publish"])
     store.append_history(_history_record(generation.meta, "ok", stale_lock=lock.stale))

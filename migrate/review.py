@@ -29,6 +29,7 @@ from migrate.catalog import normalise_path
 from migrate.decisions import (DECISION_STALE, KIND_NEW, SOURCE_NEW, SOURCE_REVIEWER, content_hash,
                                decision_kind)
 from migrate.errors import InputError, OutputExistsError, TaxmigError
+from migrate.export import FINAL_COLUMNS, final_mapping, write_frame  # noqa: F401 (FINAL_COLUMNS: public here too)
 from migrate.lock import RunLock
 from migrate.output import FORMATS
 from migrate.readers import _cell_text
@@ -41,9 +42,6 @@ log = logging.getLogger(__name__)
 
 DECISION_SHEETS = ("Mapping", "Review")
 REQUIRED = ("source_id", "source_text", "target_category", DECISION_COLUMN, ROW_KEY_COLUMN)
-FINAL_COLUMNS = ["product_id", "source_row", "source_text", "source_category", "final_category", "final_source",
-                 "decision", "decided_by", "decided_at", "decision_note", "target_category", "confidence",
-                 "flags", "needs_review"]
 MAX_REPORTED = 25
 
 
@@ -274,29 +272,3 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
                f"{counts['unchanged']} already in force); wrote {', '.join(str(p) for p in written)}")
     log.info(message)
     return ApplyOutcome(run_id, counts, written, message)
-
-
-def final_mapping(products: pl.DataFrame) -> pl.DataFrame:
-    """The mapping to load into the new platform: the final category of every live product."""
-    return products.sort("source_row").select(FINAL_COLUMNS)
-
-
-def write_frame(frame: pl.DataFrame, path: Path, sheet: str) -> None:
-    """``frame`` as CSV (formula-safe), Parquet or a one-sheet workbook, by ``path``'s extension
-    (``path`` may be a temporary name: the format is read from its last real suffix)."""
-    from migrate.output import escaped_text
-
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        escaped_text(frame).write_csv(path)
-    elif suffix == ".parquet":
-        frame.write_parquet(path)
-    else:
-        from openpyxl import Workbook
-
-        from migrate.workbook import save_workbook, write_table
-
-        wb = Workbook()
-        wb.remove(wb.active)
-        write_table(wb.create_sheet(sheet), frame, list(frame.columns), freeze="C2")
-        save_workbook(wb, path)

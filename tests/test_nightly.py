@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from migrate.cli import main
-from migrate.errors import InputError
+from migrate.errors import InputError, OutputExistsError
+from migrate.export import FINAL_COLUMNS
 from migrate.lock import LockHeldError, RunLock
 from migrate.reconcile import EXIT_OK, EXIT_REVIEW, reconcile
 from migrate.review import apply_review
@@ -238,6 +239,45 @@ def test_reviewed_nightly_report_goes_back_through_review_apply(three_nights, tm
     assert row["final_category"] == row["target_category"]
     assert gen.decisions.filter(pl.col("product_id") == d["override"]).height == 2
     assert pl.read_parquet(tmp_path / "final.parquet").height == gen.products.height
+
+
+def test_nightly_mapping_and_export_hand_over_the_final_mapping(three_nights, migrator, tmp_path):
+    """`reconcile --mapping` writes tonight's final mapping beside the report; `taxmig export` writes
+    the same from the state at any time; neither overwrites a file unasked."""
+    import shutil
+
+    state = tmp_path / "state"
+    shutil.copytree(three_nights["state"], state)
+    d = three_nights["decided"]
+    night = reconcile(three_nights["folder"] / "night2.csv", state, tmp_path / "n.xlsx", migrator=migrator,
+                      progress=False, mapping=tmp_path / "feed" / "final.parquet")
+    feed = pl.read_parquet(tmp_path / "feed" / "final.parquet")
+    gen = StateStore(state).load()
+    assert feed.columns == FINAL_COLUMNS
+    assert feed.height == gen.products.height == night.monitoring["counts"]["products"]
+    assert tmp_path / "feed" / "final.parquet" in night.written
+    row = feed.filter(pl.col("product_id") == d["new"]).row(0, named=True)
+    assert row["final_source"] == "new_category" and row["final_category"] == "" and row["decided_by"] == "priya"
+    model_rows = feed.filter(pl.col("final_source") == "model")
+    assert (model_rows["final_category"] == model_rows["target_category"]).all() and model_rows.height > 0
+    # export: the same mapping from the state, as CSV; an existing file needs --overwrite
+    out = tmp_path / "final.csv"
+    result = CliRunner().invoke(main, ["export", "--state", str(state), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{feed.height} products" in result.output
+    exported = pl.read_csv(out, infer_schema=False)
+    assert exported["product_id"].to_list() == feed["product_id"].to_list()
+    assert exported["final_category"].fill_null("").to_list() == feed["final_category"].to_list()
+    again = CliRunner().invoke(main, ["export", "--state", str(state), "-o", str(out)])
+    assert again.exit_code == 1 and "overwrite" in again.output
+    bad = CliRunner().invoke(main, ["export", "--state", str(state), "-o", str(tmp_path / "final.txt")])
+    assert bad.exit_code == 1 and "unknown format" in bad.output
+    # a night refuses an existing mapping file before any work: the state is unchanged
+    before = _generations(state)
+    with pytest.raises(OutputExistsError):
+        reconcile(three_nights["folder"] / "night2.csv", state, tmp_path / "n2.xlsx", migrator=migrator,
+                  progress=False, mapping=out)
+    assert _generations(state) == before and not (tmp_path / "n2.xlsx").exists()
 
 
 # --- bad workbooks: clear errors, state unchanged ---------------------------------------------

@@ -1,0 +1,79 @@
+"""The final mapping a downstream system loads: every live product, its final category and who set it.
+
+``taxmig review apply`` writes it after applying decisions, ``taxmig reconcile --mapping FILE``
+after each night; ``taxmig export --state DIR -o FILE`` writes it from the state's current
+generation at any time. One set of columns for all three (:data:`FINAL_COLUMNS`):
+``final_category`` is the reviewer's decision where one is in force (``final_source`` ``reviewer``,
+``new_category`` where a person asked for a category the target lacks), else the model's
+suggestion (``model``); ``decided_by``/``decided_at`` say who and when.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from migrate.errors import OutputExistsError, TaxmigError
+from migrate.output import FORMATS, atomic_path
+from migrate.state import StateStore
+
+log = logging.getLogger(__name__)
+
+FINAL_COLUMNS = ["product_id", "source_row", "source_text", "source_category", "final_category", "final_source",
+                 "decision", "decided_by", "decided_at", "decision_note", "target_category", "confidence",
+                 "flags", "needs_review"]
+
+
+def final_mapping(products: pl.DataFrame) -> pl.DataFrame:
+    """The mapping to load into the new platform: the final category of every live product."""
+    return products.sort("source_row").select(FINAL_COLUMNS)
+
+
+def write_frame(frame: pl.DataFrame, path: Path, sheet: str, suffix: str | None = None) -> None:
+    """``frame`` as CSV (formula-safe), Parquet or a one-sheet workbook, by ``suffix`` (default:
+    ``path``'s extension; give it when ``path`` is a temporary name)."""
+    from migrate.output import escaped_text
+
+    suffix = (suffix or path.suffix).lower()
+    if suffix == ".csv":
+        escaped_text(frame).write_csv(path)
+    elif suffix == ".parquet":
+        frame.write_parquet(path)
+    else:
+        from openpyxl import Workbook
+
+        from migrate.workbook import save_workbook, write_table
+
+        wb = Workbook()
+        wb.remove(wb.active)
+        write_table(wb.create_sheet(sheet), frame, list(frame.columns), freeze="C2")
+        save_workbook(wb, path)
+
+
+def check_mapping_path(path: str | Path, *, overwrite: bool) -> Path:
+    """Validate a final-mapping path before any work: known format, a file, not there unless ``overwrite``."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise TaxmigError(f"{path}: unknown format '{path.suffix or '(none)'}' for the final mapping",
+                          hint=f"end the path in {', '.join(FORMATS)}")
+    if path.is_dir():
+        raise TaxmigError(f"{path} is a folder", hint="give a file name such as out/final_mapping.csv")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(path)
+    return path
+
+
+def export_mapping(state_dir: str | Path, output: str | Path, *, overwrite: bool = False) -> tuple[Path, int]:
+    """Write the current generation's final mapping to ``output`` (atomically); (path, rows).
+
+    Reads the committed generation only (a run in progress commits a new one atomically), so it
+    needs no lock and never waits for the nightly job."""
+    output = check_mapping_path(output, overwrite=overwrite)
+    generation = StateStore.open(state_dir).load()
+    frame = final_mapping(generation.products)
+    with atomic_path(output) as tmp:
+        write_frame(frame, tmp, "Final mapping", suffix=output.suffix)
+    log.info("exported %d products from %s (%s) to %s", frame.height, state_dir, generation.run_id, output)
+    return output, frame.height
