@@ -365,7 +365,10 @@ class Migrator:
         flag_counts = Counter(f for fl in mapping["flags"].to_list() for f in fl.split(",") if f)
         unflagged = mapping.filter(~pl.col("needs_review"))
         rows: list[tuple[str, Any]] = [
-            ("At a glance", _at_a_glance(mapping, unflagged, calibrator.model is not None or self_trained)),
+            ("At a glance", _at_a_glance(mapping, unflagged, calibrator.model is not None or self_trained,
+                                         thresholds.target_precision)),
+            *([("Accepting the most confident rows", accept_tradeoff(mapping["confidence"].to_numpy()))]
+              if calibrator.model is not None or self_trained else []),
             ("Run id", uuid.uuid4().hex[:12]),
             ("Run time (UTC)", when.isoformat()),
             ("taxmig version", __version__),
@@ -424,15 +427,53 @@ class Migrator:
         return rows
 
 
-def _at_a_glance(mapping: pl.DataFrame, unflagged: pl.DataFrame, estimated: bool) -> dict[str, Any]:
+TRADEOFF_ACCURACIES = (0.95, 0.90, 0.80)  # the trade-off the Summary shows (issue 14: e.g. 0.95 / 0.90 / 0.80)
+TRADEOFF_SHARES = (0.10, 0.25, 0.50)      # and what the most confident tenth, quarter and half would give
+
+
+def accept_tradeoff(confidence: np.ndarray, accuracies: tuple[float, ...] = TRADEOFF_ACCURACIES,
+                    shares: tuple[float, ...] = TRADEOFF_SHARES) -> dict[str, str]:
+    """What accepting the most confident rows would give: for each accuracy, how many rows have
+    that mean confidence (the set's estimated accuracy) and the lowest confidence among them; for
+    each share of rows, the set's estimated accuracy.
+
+    >>> accept_tradeoff(np.array([0.99, 0.97, 0.9, 0.5]), (0.95, 0.8), (0.5,))
+    {'estimated accuracy 0.95': '3 rows (75.0%), confidence 0.900 and up', 'estimated accuracy 0.8': '4 rows (100.0%), confidence 0.500 and up', 'the most confident 50% (2 rows)': 'estimated accuracy 0.980, confidence 0.970 and up'}
+    """
+    order = np.sort(np.asarray(confidence, dtype=np.float64))[::-1]
+    if not len(order):
+        return {}
+    means = np.cumsum(order) / np.arange(1, len(order) + 1)
+    out = {}
+    for accuracy in accuracies:
+        reach = np.flatnonzero(means >= accuracy - 1e-12)
+        if not len(reach):
+            out[f"estimated accuracy {accuracy:g}"] = "no set of rows reaches it"
+            continue
+        k = int(reach.max()) + 1
+        out[f"estimated accuracy {accuracy:g}"] = (f"{k} rows ({k / len(order):.1%}), confidence "
+                                                   f"{order[k - 1]:.3f} and up")
+    for share in shares:
+        k = max(1, int(round(share * len(order))))
+        out[f"the most confident {share:.0%} ({k} rows)"] = (f"estimated accuracy {means[k - 1]:.3f}, confidence "
+                                                           f"{order[k - 1]:.3f} and up")
+    return out
+
+
+def _at_a_glance(mapping: pl.DataFrame, unflagged: pl.DataFrame, estimated: bool,
+                 target_precision: float) -> dict[str, Any]:
     """The first lines a reviewer reads: what can be accepted, what needs a look."""
     split = mapping.filter(pl.col("flags").str.contains("SOURCE_SPLIT"))["source_category"].n_unique()
     out: dict[str, Any] = {
         "Rows safe to accept (no flag)": unflagged.height,
         "Their estimated accuracy": round(float(unflagged["confidence"].mean()), 4)
         if unflagged.height and estimated else "n/a",
-        "Rows to review (flagged; Review sheet, least confident first)": mapping.height - unflagged.height,
+        "Rows to review (flagged; Review sheet)": mapping.height - unflagged.height,
     }
+    if estimated and not unflagged.height and mapping.height:
+        out["Why nothing is safe to accept"] = (
+            f"no confidence threshold kept the target precision {target_precision:g} (see min_confidence on the "
+            "Parameters sheet); 'Accepting the most confident rows' below shows what a lower bar would give")
     if estimated and mapping.height:
         out["Estimated accuracy of all rows (mean confidence)"] = round(float(mapping["confidence"].mean()), 4)
     out["Source categories that split (rows flagged SOURCE_SPLIT)"] = split
@@ -446,7 +487,7 @@ def _calibration_text(calibrator: ConfidenceCalibrator, has_products: bool, self
     if self_trained:
         return ("estimated: a calibration fitted on public proxy tasks (zero-shot BigBasket and Instacart products "
                 "onto their own taxonomies, answers known; bench/zeroshot_calibration.py). On a set left out of the "
-                "fit its confidence was off by 0.06-0.09 on average (ECE): read it as a rough estimate and a sort "
+                "fit its confidence was off by 0.05-0.09 on average (ECE): read it as a rough estimate and a sort "
                 "order, not a promise per row")
     return "NO: confidence is the raw top score" + ("" if has_products else
                                                      "; pass --target-catalog with labelled products to calibrate")

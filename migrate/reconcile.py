@@ -350,7 +350,16 @@ def _summary(run_id: str, started: str, store: StateStore, settings: MigrationSe
              stale_below: float, previous: Generation | None, seconds: float,
              review_scope: str) -> list[tuple[str, Any]]:
     info = result.summary_dict()
+    glance = {
+        "Rows to review tonight (Review sheet)": counts["in_report_for_review"],
+        "Open review queue (every flagged row)": counts["needs_review"],
+        "Products with a person's decision in force": counts["decided"],
+        "New / removed / changed text tonight": f"{counts['new']} / {counts['removed']} / {counts['text_changed']}",
+        "Stale decisions (a person looks again)": counts["decision_stale"],
+        "Exit code": f"{exit_code}: {EXIT_CODES[exit_code]}",
+    }
     rows: list[tuple[str, Any]] = [
+        ("At a glance", glance),
         ("Run id", run_id), ("Run started (UTC)", started), ("taxmig version", __version__),
         ("State folder", str(store.root)),
         ("Previous run", previous.run_id if previous is not None else "none: first run"),

@@ -64,8 +64,8 @@ class MigrationResult:
     calibrated: bool = False
 
     def review(self) -> pl.DataFrame:
-        """Flagged rows, lowest confidence first."""
-        return self.mapping.filter(pl.col("needs_review")).sort("confidence")
+        """Flagged rows in the order that saves a reviewer time (:func:`review_order`)."""
+        return review_order(self.mapping)
 
     def summary_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.summary}
@@ -73,3 +73,31 @@ class MigrationResult:
     @property
     def run_id(self) -> str:
         return str(self.summary_dict().get("Run id", ""))
+
+
+def review_order(mapping: pl.DataFrame) -> pl.DataFrame:
+    """Flagged rows, grouped by source category: the groups with the most flagged rows first (ties:
+    the least confident first); inside a group, the rows whose target differs from the group's
+    most common target first (the exceptions to a category-wide decision), then lowest confidence
+    first. Without source categories: lowest confidence first.
+
+    >>> m = pl.DataFrame({"source_category": ["A", "A", "A", "B"], "target_category": ["x", "x", "y", "z"],
+    ...                   "confidence": [0.2, 0.1, 0.9, 0.05], "needs_review": [True, True, True, True]})
+    >>> review_order(m)["confidence"].to_list()
+    [0.9, 0.1, 0.2, 0.05]
+    """
+    flagged = mapping.filter(pl.col("needs_review"))
+    if "source_category" not in mapping.columns or not mapping["source_category"].fill_null("").str.len_chars().sum():
+        return flagged.sort("confidence")
+    group = pl.col("source_category").fill_null("")
+    majority = (mapping.with_columns(_group=group).group_by("_group", "target_category").len()
+                .sort(["_group", "len", "target_category"], descending=[False, True, False])
+                .group_by("_group", maintain_order=True).first()
+                .select("_group", pl.col("target_category").alias("_majority")))
+    return (flagged.with_columns(_group=group)
+            .join(majority, on="_group", how="left")
+            .with_columns(_flagged=pl.len().over("_group"), _mean=pl.col("confidence").mean().over("_group"),
+                          _agrees=(pl.col("target_category") == pl.col("_majority")).fill_null(False))
+            .sort(["_flagged", "_mean", "_group", "_agrees", "confidence"],
+                  descending=[True, False, False, False, False])
+            .drop("_group", "_majority", "_flagged", "_mean", "_agrees"))

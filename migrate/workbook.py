@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import polars as pl
 from openpyxl import Workbook
 from openpyxl.formatting.rule import ColorScaleRule, FormulaRule
@@ -36,7 +37,7 @@ from migrate.result import (CROSSWALK_COLUMNS, MAPPING_COLUMNS, REJECT_COLUMNS, 
 
 log = logging.getLogger(__name__)
 
-SHEET_NAMES = ("Summary", "Mapping", "Review", "Crosswalk", "Rejects", "Categories")
+SHEET_NAMES = ("Summary", "Mapping", "Review", "Crosswalk", "Rejects", "Parameters", "Categories")
 DECISION_COLUMN = "decision"
 NOTE_COLUMN = "reviewer_note"
 ACCEPT = "ACCEPT"
@@ -57,13 +58,25 @@ CENTER = Alignment(horizontal="center")
 RED, YELLOW, GREEN = "F8696B", "FFEB84", "63BE7B"
 
 
+# Summary items that describe how the run was made, not what to do: they go to the Parameters sheet.
+PARAMETER_ITEMS = frozenset({
+    "taxmig version", "Run time (UTC)", "Source columns", "Target columns", "Leaves only", "Model",
+    "Model fingerprint", "Product index", "Label scoring", "Scoring", "Thresholds", "min_confidence",
+    "Leave-one-out products", "Leave-one-out top-1 accuracy", "Leave-one-out unflagged share",
+    "Leave-one-out unflagged accuracy", "Texts encoded (distinct)", "Texts read from the embedding cache",
+    "Encode seconds", "Run seconds", "Products per second (end to end)"})
+CONFIDENCE_BINS = 10
+CHART_CATEGORIES = 12  # source categories in the flags chart, most flagged first
+
+
 def write_workbook(result: MigrationResult, path: Path) -> None:
     """Write ``result`` as an .xlsx at exactly ``path`` (no temp file, no overwrite check)."""
     started = time.perf_counter()
     wb = Workbook()
     wb.remove(wb.active)
     summary = wb.create_sheet("Summary")
-    write_summary(summary, result.summary)
+    first = [(k, v) for k, v in result.summary if k not in PARAMETER_ITEMS]
+    write_summary(summary, first)
     _fit_print_width(summary)
     categories = decision_choices(result.target_categories)
     for name, frame in (("Mapping", result.mapping), ("Review", result.review())):
@@ -71,6 +84,11 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
                            n_choices=len(categories))
     write_table(wb.create_sheet("Crosswalk"), result.crosswalk, CROSSWALK_COLUMNS)
     write_table(wb.create_sheet("Rejects"), result.rejects, REJECT_COLUMNS)
+    parameters = wb.create_sheet("Parameters")
+    write_summary(parameters, [(k, v) for k, v in result.summary if k in PARAMETER_ITEMS],
+                  title="taxmig run parameters")
+    _fit_print_width(parameters)
+    add_summary_charts(summary, parameters, result.mapping)
     write_categories_sheet(wb.create_sheet("Categories"), categories)
     save_workbook(wb, path)
     log.debug("wrote %s (%d mapping rows) in %.1f s", path, result.mapping.height,
@@ -124,9 +142,9 @@ def save_workbook(wb: Workbook, path: Path) -> None:
 
 # --- Summary -------------------------------------------------------------------------------
 
-def write_summary(ws: Worksheet, summary: Sequence[tuple[str, Any]]) -> None:
+def write_summary(ws: Worksheet, summary: Sequence[tuple[str, Any]], title: str = "taxmig mapping summary") -> None:
     """Title row, an Item/Value header, then one row per pair (dicts as indented sub-rows)."""
-    set_text(ws.cell(1, 1), "taxmig mapping summary")
+    set_text(ws.cell(1, 1), title)
     ws.cell(1, 1).font = TITLE_FONT
     _write_header(ws, ["Item", "Value"], row=2)
     row = 3
@@ -161,6 +179,63 @@ def _write_summary_item(ws: Worksheet, row: int, label: str, value: Any, depth: 
     elif isinstance(cell.value, float):
         cell.number_format = SCORE_FORMAT
     return row + 1
+
+
+def add_summary_charts(summary: Worksheet, data: Worksheet, mapping: pl.DataFrame) -> None:
+    """Two native bar charts under the Summary rows -- rows per confidence band, and flagged
+    rows per source category (most flagged first) -- over small tables written on ``data``
+    (they stay live in Excel and LibreOffice)."""
+    if not mapping.height:
+        return
+    from openpyxl.chart import BarChart, Reference
+
+    start = data.max_row + 2
+    set_text(data.cell(start, 1), "Rows per confidence band")
+    data.cell(start, 1).font = HEADER_FONT
+    set_text(data.cell(start + 1, 1), "confidence")
+    set_text(data.cell(start + 1, 2), "rows")
+    confidence = np.clip(np.nan_to_num(mapping["confidence"].to_numpy(), nan=0.0), 0.0, 1.0)
+    counts = np.bincount(np.minimum((confidence * CONFIDENCE_BINS).astype(int), CONFIDENCE_BINS - 1),
+                         minlength=CONFIDENCE_BINS)
+    for i, n in enumerate(counts):
+        set_text(data.cell(start + 2 + i, 1), f"{i / CONFIDENCE_BINS:.1f}-{(i + 1) / CONFIDENCE_BINS:.1f}")
+        data.cell(start + 2 + i, 2).value = int(n)
+    bands = BarChart()
+    bands.title, bands.y_axis.title, bands.x_axis.title = "Rows per confidence band", "rows", "confidence"
+    bands.legend = None
+    bands.add_data(Reference(data, min_col=2, min_row=start + 1, max_row=start + 1 + CONFIDENCE_BINS),
+                   titles_from_data=True)
+    bands.set_categories(Reference(data, min_col=1, min_row=start + 2, max_row=start + 1 + CONFIDENCE_BINS))
+    anchor = summary.max_row + 2
+    bands.anchor, bands.width, bands.height = f"A{anchor}", 16, 7
+    summary.add_chart(bands)
+
+    flagged = (mapping.filter(pl.col("needs_review"))
+               .with_columns(pl.col("source_category").fill_null("").replace("", "(no source category)"))
+               .group_by("source_category").len().sort(["len", "source_category"], descending=[True, False])
+               .head(CHART_CATEGORIES))
+    if not flagged.height:
+        return
+    top = start + CONFIDENCE_BINS + 3
+    set_text(data.cell(top, 1), "Flagged rows per source category")
+    data.cell(top, 1).font = HEADER_FONT
+    set_text(data.cell(top + 1, 1), "source category")
+    set_text(data.cell(top + 1, 2), "flagged rows")
+    for i, (category, n) in enumerate(flagged.iter_rows()):
+        set_text(data.cell(top + 2 + i, 1), category)
+        data.cell(top + 2 + i, 2).value = int(n)
+    per_category = BarChart()
+    per_category.type = "bar"  # horizontal: long category names stay readable
+    per_category.title = f"Flagged rows per source category (top {flagged.height})"
+    per_category.legend = None
+    per_category.add_data(Reference(data, min_col=2, min_row=top + 1, max_row=top + 1 + flagged.height),
+                          titles_from_data=True)
+    per_category.set_categories(Reference(data, min_col=1, min_row=top + 2, max_row=top + 1 + flagged.height))
+    per_category.y_axis.title = "flagged rows"
+    per_category.x_axis.scaling.orientation = "maxMin"  # most flagged on top
+    per_category.anchor, per_category.width = f"A{anchor + 15}", 16
+    per_category.height = 4 + 0.6 * flagged.height  # room for every category's name
+    summary.add_chart(per_category)
 
 
 # --- tables --------------------------------------------------------------------------------

@@ -132,6 +132,12 @@ def test_first_night_creates_the_state_and_a_report(three_nights, data):
     assert report["counts"]["needs_review"] == n1.monitoring["counts"]["needs_review"]
     wb = load_workbook(three_nights["folder"] / "r1.xlsx", read_only=True)
     assert {"Summary", "Review", "Changes", "Category counts", "Drift", "Target changes", "Rejects"} <= set(wb.sheetnames)
+    summary = [(r[0], r[1]) for r in wb["Summary"].iter_rows(min_row=3, values_only=True)]
+    assert summary[0] == ("At a glance", None)  # the first lines say what tonight needs
+    glance = dict(summary[1:7])
+    assert glance["  Rows to review tonight (Review sheet)"] == n1.monitoring["counts"]["in_report_for_review"]
+    assert glance["  New / removed / changed text tonight"] == "117 / 0 / 0"
+    assert glance["  Exit code"].startswith(str(n1.exit_code))
     wb.close()
     history = StateStore(three_nights["state"]).history()
     assert history[0]["outcome"] == "ok" and history[0]["run_id"] == n1.run_id

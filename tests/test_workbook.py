@@ -62,7 +62,8 @@ def result() -> MigrationResult:
                  .with_columns((pl.col("count") / mapping.height).alias("share"))
                  .select("source_category", "target_category", "count", "share", "mean_confidence"))
     summary = [("rows mapped", mapping.height), ("mean confidence", 0.5), ("calibrated", False),
-               ("thresholds", {"min_confidence": 0.4, "min_margin": 0.05}), ("model", None)]
+               ("thresholds", {"min_confidence": 0.4, "min_margin": 0.05}), ("model", None),
+               ("Scoring", {"k": 20}), ("Run seconds", 1.5)]
     return MigrationResult(mapping=mapping, rejects=pl.DataFrame(), crosswalk=crosswalk,
                            summary=summary, target_categories=CATEGORIES)
 
@@ -84,7 +85,7 @@ def _header(ws) -> list:
 
 
 def test_sheet_order_and_states(wb: Workbook) -> None:
-    assert wb.sheetnames == ["Summary", "Mapping", "Review", "Crosswalk", "Rejects", "Categories"]
+    assert wb.sheetnames == ["Summary", "Mapping", "Review", "Crosswalk", "Rejects", "Parameters", "Categories"]
     assert wb["Categories"].sheet_state == "hidden"
     assert all(wb[n].sheet_state == "visible" for n in wb.sheetnames[:-1])
 
@@ -96,6 +97,21 @@ def test_summary_rows(wb: Workbook) -> None:
     assert rows[0] == ("Item", "Value")
     assert ("rows mapped", N_ROWS) in rows and ("calibrated", False) in rows
     assert ("  min_confidence", 0.4) in rows and ("thresholds", None) in rows
+
+
+def test_parameters_have_their_own_sheet_and_the_summary_has_charts(wb: Workbook, result: MigrationResult) -> None:
+    summary = [r[0].value for r in wb["Summary"].iter_rows(min_row=3)]
+    parameters = [(r[0].value, r[1].value) for r in wb["Parameters"].iter_rows(min_row=3)]
+    assert "Scoring" not in summary and "Run seconds" not in summary and "rows mapped" in summary
+    assert ("Scoring", None) in parameters and ("  k", 20) in parameters and ("Run seconds", 1.5) in parameters
+    bands, per_category = wb["Summary"]._charts
+    assert "confidence band" in bands.title.tx.rich.p[0].r[0].t
+    # the charts read small tables on the Parameters sheet: rows per band add up to every row
+    values = {r[0].value: r[1].value for r in wb["Parameters"].iter_rows() if r[0].value}
+    assert sum(values[f"{i / 10:.1f}-{(i + 1) / 10:.1f}"] for i in range(10)) == N_ROWS
+    flagged = result.mapping.filter(pl.col("needs_review")).group_by("source_category").len()
+    top = flagged.sort("len", descending=True).row(0)
+    assert values[top[0]] == top[1]
 
 
 def test_mapping_rows_and_header(wb: Workbook, result: MigrationResult) -> None:
@@ -138,15 +154,31 @@ def test_injected_texts_stay_strings(wb: Workbook, xlsx: Path) -> None:
         assert sheets and not any(b"<f>" in z.read(n) for n in sheets)
 
 
-def test_review_is_flagged_rows_by_confidence(wb: Workbook, result: MigrationResult) -> None:
+def test_review_is_flagged_rows_grouped_by_source_category(wb: Workbook, result: MigrationResult) -> None:
     ws = wb["Review"]
     assert _header(ws) == MAPPING_COLUMNS + ["decision", "reviewer_note", "row_key"] and ws.freeze_panes == "D2"
-    col = MAPPING_COLUMNS.index("confidence")
+    col = {c: MAPPING_COLUMNS.index(c) for c in ("confidence", "source_category", "target_category", "needs_review")}
     rows = list(ws.iter_rows(min_row=2, values_only=True))
     assert len(rows) == int(result.mapping["needs_review"].sum()) > 0
-    assert all(r[MAPPING_COLUMNS.index("needs_review")] is True for r in rows)
+    assert all(r[col["needs_review"]] is True for r in rows)
     assert all(r[-1] == row_key(result.run_id, r[1], r[2]) for r in rows)
-    assert [r[col] for r in rows] == sorted(r[col] for r in rows)
+    # one block per source category, the blocks with the most flagged rows first
+    groups = [r[col["source_category"]] for r in rows]
+    blocks = [g for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
+    assert len(blocks) == len(set(groups))
+    sizes = [groups.count(g) for g in blocks]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > 1
+    # inside a block: rows that leave the category's most common target first, then by confidence
+    majority = {g: frame.group_by("target_category").len().sort(["len", "target_category"],
+                                                                  descending=[True, False])["target_category"][0]
+                for (g,), frame in result.mapping.group_by("source_category")}
+    for g in blocks:
+        block = [r for r in rows if r[col["source_category"]] == g]
+        agrees = [r[col["target_category"]] == majority[g] for r in block]
+        assert agrees == sorted(agrees)
+        for flag in (False, True):
+            conf = [r[col["confidence"]] for r, a in zip(block, agrees) if a == flag]
+            assert conf == sorted(conf)
 
 
 def test_confidence_colour_scale(wb: Workbook) -> None:

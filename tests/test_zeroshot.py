@@ -145,7 +145,12 @@ def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(ins
     assert sum("NO_MATCH" in f for f in mapping["flags"]) <= 0.01 * mapping.height
     assert summary["min_confidence"].startswith("not set: every row flagged")
     glance = summary["At a glance"]
-    assert glance["Rows safe to accept (no flag)"] == 0 and glance["Rows to review (flagged; Review sheet, least confident first)"] == mapping.height
+    assert glance["Rows safe to accept (no flag)"] == 0 and glance["Rows to review (flagged; Review sheet)"] == mapping.height
+    assert "no confidence threshold kept the target precision 0.97" in glance["Why nothing is safe to accept"]
+    tradeoff = summary["Accepting the most confident rows"]  # what a lower bar would give, from the estimates
+    assert tradeoff["the most confident 10% (120 rows)"].startswith("estimated accuracy ")
+    tenth = float(tradeoff["the most confident 10% (120 rows)"].split()[2].rstrip(","))
+    assert tenth == pytest.approx(np.sort(mapping["confidence"].to_numpy())[::-1][:120].mean(), abs=1e-3)
     estimate = glance["Estimated accuracy of all rows (mean confidence)"]
     right = (mapping["target_category"] == instacart["path"]).to_numpy()
     assert abs(estimate - right.mean()) < 0.15
