@@ -79,9 +79,12 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
     write_summary(summary, first)
     _fit_print_width(summary)
     categories = decision_choices(result.target_categories)
-    for name, frame in (("Mapping", result.mapping), ("Review", result.review())):
-        write_review_table(wb.create_sheet(name), frame, MAPPING_COLUMNS, run_id=result.run_id,
-                           n_choices=len(categories))
+    write_review_table(wb.create_sheet("Mapping"), result.mapping, MAPPING_COLUMNS, run_id=result.run_id,
+                       n_choices=len(categories))
+    review = wb.create_sheet("Review")
+    write_review_table(review, review_layout(result.review()), MAPPING_COLUMNS, run_id=result.run_id,
+                       n_choices=len(categories), freeze="B2")
+    review.print_area = f"A1:{get_column_letter(column_index(review, NOTE_COLUMN))}{max(review.max_row, 1)}"
     write_table(wb.create_sheet("Crosswalk"), result.crosswalk, CROSSWALK_COLUMNS)
     write_table(wb.create_sheet("Rejects"), result.rejects, REJECT_COLUMNS)
     parameters = wb.create_sheet("Parameters")
@@ -95,11 +98,29 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
              time.perf_counter() - started)
 
 
+# The Review sheet's first columns: what a reviewer reads to decide, then the decision itself; the
+# print area ends with them (the rest of the row follows on screen).
+REVIEW_FIRST = ("source_text", "source_category", "target_category", "confidence", "flags", "alt1_category",
+                "alt2_category")
+
+
+def review_layout(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with :data:`REVIEW_FIRST`, then empty ``decision`` and ``reviewer_note`` columns,
+    then every other column (``review apply`` finds columns by their header)."""
+    first = [c for c in REVIEW_FIRST if c in frame.columns]
+    rest = frame.select([c for c in frame.columns if c not in first])
+    decided = frame.select(first).with_columns(pl.lit(None, pl.String).alias(DECISION_COLUMN),
+                                                pl.lit(None, pl.String).alias(NOTE_COLUMN))
+    return pl.concat([decided, rest], how="horizontal")
+
+
 def write_review_table(ws: Worksheet, frame: pl.DataFrame, default_columns: Sequence[str], *, run_id: str,
-                       n_choices: int) -> None:
+                       n_choices: int, freeze: str = "D2") -> None:
     """A table reviewers work in: the rows, then ``decision`` (drop-down) and ``reviewer_note``
-    columns, then the hidden ``row_key`` column that ``taxmig review apply`` checks."""
-    write_table(ws, frame, default_columns, freeze="D2", extra=(DECISION_COLUMN, NOTE_COLUMN))
+    columns (unless ``frame`` already places them, :func:`review_layout`), then the hidden
+    ``row_key`` column that ``taxmig review apply`` checks."""
+    extra = () if DECISION_COLUMN in frame.columns else (DECISION_COLUMN, NOTE_COLUMN)
+    write_table(ws, frame, default_columns, freeze=freeze, extra=extra)
     add_decision_validation(ws, column_index(ws, DECISION_COLUMN), frame.height, n_choices)
     highlight_flagged(ws, frame)
     col = ws.max_column + 1

@@ -156,12 +156,21 @@ def test_injected_texts_stay_strings(wb: Workbook, xlsx: Path) -> None:
 
 def test_review_is_flagged_rows_grouped_by_source_category(wb: Workbook, result: MigrationResult) -> None:
     ws = wb["Review"]
-    assert _header(ws) == MAPPING_COLUMNS + ["decision", "reviewer_note", "row_key"] and ws.freeze_panes == "D2"
-    col = {c: MAPPING_COLUMNS.index(c) for c in ("confidence", "source_category", "target_category", "needs_review")}
+    # what a reviewer reads, then the decision, then the rest; the print area ends at the note
+    first = ["source_text", "source_category", "target_category", "confidence", "flags", "alt1_category",
+             "alt2_category", "decision", "reviewer_note"]
+    header = _header(ws)
+    assert header[:9] == first and header[-1] == "row_key"
+    assert sorted(header[9:-1]) == sorted(c for c in MAPPING_COLUMNS if c not in first)
+    assert ws.freeze_panes == "B2" and ws.print_area == f"'Review'!$A$1:$I${ws.max_row}"
+    (dv,) = ws.data_validations.dataValidation
+    assert str(dv.sqref).startswith("H2:H")
+    col = {c: header.index(c) for c in ("confidence", "source_category", "target_category", "needs_review")}
     rows = list(ws.iter_rows(min_row=2, values_only=True))
     assert len(rows) == int(result.mapping["needs_review"].sum()) > 0
     assert all(r[col["needs_review"]] is True for r in rows)
-    assert all(r[-1] == row_key(result.run_id, r[1], r[2]) for r in rows)
+    sid, text = header.index("source_id"), header.index("source_text")
+    assert all(r[-1] == row_key(result.run_id, r[sid], r[text]) for r in rows)
     # one block per source category, the blocks with the most flagged rows first
     groups = [r[col["source_category"]] for r in rows]
     blocks = [g for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
@@ -182,10 +191,10 @@ def test_review_is_flagged_rows_grouped_by_source_category(wb: Workbook, result:
 
 
 def test_confidence_colour_scale(wb: Workbook) -> None:
-    for name in ("Mapping", "Review"):
+    for name, letter in (("Mapping", "G"), ("Review", "D")):
         ranges = {str(cf.sqref): [r.type for r in cf.rules] for cf in wb[name].conditional_formatting}
         scale = [ref for ref, types in ranges.items() if "colorScale" in types]
-        assert len(scale) == 1 and scale[0].startswith("G2:G"), ranges
+        assert len(scale) == 1 and scale[0].startswith(f"{letter}2:{letter}"), ranges
 
 
 def test_empty_rejects_still_have_header(wb: Workbook) -> None:
