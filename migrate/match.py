@@ -291,7 +291,18 @@ class Matcher:
                  seconds: float) -> list[tuple[str, Any]]:
         flag_counts = Counter(f for fl in matches["flags"].to_list() for f in fl.split(",") if f)
         left, right = inputs.left, inputs.right
+        glance: dict[str, Any] = {
+            "Matches safe to accept (no flag)": int((matches["is_match"] & ~matches["needs_review"]).sum()),
+            "Rows to review (flagged; Review sheet)": int(matches["needs_review"].sum()),
+            "Matches in all": int(matches["is_match"].sum()),
+            "Left rows with no match": int((~matches["is_match"]).sum()),
+            "How good the threshold is": (
+                f"on the labelled pairs (out of fold): precision {threshold.precision:.3f}, recall "
+                f"{threshold.recall:.3f}" if threshold.precision is not None else
+                "not measured: no labelled pairs (--labels gives a fitted threshold and its precision)"),
+        }
         rows: list[tuple[str, Any]] = [
+            ("At a glance", glance),
             ("Run id", uuid.uuid4().hex[:12]),
             ("Run time (UTC)", when.isoformat()),
             ("taxmig version", __version__),

@@ -129,6 +129,11 @@ def test_threshold_is_chosen_on_the_labels_and_reports_its_precision_and_recall(
     assert t.precision >= 0.75 and t.recall >= 0.8
     summary = result.summary_dict()
     assert summary["Threshold"]["precision"] == round(t.precision, 4)
+    glance = summary["At a glance"]  # the first lines of the workbook's Summary
+    assert result.summary[0][0] == "At a glance"
+    assert glance["Matches in all"] == int(result.matches["is_match"].sum())
+    assert glance["Rows to review (flagged; Review sheet)"] == int(result.matches["needs_review"].sum())
+    assert f"precision {t.precision:.3f}" in glance["How good the threshold is"]
     assert summary["Labelled matches found as the best candidate"] >= 0.85
 
 
