@@ -15,8 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from migrate.errors import OutputExistsError, TaxmigError
-from migrate.output import FORMATS, atomic_path
+from migrate.output import atomic_path, check_output, escaped_text
 from migrate.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -34,8 +33,6 @@ def final_mapping(products: pl.DataFrame) -> pl.DataFrame:
 def write_frame(frame: pl.DataFrame, path: Path, sheet: str, suffix: str | None = None) -> None:
     """``frame`` as CSV (formula-safe), Parquet or a one-sheet workbook, by ``suffix`` (default:
     ``path``'s extension; give it when ``path`` is a temporary name)."""
-    from migrate.output import escaped_text
-
     suffix = (suffix or path.suffix).lower()
     if suffix == ".csv":
         escaped_text(frame).write_csv(path)
@@ -52,25 +49,12 @@ def write_frame(frame: pl.DataFrame, path: Path, sheet: str, suffix: str | None 
         save_workbook(wb, path)
 
 
-def check_mapping_path(path: str | Path, *, overwrite: bool) -> Path:
-    """Validate a final-mapping path before any work: known format, a file, not there unless ``overwrite``."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise TaxmigError(f"{path}: unknown format '{path.suffix or '(none)'}' for the final mapping",
-                          hint=f"end the path in {', '.join(FORMATS)}")
-    if path.is_dir():
-        raise TaxmigError(f"{path} is a folder", hint="give a file name such as out/final_mapping.csv")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path)
-    return path
-
-
 def export_mapping(state_dir: str | Path, output: str | Path, *, overwrite: bool = False) -> tuple[Path, int]:
     """Write the current generation's final mapping to ``output`` (atomically); (path, rows).
 
     Reads the committed generation only (a run in progress commits a new one atomically), so it
     needs no lock and never waits for the nightly job."""
-    output = check_mapping_path(output, overwrite=overwrite)
+    output = check_output(output, overwrite=overwrite, companions=False)
     generation = StateStore.open(state_dir).load()
     frame = final_mapping(generation.products)
     with atomic_path(output) as tmp:

@@ -52,8 +52,9 @@ def output_paths(path: Path) -> list[Path]:
     return [path, Path(f"{stem}.rejects{suffix}"), Path(f"{stem}.summary.json")]
 
 
-def check_output(path: str | Path, *, overwrite: bool) -> Path:
-    """Validate the output path before any work: known format, not existing unless ``overwrite``."""
+def check_output(path: str | Path, *, overwrite: bool, companions: bool = True) -> Path:
+    """Validate the output path before any work: known format, not existing unless ``overwrite``
+    (with ``companions``, nor the rejects/summary files a CSV or Parquet mapping writes beside it)."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise TaxmigError(f"{path}: unknown output format '{path.suffix or '(none)'}'",
@@ -61,7 +62,7 @@ def check_output(path: str | Path, *, overwrite: bool) -> Path:
     if path.is_dir():
         raise TaxmigError(f"{path} is a folder", hint="give a file name such as out/mapping.xlsx")
     if not overwrite:
-        for existing in output_paths(path):
+        for existing in (output_paths(path) if companions else [path]):
             if existing.exists():
                 raise OutputExistsError(existing)
     return path

@@ -39,10 +39,10 @@ from migrate.decisions import DEFAULT_STALE_BELOW, carried_decisions, resolve_pr
 from migrate.embedding import Embedder
 from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import OutputExistsError, TaxmigError
-from migrate.export import check_mapping_path, final_mapping, write_frame
+from migrate.export import final_mapping, write_frame
 from migrate.hashing import file_fingerprint
 from migrate.lock import RunLock
-from migrate.output import atomic_path
+from migrate.output import atomic_path, check_output
 from migrate.pipeline import Inputs, Migrator, read_inputs
 from migrate.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
                                      write_report_workbook)
@@ -193,7 +193,7 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
     report_json = report.with_suffix(".json")
     outputs = (report, report_json)
     if mapping is not None:
-        mapping = check_mapping_path(mapping, overwrite=True)  # existence is checked with the report's
+        mapping = check_output(mapping, overwrite=True, companions=False)  # existence: with the report's
         outputs = (*outputs, mapping)
     if init_settings is None:
         StateStore.open(state_dir)  # a missing state is an error, not a folder to create

@@ -29,7 +29,7 @@ from migrate.catalog import normalise_path
 from migrate.decisions import (DECISION_STALE, KIND_NEW, SOURCE_NEW, SOURCE_REVIEWER, content_hash,
                                decision_kind)
 from migrate.errors import InputError, OutputExistsError, TaxmigError
-from migrate.export import FINAL_COLUMNS, final_mapping, write_frame  # noqa: F401 (FINAL_COLUMNS: public here too)
+from migrate.export import final_mapping, write_frame
 from migrate.lock import RunLock
 from migrate.output import FORMATS
 from migrate.readers import _cell_text

@@ -277,7 +277,7 @@ def test_nightly_mapping_and_export_hand_over_the_final_mapping(three_nights, mi
     again = CliRunner().invoke(main, ["export", "--state", str(state), "-o", str(out)])
     assert again.exit_code == 1 and "overwrite" in again.output
     bad = CliRunner().invoke(main, ["export", "--state", str(state), "-o", str(tmp_path / "final.txt")])
-    assert bad.exit_code == 1 and "unknown format" in bad.output
+    assert bad.exit_code == 1 and "unknown output format" in bad.output
     # a night refuses an existing mapping file before any work: the state is unchanged
     before = _generations(state)
     with pytest.raises(OutputExistsError):
