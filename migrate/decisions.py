@@ -25,6 +25,8 @@ import numpy as np
 import polars as pl
 from rapidfuzz import fuzz, utils
 
+from migrate.category_decisions import (CATEGORY_DECISION, CATEGORY_DISAGREES, SCOPE_ROW,
+                                        SOURCE_CATEGORY_DECISION, covering, decision_index, needs_person)
 from migrate.hashing import text_hash
 from migrate.state import DECISION_SCHEMA, PRODUCT_SCHEMA, conform
 from migrate.workbook import NEW_CATEGORY
@@ -95,17 +97,29 @@ class Resolution:
     stale_ratio: dict[str, float]   # product id -> similarity, for decided products whose text changed
 
 
+def decided_source(decision: dict[str, Any]) -> str:
+    """``final_source`` of a product whose decision in force is ``decision`` (a log row)."""
+    if decision["kind"] == KIND_NEW:
+        return SOURCE_NEW
+    scope = decision.get("scope") or SCOPE_ROW
+    return SOURCE_REVIEWER if scope == SCOPE_ROW else SOURCE_CATEGORY_DECISION
+
+
 def resolve_products(mapping: pl.DataFrame, *, run_id: str, previous: pl.DataFrame | None,
                      decisions: pl.DataFrame, categories: set[str], renamed: dict[str, str],
-                     stale_below: float = DEFAULT_STALE_BELOW, similarity: Similarity | None = None) -> Resolution:
+                     stale_below: float = DEFAULT_STALE_BELOW, similarity: Similarity | None = None,
+                     category_decisions: pl.DataFrame | None = None) -> Resolution:
     """The new products table: one row per mapped product of tonight's catalog.
 
     ``decisions`` holds the decision in force per product (the latest); ``renamed`` maps old
     target category names to new ones (reliable renames only); ``similarity`` compares the text
     of a decision with the product's text today (see :func:`material_change`).
+    ``category_decisions``: the state's category decision log; a product without a decision of its
+    own inherits the one covering it (:mod:`migrate.category_decisions`).
     """
     prev = {r["product_id"]: r for r in previous.iter_rows(named=True)} if previous is not None else {}
     decided = {r["product_id"]: r for r in decisions.iter_rows(named=True)}
+    by_category = decision_index(category_decisions) if category_decisions is not None else {}
     sims = _decision_similarities(mapping, decided, similarity)
     rows: list[dict[str, Any]] = []
     carried: list[dict[str, Any]] = []
@@ -126,7 +140,10 @@ def resolve_products(mapping: pl.DataFrame, *, run_id: str, previous: pl.DataFra
                                  else (before["text_changed_run"] if before else run_id)),
         }
         d = decided.get(pid)
-        if d is None:
+        inherited = covering(cat, m["target_category"] or "", by_category) if d is None else None
+        if inherited is not None:
+            row.update(_inherit(inherited, m, categories, renamed))
+        elif d is None:
             row.update(decision="", decided_by="", decided_at="", decision_note="", decision_text="",
                        final_category=m["target_category"] or "", final_source=SOURCE_MODEL,
                        flags=m["flags"] or "")
@@ -138,10 +155,11 @@ def resolve_products(mapping: pl.DataFrame, *, run_id: str, previous: pl.DataFra
                 ratios[pid] = ratio
             if stale:
                 flags.append(DECISION_STALE)
+            source = decided_source(d)
             if d["kind"] == KIND_NEW:
-                final, source = "", SOURCE_NEW
+                final = ""
             else:
-                final, source = d["decision"], SOURCE_REVIEWER
+                final = d["decision"]
                 if final not in categories:
                     if final in renamed:
                         note = (d["note"] or "").strip()
@@ -156,10 +174,32 @@ def resolve_products(mapping: pl.DataFrame, *, run_id: str, previous: pl.DataFra
             row.update(decision=d["decision"], decided_by=d["decided_by"] or "", decided_at=d["decided_at"] or "",
                        decision_note=d["note"] or "", decision_text=d["source_text"] or "",
                        final_category=final, final_source=source, flags=",".join(flags))
-        row["needs_review"] = bool(row["flags"])
+        row["needs_review"] = needs_person(row["flags"].split(",") if row["flags"] else [])
         rows.append(row)
     frame = pl.DataFrame(rows, schema=PRODUCT_SCHEMA) if rows else pl.DataFrame(schema=PRODUCT_SCHEMA)
     return Resolution(conform(frame, PRODUCT_SCHEMA), carried, ratios)
+
+
+def _inherit(decision: dict[str, Any], m: dict[str, Any], categories: set[str],
+             renamed: dict[str, str]) -> dict[str, Any]:
+    """The decision fields of a product that inherits a category decision: flagged
+    ``CATEGORY_DECISION``; also ``CATEGORY_DISAGREES`` (for a person) when the model suggests
+    another category and would have left it unflagged; ``DECISION_CATEGORY_GONE`` when the
+    decided category left the target (carried to its new name on a reliable rename)."""
+    flags = [CATEGORY_DECISION]
+    if decision["kind"] == KIND_NEW:
+        final, source = "", SOURCE_NEW
+    else:
+        final, source = decision["decision"], SOURCE_CATEGORY_DECISION
+        if final not in categories:
+            final = renamed.get(final, "")
+            if not final:
+                flags.append(DECISION_CATEGORY_GONE)
+    if final and m["target_category"] and m["target_category"] != final and not m["needs_review"]:
+        flags.append(CATEGORY_DISAGREES)
+    return {"decision": final if final else decision["decision"], "decided_by": decision["decided_by"] or "",
+            "decided_at": decision["decided_at"] or "", "decision_note": decision["note"] or "",
+            "decision_text": "", "final_category": final, "final_source": source, "flags": ",".join(flags)}
 
 
 def _decision_similarities(mapping: pl.DataFrame, decided: dict[str, dict[str, Any]],

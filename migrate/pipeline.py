@@ -476,6 +476,11 @@ def _at_a_glance(mapping: pl.DataFrame, unflagged: pl.DataFrame, estimated: bool
             "Parameters sheet); 'Accepting the most confident rows' below shows what a lower bar would give")
     if estimated and mapping.height:
         out["Estimated accuracy of all rows (mean confidence)"] = round(float(mapping["confidence"].mean()), 4)
+    if "source_category" in mapping.columns and mapping["source_category"].fill_null("").str.len_chars().sum():
+        groups = mapping.group_by(pl.col("source_category").fill_null("")).agg(pl.col("needs_review").any())
+        out["Source categories to review (Category decisions sheet)"] = (
+            f"{int(groups['needs_review'].sum())} of {groups.height}: decide a whole category or a "
+            "source -> target pair there, then fix the exceptions in Review")
     out["Source categories that split (rows flagged SOURCE_SPLIT)"] = split
     return out
 

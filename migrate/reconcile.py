@@ -33,6 +33,8 @@ import numpy as np
 import polars as pl
 
 from migrate import __version__
+from migrate.category_decisions import (CATEGORY_DECISION, CATEGORY_DECISION_SCHEMA, CATEGORY_DISAGREES,
+                                        category_table)
 from migrate.changes import (TargetChanges, category_counts, diff_targets, product_changes, score_drift,
                              target_snapshot)
 from migrate.decisions import DEFAULT_STALE_BELOW, carried_decisions, resolve_products
@@ -251,7 +253,8 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                                       previous=previous.products if previous is not None else None,
                                       decisions=decisions, categories=set(inputs.targets.categories),
                                       renamed=target.renamed, stale_below=stale_below,
-                                      similarity=_similarity(migrator, cache))
+                                      similarity=_similarity(migrator, cache),
+                                      category_decisions=previous.category_decisions if previous is not None else None)
     products = resolution.products
     model = {"name": migrator.encoder.name, "fingerprint": migrator.encoder.fingerprint}
     model_changed = previous is not None and previous.meta.get("model", {}).get("fingerprint") != model["fingerprint"]
@@ -282,7 +285,8 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                             categories=category_counts(previous.products if previous is not None else None, products),
                             drift=score_drift(previous.products if previous is not None else None, products),
                             target_changes=target.table(), rejects=result.rejects,
-                            choices=choices_for(list(inputs.targets.categories)), monitoring=monitoring)
+                            choices=choices_for(list(inputs.targets.categories)), monitoring=monitoring,
+                            category_table=category_table(products))
     settings_dict = settings.to_dict()
     settings_dict["model"] = _model_for_state(settings.model)
     meta = {
@@ -302,7 +306,8 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
     generation = store.commit(NewGeneration(
         meta=meta, products=products,
         decisions=pl.concat([previous.decisions if previous is not None else empty(DECISION_SCHEMA),
-                             carried_decisions(resolution.carried, run_id)]), targets=snapshot, files=files))
+                             carried_decisions(resolution.carried, run_id)]), targets=snapshot, files=files,
+        category_decisions=previous.category_decisions if previous is not None else empty(CATEGORY_DECISION_SCHEMA)))
     _fault("before-publish")
     written = _publish(generation, meta["run"]["publish"])
     store.append_history(_history_record(generation.meta, "ok", stale_lock=lock.stale))
@@ -340,6 +345,8 @@ def _counts(products: pl.DataFrame, changes: pl.DataFrame, result: MigrationResu
         "decision_stale": int(flags.str.contains("DECISION_STALE").sum()),
         "decision_category_gone": int(flags.str.contains("DECISION_CATEGORY_GONE").sum()),
         "decisions_carried": int(by_change.get("decision_carried", 0)),
+        "inherited_category_decision": int(flags.str.contains(CATEGORY_DECISION).sum()),
+        "category_decision_disagrees": int(flags.str.contains(CATEGORY_DISAGREES).sum()),
         "decided": int((products["decision"].fill_null("") != "").sum()),
         "needs_review": int(products["needs_review"].sum()),
     }
@@ -356,6 +363,8 @@ def _summary(run_id: str, started: str, store: StateStore, settings: MigrationSe
         "Products with a person's decision in force": counts["decided"],
         "New / removed / changed text tonight": f"{counts['new']} / {counts['removed']} / {counts['text_changed']}",
         "Stale decisions (a person looks again)": counts["decision_stale"],
+        "Joined a decided category (CATEGORY_DECISION)": counts["inherited_category_decision"],
+        "... the model disagrees (CATEGORY_DISAGREES)": counts["category_decision_disagrees"],
         "Exit code": f"{exit_code}: {EXIT_CODES[exit_code]}",
     }
     rows: list[tuple[str, Any]] = [

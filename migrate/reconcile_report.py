@@ -1,7 +1,9 @@
 """The nightly report: a workbook for people and a JSON summary for monitoring.
 
-Sheets: Summary, Review (every product that needs a person, with the ``decision`` drop-down and
-hidden row keys, so the file can go straight back through ``taxmig review apply``), Changes,
+Sheets: Summary, Category decisions (every live product per source category and source -> target
+pair: :mod:`migrate.category_decisions`), Review (every product that needs a person, with the
+``decision`` drop-down and hidden row keys, so the file can go straight back through ``taxmig
+review apply``), Changes,
 Category counts (per final category and their change), Drift (score distributions and the
 Kolmogorov-Smirnov statistic), Target changes, Rejects, and the hidden Categories list that
 feeds the drop-down.
@@ -19,8 +21,8 @@ from openpyxl import Workbook
 
 from migrate.changes import CHANGE_COLUMNS
 from migrate.result import REJECT_COLUMNS
-from migrate.workbook import (decision_choices, save_workbook, write_categories_sheet, write_review_table,
-                              write_summary, write_table)
+from migrate.workbook import (CATEGORY_SHEET, decision_choices, save_workbook, write_categories_sheet,
+                              write_category_sheet, write_review_table, write_summary, write_table)
 
 REVIEW_COLUMNS = ["source_row", "source_id", "source_text", "source_category", "target_category", "target_id",
                   "confidence", "margin", "needs_review", "flags", "model_flags", "alt1_category", "alt1_score",
@@ -44,6 +46,8 @@ class NightlyReport:
     rejects: pl.DataFrame
     choices: list[str]
     monitoring: dict[str, Any]
+    category_table: pl.DataFrame | None = None
+    """The Category decisions sheet over every live product (the model's suggestions)."""
 
 
 REVIEW_SCOPES = ("new", "all")
@@ -77,6 +81,9 @@ def write_report_workbook(report: NightlyReport, path: Path) -> None:
     wb.remove(wb.active)
     write_summary(wb.create_sheet("Summary"), report.summary)
     wb["Summary"].cell(1, 1).value = "taxmig nightly reconciliation"
+    if report.category_table is not None and report.category_table.height:
+        write_category_sheet(wb.create_sheet(CATEGORY_SHEET), report.category_table, run_id=report.run_id,
+                             n_choices=len(report.choices))
     write_review_table(wb.create_sheet("Review"), report.review, REVIEW_COLUMNS, run_id=report.run_id,
                        n_choices=len(report.choices))
     write_table(wb.create_sheet("Changes"), report.changes, CHANGE_COLUMNS, freeze="C2")

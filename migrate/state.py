@@ -9,6 +9,7 @@ Layout::
           meta.json            settings (target, model, thresholds, columns), run info, input fingerprints
           products.parquet     one row per live product: model suggestion, decision, final category, flags
           decisions.parquet    every decision a person made, oldest first (never rewritten, only extended)
+          category_decisions.parquet  every category / pair decision, oldest first (absent: none yet)
           targets.parquet      the target categories (and target catalog products) of that run
           report.xlsx/.json    the run's report, published to the user's -o path after the commit
       embeddings.sqlite        vector cache keyed by model fingerprint + text hash
@@ -37,6 +38,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from migrate.category_decisions import CATEGORY_DECISION_SCHEMA
 from migrate.errors import TaxmigError
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ CURRENT = "CURRENT"
 GENERATIONS = "generations"
 HISTORY = "history.jsonl"
 CACHE = "embeddings.sqlite"
+CATEGORY_DECISIONS = "category_decisions.parquet"
 
 
 class StateError(TaxmigError):
@@ -73,9 +76,11 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
     "product_id": pl.String, "decision": pl.String, "kind": pl.String, "suggested_category": pl.String,
     "decided_by": pl.String, "decided_at": pl.String, "note": pl.String, "source_text": pl.String,
     "source_category": pl.String, "content_hash": pl.String, "workbook": pl.String, "workbook_run": pl.String,
-    "sheet_row": pl.String, "applied_run": pl.String,
+    "sheet_row": pl.String, "applied_run": pl.String, "scope": pl.String,
 }
-"""One decision of a person. ``kind``: accept, override or new_category."""
+"""One decision of a person. ``kind``: accept, override or new_category. ``scope``: ``row`` (made on
+the product itself; null in logs written before category decisions) or the category decision that
+set it (:func:`migrate.category_decisions.decision_id`)."""
 
 TARGET_SCHEMA: dict[str, pl.DataType] = {
     "kind": pl.String, "key": pl.String, "category": pl.String, "taxonomy_id": pl.String, "content_hash": pl.String,
@@ -104,6 +109,7 @@ class Generation:
     decisions: pl.DataFrame
     targets: pl.DataFrame
     folder: Path | None = None
+    category_decisions: pl.DataFrame = field(default_factory=lambda: empty(CATEGORY_DECISION_SCHEMA))
 
     @property
     def run_id(self) -> str:
@@ -126,6 +132,7 @@ class NewGeneration:
     decisions: pl.DataFrame
     targets: pl.DataFrame
     files: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    category_decisions: pl.DataFrame = field(default_factory=lambda: empty(CATEGORY_DECISION_SCHEMA))
 
 
 def now_utc() -> str:
@@ -218,7 +225,10 @@ class StateStore:
             if meta.get("state_format") != STATE_FORMAT:
                 raise StateError(f"{folder}: state format {meta.get('state_format')} is not {STATE_FORMAT}",
                                  hint="use the taxmig version that wrote it, or start a new state folder")
-            return Generation(name=name, meta=meta,
+            categories = folder / CATEGORY_DECISIONS
+            category_decisions = (conform(pl.read_parquet(categories), CATEGORY_DECISION_SCHEMA)
+                                  if categories.exists() else empty(CATEGORY_DECISION_SCHEMA))
+            return Generation(name=name, meta=meta, category_decisions=category_decisions,
                               products=conform(pl.read_parquet(folder / "products.parquet"), PRODUCT_SCHEMA),
                               decisions=conform(pl.read_parquet(folder / "decisions.parquet"), DECISION_SCHEMA),
                               targets=conform(pl.read_parquet(folder / "targets.parquet"), TARGET_SCHEMA),
@@ -243,6 +253,7 @@ class StateStore:
             conform(new.products, PRODUCT_SCHEMA).write_parquet(tmp / "products.parquet")
             conform(new.decisions, DECISION_SCHEMA).write_parquet(tmp / "decisions.parquet")
             conform(new.targets, TARGET_SCHEMA).write_parquet(tmp / "targets.parquet")
+            conform(new.category_decisions, CATEGORY_DECISION_SCHEMA).write_parquet(tmp / CATEGORY_DECISIONS)
             for file_name, writer in new.files.items():
                 writer(tmp / file_name)
             _fault("generation-files")

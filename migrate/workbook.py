@@ -1,10 +1,12 @@
 """The Excel workbook of a migration result (openpyxl).
 
-Sheets, in order: Summary, Mapping (with a ``decision`` drop-down and a ``reviewer_note``
-column), Review (flagged rows, lowest confidence first, with the same two columns: reviewers may
-decide in either sheet), Crosswalk, Rejects, and the hidden Categories sheet that feeds the
-drop-down (an inline list is limited to 255 characters). Mapping and Review end in a hidden
-``row_key`` column that ties each row to its run, product id and text.
+Sheets, in order: Summary, Category decisions (one row per source category and per source ->
+target pair, with a ``decision`` drop-down: :mod:`migrate.category_decisions`; only when the
+source has categories), Review (flagged rows grouped by source category, with ``decision`` and
+``reviewer_note``), Mapping (every row, the same two columns: reviewers may decide in either
+sheet), Crosswalk, Rejects, Parameters, and the hidden Categories sheet that feeds the drop-down
+(an inline list is limited to 255 characters). Decision sheets end in a hidden ``row_key`` column
+that ties each row to its run and to the product (id and text) or category it decides.
 
 Every text cell goes through :func:`migrate.cells.set_text`: catalog texts never become
 formulas. The workbook is built in normal (not write-only) mode: write-only mode measured no
@@ -30,6 +32,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
+from migrate.category_decisions import CATEGORY_COLUMNS, LEVEL_CATEGORY, category_key, category_table
 from migrate.cells import set_text
 from migrate.errors import TaxmigError
 from migrate.result import (CROSSWALK_COLUMNS, MAPPING_COLUMNS, REJECT_COLUMNS, ROW_KEY_COLUMN, MigrationResult,
@@ -37,7 +40,10 @@ from migrate.result import (CROSSWALK_COLUMNS, MAPPING_COLUMNS, REJECT_COLUMNS, 
 
 log = logging.getLogger(__name__)
 
-SHEET_NAMES = ("Summary", "Mapping", "Review", "Crosswalk", "Rejects", "Parameters", "Categories")
+SHEET_NAMES = ("Summary", "Category decisions", "Review", "Mapping", "Crosswalk", "Rejects", "Parameters",
+               "Categories")
+"""In order; Category decisions only when the source has categories."""
+CATEGORY_SHEET = "Category decisions"
 DECISION_COLUMN = "decision"
 NOTE_COLUMN = "reviewer_note"
 ACCEPT = "ACCEPT"
@@ -79,12 +85,18 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
     write_summary(summary, first)
     _fit_print_width(summary)
     categories = decision_choices(result.target_categories)
+    per_category = category_table(result.mapping)
+    if per_category.height:
+        write_category_sheet(wb.create_sheet(CATEGORY_SHEET), per_category, run_id=result.run_id,
+                             n_choices=len(categories))
+    review = wb.create_sheet("Review")
+    review_rows = review_layout(result.review())
+    write_review_table(review, review_rows, MAPPING_COLUMNS, run_id=result.run_id, n_choices=len(categories),
+                       freeze="B2")
+    wrap_columns(review, review_rows, REVIEW_WRAPPED)
+    review.print_area = f"A1:{get_column_letter(column_index(review, NOTE_COLUMN))}{max(review.max_row, 1)}"
     write_review_table(wb.create_sheet("Mapping"), result.mapping, MAPPING_COLUMNS, run_id=result.run_id,
                        n_choices=len(categories))
-    review = wb.create_sheet("Review")
-    write_review_table(review, review_layout(result.review()), MAPPING_COLUMNS, run_id=result.run_id,
-                       n_choices=len(categories), freeze="B2")
-    review.print_area = f"A1:{get_column_letter(column_index(review, NOTE_COLUMN))}{max(review.max_row, 1)}"
     write_table(wb.create_sheet("Crosswalk"), result.crosswalk, CROSSWALK_COLUMNS)
     write_table(wb.create_sheet("Rejects"), result.rejects, REJECT_COLUMNS)
     parameters = wb.create_sheet("Parameters")
@@ -102,6 +114,10 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
 # print area ends with them (the rest of the row follows on screen).
 REVIEW_FIRST = ("source_text", "source_category", "target_category", "confidence", "flags", "alt1_category",
                 "alt2_category")
+
+
+REVIEW_WRAPPED = ("source_text", "source_category", "target_category", "alt1_category", "alt2_category")
+CATEGORY_WRAPPED = ("source_category", "target_category", "top_targets", "flags")
 
 
 def review_layout(frame: pl.DataFrame) -> pl.DataFrame:
@@ -131,6 +147,33 @@ def write_review_table(ws: Worksheet, frame: pl.DataFrame, default_columns: Sequ
         for r, (pid, text) in enumerate(zip(frame["source_id"], frame["source_text"]), start=2):
             set_text(ws.cell(r, col), row_key(run_id, pid or "", text or ""))
     ws.column_dimensions[get_column_letter(col)].hidden = True
+
+
+CATEGORY_ROW_FONT = Font(name=FONT_NAME, bold=True)
+
+
+def write_category_sheet(ws: Worksheet, table: pl.DataFrame, *, run_id: str, n_choices: int) -> None:
+    """The Category decisions sheet (:func:`migrate.category_decisions.category_table`): its rows,
+    ``decision`` (drop-down) and ``reviewer_note``, and a hidden ``row_key`` per row that ``review
+    apply`` checks (an edited source or target cell no longer matches). Category rows are bold."""
+    write_table(ws, table, CATEGORY_COLUMNS, freeze="D2", extra=(DECISION_COLUMN, NOTE_COLUMN))
+    add_decision_validation(ws, column_index(ws, DECISION_COLUMN), table.height, n_choices,
+                            prompt=(f"{ACCEPT}: every product of this row (a category row: the whole source "
+                                    f"category) goes to target_category; another category: they all go there; "
+                                    f"{NEW_CATEGORY} when none fits. A product's own decision in Review or "
+                                    f"Mapping wins."))
+    col = ws.max_column + 1
+    set_text(ws.cell(1, col), ROW_KEY_COLUMN)
+    ws.cell(1, col).font = HEADER_FONT
+    for r, (level, source, target) in enumerate(table.select("level", "source_category", "target_category").iter_rows(),
+                                                start=2):
+        set_text(ws.cell(r, col), category_key(run_id, level, source or "", target or ""))
+        if level == LEVEL_CATEGORY:
+            for c in range(1, len(CATEGORY_COLUMNS) + 1):
+                ws.cell(r, c).font = CATEGORY_ROW_FONT
+    ws.column_dimensions[get_column_letter(col)].hidden = True
+    wrap_columns(ws, table, CATEGORY_WRAPPED)
+    ws.print_area = f"A1:{get_column_letter(column_index(ws, NOTE_COLUMN))}{max(ws.max_row, 1)}"
 
 
 def decision_choices(target_categories: Iterable[str]) -> list[str]:
@@ -278,6 +321,37 @@ def write_table(ws: Worksheet, df: pl.DataFrame, default_columns: Sequence[str],
     _fit_print_width(ws)
 
 
+WRAP_WIDTH = 34  # characters: a wrapped category path column; three of them fit a printed landscape page
+WRAP = Alignment(wrap_text=True, vertical="top")
+TOP = Alignment(vertical="top")
+
+
+def wrap_columns(ws: Worksheet, frame: pl.DataFrame, columns: Sequence[str], width: int = WRAP_WIDTH) -> None:
+    """Wrap the long text of ``columns`` (category paths) at ``width`` instead of clipping it, and
+    give each row the height of its longest wrapped cell (LibreOffice does not grow rows itself
+    when printing); the row's other cells align to the top."""
+    present = [c for c in columns if c in frame.columns]
+    if not present or not frame.height:
+        return
+    header = [c.value for c in ws[1]]
+    index = {name: header.index(name) + 1 for name in present}
+    wrapped = set(index.values())
+    for name in present:
+        ws.column_dimensions[get_column_letter(index[name])].width = width
+    lengths = frame.select(pl.max_horizontal([pl.col(c).cast(pl.String).fill_null("").str.len_chars()
+                                              for c in present]).alias("n"))["n"].to_list()
+    per_line = 0.9 * width  # wrapping breaks at spaces: a line holds a little less than the width
+    for r, longest in enumerate(lengths, start=2):
+        if longest <= width:
+            continue
+        for name in present:
+            ws.cell(r, index[name]).alignment = WRAP
+        for c in range(1, len(header) + 1):
+            if c not in wrapped and (r, c) in ws._cells:  # existing cells only: empty ones stay absent
+                ws._cells[(r, c)].alignment = TOP
+        ws.row_dimensions[r].height = LINE_HEIGHT * math.ceil(longest / per_line)
+
+
 def _fit_print_width(ws: Worksheet) -> None:
     """Print (and PDF-export) landscape, all columns on one page width, header repeated."""
     ws.page_setup.orientation = "landscape"
@@ -380,15 +454,15 @@ def highlight_flagged(ws: Worksheet, df: pl.DataFrame) -> None:
                                   FormulaRule(formula=[f"${flag}2=TRUE"], fill=REVIEW_FILL))
 
 
-def add_decision_validation(ws: Worksheet, col: int, n_rows: int, n_choices: int) -> None:
+def add_decision_validation(ws: Worksheet, col: int, n_rows: int, n_choices: int, prompt: str | None = None) -> None:
     """Drop-down on the decision column, fed by the hidden Categories sheet."""
     letter = get_column_letter(col)
     dv = DataValidation(
         type="list", formula1=f"Categories!$A$1:$A${n_choices}", allow_blank=True,
         showDropDown=False, showInputMessage=True, showErrorMessage=True, errorStyle="stop",
         promptTitle="Reviewer decision",
-        prompt=(f"Leave blank or pick {ACCEPT} to keep target_category; pick another category "
-                f"to change it; or pick {NEW_CATEGORY} when none fits."),
+        prompt=prompt or (f"Leave blank or pick {ACCEPT} to keep target_category; pick another category "
+                          f"to change it; or pick {NEW_CATEGORY} when none fits."),
         errorTitle="Not a known category",
         error=(f"Pick a value from the list: {ACCEPT}, {NEW_CATEGORY}, or a target category."))
     dv.add(f"{letter}2:{letter}{max(n_rows + 1, 2)}")

@@ -178,7 +178,8 @@ def test_review_apply_round_trip_on_a_crosswalk_workbook(files, offline_model, t
     ws.cell(rows["Beauty & Hygiene > Mothers & Maternity"], header.index("reviewer_note") + 1).value = "no aisle"
     wb.save(tmp_path / "reviewed.xlsx")
     outcome = apply_review(tmp_path / "reviewed.xlsx", state, tmp_path / "final.csv", reviewer="ana")
-    assert outcome.counts == {"accept": 1, "override": 1, "new_category": 1, "unchanged": 0}
+    assert outcome.counts == {"accept": 1, "override": 1, "new_category": 1, "unchanged": 0, "category_decisions": 0,
+                              "covered_by_category_decisions": 0}
     final = pl.read_csv(tmp_path / "final.csv")
     assert final.height == 99
     got = {r["product_id"]: r for r in final.iter_rows(named=True)}

@@ -240,7 +240,7 @@ def test_cli_demo_writes_the_workbook_and_refuses_to_overwrite(tmp_path):
     assert "mapped 308 of 308" in done.stdout
     assert "Batches" not in done.stderr   # --quiet: no progress bars
     book = load_workbook(out)
-    assert book.sheetnames[:5] == ["Summary", "Mapping", "Review", "Crosswalk", "Rejects"]
+    assert book.sheetnames[:6] == ["Summary", "Category decisions", "Review", "Mapping", "Crosswalk", "Rejects"]
     assert book["Mapping"].max_row == 309
     start = time.perf_counter()
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)

@@ -134,7 +134,7 @@ def test_first_night_creates_the_state_and_a_report(three_nights, data):
     assert {"Summary", "Review", "Changes", "Category counts", "Drift", "Target changes", "Rejects"} <= set(wb.sheetnames)
     summary = [(r[0], r[1]) for r in wb["Summary"].iter_rows(min_row=3, values_only=True)]
     assert summary[0] == ("At a glance", None)  # the first lines say what tonight needs
-    glance = dict(summary[1:7])
+    glance = dict(summary[1:9])
     assert glance["  Rows to review tonight (Review sheet)"] == n1.monitoring["counts"]["in_report_for_review"]
     assert glance["  New / removed / changed text tonight"] == "117 / 0 / 0"
     assert glance["  Exit code"].startswith(str(n1.exit_code))

@@ -85,7 +85,8 @@ def _header(ws) -> list:
 
 
 def test_sheet_order_and_states(wb: Workbook) -> None:
-    assert wb.sheetnames == ["Summary", "Mapping", "Review", "Crosswalk", "Rejects", "Parameters", "Categories"]
+    assert wb.sheetnames == ["Summary", "Category decisions", "Review", "Mapping", "Crosswalk", "Rejects", "Parameters",
+                             "Categories"]
     assert wb["Categories"].sheet_state == "hidden"
     assert all(wb[n].sheet_state == "visible" for n in wb.sheetnames[:-1])
 
@@ -228,3 +229,24 @@ def test_set_text_keeps_values_and_drops_illegal_characters() -> None:
         set_text(ws.cell(1, col), value)
     assert [c.value for c in ws[1]] == [1.5, True, None, "plain", "badchar"]
     assert ws["D1"].quotePrefix is False
+
+
+def test_category_decisions_sheet(wb: Workbook, result: MigrationResult) -> None:
+    """One bold category row per source category, then its pairs; a drop-down on decision; hidden
+    row keys; printable up to the note."""
+    ws = wb["Category decisions"]
+    header = _header(ws)
+    assert header == ["level", "source_category", "target_category", "products", "share", "top_targets",
+                      "mean_confidence", "flagged", "flags", "decision", "reviewer_note", "row_key"]
+    rows = [dict(zip(header, r)) for r in ws.iter_rows(min_row=2, values_only=True)]
+    categories = [r for r in rows if r["level"] == "category"]
+    assert len(categories) == result.mapping["source_category"].n_unique()
+    assert sum(r["products"] for r in categories) == result.mapping.height
+    counts = result.mapping.group_by("source_category").agg(pl.col("needs_review").sum())
+    assert {r["source_category"]: r["flagged"] for r in categories} == dict(counts.iter_rows())
+    flagged = [r["flagged"] for r in categories]
+    assert flagged == sorted(flagged, reverse=True)  # the most flagged source categories first
+    assert ws["A2"].font.bold and ws.column_dimensions["L"].hidden
+    (dv,) = ws.data_validations.dataValidation
+    assert str(dv.sqref) == f"J2:J{len(rows) + 1}" and dv.formula1.startswith("Categories!")
+    assert ws.print_area.endswith(f"$K${len(rows) + 1}")
