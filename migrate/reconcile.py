@@ -286,7 +286,7 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                             drift=score_drift(previous.products if previous is not None else None, products),
                             target_changes=target.table(), rejects=result.rejects,
                             choices=choices_for(list(inputs.targets.categories)), monitoring=monitoring,
-                            category_table=category_table(products))
+                            category_table=category_table(products), products=products)
     settings_dict = settings.to_dict()
     settings_dict["model"] = _model_for_state(settings.model)
     meta = {

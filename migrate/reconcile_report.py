@@ -5,8 +5,9 @@ pair: :mod:`migrate.category_decisions`), Review (every product that needs a per
 ``decision`` drop-down and hidden row keys, so the file can go straight back through ``taxmig
 review apply``), Changes,
 Category counts (per final category and their change), Drift (score distributions and the
-Kolmogorov-Smirnov statistic), Target changes, Rejects, and the hidden Categories list that
-feeds the drop-down.
+Kolmogorov-Smirnov statistic), Target changes, Rejects, Chart data (the tables of the Summary's two
+charts: live products per confidence band, open review rows per source category), and the hidden
+Categories list that feeds the drop-down.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from openpyxl import Workbook
 
 from migrate.changes import CHANGE_COLUMNS
 from migrate.result import REJECT_COLUMNS
-from migrate.workbook import (CATEGORY_SHEET, decision_choices, save_workbook, write_categories_sheet,
-                              write_category_sheet, write_review_table, write_summary, write_table)
+from migrate.workbook import (CATEGORY_SHEET, REVIEW_WRAPPED, add_summary_charts, decision_choices, fit_print_width, save_workbook,
+                              wrap_columns, write_categories_sheet, write_category_sheet, write_review_table,
+                              write_summary, write_table)
 
 REVIEW_COLUMNS = ["source_row", "source_id", "source_text", "source_category", "target_category", "target_id",
                   "confidence", "margin", "needs_review", "flags", "model_flags", "alt1_category", "alt1_score",
@@ -48,6 +50,8 @@ class NightlyReport:
     monitoring: dict[str, Any]
     category_table: pl.DataFrame | None = None
     """The Category decisions sheet over every live product (the model's suggestions)."""
+    products: pl.DataFrame | None = None
+    """Every live product (confidence, needs_review, source category): the Summary's charts."""
 
 
 REVIEW_SCOPES = ("new", "all")
@@ -81,16 +85,20 @@ def write_report_workbook(report: NightlyReport, path: Path) -> None:
     wb.remove(wb.active)
     write_summary(wb.create_sheet("Summary"), report.summary)
     wb["Summary"].cell(1, 1).value = "taxmig nightly reconciliation"
+    fit_print_width(wb["Summary"])
     if report.category_table is not None and report.category_table.height:
         write_category_sheet(wb.create_sheet(CATEGORY_SHEET), report.category_table, run_id=report.run_id,
                              n_choices=len(report.choices))
     write_review_table(wb.create_sheet("Review"), report.review, REVIEW_COLUMNS, run_id=report.run_id,
                        n_choices=len(report.choices))
+    wrap_columns(wb["Review"], report.review, REVIEW_WRAPPED)
     write_table(wb.create_sheet("Changes"), report.changes, CHANGE_COLUMNS, freeze="C2")
     write_table(wb.create_sheet("Category counts"), report.categories, ["category", "previous", "count", "change"])
     write_table(wb.create_sheet("Drift"), report.drift, ["metric"])
     write_table(wb.create_sheet("Target changes"), report.target_changes, ["change", "category", "new_name", "basis"])
     write_table(wb.create_sheet("Rejects"), report.rejects, REJECT_COLUMNS)
+    if report.products is not None and report.products.height:  # the Summary's charts; their tables
+        add_summary_charts(wb["Summary"], wb.create_sheet("Chart data"), report.products)
     write_categories_sheet(wb.create_sheet("Categories"), report.choices)  # feeds the drop-down
     save_workbook(wb, path)
 

@@ -83,7 +83,7 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
     summary = wb.create_sheet("Summary")
     first = [(k, v) for k, v in result.summary if k not in PARAMETER_ITEMS]
     write_summary(summary, first)
-    _fit_print_width(summary)
+    fit_print_width(summary)
     categories = decision_choices(result.target_categories)
     per_category = category_table(result.mapping)
     if per_category.height:
@@ -102,7 +102,7 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
     parameters = wb.create_sheet("Parameters")
     write_summary(parameters, [(k, v) for k, v in result.summary if k in PARAMETER_ITEMS],
                   title="taxmig run parameters")
-    _fit_print_width(parameters)
+    fit_print_width(parameters)
     add_summary_charts(summary, parameters, result.mapping)
     write_categories_sheet(wb.create_sheet("Categories"), categories)
     save_workbook(wb, path)
@@ -318,7 +318,7 @@ def write_table(ws: Worksheet, df: pl.DataFrame, default_columns: Sequence[str],
     _set_widths(ws, df, header)
     if "confidence" in columns and df.height:
         _add_confidence_scale(ws, columns.index("confidence") + 1, df.height)
-    _fit_print_width(ws)
+    fit_print_width(ws)
 
 
 WRAP_WIDTH = 34  # characters: a wrapped category path column; three of them fit a printed landscape page
@@ -352,7 +352,7 @@ def wrap_columns(ws: Worksheet, frame: pl.DataFrame, columns: Sequence[str], wid
         ws.row_dimensions[r].height = LINE_HEIGHT * math.ceil(longest / per_line)
 
 
-def _fit_print_width(ws: Worksheet) -> None:
+def fit_print_width(ws: Worksheet) -> None:
     """Print (and PDF-export) landscape, all columns on one page width, header repeated."""
     ws.page_setup.orientation = "landscape"
     ws.sheet_properties.pageSetUpPr.fitToPage = True

@@ -126,6 +126,9 @@ def test_the_sheet_has_a_row_per_source_category_and_pair(nights):
         pairs = [r for r in body if r["level"] == "pair" and r["source_category"] == c["source_category"]]
         assert not pairs or sum(p["products"] for p in pairs) == c["products"]
         assert c["top_targets"].startswith(c["target_category"])
+    # the Summary's charts count every live product per confidence band (their table: Chart data)
+    bands = [r for r in wb["Chart data"].iter_rows(values_only=True) if r and isinstance(r[1], int)]
+    assert sum(r[1] for r in bands[:10]) == 70
 
 
 def test_row_decisions_win_and_category_decisions_cover_the_rest(nights):
