@@ -29,7 +29,7 @@ demo: install
 		--target-taxonomy sample_catalogs/google_taxonomy_subset.txt \
 		--source-category category,sub_category \
 		-o $(DEMO_OUT) --overwrite
-	@echo "Open $(DEMO_OUT): Summary, Mapping (decision drop-down), Review, Crosswalk, Rejects, Parameters."
+	@echo "Open $(DEMO_OUT): Summary, Category decisions, Review, Mapping (decision drop-downs), Crosswalk, Rejects, Parameters."
 
 test: install-dev
 	$(BIN)/python -m pytest
