@@ -243,7 +243,7 @@ def migrate(source, output, state, overwrite, quiet, verbose, **params) -> None:
 
         result, written = migrate_into_state(settings, state, output, overwrite=overwrite)
     else:
-        result = run_migration(settings)
+        result = run_migration(settings, output=output)
         written = write_output(result, output, overwrite=overwrite)
     info = result.summary_dict()
     review = info.get("Rows needing review", 0)

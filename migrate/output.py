@@ -68,6 +68,20 @@ def check_output(path: str | Path, *, overwrite: bool, companions: bool = True) 
     return path
 
 
+EXCEL_MAX_ROWS = 1_048_576
+"""Rows of one Excel worksheet (Microsoft, "Excel specifications and limits"); row 1 is the header."""
+
+
+def check_fits(path: str | Path | None, mapped_rows: int) -> None:
+    """Refuse an ``.xlsx`` output whose Mapping sheet would pass Excel's row limit -- before any
+    encoding, and never by writing a file Excel cannot open."""
+    if path is None or Path(path).suffix.lower() != ".xlsx" or mapped_rows + 1 <= EXCEL_MAX_ROWS:
+        return
+    raise TaxmigError(f"{path}: {mapped_rows:,} products do not fit an Excel sheet "
+                      f"({EXCEL_MAX_ROWS - 1:,} rows below the header)",
+                      hint="write the mapping as .parquet or .csv (-o mapping.parquet); nothing was written")
+
+
 def escaped_text(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with every text cell formula-escaped for CSV (see :func:`migrate.cells.escape_csv_text`)."""
     text_cols = [c for c, t in frame.schema.items() if t == pl.String]
@@ -84,6 +98,7 @@ def write_output(result: MigrationResult, path: str | Path, *, overwrite: bool =
     """Write ``result`` in the format ``path``'s extension names; returns the files written."""
     path = check_output(path, overwrite=overwrite)
     suffix = path.suffix.lower()
+    check_fits(path, result.mapping.height)
     if suffix == ".xlsx":
         from migrate.workbook import write_workbook
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -550,8 +551,13 @@ def read_inputs(settings: MigrationSettings) -> Inputs:
     return Inputs(source, load_targets(settings))
 
 
-def run_migration(settings: MigrationSettings, migrator: Migrator | None = None) -> MigrationResult:
-    """Read the inputs, load the model (unless a ``migrator`` is given) and run one migration."""
+def run_migration(settings: MigrationSettings, migrator: Migrator | None = None,
+                  output: str | Path | None = None) -> MigrationResult:
+    """Read the inputs, load the model (unless a ``migrator`` is given) and run one migration;
+    an ``output`` the mapping cannot fit (an .xlsx past Excel's rows) is refused before the model loads."""
+    from migrate.output import check_fits
+
     inputs = read_inputs(settings)
+    check_fits(output, len(inputs.source))
     migrator = migrator or Migrator.from_settings(settings)
     return migrator.run(settings, inputs)

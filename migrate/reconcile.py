@@ -399,13 +399,14 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
                        stale_below: float = DEFAULT_STALE_BELOW) -> tuple[MigrationResult, list[Path]]:
     """``taxmig migrate ... --state DIR``: map as usual, write the output, and start the state
     folder (settings, products, target snapshot, embedding cache) for later nights."""
-    from migrate.output import check_output, write_output
+    from migrate.output import check_fits, check_output, write_output
 
     with RunLock(state_dir, command="migrate"):
         store = StateStore.create(state_dir)
         check_output(output, overwrite=overwrite)
         started = now_utc()
         inputs = read_inputs(settings)
+        check_fits(output, len(inputs.source))
         migrator = migrator or Migrator.from_settings(settings)
         with EmbeddingCache(store.cache_path) as cache:
             result = migrator.run(settings, inputs, cache=cache)

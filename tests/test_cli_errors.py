@@ -230,3 +230,24 @@ def test_a_source_whose_every_row_is_rejected_is_an_error_naming_the_reasons(tmp
     assert result.exit_code == 1
     assert "none of its 2 rows can be mapped" in result.output and "row 2: empty text" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_mapping_past_excels_rows_is_refused_before_the_model_loads(bigbasket, tmp_path):
+    """1,050,000 real rows (BigBasket repeated, ids made unique) into an .xlsx: a clear error naming
+    the limit and the fix, no file written, the model never loaded (the autouse fixture)."""
+    import polars as pl
+
+    from migrate.output import EXCEL_MAX_ROWS
+
+    rows = 1_050_000
+    frame = bigbasket.select("product", "category", "sub_category", "brand")
+    big = pl.concat([frame] * (rows // frame.height + 1)).head(rows).with_row_index("id")
+    source = tmp_path / "million.csv"
+    big.write_csv(source)
+    out = tmp_path / "mapping.xlsx"
+    result = CliRunner().invoke(main, ["migrate", str(source), "--target-taxonomy", str(TAXONOMY), "-o", str(out),
+                                       "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert f"{out}: " in result.output and "products do not fit an Excel sheet" in result.output
+    assert f"({EXCEL_MAX_ROWS - 1:,} rows below the header)" in result.output and "-o mapping.parquet" in result.output
+    assert not out.exists() and "Traceback" not in result.output
