@@ -346,11 +346,12 @@ def review() -> None:
               help="Who decided [default: the workbook's last-modified-by, else the login name].")
 @options(COMMON_OPTIONS)
 def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -> None:
-    """Apply the decisions in a reviewed WORKBOOK (Mapping or Review sheet) to the state.
+    """Apply the decisions in a reviewed WORKBOOK (Mapping, Review and Category decisions sheets).
 
-    Every decision is checked first (known category, unchanged product id and text, product still
-    in the catalog, one decision per product); any problem stops the whole apply with a list of
-    the cells to fix.
+    A row decision decides its product; a Category decisions row every other product of its
+    source category (or source -> target pair). Every decision is checked first (known category,
+    unchanged product id and text or category row, product still in the catalog, one decision per
+    product or category); any problem stops the whole apply with a list of the cells to fix.
 
     \b
     Examples:

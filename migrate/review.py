@@ -9,6 +9,12 @@ put a decision on the wrong product), each product is still in the catalog, each
 target category, and one product gets one decision -- and all problems are reported at once
 with their sheet and cell. Then the decisions join the state's decision log (with who, when and
 the note) in one new state generation, and the final mapping is written.
+
+The Category decisions sheet decides many products at once (:mod:`migrate.category_decisions`):
+its rows are checked the same way (hidden ``row_key`` over level, source and target category),
+then each decision covers the products of its source category (or pair) that have no row
+decision of their own; each covered product gets a decision-log row whose ``scope`` names the
+category decision, and the category decisions are kept for later nights.
 """
 
 from __future__ import annotations
