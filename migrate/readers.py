@@ -117,7 +117,20 @@ def _frame(names: list[str], rows: list[list[str]], row_numbers: list[int]) -> p
     return pl.DataFrame(data, schema={**{n: pl.String for n in names}, ROW: pl.Int64})
 
 
+MAX_FIELD_CHARS = 2**31 - 1
+"""The csv module's field limit while a catalog is read (its default, 131,072 characters, refuses
+long HTML descriptions in well-quoted files); the largest value a C long takes on every platform."""
+
+
 def _read_delimited(path: Path, delimiter: str, encoding: str) -> Table:
+    previous = csv.field_size_limit(MAX_FIELD_CHARS)  # process-wide: put back when done
+    try:
+        return _parse_delimited(path, delimiter, encoding)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _parse_delimited(path: Path, delimiter: str, encoding: str) -> Table:
     text = _decode(path, encoding)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:

@@ -388,3 +388,19 @@ def test_csv_row_with_wrong_field_count_is_a_reject_not_a_crash(tmp_path, real40
     assert len(table.rejects) == 1
     assert table.rejects[0].row == 12 and table.rejects[0].id == rows[10][0]
     assert "5 fields where the header has 9" in table.rejects[0].reason
+
+
+def test_a_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
+    """A real description repeated past 128 KiB (long HTML descriptions happen), properly quoted:
+    read whole, the limit put back afterwards."""
+    described = read_table(data_file("bigbasket", "products_with_description_first6079.csv")).frame
+    rows = described.select("index", "product", "description").filter(pl.col("description") != "").head(3)
+    long = (rows["description"][1] + " ") * (300_000 // len(rows["description"][1]) + 1)
+    rows = rows.with_columns(pl.Series("description", [rows["description"][0], long, rows["description"][2]]))
+    path = tmp_path / "long.csv"
+    rows.write_csv(path)
+    before = csv.field_size_limit()
+    table = read_table(path)
+    assert table.frame.height == 3 and not table.rejects
+    assert table.frame["description"][1] == long and len(long) > 131_072
+    assert csv.field_size_limit() == before
