@@ -246,3 +246,20 @@ def test_cli_demo_writes_the_workbook_and_refuses_to_overwrite(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
     assert time.perf_counter() - start < 30   # refused before any model work
+
+
+def test_the_documented_library_api_imports_and_runs(migrator, tmp_path):
+    """migrate/__init__.py's example: the public names import from the package and map the samples;
+    a bare `import migrate` does not pull in torch (the process boundary is what is tested)."""
+    import migrate
+    from migrate import MigrationSettings as Settings, run_migration as run, write_output as write
+
+    assert {"MigrationSettings", "run_migration", "write_output", "reconcile", "apply_review"} <= set(migrate.__all__)
+    result = run(Settings(source=SAMPLE_SOURCE, target_taxonomy=SAMPLE_TAXONOMY, progress=False), migrator)
+    assert result.mapping.height == 308
+    assert write(result, tmp_path / "mapping.xlsx") == [tmp_path / "mapping.xlsx"]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        migrate.nope  # noqa: B018
+    light = subprocess.run([sys.executable, "-c", "import sys, migrate; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert light.stdout.strip() == "False", light.stderr
