@@ -37,7 +37,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 EXIT_USAGE = 64  # sysexits' EX_USAGE: distinct from reconcile's 2 (rows need review)
-EXIT_LOCKED = 3
 
 
 class TaxmigError_(click.ClickException):
@@ -52,14 +51,10 @@ class TaxmigGroup(click.Group):
     """Turns library errors into one-line messages (exit 1) and never shows a traceback by default."""
 
     def invoke(self, ctx: click.Context):
-        from migrate.lock import LockHeldError
-
         try:
             return super().invoke(ctx)
-        except LockHeldError as exc:
-            raise TaxmigError_(str(exc), EXIT_LOCKED) from None
-        except TaxmigError as exc:
-            raise click.ClickException(str(exc)) from None
+        except TaxmigError as exc:  # its exit code: 1, or e.g. 3 for a held state lock
+            raise TaxmigError_(str(exc), exc.exit_code) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:

@@ -2,8 +2,9 @@
 
 :func:`resolve_products` joins tonight's model mapping with the decisions in force and the
 previous state into the new products table. A decision holds until the product's text changes
-*materially* (rapidfuzz similarity of the old and new text below ``stale_below``, or a new source
-category): then the row is flagged ``DECISION_STALE`` for re-review and the old decision stays the
+*materially* (a new source category, or the embedding cosine of the old and new text below
+``stale_below``; rapidfuzz's token-sort ratio stands in when no encoder is at hand; pack sizes and
+units never count, :func:`material_change`): then the row is flagged ``DECISION_STALE`` for re-review and the old decision stays the
 final category, visible, until a person decides again. A decided category that left the target is
 carried to its new name when the target renamed it (same taxonomy id, or the same target products
 under a new name), else flagged ``DECISION_CATEGORY_GONE`` and left unmapped.

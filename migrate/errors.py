@@ -19,6 +19,9 @@ class TaxmigError(Exception):
     migrate.errors.TaxmigError: source.csv: no rows (fix: export the catalog again)
     """
 
+    exit_code = 1
+    """The CLI's exit code for this error (README "Exit codes")."""
+
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
         self.hint = hint

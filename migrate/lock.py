@@ -27,8 +27,14 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "lock"
 
 
+EXIT_LOCKED = 3
+"""Exit code of a command refused because another run holds the state lock (README "Exit codes")."""
+
+
 class LockHeldError(TaxmigError):
     """Another live run holds the state folder; nothing was done."""
+
+    exit_code = EXIT_LOCKED
 
 
 class RunLock:

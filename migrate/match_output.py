@@ -29,12 +29,11 @@ from migrate.errors import OutputExistsError
 from migrate.match import CLUSTER_SHEET_COLUMNS, MATCH_COLUMNS, UNMATCHED_COLUMNS, MatchResult
 from migrate.output import atomic_path, check_output, escaped_text
 from migrate.result import REJECT_COLUMNS, ROW_KEY_COLUMN, row_key
-from migrate.workbook import (DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, highlight_flagged,
+from migrate.workbook import (ACCEPT, DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, highlight_flagged,
                               save_workbook, write_summary, write_table)
 
 log = logging.getLogger(__name__)
 
-ACCEPT = "ACCEPT"
 DECISIONS = (ACCEPT, "MATCH", "NO MATCH", "ALT1 IS THE MATCH", "ALT2 IS THE MATCH")
 """The drop-down: keep the model's call, overrule it, or pick an alternative candidate."""
 

@@ -43,7 +43,7 @@ from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import OutputExistsError, TaxmigError
 from migrate.export import final_mapping, write_frame
 from migrate.hashing import file_fingerprint
-from migrate.lock import RunLock
+from migrate.lock import EXIT_LOCKED, RunLock
 from migrate.output import atomic_path, check_output
 from migrate.pipeline import Inputs, Migrator, read_inputs
 from migrate.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_REVIEW = 2
-EXIT_LOCKED = 3
 EXIT_CODES = {EXIT_OK: "nothing needs a person", EXIT_ERROR: "error: nothing changed in the state",
               EXIT_REVIEW: "rows need review", EXIT_LOCKED: "another run holds the state lock: nothing done"}
 TARGET_FIELDS = ("target_catalog", "target_taxonomy", "target_id", "target_text", "target_category",

@@ -251,3 +251,20 @@ def test_a_mapping_past_excels_rows_is_refused_before_the_model_loads(bigbasket,
     assert f"{out}: " in result.output and "products do not fit an Excel sheet" in result.output
     assert f"({EXCEL_MAX_ROWS - 1:,} rows below the header)" in result.output and "-o mapping.parquet" in result.output
     assert not out.exists() and "Traceback" not in result.output
+
+
+def test_commands_without_a_state_folder_run_where_fcntl_is_missing(tmp_path):
+    """Windows has no fcntl: only commands that lock a state folder may need it, not the CLI itself
+    (a fresh process with fcntl made unimportable gets the ordinary input error, exit 1)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys; sys.modules['fcntl'] = None\n"
+            "from migrate.cli import main\n"
+            f"main(['migrate', {str(tmp_path / 'missing.csv')!r}, '--target-taxonomy', {str(TAXONOMY)!r}, "
+            f"'-o', {str(tmp_path / 'o.xlsx')!r}])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "missing.csv: file not found" in done.stderr and "Traceback" not in done.stderr
