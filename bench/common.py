@@ -43,6 +43,16 @@ def bigbasket_split(limit: int | None = None, test_percent: int = 20) -> tuple[p
     return frame.filter(~test), frame.filter(test)
 
 
+def instacart_products(limit: int | None = None) -> pl.DataFrame:
+    """Instacart's products with their aisle and department names, ``missing``/``other`` left out
+    (no category to be right about); ``limit`` samples that many (seed 0)."""
+    folder = DATA / "instacart"
+    frame = (pl.read_csv(folder / "products.csv").join(pl.read_csv(folder / "aisles.csv"), on="aisle_id")
+             .join(pl.read_csv(folder / "departments.csv"), on="department_id")
+             .filter(~pl.col("department").is_in(["missing", "other"])))
+    return frame.sample(n=min(limit, frame.height), seed=0) if limit else frame
+
+
 def write_split(folder: Path, target: pl.DataFrame, source: pl.DataFrame) -> tuple[Path, Path]:
     """Write the split as migrate reads it: the target with its categories, the source without
     (its categories are the truth, kept aside). Returns (target path, source path)."""

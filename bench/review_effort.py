@@ -40,7 +40,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DATA, bigbasket_split, publish  # noqa: E402
+from bench.common import bigbasket_split, instacart_products, publish  # noqa: E402
 from migrate.category_decisions import (LEVEL_CATEGORY, LEVEL_PAIR, category_table, covering,  # noqa: E402
                                         decision_index)
 from migrate.pipeline import Migrator  # noqa: E402
@@ -62,12 +62,7 @@ def bigbasket_case(folder: Path, limit: int | None) -> dict:
 
 
 def instacart_case(folder: Path, limit: int | None) -> dict:
-    root = DATA / "instacart"
-    frame = (pl.read_csv(root / "products.csv").join(pl.read_csv(root / "aisles.csv"), on="aisle_id")
-             .join(pl.read_csv(root / "departments.csv"), on="department_id")
-             .filter(~pl.col("department").is_in(["missing", "other"])))
-    if limit:
-        frame = frame.sample(n=min(limit, frame.height), seed=0)
+    frame = instacart_products(limit)
     source_path, taxonomy_path = folder / "ic_source.csv", folder / "ic_taxonomy.txt"
     frame.select(pl.col("product_id").cast(pl.String).alias("id"), pl.col("product_name").alias("product"),
                  "department").write_csv(source_path)

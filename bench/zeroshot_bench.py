@@ -41,7 +41,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BIGBASKET, DATA, in_test_split, publish  # noqa: E402
+from bench.common import BIGBASKET, DATA, in_test_split, instacart_products, publish  # noqa: E402
 from migrate.calibration import expected_calibration_error  # noqa: E402
 from migrate.catalog import PATH_SEPARATOR  # noqa: E402
 from migrate.embedding import Embedder  # noqa: E402
@@ -101,12 +101,7 @@ def bigbasket_sets(limit: int | None, held_out_only: bool = True) -> list[dict]:
 
 
 def instacart_set(limit: int | None) -> dict:
-    folder = DATA / "instacart"
-    frame = (pl.read_csv(folder / "products.csv").join(pl.read_csv(folder / "aisles.csv"), on="aisle_id")
-             .join(pl.read_csv(folder / "departments.csv"), on="department_id")
-             .filter(~pl.col("department").is_in(["missing", "other"])))
-    if limit:
-        frame = frame.sample(n=min(limit, frame.height), seed=0)
+    frame = instacart_products(limit)
     truth = [f"{d} > {a}" for d, a in zip(frame["department"], frame["aisle"])]
     source = pl.DataFrame({"id": frame["product_id"], "product": frame["product_name"]})
     return dict(name="instacart", source=source, truth=truth, categories=with_inner_nodes(truth),

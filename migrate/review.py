@@ -25,7 +25,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import polars as pl
 from openpyxl.utils import get_column_letter
@@ -112,29 +112,12 @@ def read_reviewed_workbook(path: str | Path) -> ReviewedWorkbook:
             problems.append(f"no {' or '.join(DECISION_SHEETS)} sheet")
         rows: list[ReviewedRow] = []
         for name in sheets:
-            ws = book[name]
-            it = ws.iter_rows(values_only=True)
-            header = [_cell_text(v).strip() for v in (next(it, None) or ())]
-            col = {h: i for i, h in enumerate(header) if h}
-            missing = [c for c in REQUIRED if c not in col]
-            if missing:
-                problems.append(f"sheet {name}: column(s) {', '.join(missing)} missing from row 1 "
-                                "(restore them from the exported file)")
-                continue
-            letter = get_column_letter(col[DECISION_COLUMN] + 1)
-            for number, values in enumerate(it, start=2):
-                values = list(values) + [None] * (len(header) - len(values))
-                decision = _cell_text(values[col[DECISION_COLUMN]]).strip()
-                if not decision:
-                    continue
+            for number, cell, value in _decision_rows(book[name], name, REQUIRED, problems):
                 rows.append(ReviewedRow(
-                    sheet=name, row=number, cell=f"{name}!{letter}{number}",
-                    source_id=_cell_text(values[col["source_id"]]).strip(),
-                    source_text=_cell_text(values[col["source_text"]]),
-                    suggested=_cell_text(values[col["target_category"]]).strip(),
-                    decision=decision,
-                    note=_cell_text(values[col[NOTE_COLUMN]]).strip() if NOTE_COLUMN in col else "",
-                    key=_cell_text(values[col[ROW_KEY_COLUMN]]).strip()))
+                    sheet=name, row=number, cell=cell, source_id=value("source_id").strip(),
+                    source_text=value("source_text"), suggested=value("target_category").strip(),
+                    decision=value(DECISION_COLUMN).strip(), note=value(NOTE_COLUMN).strip(),
+                    key=value(ROW_KEY_COLUMN).strip()))
         categories: list[ReviewedCategory] = []
         if CATEGORY_SHEET in book.sheetnames:
             categories = _read_category_sheet(book[CATEGORY_SHEET], problems)
@@ -150,30 +133,34 @@ CATEGORY_REQUIRED = ("level", "source_category", "target_category", DECISION_COL
 
 
 def _read_category_sheet(ws, problems: list[str]) -> list[ReviewedCategory]:
+    return [ReviewedCategory(row=number, cell=cell, level=value("level").strip(),
+                             source_category=value("source_category"), target_category=value("target_category"),
+                             decision=value(DECISION_COLUMN).strip(), note=value(NOTE_COLUMN).strip(),
+                             key=value(ROW_KEY_COLUMN).strip())
+            for number, cell, value in _decision_rows(ws, CATEGORY_SHEET, CATEGORY_REQUIRED, problems)]
+
+
+def _decision_rows(ws, sheet: str, required: tuple[str, ...], problems: list[str]
+                   ) -> Iterator[tuple[int, str, Callable[[str], str]]]:
+    """(row number, decision cell, the row's text in a column by header -- "" for a column the
+    sheet lacks) of every row of ``ws`` whose decision is filled; missing ``required`` columns are
+    added to ``problems`` instead."""
     it = ws.iter_rows(values_only=True)
     header = [_cell_text(v).strip() for v in (next(it, None) or ())]
     col = {h: i for i, h in enumerate(header) if h}
-    missing = [c for c in CATEGORY_REQUIRED if c not in col]
+    missing = [c for c in required if c not in col]
     if missing:
-        problems.append(f"sheet {CATEGORY_SHEET}: column(s) {', '.join(missing)} missing from row 1 "
+        problems.append(f"sheet {sheet}: column(s) {', '.join(missing)} missing from row 1 "
                         "(restore them from the exported file)")
-        return []
+        return
     letter = get_column_letter(col[DECISION_COLUMN] + 1)
-    out = []
+    where = f"'{sheet}'" if " " in sheet else sheet  # how Excel writes a sheet name in a reference
     for number, values in enumerate(it, start=2):
         values = list(values) + [None] * (len(header) - len(values))
-        decision = _cell_text(values[col[DECISION_COLUMN]]).strip()
-        if not decision:
+        if not _cell_text(values[col[DECISION_COLUMN]]).strip():
             continue
-        out.append(ReviewedCategory(
-            row=number, cell=f"'{CATEGORY_SHEET}'!{letter}{number}",
-            level=_cell_text(values[col["level"]]).strip(),
-            source_category=_cell_text(values[col["source_category"]]),
-            target_category=_cell_text(values[col["target_category"]]),
-            decision=decision,
-            note=_cell_text(values[col[NOTE_COLUMN]]).strip() if NOTE_COLUMN in col else "",
-            key=_cell_text(values[col[ROW_KEY_COLUMN]]).strip()))
-    return out
+        yield number, f"{where}!{letter}{number}", \
+            lambda name, values=values: _cell_text(values[col[name]]) if name in col else ""
 
 
 def _run_id(book) -> str:
