@@ -23,10 +23,11 @@ until one decides).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import polars as pl
+
+from migrate.result import short_key
 
 LEVEL_CATEGORY, LEVEL_PAIR = "category", "pair"
 LEVELS = (LEVEL_CATEGORY, LEVEL_PAIR)
@@ -63,8 +64,7 @@ def category_key(run_id: str, level: str, source_category: str, target_category:
     >>> category_key("r", "pair", "Dairy", "Cheese") != category_key("r", "pair", "Dairy", "Butter")
     True
     """
-    raw = f"{run_id}\x00{level}\x00{source_category}\x00{target_category}"
-    return hashlib.sha1(raw.encode("utf-8")).hexdigest()[:12]
+    return short_key(run_id, level, source_category, target_category)
 
 
 def decision_id(level: str, source_category: str, target_category: str) -> str:

@@ -40,7 +40,12 @@ def row_key(run_id: str, source_id: str, source_text: str) -> str:
     >>> row_key("run1", "42", "Sugar 1 kg") == row_key("run1", "42", "Sugar 1 kg") != row_key("run1", "43", "Sugar 1 kg")
     True
     """
-    return hashlib.sha1(f"{run_id}\x00{source_id}\x00{source_text}".encode("utf-8")).hexdigest()[:12]
+    return short_key(run_id, source_id, source_text)
+
+
+def short_key(*parts: str) -> str:
+    """12 hex digits of the SHA-1 of ``parts`` joined by NUL: the hidden keys of decision sheets."""
+    return hashlib.sha1("\x00".join(parts).encode("utf-8")).hexdigest()[:12]
 CROSSWALK_COLUMNS = ["source_category", "target_category", "count", "share", "mean_confidence"]
 
 
