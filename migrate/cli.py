@@ -453,6 +453,48 @@ def evaluate(catalog, model, baseline, output, id_col, text, category, seed, ove
     click.echo(f"wrote {report}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("--model", default=None,
+              help="Encoder to distil: a local folder (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--vocabulary", "vocabulary_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A catalog or taxonomy file whose words join the vocabulary as whole tokens (repeat for "
+                   "more). Measured to cost accuracy with MiniLM on BigBasket and Instacart (BENCHMARKS.md, "
+                   "speed tiers): leave it out unless a bench on your data says otherwise.")
+@click.option("--vocabulary-text", default=None, help="Text columns of the --vocabulary catalogs (default as in migrate).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder to write, e.g. models/retail-static.")
+@click.option("--pca-dims", type=int, default=256, show_default=True, help="Width of the static vectors.")
+@click.option("--min-count", type=click.IntRange(1), default=2, show_default=True,
+              help="Add a catalog word used at least this many times.")
+@click.option("--max-words", type=click.IntRange(0), default=50_000, show_default=True,
+              help="At most this many catalog words (the most frequent).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+def distill(model, vocabulary_files, vocabulary_text, output, pca_dims, min_count, max_words, overwrite, encoding,
+            quiet, verbose) -> None:
+    """Distil a static embedding model (the fast tier) from an encoder, with the catalogs' words.
+
+    The folder works wherever --model does; it encodes about 100x faster than the transformer
+    on a CPU (BENCHMARKS.md, "speed tiers"). Needs the extra: pip install 'taxmig[static]'.
+
+    \b
+    Examples:
+      taxmig distill -o models/retail-static --vocabulary source.csv --vocabulary target.csv
+      taxmig distill --model models/retail-minilm -o models/retail-minilm-static --vocabulary source.csv
+      taxmig migrate source.csv --target-catalog target.csv --model models/retail-static -o mapping.xlsx
+    """
+    from models.distill import distill_static
+
+    _setup_logging(verbose, quiet)
+    result = distill_static(output, model=model, vocabulary_files=vocabulary_files, vocabulary_text=vocabulary_text,
+                            pca_dims=pca_dims, min_count=min_count, max_words=max_words, overwrite=overwrite,
+                            encoding=encoding, progress=not quiet)
+    click.echo(f"distilled {result.base_model} with {result.added_words} catalog words: {result.vocabulary_size} "
+               f"tokens x {result.dimension} dims in {result.seconds} s; saved {result.output_dir} "
+               f"(fingerprint {result.fingerprint})")
+
 
 @main.command("crosswalk", context_settings=CONTEXT)
 @click.argument("old", type=click.Path(dir_okay=False, path_type=Path))

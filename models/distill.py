@@ -1,0 +1,217 @@
+"""The static tier: distil a static embedding model (model2vec) from any sentence encoder.
+
+A static model keeps one vector per token -- computed once by passing each token through the
+encoder -- and embeds a text as the weighted mean of its tokens' vectors: no transformer at run
+time, so it encodes tens of thousands of texts per second on a CPU. A catalog's own words can be
+added to the vocabulary as whole tokens (each word passed through the encoder in one piece), so
+"earbuds" gets its own vector rather than the mean of "ear", "##bud", "##s" -- but with MiniLM
+that cost accuracy on both grocery sets measured (BENCHMARKS.md, "speed tiers"), so no words are
+added unless vocabulary files are given.
+
+The result is a sentence-transformers folder (a ``StaticEmbedding`` module): ``--model FOLDER``
+takes it wherever it takes an encoder, and loading it needs neither model2vec nor a transformer.
+
+>>> result = distill_static("models/retail-static", vocabulary_files=["shop.csv"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from migrate.errors import ModelError, OutputExistsError, TaxmigError
+from migrate.hashing import file_fingerprint
+from models.registry import fingerprint, resolve_model
+
+log = logging.getLogger(__name__)
+
+RECORD = "distill.json"
+# model2vec's default output width (its README: "pca_dims=256"); 384 keeps MiniLM's full width
+DEFAULT_PCA_DIMS = 256
+# a word joins the vocabulary when the catalogs use it at least this often: a word seen once is
+# usually a typo or a code, and every added word costs one encoder pass at distillation time
+DEFAULT_MIN_COUNT = 2
+# at most this many added words (the most frequent first): 50k words distil in about 30 s on 2 cores
+DEFAULT_MAX_WORDS = 50_000
+_WORD = re.compile(r"[^\W\d_]{3,}")  # letters only, 3+ long: no codes, sizes or ids; hyphens split
+TAXONOMY_SUFFIXES = {".txt", ".yaml", ".yml"}
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """What ``distill_static`` wrote: the folder, its fingerprint and the vocabulary it added."""
+
+    output_dir: Path
+    fingerprint: str
+    base_model: str
+    added_words: int
+    vocabulary_size: int
+    dimension: int
+    seconds: float
+    sources: list[dict[str, str]] = field(default_factory=list)
+
+
+def catalog_words(texts: Iterable[str], *, min_count: int = DEFAULT_MIN_COUNT,
+                  max_words: int = DEFAULT_MAX_WORDS) -> list[str]:
+    """The words of ``texts`` (lower-cased, letters only) used at least ``min_count`` times,
+    most frequent first, at most ``max_words``."""
+    counts = Counter(w for text in texts for w in _WORD.findall(text.lower()))
+    frequent = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+    return frequent[:max_words]
+
+
+def vocabulary_texts(path: str | Path, *, text: str | None = None, encoding: str = "utf-8") -> list[str]:
+    """The texts of one vocabulary file: a catalog's product texts (``text``: its text columns,
+    comma separated, default as in ``migrate``), or a taxonomy's category paths (``.txt`` /
+    ``.yaml``), read the way ``migrate`` reads them."""
+    from migrate.catalog import load_catalog
+    from migrate.taxonomy import load_taxonomy
+
+    path = Path(path)
+    if path.suffix.lower() in TAXONOMY_SUFFIXES:
+        return list(load_taxonomy(path, encoding=encoding).categories)
+    catalog = load_catalog(path, role="vocabulary", text=text, encoding=encoding)
+    return catalog.texts
+
+
+def distill_static(output_dir: str | Path, *, model: str | None = None,
+                   vocabulary_files: Sequence[str | Path] = (), pca_dims: int = DEFAULT_PCA_DIMS,
+                   min_count: int = DEFAULT_MIN_COUNT, max_words: int = DEFAULT_MAX_WORDS,
+                   vocabulary_text: str | None = None, overwrite: bool = False,
+                   encoding: str = "utf-8", progress: bool = True) -> DistillResult:
+    """Distil ``model`` (default: the bundled base encoder) into a static model at ``output_dir``.
+
+    The folder is built beside ``output_dir`` and renamed into place only when complete; an
+    existing non-empty ``output_dir`` is replaced only with ``overwrite``. ``progress=False``
+    turns model2vec's progress bar off.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+        raise OutputExistsError(output_dir)
+    if not 2 <= pca_dims <= 4096:
+        raise TaxmigError(f"--pca-dims {pca_dims} is out of range", hint="use a width between 2 and 4096, e.g. 256")
+    try:
+        from model2vec.distill import distill  # noqa: F401  (checked here: the error names the extra)
+        from sentence_transformers import SentenceTransformer
+        try:
+            from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+        except ImportError:  # sentence-transformers before 6.3
+            from sentence_transformers.models import StaticEmbedding
+    except ImportError as exc:
+        raise ModelError(f"the static tier needs model2vec ({exc})",
+                         hint="pip install 'taxmig[static]'") from None
+    ref = resolve_model(model)
+    if not ref.is_local:
+        raise ModelError(f"'{ref.name}' is not a local model folder",
+                         hint="distil the bundled model (omit --model) or a folder written by 'taxmig train'")
+    base_fp = fingerprint(ref.location)
+    started = time.perf_counter()
+    texts: list[str] = []
+    sources = []
+    for path in vocabulary_files:
+        file_texts = vocabulary_texts(path, text=vocabulary_text, encoding=encoding)
+        texts.extend(file_texts)
+        sources.append({"file": Path(path).name, "sha256": file_fingerprint(path), "texts": str(len(file_texts))})
+    words = catalog_words(texts, min_count=min_count, max_words=max_words)
+    log.info("distilling %s with %d catalog words added (PCA to %d dims)", ref.name, len(words), pca_dims)
+    try:
+        with _quiet_distillation(StaticEmbedding.__module__, progress):
+            module = StaticEmbedding.from_distillation(ref.location, vocabulary=words or None, device="cpu",
+                                                       pca_dims=pca_dims)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise ModelError(f"cannot distil '{ref.name}': {str(exc).splitlines()[0][:200]}",
+                         hint="check that the folder holds a complete sentence-transformers model") from None
+    static = SentenceTransformer(modules=[module], device="cpu")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        static.save(str(staging))
+        seconds = round(time.perf_counter() - started, 1)
+        result = DistillResult(output_dir, fingerprint(staging), ref.name, len(words),
+                               int(module.embedding.num_embeddings), int(module.embedding.embedding_dim),
+                               seconds, sources)
+        record = {"base_model": ref.name, "base_model_fingerprint": base_fp, "pca_dims": pca_dims,
+                  "min_count": min_count, "max_words": max_words, "added_words": len(words),
+                  "vocabulary_size": result.vocabulary_size, "dimension": result.dimension,
+                  "vocabulary_files": sources, "seconds": seconds}
+        (staging / RECORD).write_text(json.dumps(record, indent=2))
+        _write_card(staging, output_dir, result, record)
+        _replace_dir(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("saved %s: %d tokens x %d dims (fingerprint %s) in %.1f s", output_dir, result.vocabulary_size,
+             result.dimension, result.fingerprint, seconds)
+    return result
+
+
+class _DropVersionNotice(logging.Filter):
+    """sentence-transformers asks for arguments newer model2vec versions dropped; harmless."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "does not support the" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_distillation(st_module: str, progress: bool) -> Iterator[None]:
+    """model2vec logs one warning per catalog word the encoder already knows (thousands of lines)
+    and draws a progress bar with no switch (tqdm reads ``TQDM_DISABLE``): quiet both for the call."""
+    st_logger, m2v_logger = logging.getLogger(st_module), logging.getLogger("model2vec")
+    notice, level, bar = _DropVersionNotice(), m2v_logger.level, os.environ.get("TQDM_DISABLE")
+    st_logger.addFilter(notice)
+    m2v_logger.setLevel(logging.ERROR)
+    if not progress:
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        st_logger.removeFilter(notice)
+        m2v_logger.setLevel(level)
+        if bar is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = bar
+
+
+def _replace_dir(staging: Path, output_dir: Path) -> None:
+    """Rename the finished folder into place; an old folder is moved aside first, removed after."""
+    old = None
+    if output_dir.exists():
+        old = output_dir.with_name(f".{output_dir.name}.old-{int(time.time() * 1000)}")
+        output_dir.rename(old)
+    staging.rename(output_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+def _write_card(folder: Path, output_dir: Path, result: DistillResult, record: dict) -> None:
+    files = record["vocabulary_files"]
+    lines = [
+        f"# {output_dir.name}",
+        "",
+        "A static embedding model distilled by `taxmig distill` (model2vec) for the fast tier: "
+        f"`taxmig migrate --model {output_dir}`. One vector per token, no transformer at run time.",
+        "",
+        "## Provenance",
+        f"- distilled from: {record['base_model']} (weights fingerprint `{record['base_model_fingerprint']}`)",
+        f"- this model's weights fingerprint: `{result.fingerprint}`",
+        f"- vocabulary: the encoder's own tokens plus {result.added_words} catalog words used at least "
+        f"{record['min_count']} times (at most {record['max_words']}), from "
+        + (", ".join(f"`{f['file']}` (sha256 `{f['sha256']}`, {f['texts']} texts)" for f in files) or "no file"),
+        f"- {result.vocabulary_size} tokens x {result.dimension} dimensions (PCA to {record['pca_dims']}), "
+        f"distilled in {result.seconds} s",
+        "",
+        "No catalog rows are stored here: only words and their vectors.",
+        "",
+    ]
+    (folder / "README.md").write_text("\n".join(lines))
