@@ -25,6 +25,7 @@ from migrate.classifier import fit_with_out_of_fold_votes
 from migrate.embedding import Embedder
 from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import TaxmigError
+from migrate.fitted_target import FittedTarget, FittedTargetStore, fit_settings, fitted_target_key
 from migrate.flags import FLAG_ORDER, compute_flags
 from migrate.index import build_index, search
 from migrate.labels import PLAIN, CategoryLabels
@@ -36,6 +37,7 @@ from migrate.settings import MigrationSettings
 from migrate.taxonomy import Taxonomy, load_taxonomy
 from migrate.zeroshot import confidence_features, listed_ancestors, proxy_confidence, refine
 from models import load_encoder, resolve_model
+from models.registry import lazy_encoder
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,15 @@ class Encoder:
     fingerprint: str
 
 
-def load_model(settings: MigrationSettings) -> Encoder:
+def load_model(settings: MigrationSettings, *, lazy: bool = False) -> Encoder:
     """The encoder ``settings`` name (its fields model, device, allow_download, trust_remote_code;
-    the crosswalk's settings have the same ones)."""
+    the crosswalk's settings have the same ones). ``lazy``: a local model loads when first used
+    (a nightly run with every text in the embedding cache never loads it)."""
     ref = resolve_model(settings.model)
-    model, fp = load_encoder(ref, device=settings.device, allow_download=settings.allow_download,
-                             trust_remote_code=settings.trust_remote_code)
+    options = {"device": settings.device, "allow_download": settings.allow_download,
+               "trust_remote_code": settings.trust_remote_code}
+    deferred = lazy_encoder(ref, **options) if lazy else None
+    model, fp = deferred if deferred is not None else load_encoder(ref, **options)
     return Encoder(model, ref.name, fp)
 
 
@@ -124,6 +129,9 @@ def _embedding_texts(source: Catalog, category_context: bool) -> list[str]:
 
 
 LEAVE_OUT_EXTRA = 10
+TARGET_SIDE = "Target side (classifier, calibration)"
+TARGET_SIDE_FITTED = "fitted in this run, kept in the state"
+TARGET_SIDE_READ = "read from the state: target catalog, model and settings unchanged"
 
 
 def _calibration_sample(target_texts: list[str], settings: MigrationSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -160,13 +168,16 @@ class Migrator:
         self.encoder = encoder
 
     @classmethod
-    def from_settings(cls, settings: MigrationSettings) -> "Migrator":
-        return cls(load_model(settings))
+    def from_settings(cls, settings: MigrationSettings, *, lazy: bool = False) -> "Migrator":
+        return cls(load_model(settings, lazy=lazy))
 
     def run(self, settings: MigrationSettings, inputs: "Inputs | None" = None, *,
-            cache: EmbeddingCache | None = None) -> MigrationResult:
+            cache: EmbeddingCache | None = None,
+            fitted_targets: FittedTargetStore | None = None) -> MigrationResult:
         """Map ``settings.source``; ``inputs`` are the already-read files (read here if not given);
-        with a ``cache``, texts embedded before under this model are not encoded again."""
+        with a ``cache``, texts embedded before under this model are not encoded again; with
+        ``fitted_targets``, a labelled target's classifier and calibration fitted before on the same
+        target, model and settings are read back instead of fitted (:mod:`migrate.fitted_target`)."""
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         inputs = inputs or read_inputs(settings)
@@ -190,8 +201,16 @@ class Migrator:
         product_index = build_index(tgt_vec) if len(tgt_vec) else None
         lexical = LexicalIndex().fit(target_texts) if product_index is not None and params.lexical_weight > 0 else None
         classifier = oof_votes = None
+        fitted = side_key = None
+        if product_index is not None and fitted_targets is not None:
+            side_key = fitted_target_key(model_fingerprint=self.encoder.fingerprint, categories=targets.categories,
+                                         texts=target_texts, product_categories=targets.product_categories,
+                                         settings=fit_settings(settings, by_level=labels.by_level))
+            fitted = fitted_targets.get(side_key)
         sample, groups = _calibration_sample(target_texts, settings)
-        if product_index is not None and params.classifier_weight > 0:
+        if fitted is not None:
+            classifier = fitted.classifier
+        elif product_index is not None and params.classifier_weight > 0:
             classifier, oof_votes = fit_with_out_of_fold_votes(
                 target_texts, targets.product_categories, sample, groups, top=params.k,
                 temperature=params.classifier_temperature, seed=settings.seed)
@@ -213,9 +232,13 @@ class Migrator:
         else:
             scores = self._score(src_vec, product_index, labels, targets, params, lexical=lexical,
                                  lexical_queries=source.texts, clf_votes=clf_votes)
-        if product_index is not None:
+        if fitted is not None:
+            calibrator, loo = fitted.calibrator, fitted.loo
+        elif product_index is not None:
             calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, labels, targets, settings,
                                               sample, groups, lexical, oof_votes)
+            if fitted_targets is not None:
+                fitted_targets.put(side_key, FittedTarget(classifier, calibrator, loo))
         if not self_trained:
             confidence = calibrator.predict(scores.features())
         if labels.bias is not None:  # NO_MATCH reads the label score before centering
@@ -239,6 +262,8 @@ class Migrator:
         seconds = time.perf_counter() - started
         summary = self._summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
                                 labels, product_index, embedder, seconds)
+        if product_index is not None and fitted_targets is not None:
+            summary.append((TARGET_SIDE, TARGET_SIDE_READ if fitted is not None else TARGET_SIDE_FITTED))
         return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk, summary=summary,
                                target_categories=list(targets.categories),
                                thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None)

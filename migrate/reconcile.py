@@ -40,12 +40,13 @@ from migrate.changes import (TargetChanges, category_counts, diff_targets, produ
 from migrate.decisions import DEFAULT_STALE_BELOW, carried_decisions, resolve_products
 from migrate.embedding import Embedder
 from migrate.embedding_cache import EmbeddingCache
+from migrate.fitted_target import FittedTargetStore
 from migrate.errors import OutputExistsError, TaxmigError
 from migrate.export import final_mapping, write_frame
 from migrate.hashing import file_fingerprint
 from migrate.lock import EXIT_LOCKED, RunLock
 from migrate.output import atomic_path, check_output
-from migrate.pipeline import Inputs, Migrator, read_inputs
+from migrate.pipeline import TARGET_SIDE, Inputs, Migrator, read_inputs
 from migrate.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
                                      write_report_workbook)
 from migrate.result import MigrationResult
@@ -213,7 +214,7 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
             if recovered is None:
                 _check_outputs(outputs, overwrite)  # before the slow part
             inputs = read_inputs(settings)
-            migrator = migrator or Migrator.from_settings(settings)
+            migrator = migrator or Migrator.from_settings(settings, lazy=True)
             fingerprint = inputs_fingerprint(settings, migrator.encoder.fingerprint, stale)
             if recovered is not None:
                 run = recovered.meta["run"]
@@ -244,7 +245,8 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
     t0 = time.perf_counter()
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with EmbeddingCache(store.cache_path) as cache:
-        result = migrator.run(settings, inputs, cache=cache)
+        result = migrator.run(settings, inputs, cache=cache,
+                                   fitted_targets=FittedTargetStore(store.fitted_target_path))
         snapshot = _target_snapshot(inputs)
         target = diff_targets(previous.targets, snapshot) if previous is not None else TargetChanges()
         decisions = previous.latest_decisions() if previous is not None else empty(DECISION_SCHEMA)
@@ -274,6 +276,7 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
         "target_changes": target.as_dict(), "model": {**model, "changed": model_changed},
         "embedding": {"encoded": info.get("Texts encoded (distinct)"),
                       "cached": info.get("Texts read from the embedding cache")},
+        "target_side": info.get(TARGET_SIDE),
         "drift": score_drift(previous.products if previous is not None else None, products).to_dicts(),
         "seconds": round(seconds, 2), "first_run": previous is None, "stale_lock": lock.stale,
         "review_scope": review_scope,
@@ -406,9 +409,10 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
         started = now_utc()
         inputs = read_inputs(settings)
         check_fits(output, len(inputs.source))
-        migrator = migrator or Migrator.from_settings(settings)
+        migrator = migrator or Migrator.from_settings(settings, lazy=True)
         with EmbeddingCache(store.cache_path) as cache:
-            result = migrator.run(settings, inputs, cache=cache)
+            result = migrator.run(settings, inputs, cache=cache,
+                                   fitted_targets=FittedTargetStore(store.fitted_target_path))
         written = write_output(result, output, overwrite=overwrite)
         products = resolve_products(result.mapping, run_id=result.run_id, previous=None,
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.targets.categories),

@@ -13,6 +13,7 @@ Layout::
           targets.parquet      the target categories (and target catalog products) of that run
           report.xlsx/.json    the run's report, published to the user's -o path after the commit
       embeddings.sqlite        vector cache keyed by model fingerprint + text hash
+      target_side.pkl          a labelled target's fitted classifier and calibration (migrate.fitted_target)
       history.jsonl            one line per run: inputs, model, counts, outcome
       lock                     held by the running command (see :mod:`migrate.lock`)
 
@@ -49,6 +50,7 @@ CURRENT = "CURRENT"
 GENERATIONS = "generations"
 HISTORY = "history.jsonl"
 CACHE = "embeddings.sqlite"
+FITTED_TARGET = "target_side.pkl"
 CATEGORY_DECISIONS = "category_decisions.parquet"
 
 
@@ -176,6 +178,10 @@ class StateStore:
     @property
     def cache_path(self) -> Path:
         return self.root / CACHE
+
+    @property
+    def fitted_target_path(self) -> Path:
+        return self.root / FITTED_TARGET
 
     @property
     def history_path(self) -> Path:

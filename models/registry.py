@@ -109,6 +109,36 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     return model, fp
 
 
+class LazyModel:
+    """Stands in for a model until first used: the first attribute read loads it (``loader()``).
+
+    A nightly run whose texts are all in the embedding cache never reads one, so never pays the
+    model load."""
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+        self._model = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_loader", "_model"):
+            raise AttributeError(name)
+        if self._model is None:
+            self._model = self._loader()
+        return getattr(self._model, name)
+
+
+def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
+    """``(LazyModel, fingerprint)`` for a local folder (its fingerprint needs no load); None for a
+    hub id, whose weights must be loaded to be fingerprinted. ``options`` go to :func:`load_encoder`."""
+    if not ref.is_local:
+        return None
+    return LazyModel(lambda: load_encoder(ref, **options)[0]), fingerprint(ref.location)
+
+
 def _cached_folder(model) -> str | None:
     """The local snapshot folder of a hub model, when sentence-transformers kept it."""
     try:

@@ -209,6 +209,13 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
     c = n3.monitoring["counts"]
     assert (c["new"], c["removed"], c["text_changed"], c["assignment_changed"]) == (0, 0, 0, 0)
     assert n3.monitoring["embedding"]["encoded"] == 0
+    # the labelled target's classifier and calibration: fitted on night 1, fitted again on night 2
+    # (the target catalog renamed a category), read back on night 3 (nothing changed)
+    from migrate.pipeline import TARGET_SIDE_FITTED, TARGET_SIDE_READ
+
+    sides = [three_nights[n].monitoring["target_side"] for n in ("night1", "night2", "night3")]
+    assert sides == [TARGET_SIDE_FITTED, TARGET_SIDE_FITTED, TARGET_SIDE_READ]
+    assert (three_nights["state"] / "target_side.pkl").is_file()
     two, three = three_nights["state2"].products, three_nights["state3"].products
     assert two.select("product_id", "final_category", "decision").equals(three.select("product_id", "final_category", "decision"))
     # nothing new needs a person tonight (exit 0), though an open queue from earlier nights remains
@@ -216,6 +223,30 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
     assert pl.read_excel(three_nights["folder"] / "r3.xlsx", sheet_name="Review").height == 0
     runs = [h for h in StateStore(three_nights["state"]).history() if h["outcome"] == "ok"]
     assert [h["kind"] for h in runs] == ["reconcile", "review", "reconcile", "reconcile"]
+
+
+def test_a_night_with_nothing_new_never_loads_the_model(three_nights, state_copy, tmp_path):
+    """Everything in the embedding cache and the target side in the state: the model is not loaded;
+    a night with one new product loads it (and encodes that product only)."""
+    from migrate.pipeline import TARGET_SIDE_READ, Migrator
+    from migrate.reconcile import settings_for_night
+
+    n2_path = three_nights["folder"] / "night2.csv"
+    settings = settings_for_night(StateStore.open(state_copy).load().meta["settings"], n2_path, {}, progress=False)
+    lazy = Migrator.from_settings(settings, lazy=True)
+    quiet = reconcile(n2_path, state_copy, tmp_path / "r4.xlsx", migrator=lazy, progress=False)
+    assert not lazy.encoder.model.loaded
+    assert quiet.monitoring["embedding"]["encoded"] == 0 and quiet.monitoring["target_side"] == TARGET_SIDE_READ
+    assert quiet.monitoring["counts"]["assignment_changed"] == 0
+
+    n5 = pl.concat([pl.read_csv(n2_path, infer_schema=False),
+                    pl.DataFrame({"index": ["999001"], "product": ["Cadbury Dairy Milk Silk Bubbly Chocolate Bar"],
+                                  "category": ["Snacks & Branded Foods"], "sub_category": ["Chocolates & Candies"],
+                                  "brand": ["Cadbury"]})])
+    n5.write_csv(tmp_path / "night5.csv")
+    busy = reconcile(tmp_path / "night5.csv", state_copy, tmp_path / "r5.xlsx", migrator=lazy, progress=False)
+    assert lazy.encoder.model.loaded
+    assert busy.monitoring["counts"]["new"] == 1 and busy.monitoring["embedding"]["encoded"] >= 1
 
 
 def test_review_all_lists_the_whole_open_queue(three_nights, migrator, tmp_path):

@@ -1,0 +1,256 @@
+"""Speed tiers and scale: the transformer against its distilled static model, and a million products.
+
+Part ``tiers`` (one run, same machine, ratios to torch fp32): per tier -- the bundled
+all-MiniLM-L6-v2 in torch fp32; the same model distilled by ``taxmig distill`` (model2vec, 256
+dims) without and with the catalogs' words -- the raw encode rate on 5,000 BigBasket texts, and
+  * labelled target: BigBasket 80/20 (bench/common.py split), top-1, unflagged precision and share,
+    end-to-end products/s;
+  * zero-shot: BigBasket's held-out 20% onto its 99 two-level paths, and Instacart onto its 134
+    aisles (taxonomy files, no labelled product; bench/zeroshot_bench.py's sets), top-1;
+  * match: Abt-Buy (DeepMatcher split), the hybrid scorer fitted on train with the tier's encoder,
+    threshold on valid, F1 on test (bench/match_bench.py's "base encoder" row).
+The static models are distilled in the run (their seconds are reported).
+
+Part ``million``: a 1,000,000-product source built from real BigBasket rows (every product
+repeated, each copy after the first with its name perturbed -- a word dropped, two swapped, a pack
+size added or the case lowered -- and ids made unique; seed 0) migrated by the CLI in a child
+process onto the BigBasket catalog (labelled target) and onto the Google taxonomy, with the static
+tier, output Parquet; wall time and peak RSS of the child (``os.wait4``). With ``--torch-rows N``
+the transformer maps the first N of them onto the BigBasket catalog too, for its time per 100k.
+
+    python bench/scale_bench.py                       # both parts
+    python bench/scale_bench.py --parts tiers --limit 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import BIGBASKET, DATA, bigbasket_split, publish, write_split  # noqa: E402
+from bench.migrate_bench import evaluate, text_of, unflagged_precision  # noqa: E402
+
+log = logging.getLogger("scale_bench")
+GOOGLE = DATA / "google_product_taxonomy" / "taxonomy-with-ids.en-US.txt"
+ENCODE_SAMPLE = 5000
+
+
+def perturbed_catalog(n: int, path: Path, seed: int = 0) -> Path:
+    """``n`` products from BigBasket's real rows: copy 0 as is, later copies with names perturbed."""
+    frame = pl.read_csv(BIGBASKET, infer_schema=False).select("index", "product", "brand")
+    frame = frame.filter(pl.col("product").is_not_null())
+    rng = random.Random(seed)
+
+    def perturb(name: str) -> str:
+        words = name.split()
+        r = rng.random()
+        if r < 0.3 and len(words) > 2:
+            words.pop(rng.randrange(len(words)))
+        elif r < 0.6 and len(words) > 1:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+        elif r < 0.8:
+            words.append(f"Pack of {rng.randint(2, 12)}")
+        else:
+            words = [w.lower() for w in words]
+        return " ".join(words)
+
+    ids, names, brands = [], [], []
+    products, indices, brand_col = frame["product"].to_list(), frame["index"].to_list(), frame["brand"].to_list()
+    copy = 0
+    while len(ids) < n:
+        for product, index, brand in zip(products, indices, brand_col):
+            if len(ids) == n:
+                break
+            ids.append(f"{index}-{copy}")
+            names.append(product if copy == 0 else perturb(product))
+            brands.append(brand)
+        copy += 1
+    pl.DataFrame({"id": ids, "product": names, "brand": brands}).write_csv(path)
+    return path
+
+
+def run_child(args: list[str]) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS in MB, exit code, last output lines) of one ``taxmig`` process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "migrate.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode, "\n".join(out.splitlines()[-3:])
+
+
+# --- part: tiers -----------------------------------------------------------------------------
+
+def tier_models(tmp: Path, vocabulary: list[Path]) -> list[tuple[str, str | None, float]]:
+    """(tier name, --model value, seconds to build it): torch fp32 and the distilled static models."""
+    from models.distill import distill_static
+
+    tiers: list[tuple[str, str | None, float]] = [("torch fp32 (all-MiniLM-L6-v2)", None, 0.0)]
+    plain = distill_static(tmp / "static", progress=False)
+    tiers.append(("static (distilled, 256 dims)", str(plain.output_dir), plain.seconds))
+    words = distill_static(tmp / "static-words", vocabulary_files=vocabulary, progress=False)
+    tiers.append((f"static + {words.added_words} catalog words", str(words.output_dir), words.seconds))
+    return tiers
+
+
+def encode_rate(model, texts: list[str]) -> float:
+    model.encode(texts[:64], batch_size=64, show_progress_bar=False)  # warm-up
+    started = time.perf_counter()
+    model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def labelled_target(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
+    from migrate.settings import MigrationSettings
+
+    target, source = bigbasket_split(limit)
+    target_path, source_path = write_split(tmp, target, source)
+    settings = MigrationSettings(source=source_path, target_catalog=target_path,
+                                 target_category="category,sub_category", progress=False)
+    started = time.perf_counter()
+    result = migrator.run(settings)
+    seconds = time.perf_counter() - started
+    truth = dict(zip(source["index"], [f"{c} > {s}" for c, s in zip(source["category"], source["sub_category"])]))
+    top1, _, unflagged, _ = evaluate(result.mapping, truth)
+    return {"top1": float(top1.mean()), "unflagged_precision": unflagged_precision(top1, unflagged),
+            "unflagged_share": float(unflagged.mean()), "products_per_s": len(source) / seconds}
+
+
+def zero_shot(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
+    from bench.zeroshot_bench import bigbasket_sets, instacart_set
+    from migrate.settings import MigrationSettings
+
+    out = {}
+    for bench in (bigbasket_sets(limit)[0], instacart_set(limit)):
+        source_path, taxonomy_path = tmp / f"zs-{bench['name']}.csv", tmp / f"zs-{bench['name']}.txt"
+        bench["source"].write_csv(source_path)
+        taxonomy_path.write_text("\n".join(bench["categories"]) + "\n")
+        result = migrator.run(MigrationSettings(source=source_path, target_taxonomy=taxonomy_path,
+                                                source_category=bench["source_category"], progress=False))
+        predicted = result.mapping.sort("source_row")["target_category"].to_list()
+        out[bench["name"]] = float(np.mean([p == t for p, t in zip(predicted, bench["truth"])]))
+    return out
+
+
+def match_f1(location: str | None, tmp: Path, limit: int | None) -> float:
+    from bench.match_bench import encoder, hybrid_features, hybrid_rows, load_inputs, prepare
+
+    folder = prepare("abt_buy", limit, tmp)
+    inputs, labels = load_inputs(folder)
+    feats = hybrid_features(encoder(location), inputs, labels, 10)
+    return hybrid_rows("abt_buy", "tier", feats, labels, 0.0, kinds=("logistic",))[0].f1
+
+
+def tiers_part(limit: int | None) -> tuple[str, str]:
+    from migrate.pipeline import Encoder, Migrator
+    from models import load_encoder, resolve_model
+
+    target, source = bigbasket_split(limit)
+    texts = text_of(pl.concat([target, source]))[:ENCODE_SAMPLE]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        write_split(tmp, target, source)
+        vocabulary = [tmp / "target.csv", tmp / "source.csv"]
+        for name, location, built in tier_models(tmp, vocabulary):
+            ref = resolve_model(location)
+            model, fp = load_encoder(ref)
+            migrator = Migrator(Encoder(model, ref.name, fp))
+            row = {"tier": name, "built": built, "encode": encode_rate(model, texts),
+                   **labelled_target(migrator, tmp, limit)}
+            row.update({f"zs_{k}": v for k, v in zero_shot(migrator, tmp, limit).items()})
+            row["match_f1"] = match_f1(location, tmp, limit)
+            rows.append(row)
+            print(row, flush=True)
+    base = rows[0]
+    zs_keys = [k for k in base if k.startswith("zs_")]
+    lines = ["| tier | encode texts/s | x torch | labelled top-1 | unflagged precision | unflagged share | "
+             "end-to-end products/s | " + " | ".join(f"zero-shot top-1 {k[3:]}" for k in zs_keys)
+             + " | Abt-Buy F1 | seconds to build |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(zs_keys) + "---|---|"]
+    for r in rows:
+        lines.append(f"| {r['tier']} | {r['encode']:.0f} | {r['encode'] / base['encode']:.1f}x | {r['top1']:.3f} "
+                     f"({(r['top1'] - base['top1']) * 100:+.1f}) | {r['unflagged_precision']:.3f} | "
+                     f"{r['unflagged_share']:.3f} | {r['products_per_s']:.0f} | "
+                     + " | ".join(f"{r[k]:.3f} ({(r[k] - base[k]) * 100:+.1f})" for k in zs_keys)
+                     + f" | {r['match_f1']:.2f} ({r['match_f1'] - base['match_f1']:+.2f}) | {r['built']:.0f} |")
+    notes = (f"Encode rate on {len(texts)} BigBasket texts (batch 64, after a warm-up). Labelled target: BigBasket "
+             f"80/20 ({target.height} target products, {source.height} source; end to end includes reading, the "
+             "classifier, calibration and flags, not the model load). Zero-shot: taxonomy files only, "
+             "self-trained, every row flagged. Abt-Buy: hybrid scorer weights fitted on train, threshold on "
+             "valid, F1 (%) on test. Brackets: difference to torch fp32 in points. The catalog words come from "
+             "the migration's own source and target files (no labels).")
+    return "\n".join(lines), notes
+
+
+# --- part: million ---------------------------------------------------------------------------
+
+def million_part(rows: int, torch_rows: int) -> tuple[str, str]:
+    from models.distill import distill_static
+
+    lines = ["| run | products | tier | wall s | products/s | peak RSS MB | exit |", "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        static = distill_static(tmp / "static", progress=False).output_dir
+        source = perturbed_catalog(rows, tmp / "million.csv")
+        runs = [("onto the BigBasket catalog (labelled)", rows, str(static),
+                 ["--target-catalog", str(BIGBASKET), "--target-category", "category,sub_category"]),
+                ("onto the Google taxonomy", rows, str(static), ["--target-taxonomy", str(GOOGLE)])]
+        if torch_rows:
+            head = tmp / "head.csv"
+            pl.read_csv(source, n_rows=torch_rows, infer_schema=False).write_csv(head)
+            runs.append(("onto the BigBasket catalog (labelled)", torch_rows, None,
+                         ["--target-catalog", str(BIGBASKET), "--target-category", "category,sub_category"]))
+        for name, n, model, target in runs:
+            src = source if n == rows else tmp / "head.csv"
+            out = tmp / f"out-{len(lines)}.parquet"
+            args = ["migrate", str(src), *target, "-o", str(out), "--quiet", *(["--model", model] if model else [])]
+            seconds, rss, code, tail = run_child(args)
+            mapped = pl.scan_parquet(out).select(pl.len()).collect().item() if out.exists() else 0
+            tier = "static" if model else "torch fp32"
+            lines.append(f"| {name} | {n:,} (mapped {mapped:,}) | {tier} | {seconds:.0f} | {n / seconds:.0f} | "
+                         f"{rss:.0f} | {code} |")
+            print(lines[-1], tail if code else "", flush=True)
+    notes = (f"Source: {rows:,} products from BigBasket's real rows, names perturbed after the first copy, ids "
+             "unique (perturbed_catalog in the script); output Parquet. Wall time and peak RSS of the `taxmig "
+             "migrate` child process, model load included. The static model is distilled from the bundled "
+             "MiniLM in the run, without catalog words. Targets (issue 15): 1M within 30 minutes under 8 GB.")
+    return "\n".join(lines), notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="tiers,million", help="tiers, million or both")
+    parser.add_argument("--limit", type=int, help="tiers: a random subset of this many products per set")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="million: source products")
+    parser.add_argument("--torch-rows", type=int, default=100_000,
+                        help="million: products mapped with the transformer for its time per 100k (0: skip)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    parts = {p.strip() for p in args.parts.split(",")}
+    if "tiers" in parts:
+        table, notes = tiers_part(args.limit)
+        publish("speed tiers: torch fp32 against distilled static models", table, notes, write=not args.no_write)
+    if "million" in parts:
+        table, notes = million_part(args.rows, args.torch_rows)
+        publish(f"scale: {args.rows:,} products on one machine", table, notes, write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
