@@ -32,7 +32,7 @@ from migrate.labels import PLAIN, CategoryLabels
 from migrate.lexical import LexicalIndex
 from migrate.readers import Reject
 from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, mapping_dtype
-from migrate.scoring import CategoryScores, score_categories
+from migrate.scoring import CategoryScores, concat_scores, score_categories
 from migrate.settings import MigrationSettings
 from migrate.taxonomy import Taxonomy, load_taxonomy
 from migrate.zeroshot import confidence_features, listed_ancestors, proxy_confidence, refine
@@ -129,6 +129,9 @@ def _embedding_texts(source: Catalog, category_context: bool) -> list[str]:
 
 
 LEAVE_OUT_EXTRA = 10
+# source products encoded and scored at a time onto a labelled target: 64k rows keep a chunk's
+# vectors (384 dims) near 100 MB and its dense search results small, whatever the source size
+SOURCE_CHUNK = 65_536
 TARGET_SIDE = "Target side (classifier, calibration)"
 TARGET_SIDE_FITTED = "fitted in this run, kept in the state"
 TARGET_SIDE_READ = "read from the state: target catalog, model and settings unchanged"
@@ -190,13 +193,17 @@ class Migrator:
         taxonomy_only = not target_texts
         labels = CategoryLabels(targets.categories, params.label_ancestor_weight, by_level=not with_context,
                                 templates=params.zero_shot_label_templates if taxonomy_only else PLAIN)
-        vectors = embedder.encode([*_embedding_texts(source, settings.category_context), *target_texts,
-                                   *labels.texts], label="texts")
-        src_vec = vectors[: len(source)]
-        tgt_vec = vectors[len(source): len(source) + len(target_texts)]
-        labels.fit(vectors[len(source) + len(target_texts):])
-        if taxonomy_only:  # hub removal (migrate/labels.py): no category draws every product
+        source_texts = _embedding_texts(source, settings.category_context)
+        if taxonomy_only:  # the source products teach each other (self-training): all of them at once
+            vectors = embedder.encode([*source_texts, *labels.texts], label="texts")
+            src_vec, tgt_vec = vectors[: len(source)], vectors[:0]
+            labels.fit(vectors[len(source):])
+            # hub removal (migrate/labels.py): no category draws every product
             labels.center(src_vec, params.zero_shot_label_centering)
+        else:  # the source is encoded and scored chunk by chunk below, after the target side
+            vectors = embedder.encode([*target_texts, *labels.texts], label="target texts")
+            src_vec, tgt_vec = None, vectors[: len(target_texts)]
+            labels.fit(vectors[len(target_texts):])
 
         product_index = build_index(tgt_vec) if len(tgt_vec) else None
         lexical = LexicalIndex().fit(target_texts) if product_index is not None and params.lexical_weight > 0 else None
@@ -217,7 +224,6 @@ class Migrator:
             if not classifier.usable:
                 log.info("classifier: the target catalog has one category; no classifier vote")
                 classifier = oof_votes = None
-        clf_votes = classifier.vote(source.texts, params.k) if classifier is not None else None
         calibrator = ConfidenceCalibrator()
         loo: dict[str, Any] = {}
         self_trained = product_index is None and params.self_training_rounds > 0
@@ -230,8 +236,8 @@ class Migrator:
                                                   source_groups)
             confidence = proxy_confidence(features)
         else:
-            scores = self._score(src_vec, product_index, labels, targets, params, lexical=lexical,
-                                 lexical_queries=source.texts, clf_votes=clf_votes)
+            scores = self._score_source(source, source_texts, embedder, product_index, labels, targets, params,
+                                        lexical, classifier, settings.progress)
         if fitted is not None:
             calibrator, loo = fitted.calibrator, fitted.loo
         elif product_index is not None:
@@ -293,6 +299,27 @@ class Migrator:
                                 lex_sims=lex_sims, lex_categories=lex_cats,
                                 clf_probs=clf_votes[0] if clf_votes is not None else None,
                                 clf_categories=clf_votes[1] if clf_votes is not None else None)
+
+    def _score_source(self, source: Catalog, texts: list[str], embedder: Embedder, product_index,
+                      labels: CategoryLabels, targets: Targets, params, lexical: LexicalIndex | None,
+                      classifier, progress: bool) -> CategoryScores:
+        """Encode and score the source against a labelled target in chunks of :data:`SOURCE_CHUNK`
+        products: memory for vectors and votes grows with the chunk, not with the source."""
+        from tqdm.auto import tqdm
+
+        parts = []
+        show = progress and len(texts) > SOURCE_CHUNK
+        embedder.progress = embedder.progress and not show  # one bar over the chunks, not one per chunk
+        with tqdm(total=len(texts), unit="products", desc="mapping", disable=not show) as bar:
+            for start in range(0, len(texts), SOURCE_CHUNK):
+                stop = min(start + SOURCE_CHUNK, len(texts))
+                queries = embedder.encode(texts[start:stop], label="source texts")
+                plain = source.texts[start:stop]
+                votes = classifier.vote(plain, params.k) if classifier is not None else None
+                parts.append(self._score(queries, product_index, labels, targets, params, lexical=lexical,
+                                         lexical_queries=plain, clf_votes=votes))
+                bar.update(stop - start)
+        return concat_scores(parts)
 
     @staticmethod
     def _self_trained(queries: np.ndarray, labels: CategoryLabels, texts: list[str], categories: list[str],

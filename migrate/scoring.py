@@ -20,7 +20,7 @@ most 1 per product, so ``margin = top1 - top2`` is comparable across runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -82,6 +82,17 @@ class CategoryScores:
         if self.classifier_prob is not None:
             columns.append(self.classifier_prob)
         return np.column_stack(columns).astype(np.float64)
+
+
+def concat_scores(parts: list[CategoryScores]) -> CategoryScores:
+    """The scores of consecutive chunks of products as one (fields that are None stay None)."""
+    if len(parts) == 1:
+        return parts[0]
+    joined = {}
+    for f in fields(CategoryScores):
+        values = [getattr(p, f.name) for p in parts]
+        joined[f.name] = None if any(v is None for v in values) else np.concatenate(values)
+    return CategoryScores(**joined)
 
 
 def top_columns(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

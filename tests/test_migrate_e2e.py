@@ -153,6 +153,23 @@ def test_target_catalog_mode_is_accurate_and_calibrated(catalog_run):
     assert mapping["nearest_target"].str.len_chars().min() > 0
 
 
+def test_the_source_scored_in_small_chunks_maps_as_in_one(catalog_run, migrator, monkeypatch):
+    """Onto a labelled target the source is encoded and scored chunk by chunk: 7 chunks of 70 give
+    the mapping one chunk gives (the same categories, flags and confidences)."""
+    import migrate.pipeline as pipeline
+
+    whole, _ = catalog_run
+    settings = MigrationSettings(source=whole.summary_dict()["Source file"],
+                                 target_catalog=whole.summary_dict()["Target catalog"], progress=False,
+                                 thresholds=Thresholds(target_precision=0.9))
+    monkeypatch.setattr(pipeline, "SOURCE_CHUNK", 70)
+    chunked = run_migration(settings, migrator).mapping
+    assert whole.mapping.height > 7 * 60
+    for column in ("source_id", "target_category", "alt1_category", "flags", "nearest_target"):
+        assert chunked[column].to_list() == whole.mapping[column].to_list(), column
+    assert np.allclose(chunked["confidence"].to_numpy(), whole.mapping["confidence"].to_numpy(), atol=1e-5)
+
+
 def test_every_source_row_ends_in_mapping_or_rejects_exactly_once(migrator, bigbasket, tmp_path):
     rows = bigbasket.head(60).select("index", "product", "brand", "category", "sub_category")
     lines = [",".join(rows.columns)]
