@@ -124,6 +124,8 @@ MODEL_OPTIONS = [
     click.option("--allow-download", is_flag=True, help="Allow fetching a hub model (otherwise the hub stays offline)."),
     click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a hub model to run (off by default)."),
     click.option("--device", default=None, help="torch device for encoding (default: cuda if present, else cpu)."),
+    click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+                 help="Encoding precision; fp16/bf16 for a GPU (README, Speed tiers)."),
     click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Encoding batch size."),
 ]
 SCORING_OPTIONS = [
@@ -159,7 +161,7 @@ THRESHOLD_PARAMS = ("min_confidence", "target_precision", "min_raw_score", "min_
                     "min_label_similarity", "split_min_share", "lexical_min_ratio")
 SETTING_PARAMS = ("target_catalog", "target_taxonomy", "source_id", "source_text", "source_category", "target_id",
                   "target_text", "target_category", "taxonomy_column", "leaves_only", "category_context", "model",
-                  "allow_download", "trust_remote_code", "device", "batch_size", "encoding")
+                  "allow_download", "trust_remote_code", "device", "precision", "batch_size", "encoding")
 
 
 def options(*groups):

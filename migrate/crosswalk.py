@@ -85,6 +85,7 @@ class CrosswalkSettings:
     allow_download: bool = False
     trust_remote_code: bool = False
     device: str | None = None
+    precision: str = "fp32"
     batch_size: int = 64
     encoding: str = "utf-8"
     top_k: int = 3

@@ -78,6 +78,7 @@ class MatchSettings:
     allow_download: bool = False
     trust_remote_code: bool = False
     device: str | None = None
+    precision: str = "fp32"
     batch_size: int = 64
     encoding: str = "utf-8"
     candidates: int = 10
@@ -211,7 +212,7 @@ class Matcher:
 
         ref = resolve_model(settings.model)
         model, fp = load_encoder(ref, device=settings.device, allow_download=settings.allow_download,
-                                 trust_remote_code=settings.trust_remote_code)
+                                 trust_remote_code=settings.trust_remote_code, precision=settings.precision)
         return cls(Encoder(model, ref.name, fp))
 
     def context(self, inputs: MatchInputs, *, k: int = 10, batch_size: int = 64,

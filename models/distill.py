@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -36,12 +35,13 @@ from models.registry import fingerprint, resolve_model
 log = logging.getLogger(__name__)
 
 RECORD = "distill.json"
-# model2vec's default output width (its README: "pca_dims=256"); 384 keeps MiniLM's full width
+# model2vec.distill's own default width (pca_dims=256); 384 keeps MiniLM's full width
 DEFAULT_PCA_DIMS = 256
 # a word joins the vocabulary when the catalogs use it at least this often: a word seen once is
 # usually a typo or a code, and every added word costs one encoder pass at distillation time
 DEFAULT_MIN_COUNT = 2
-# at most this many added words (the most frequent first): 50k words distil in about 30 s on 2 cores
+# at most this many added words (the most frequent first); each costs an encoder pass: the bundled
+# model alone distils in about 18 s here, with BigBasket's 6,768 words in about 146 s (bench/scale_bench.py)
 DEFAULT_MAX_WORDS = 50_000
 _WORD = re.compile(r"[^\W\d_]{3,}")  # letters only, 3+ long: no codes, sizes or ids; hyphens split
 TAXONOMY_SUFFIXES = {".txt", ".yaml", ".yml"}
@@ -165,22 +165,25 @@ class _DropVersionNotice(logging.Filter):
 @contextlib.contextmanager
 def _quiet_distillation(st_module: str, progress: bool) -> Iterator[None]:
     """model2vec logs one warning per catalog word the encoder already knows (thousands of lines)
-    and draws a progress bar with no switch (tqdm reads ``TQDM_DISABLE``): quiet both for the call."""
+    and draws a progress bar it has no switch for: quiet the log for the call, and the bar (its
+    module's ``tqdm``, swapped for a disabled one) unless ``progress``."""
+    from functools import partial
+
+    from model2vec.distill import inference
+    from tqdm import tqdm
+
     st_logger, m2v_logger = logging.getLogger(st_module), logging.getLogger("model2vec")
-    notice, level, bar = _DropVersionNotice(), m2v_logger.level, os.environ.get("TQDM_DISABLE")
+    notice, level, bar = _DropVersionNotice(), m2v_logger.level, inference.tqdm
     st_logger.addFilter(notice)
     m2v_logger.setLevel(logging.ERROR)
     if not progress:
-        os.environ["TQDM_DISABLE"] = "1"
+        inference.tqdm = partial(tqdm, disable=True)
     try:
         yield
     finally:
         st_logger.removeFilter(notice)
         m2v_logger.setLevel(level)
-        if bar is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = bar
+        inference.tqdm = bar
 
 
 def _replace_dir(staging: Path, output_dir: Path) -> None:

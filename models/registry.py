@@ -82,12 +82,20 @@ def fingerprint(location: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+"""Encoding precisions: fp32 (default); fp16/bf16 halve the weights and speed up encoding on a GPU."""
+
+
 def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bool = False,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, precision: str = "fp32"):
     """Load a SentenceTransformer for ``ref``; returns ``(model, fingerprint)``.
 
     The hub stays off (``HF_HUB_OFFLINE=1``) unless ``allow_download`` is given for a hub id.
+    ``precision`` fp16/bf16 casts the weights after loading; the fingerprint then ends in
+    ``-fp16``/``-bf16`` (other vectors: the embedding cache must not mix them with fp32 ones).
     """
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision '{precision}'", hint=f"use one of {', '.join(PRECISIONS)}")
     if ref.is_local or not allow_download:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -105,7 +113,12 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
         raise ModelError(f"cannot load model '{ref.name}': {str(exc).splitlines()[0][:200]}", hint=hint) from None
     location = ref.location if ref.is_local else _cached_folder(model)
     fp = fingerprint(location) if location else _parameter_fingerprint(model)
-    log.info("loaded %s on %s (fingerprint %s)", ref.name, model.device, fp)
+    if precision != "fp32":
+        import torch
+
+        model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        fp = f"{fp}-{precision}"
+    log.info("loaded %s on %s in %s (fingerprint %s)", ref.name, model.device, precision, fp)
     return model, fp
 
 
@@ -136,7 +149,9 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     hub id, whose weights must be loaded to be fingerprinted. ``options`` go to :func:`load_encoder`."""
     if not ref.is_local:
         return None
-    return LazyModel(lambda: load_encoder(ref, **options)[0]), fingerprint(ref.location)
+    precision = options.get("precision", "fp32")
+    fp = fingerprint(ref.location) + ("" if precision == "fp32" else f"-{precision}")
+    return LazyModel(lambda: load_encoder(ref, **options)[0]), fp
 
 
 def _cached_folder(model) -> str | None:

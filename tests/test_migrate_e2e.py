@@ -15,6 +15,7 @@ from openpyxl import load_workbook
 from rapidfuzz import fuzz, utils
 
 from migrate.calibration import expected_calibration_error
+from migrate.errors import TaxmigError
 from migrate.flags import Thresholds, _leaf, _related
 from migrate.output import write_output
 from migrate.pipeline import run_migration
@@ -280,3 +281,27 @@ def test_the_documented_library_api_imports_and_runs(migrator, tmp_path):
     light = subprocess.run([sys.executable, "-c", "import sys, migrate; print('torch' in sys.modules)"],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert light.stdout.strip() == "False", light.stderr
+
+
+def test_half_precision_encodes_close_to_fp32_and_is_fingerprinted_apart(migrator, sample_result):
+    """--precision bf16 (on this CPU; fp16 is for a GPU): vectors within cosine 0.99 of fp32's, and a
+    fingerprint of its own so the embedding cache never mixes the two."""
+    from models import load_encoder, resolve_model
+
+    texts = sample_result.mapping["source_text"].to_list()[:64]
+    model, fp = load_encoder(resolve_model(None), device="cpu", precision="bf16")
+    half = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    full = migrator.encoder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    cosine = (half * full).sum(axis=1)
+    assert cosine.min() > 0.99, cosine.min()
+    assert fp == migrator.encoder.fingerprint + "-bf16"
+    with pytest.raises(TaxmigError, match="precision"):
+        MigrationSettings(source=SAMPLE_SOURCE, target_taxonomy=SAMPLE_TAXONOMY, precision="int4").validate()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_gpu_fp16_maps_the_sample_as_the_cpu_does(sample_result):
+    """On a GPU with fp16 the demo sample maps (almost) row for row as fp32 on the CPU."""
+    gpu = run_migration(sample_settings(device="cuda", precision="fp16"))
+    same = np.mean([a == b for a, b in zip(gpu.mapping["target_category"], sample_result.mapping["target_category"])])
+    assert same > 0.95, same
