@@ -11,7 +11,7 @@ added unless vocabulary files are given.
 The result is a sentence-transformers folder (a ``StaticEmbedding`` module): ``--model FOLDER``
 takes it wherever it takes an encoder, and loading it needs neither model2vec nor a transformer.
 
->>> result = distill_static("models/retail-static", vocabulary_files=["shop.csv"])  # doctest: +SKIP
+>>> result = distill_static("models/retail-static")  # doctest: +SKIP
 """
 
 from __future__ import annotations
