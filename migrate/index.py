@@ -64,10 +64,26 @@ def build_index(vectors: np.ndarray, *, exact_limit: int = EXACT_LIMIT, use_gpu:
     return VectorIndex(index, kind)
 
 
-def search(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (similarities, ids); ids are -1 where the index holds fewer than ``k`` vectors."""
+SEARCH_CHUNK = 65_536  # queries per faiss call when a progress bar is shown
+
+
+def search(index: VectorIndex, queries: np.ndarray, k: int, *, progress: bool = False,
+           desc: str = "searching") -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (similarities, ids); ids are -1 where the index holds fewer than ``k`` vectors.
+    ``progress``: a bar over chunks of :data:`SEARCH_CHUNK` queries (a million take minutes)."""
     k = max(1, min(k, index.ntotal)) if index.ntotal else 1
     if len(queries) == 0 or index.ntotal == 0:
         return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
-    sims, ids = index.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    if not progress or len(queries) <= SEARCH_CHUNK:
+        return index.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    from tqdm.auto import tqdm
+
+    sims = np.empty((len(queries), k), np.float32)
+    ids = np.empty((len(queries), k), np.int64)
+    with tqdm(total=len(queries), unit="products", desc=desc) as bar:
+        for start in range(0, len(queries), SEARCH_CHUNK):
+            stop = min(start + SEARCH_CHUNK, len(queries))
+            sims[start:stop], ids[start:stop] = index.index.search(
+                np.ascontiguousarray(queries[start:stop], dtype=np.float32), k)
+            bar.update(stop - start)
     return sims, ids

@@ -150,17 +150,23 @@ class CategoryLabels:
             out = (sims[:, self.own] + self.ancestor_weight * ancestors) / (1.0 + self.ancestor_weight)
         return out - self.bias if self.bias is not None else out
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (label scores, category ids) per query, best first; ids -1 past the last category."""
+    def search(self, queries: np.ndarray, k: int, *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (label scores, category ids) per query, best first; ids -1 past the last category.
+        ``progress``: a bar when there are more than 100 chunks of queries."""
+        from tqdm.auto import tqdm
+
         k = max(1, k)
         sims = np.zeros((len(queries), k), dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         if len(self) == 0:
             return sims, ids
-        for start in range(0, len(queries), CHUNK):
-            best_ids, best = top_columns(self.scores(queries[start:start + CHUNK]), k)
-            sims[start:start + len(best), :best.shape[1]] = best
-            ids[start:start + len(best), :best.shape[1]] = best_ids
+        show = progress and len(queries) > 100 * CHUNK
+        with tqdm(total=len(queries), unit="products", desc="scoring labels", disable=not show) as bar:
+            for start in range(0, len(queries), CHUNK):
+                best_ids, best = top_columns(self.scores(queries[start:start + CHUNK]), k)
+                sims[start:start + len(best), :best.shape[1]] = best
+                ids[start:start + len(best), :best.shape[1]] = best_ids
+                bar.update(len(best))
         return sims, ids
 
 

@@ -233,7 +233,7 @@ class Migrator:
                 names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
                 source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
             scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
-                                                  source_groups)
+                                                  source_groups, progress=settings.progress)
             confidence = proxy_confidence(features)
         else:
             scores = self._score_source(source, source_texts, embedder, product_index, labels, targets, params,
@@ -323,15 +323,16 @@ class Migrator:
 
     @staticmethod
     def _self_trained(queries: np.ndarray, labels: CategoryLabels, texts: list[str], categories: list[str],
-                      params, groups: np.ndarray | None = None) -> tuple[CategoryScores, np.ndarray]:
+                      params, groups: np.ndarray | None = None, *, progress: bool = False
+                      ) -> tuple[CategoryScores, np.ndarray]:
         """Label scores refined by self-training over the source products (:mod:`migrate.zeroshot`;
         ``texts``: the products' own texts, for its word model; ``groups``: source category per row):
         the scores and the confidence features. The suggestion is the most specific category the
         evidence points into, or a broader one where its children cannot be told apart
-        (:func:`migrate.zeroshot.prefer_specific`)."""
-        label_sims, label_ids = labels.search(queries, params.label_candidates)
+        (:func:`migrate.zeroshot.prefer_specific`); ``progress``: bars over its long steps."""
+        label_sims, label_ids = labels.search(queries, params.label_candidates, progress=progress)
         probs, ids, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
-                                    listed_ancestors(categories))
+                                    listed_ancestors(categories), progress=progress)
         features = confidence_features(probs, ids, report, label_sims, label_ids)
         top_n = params.top_n
         top_ids = np.full((len(ids), top_n), -1, dtype=np.int64)

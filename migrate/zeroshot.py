@@ -62,8 +62,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.feature_extraction.text import CountVectorizer
+from tqdm.auto import tqdm
 
-from migrate.index import build_index, search
+from migrate.index import SEARCH_CHUNK, build_index, search
 from migrate.scoring import ScoringParams, _softmax_rows
 
 log = logging.getLogger(__name__)
@@ -280,13 +281,15 @@ def prefer_specific(probs: np.ndarray, ids: np.ndarray, ancestors: np.ndarray
 
 def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, texts: list[str],
            n_categories: int, params: ScoringParams | None = None, groups: np.ndarray | None = None,
-           ancestors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
+           ancestors: np.ndarray | None = None, *, progress: bool = False
+           ) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
     """Self-trained (probabilities, category ids) per product over its label candidates, best first.
 
     ``label_sims``/``label_ids``: each product's candidate categories and label scores
     (:meth:`CategoryLabels.search`); ``vectors``: the products' unit embeddings; ``texts`` their
     texts (for the word model); ``ancestors`` (:func:`listed_ancestors`): hand inner categories'
     probability down to their candidate descendants at the end (:func:`prefer_specific`).
+    ``progress``: bars over the neighbour search and the rounds (minutes for a million products).
     """
     params = params or ScoringParams()
     n = len(label_ids)
@@ -304,7 +307,7 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     # soon as it is spent (a million products onto Google's 5,595 categories peaked at 9.2 GB before)
     del p0
     k = min(params.self_training_neighbours, n - 1)
-    nn_sims, nn_ids = search(build_index(vectors), vectors, k + 1)
+    nn_sims, nn_ids = search(build_index(vectors), vectors, k + 1, progress=progress, desc="neighbours")
     self_hit = nn_ids == np.arange(n)[:, None]
     order = np.argsort(self_hit, axis=1, kind="stable")[:, :k]  # drop the product itself
     nn_ids = np.take_along_axis(np.where(self_hit, -1, nn_ids), order, 1)
@@ -321,7 +324,7 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     words_top = empty
     seeds = np.zeros(n, dtype=bool)
     rounds = params.self_training_rounds if words.matrix is not None else 0
-    for _ in range(rounds):
+    for _ in tqdm(range(rounds), desc="self-training", unit="round", disable=not progress or n <= SEARCH_CHUNK):
         sorted_q, sorted_ids = _sorted(q, label_ids)
         labels, seeds = choose_seeds(sorted_q, sorted_ids, params.self_training_seed_share)
         del sorted_q, sorted_ids

@@ -53,3 +53,14 @@ def test_scores_are_a_distribution_and_the_vote_follows_the_neighbours():
                                    label_sims=label_sims, label_ids=label_ids)
     assert only_labels.top_ids[:, 0].tolist() == [2, 2]
     assert np.isnan(only_labels.nearest_sim).all()
+
+
+def test_search_with_a_progress_bar_searches_in_chunks_to_the_same_answer(sample_vectors, monkeypatch, capsys):
+    import migrate.index as index_module
+
+    index = build_index(sample_vectors)
+    whole = search(index, sample_vectors, 5)
+    monkeypatch.setattr(index_module, "SEARCH_CHUNK", 7)
+    chunked = search(index, sample_vectors, 5, progress=True, desc="neighbours")
+    assert np.array_equal(whole[1], chunked[1]) and np.allclose(whole[0], chunked[0])
+    assert "neighbours" in capsys.readouterr().err
