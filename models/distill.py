@@ -134,6 +134,7 @@ def distill_static(output_dir: str | Path, *, model: str | None = None,
     static = SentenceTransformer(modules=[module], device="cpu")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is read by others too
     try:
         static.save(str(staging))
         seconds = round(time.perf_counter() - started, 1)
