@@ -454,7 +454,7 @@ def crosswalk_into_state(settings: CrosswalkSettings, state_dir: str | Path, out
     from migrate.hashing import file_fingerprint
     from migrate.lock import RunLock
     from migrate.output import check_output
-    from migrate.reconcile import EXIT_OK, _history_record, _model_for_state
+    from migrate.reconcile import EXIT_OK, history_record, model_for_state
     from migrate.settings import MigrationSettings
     from migrate.state import DECISION_SCHEMA, NewGeneration, StateStore, empty, now_utc
 
@@ -471,7 +471,7 @@ def crosswalk_into_state(settings: CrosswalkSettings, state_dir: str | Path, out
         remembered = MigrationSettings(source=settings.old, target_taxonomy=settings.new,
                                        taxonomy_column=settings.new_column, model=settings.model,
                                        encoding=settings.encoding).to_dict()
-        remembered["model"] = _model_for_state(settings.model)
+        remembered["model"] = model_for_state(settings.model)
         info = result.summary_dict()
         record = {"catalog": str(settings.old), "catalog_fingerprint": file_fingerprint(settings.old),
                   "target_taxonomy": str(settings.new), "target_taxonomy_fingerprint": file_fingerprint(settings.new),
@@ -489,5 +489,5 @@ def crosswalk_into_state(settings: CrosswalkSettings, state_dir: str | Path, out
         generation = store.commit(NewGeneration(
             meta=meta, products=products, decisions=empty(DECISION_SCHEMA),
             targets=target_snapshot(list(inputs.new.categories), inputs.new.ids, [])))
-        store.append_history(_history_record(generation.meta, "ok"))
+        store.append_history(history_record(generation.meta, "ok"))
     return result, written

@@ -84,7 +84,8 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> Table:
     return table
 
 
-def _decode(path: Path, encoding: str) -> str:
+def decode_file(path: Path, encoding: str) -> str:
+    """A text file's contents (a UTF-8 BOM dropped); empty or undecodable: an InputError naming it."""
     data = path.read_bytes()
     if not data.strip():
         raise InputError(path, "is empty", hint="export the catalog again")
@@ -131,7 +132,7 @@ def _read_delimited(path: Path, delimiter: str, encoding: str) -> Table:
 
 
 def _parse_delimited(path: Path, delimiter: str, encoding: str) -> Table:
-    text = _decode(path, encoding)
+    text = decode_file(path, encoding)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -161,7 +162,8 @@ def _parse_delimited(path: Path, delimiter: str, encoding: str) -> Table:
     return Table(path, _frame(names, rows, numbers), rejects)
 
 
-def _cell_text(value: object) -> str:
+def cell_text(value: object) -> str:
+    """A spreadsheet or JSON cell as text: None is "", a whole float has no ".0"."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -183,10 +185,10 @@ def _read_xlsx(path: Path) -> Table:
         header = next(it, None)
         if header is None or not any(v is not None for v in header):
             raise InputError(path, "first sheet is empty", hint="put the catalog on the first sheet, header in row 1")
-        names = _header_names([_cell_text(v) for v in header])
+        names = _header_names([cell_text(v) for v in header])
         rows, numbers = [], []
         for number, values in enumerate(it, start=2):
-            cells = [_cell_text(v) for v in values][: len(names)]
+            cells = [cell_text(v) for v in values][: len(names)]
             cells += [""] * (len(names) - len(cells))
             if any(c.strip() for c in cells):
                 rows.append(cells)
@@ -212,7 +214,7 @@ def _read_parquet(path: Path) -> Table:
 
 
 def _read_jsonl(path: Path, encoding: str) -> Table:
-    text = _decode(path, encoding)
+    text = decode_file(path, encoding)
     records: list[dict] = []
     numbers: list[int] = []
     rejects: list[Reject] = []
@@ -235,6 +237,6 @@ def _read_jsonl(path: Path, encoding: str) -> Table:
         records.append(obj)
         numbers.append(number)
     cols = list(names)
-    rows = [[_cell_text(r.get(c)) if not isinstance(r.get(c), (dict, list)) else json.dumps(r.get(c))
+    rows = [[cell_text(r.get(c)) if not isinstance(r.get(c), (dict, list)) else json.dumps(r.get(c))
              for c in cols] for r in records]
     return Table(path, _frame(cols, rows, numbers), rejects)

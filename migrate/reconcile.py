@@ -51,7 +51,7 @@ from migrate.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for,
                                      write_report_workbook)
 from migrate.result import MigrationResult
 from migrate.settings import MigrationSettings
-from migrate.state import DECISION_SCHEMA, Generation, NewGeneration, StateStore, _fault, empty, now_utc
+from migrate.state import DECISION_SCHEMA, Generation, NewGeneration, StateStore, empty, fault_point, now_utc
 from models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class RunOutcome:
 
 # --- settings remembered by the state ---------------------------------------------------------
 
-def _model_for_state(model: str | None) -> str | None:
+def model_for_state(model: str | None) -> str | None:
     """The bundled model as None (its install path may change), a folder as an absolute path."""
     ref = resolve_model(model)
     if ref.name.endswith("(bundled)"):
@@ -136,7 +136,7 @@ def _similarity(migrator: Migrator, cache: EmbeddingCache | None):
 
 # --- publishing and recovery ----------------------------------------------------------------
 
-def _publish(generation: Generation, targets: list[dict[str, str]]) -> list[Path]:
+def publish_reports(generation: Generation, targets: list[dict[str, str]]) -> list[Path]:
     """Copy report files out of the committed generation to where the user asked, atomically."""
     written = []
     for item in targets:
@@ -147,7 +147,8 @@ def _publish(generation: Generation, targets: list[dict[str, str]]) -> list[Path
     return written
 
 
-def _history_record(meta: dict[str, Any], outcome: str, **extra: Any) -> dict[str, Any]:
+def history_record(meta: dict[str, Any], outcome: str, **extra: Any) -> dict[str, Any]:
+    """The ``history.jsonl`` line of a committed run (its generation's ``meta``) and its outcome."""
     run = meta.get("run", {})
     return {"run_id": run.get("run_id"), "kind": run.get("kind"), "started": run.get("started"),
             "finished": now_utc(), "outcome": outcome, "exit_code": run.get("exit_code"),
@@ -166,8 +167,8 @@ def finish_interrupted(store: StateStore, lock: RunLock) -> Generation | None:
     if current.run_id in finished:
         return None
     publish = current.meta.get("run", {}).get("publish", [])
-    written = _publish(current, publish)
-    store.append_history(_history_record(current.meta, "recovered", published=[str(p) for p in written],
+    written = publish_reports(current, publish)
+    store.append_history(history_record(current.meta, "recovered", published=[str(p) for p in written],
                                          stale_lock=lock.stale))
     log.warning("finished the interrupted run %s: published %s", current.run_id,
                 ", ".join(str(p) for p in written) or "nothing")
@@ -290,7 +291,7 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                             choices=choices_for(list(inputs.targets.categories)), monitoring=monitoring,
                             category_table=category_table(products), products=products)
     settings_dict = settings.to_dict()
-    settings_dict["model"] = _model_for_state(settings.model)
+    settings_dict["model"] = model_for_state(settings.model)
     meta = {
         "settings": settings_dict, "model": model, "stale_below": stale_below,
         "run": {"run_id": run_id, "kind": "reconcile", "started": started, "catalog": str(Path(settings.source).resolve()),
@@ -310,9 +311,9 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
         decisions=pl.concat([previous.decisions if previous is not None else empty(DECISION_SCHEMA),
                              carried_decisions(resolution.carried, run_id)]), targets=snapshot, files=files,
         category_decisions=previous.category_decisions if previous is not None else empty(CATEGORY_DECISION_SCHEMA)))
-    _fault("before-publish")
-    written = _publish(generation, meta["run"]["publish"])
-    store.append_history(_history_record(generation.meta, "ok", stale_lock=lock.stale))
+    fault_point("before-publish")
+    written = publish_reports(generation, meta["run"]["publish"])
+    store.append_history(history_record(generation.meta, "ok", stale_lock=lock.stale))
     message = (f"{counts['products']} products: {counts['new']} new, {counts['removed']} removed, "
                f"{counts['text_changed']} changed text, {counts['assignment_changed']} changed category, "
                f"{counts['in_report_for_review']} to review tonight ({counts['needs_review']} open in all, "
@@ -418,7 +419,7 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.targets.categories),
                                     renamed={}).products
         settings_dict = settings.to_dict()
-        settings_dict["model"] = _model_for_state(settings.model)
+        settings_dict["model"] = model_for_state(settings.model)
         counts = {"products": products.height, "needs_review": int(products["needs_review"].sum()),
                   "rejected": int(result.rejects.filter(pl.col("file") == "source").height)}
         meta = {"settings": settings_dict,
@@ -430,5 +431,5 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
                         "outputs": [str(p) for p in written]}}
         generation = store.commit(NewGeneration(meta=meta, products=products, decisions=empty(DECISION_SCHEMA),
                                                 targets=_target_snapshot(inputs)))
-        store.append_history(_history_record(generation.meta, "ok"))
+        store.append_history(history_record(generation.meta, "ok"))
     return result, written

@@ -39,8 +39,8 @@ from migrate.errors import InputError, OutputExistsError, TaxmigError
 from migrate.export import final_mapping, write_frame
 from migrate.lock import RunLock
 from migrate.output import FORMATS
-from migrate.readers import _cell_text
-from migrate.reconcile import _history_record, _publish, finish_interrupted
+from migrate.readers import cell_text
+from migrate.reconcile import finish_interrupted, history_record, publish_reports
 from migrate.result import ROW_KEY_COLUMN, row_key
 from migrate.state import DECISION_SCHEMA, NewGeneration, StateStore, now_utc
 from migrate.workbook import ACCEPT, CATEGORY_SHEET, DECISION_COLUMN, NEW_CATEGORY, NOTE_COLUMN
@@ -146,7 +146,7 @@ def _decision_rows(ws, sheet: str, required: tuple[str, ...], problems: list[str
     sheet lacks) of every row of ``ws`` whose decision is filled; missing ``required`` columns are
     added to ``problems`` instead."""
     it = ws.iter_rows(values_only=True)
-    header = [_cell_text(v).strip() for v in (next(it, None) or ())]
+    header = [cell_text(v).strip() for v in (next(it, None) or ())]
     col = {h: i for i, h in enumerate(header) if h}
     missing = [c for c in required if c not in col]
     if missing:
@@ -157,18 +157,18 @@ def _decision_rows(ws, sheet: str, required: tuple[str, ...], problems: list[str
     where = f"'{sheet}'" if " " in sheet else sheet  # how Excel writes a sheet name in a reference
     for number, values in enumerate(it, start=2):
         values = list(values) + [None] * (len(header) - len(values))
-        if not _cell_text(values[col[DECISION_COLUMN]]).strip():
+        if not cell_text(values[col[DECISION_COLUMN]]).strip():
             continue
         yield number, f"{where}!{letter}{number}", \
-            lambda name, values=values: _cell_text(values[col[name]]) if name in col else ""
+            lambda name, values=values: cell_text(values[col[name]]) if name in col else ""
 
 
 def _run_id(book) -> str:
     if "Summary" not in book.sheetnames:
         return ""
     for values in book["Summary"].iter_rows(values_only=True):
-        if values and _cell_text(values[0]).strip() == "Run id" and len(values) > 1:
-            return _cell_text(values[1]).strip()
+        if values and cell_text(values[0]).strip() == "Run id" and len(values) > 1:
+            return cell_text(values[1]).strip()
     return ""
 
 
@@ -368,8 +368,8 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
             meta=meta, products=table, decisions=decisions, targets=current.targets,
             category_decisions=pl.concat([current.category_decisions, category_log]),
             files={file_name: lambda p: write_frame(final, p, "Final mapping")}))
-        written = _publish(generation, meta["run"]["publish"])
-        store.append_history(_history_record(generation.meta, "ok", stale_lock=lock.stale))
+        written = publish_reports(generation, meta["run"]["publish"])
+        store.append_history(history_record(generation.meta, "ok", stale_lock=lock.stale))
     applied = counts["accept"] + counts["override"] + counts["new_category"]
     by_category = ""
     if covered_list:

@@ -159,7 +159,7 @@ def _write_json(path: Path, data: Any) -> None:
         os.fsync(fh.fileno())
 
 
-def _fault(stage: str) -> None:
+def fault_point(stage: str) -> None:
     """Crash-safety tests: ``TAXMIG_FAULT_AT=<stage>`` kills the process (SIGKILL) at that stage."""
     if os.environ.get("TAXMIG_FAULT_AT") == stage:
         import signal
@@ -262,7 +262,7 @@ class StateStore:
             conform(new.category_decisions, CATEGORY_DECISION_SCHEMA).write_parquet(tmp / CATEGORY_DECISIONS)
             for file_name, writer in new.files.items():
                 writer(tmp / file_name)
-            _fault("generation-files")
+            fault_point("generation-files")
             _write_json(tmp / "meta.json", meta)
             for child in tmp.iterdir():
                 with open(child, "rb") as fh:
@@ -273,7 +273,7 @@ class StateStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_dir(gens)
-        _fault("before-current")
+        fault_point("before-current")
         pointer = self.root / f".{CURRENT}.tmp"
         pointer.write_text(name + "\n", encoding="utf-8")
         with open(pointer, "rb") as fh:

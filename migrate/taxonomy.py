@@ -18,7 +18,7 @@ from typing import Iterable
 
 from migrate.catalog import normalise_path
 from migrate.errors import InputError
-from migrate.readers import _decode, read_table
+from migrate.readers import decode_file, read_table
 
 _GOOGLE = re.compile(r"^\s*(\d+)\s+-\s+(.+?)\s*$")
 _SHOPIFY = re.compile(r"^\s*(gid://\S+)\s+:\s+(.+?)\s*$")
@@ -74,7 +74,7 @@ def load_taxonomy(path: str | Path, *, encoding: str = "utf-8", column: str | No
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES and suffix != ".txt":
         return _from_table(path, encoding, column)
-    text = _decode(path, encoding)
+    text = decode_file(path, encoding)
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if lines and lines[0].strip() == "---" or any(_YAML_NAME.match(ln) for ln in lines[:5]):
         return _from_yaml(path, lines)
