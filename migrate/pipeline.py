@@ -214,7 +214,8 @@ class Migrator:
                                          texts=target_texts, product_categories=targets.product_categories,
                                          settings=fit_settings(settings, by_level=labels.by_level))
             fitted = fitted_targets.get(side_key)
-        sample, groups = _calibration_sample(target_texts, settings)
+        # the calibration sample and same-name groups only serve fitting: not needed when read back
+        sample, groups = _calibration_sample(target_texts if fitted is None else [], settings)
         if fitted is not None:
             classifier = fitted.classifier
         elif product_index is not None and params.classifier_weight > 0:
