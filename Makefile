@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev,static]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,static,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import polars as pl
 
@@ -56,16 +56,18 @@ class Catalog:
 
 
 def build_catalog(frame: pl.DataFrame, spec: ColumnSpec, *, path: Path, n_records: int,
-                  rejects: Sequence[Reject] = (), category_required: bool = False) -> Catalog:
+                  rejects: Sequence[Reject] = (), category_required: bool = False,
+                  seen_before: Mapping[str, int] | None = None) -> Catalog:
     """Turn a read table into a :class:`Catalog`; an empty name (the first text column, even when a
-    later one such as the brand is filled), empty or repeated ids become rejects."""
+    later one such as the brand is filled), empty or repeated ids become rejects. ``seen_before``:
+    ids already met above this part of a file (id -> its first row), when a file is read in parts."""
     rejects = list(rejects)
     ids = (frame[ROW].cast(pl.String) if spec.id == ROW_ID else frame[spec.id]).fill_null("").to_list()
     text_cols = [frame[c].fill_null("").to_list() for c in spec.text]
     cat_cols = [frame[c].fill_null("").to_list() for c in spec.category]
     rows = frame[ROW].to_list()
     out_ids, out_texts, out_cats, out_rows = [], [], [], []
-    first_row: dict[str, int] = {}
+    first_row: dict[str, int] = dict(seen_before or {})
     for i, row in enumerate(rows):
         pid = ids[i].strip()
         text = TEXT_SEPARATOR.join(v for v in (_SPACE.sub(" ", col[i]).strip() for col in text_cols) if v)

@@ -210,15 +210,23 @@ def explicit_overrides(ctx: click.Context) -> dict:
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path))
 @options(TARGET_OPTIONS)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Mapping file; the extension picks the format: .xlsx, .csv or .parquet.")
+              help="Mapping file; the extension picks the format: .xlsx, .csv or .parquet "
+                   "(with --engine ray: a folder).")
 @options(COLUMN_OPTIONS, MODEL_OPTIONS, SCORING_OPTIONS)
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path),
               help="Also start a state folder for 'taxmig review apply' and nightly 'taxmig reconcile'.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: map a Parquet file or folder onto a labelled target catalog on a Ray cluster "
+                   "(RAY_ADDRESS, else a local Ray; pip install 'taxmig[ray]'); writes a folder of Parquet "
+                   "shards, rejects, crosswalk and summary.json.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="--engine ray: actors in the pool, each loading the model once "
+                   "[default: one per GPU of the cluster, else one per CPU].")
 @options(COMMON_OPTIONS)
-def migrate(source, output, state, overwrite, quiet, verbose, **params) -> None:
+def migrate(source, output, state, engine, workers, overwrite, quiet, verbose, **params) -> None:
     """Map every product of SOURCE to a target category and write a review-ready mapping.
 
     \b
@@ -233,8 +241,22 @@ def migrate(source, output, state, overwrite, quiet, verbose, **params) -> None:
     from migrate.pipeline import run_migration
 
     _setup_logging(verbose, quiet)
-    check_output(output, overwrite=overwrite)  # fail before the slow part
     settings = settings_from_params(source, params, quiet)
+    if engine == "ray":
+        from migrate.ray_engine import run_ray_migration
+
+        if state is not None:
+            raise click.UsageError("--state works with the local engine: the nightly job keeps its state on one "
+                                   "machine (drop --engine ray)")
+        run = run_ray_migration(settings, output, overwrite=overwrite, workers=workers)
+        info = run.summary_dict()
+        click.echo(f"mapped {run.mapped} of {info.get('Source rows')} source rows ({run.rejected} rejected); "
+                   f"{info.get('Rows needing review', 0)} need review; wrote {output}/ "
+                   f"(mapping/*.parquet, rejects.parquet, crosswalk.parquet, summary.json)")
+        return
+    if workers is not None:
+        raise click.UsageError("--workers goes with --engine ray")
+    check_output(output, overwrite=overwrite)  # fail before the slow part
     if state is not None:
         from migrate.reconcile import migrate_into_state
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from rapidfuzz import fuzz, process, utils
@@ -72,25 +72,51 @@ def lexical_targets(source_categories: Sequence[str], target_categories: Sequenc
     return found
 
 
+@dataclass
+class SourceContext:
+    """What the per-row flags need to know about the whole source: how each source category's
+    products spread over the targets (SOURCE_SPLIT) and which target each source category's name
+    matches (LEXICAL_CONFLICT). Built from the rows, or from counts gathered elsewhere (the Ray
+    engine counts over its workers' output)."""
+
+    groups: dict[str, Counter]
+    lexical: dict[str, str]
+
+    @classmethod
+    def from_counts(cls, pair_counts: Mapping[tuple[str, str], int], all_targets: Sequence[str],
+                    thresholds: Thresholds) -> "SourceContext":
+        """``pair_counts``: rows per (source category, chosen target category)."""
+        groups: dict[str, Counter] = defaultdict(Counter)
+        for (src, tgt), count in pair_counts.items():
+            if src:
+                groups[src][tgt] += count
+        return cls(dict(groups), lexical_targets(list(groups), all_targets, thresholds.lexical_min_ratio))
+
+    @classmethod
+    def from_rows(cls, source_categories: Sequence[str], target_categories: Sequence[str],
+                  all_targets: Sequence[str], thresholds: Thresholds) -> "SourceContext":
+        return cls.from_counts(Counter(zip(source_categories, target_categories)), all_targets, thresholds)
+
+
 def compute_flags(*, confidence: np.ndarray, margin: np.ndarray, nearest_sim: np.ndarray,
                   label_sim: np.ndarray, has_products: bool, calibrated: bool, source_categories: Sequence[str],
                   target_categories: Sequence[str], all_targets: Sequence[str],
-                  thresholds: Thresholds, backed_off: np.ndarray | None = None) -> list[list[str]]:
+                  thresholds: Thresholds, backed_off: np.ndarray | None = None,
+                  context: SourceContext | None = None) -> list[list[str]]:
     """One list of flag names per row (``backed_off``: rows whose suggestion is a broader category
-    because its children could not be told apart, :func:`migrate.zeroshot.prefer_specific`)."""
+    because its children could not be told apart, :func:`migrate.zeroshot.prefer_specific`;
+    ``context``: the whole source's, when these rows are only part of it)."""
     n = len(confidence)
     flags: list[list[str]] = [[] for _ in range(n)]
     if has_products:
         far = np.nan_to_num(nearest_sim, nan=-1.0) < thresholds.min_similarity
     else:
         far = label_sim < thresholds.min_label_similarity
-    groups: dict[str, Counter] = defaultdict(Counter)
-    for src, tgt in zip(source_categories, target_categories):
-        if src:
-            groups[src][tgt] += 1
+    if context is None:
+        context = SourceContext.from_rows(source_categories, target_categories, all_targets, thresholds)
+    groups, lexical = context.groups, context.lexical
     min_confidence = thresholds.min_confidence if calibrated and thresholds.min_confidence is not None \
         else thresholds.min_raw_score
-    lexical = lexical_targets(source_categories, all_targets, thresholds.lexical_min_ratio)
     for i in range(n):
         row = flags[i]
         if far[i]:
@@ -101,7 +127,7 @@ def compute_flags(*, confidence: np.ndarray, margin: np.ndarray, nearest_sim: np
             row.append("LOW_MARGIN")
         src, tgt = source_categories[i], target_categories[i]
         if src:
-            counts = groups[src]
+            counts = groups.get(src, Counter())
             total = sum(counts.values())
             if total >= thresholds.split_min_products and len(counts) > 1 \
                     and counts[tgt] / total < thresholds.split_min_share:

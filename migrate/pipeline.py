@@ -27,12 +27,12 @@ from migrate.embedding_cache import EmbeddingCache
 from migrate.errors import TaxmigError
 from migrate.fitted_target import FittedTarget, FittedTargetStore, fit_settings, fitted_target_key
 from migrate.flags import FLAG_ORDER, compute_flags
-from migrate.index import build_index, search
+from migrate.index import VectorIndex, build_index, search
 from migrate.labels import PLAIN, CategoryLabels
 from migrate.lexical import LexicalIndex
 from migrate.readers import Reject
 from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, mapping_dtype
-from migrate.scoring import CategoryScores, concat_scores, score_categories
+from migrate.scoring import CategoryScores, ScoringParams, concat_scores, score_categories
 from migrate.settings import MigrationSettings
 from migrate.taxonomy import Taxonomy, load_taxonomy
 from migrate.zeroshot import confidence_features, listed_ancestors, proxy_confidence, refine
@@ -164,6 +164,110 @@ def _exclude_groups(sims: np.ndarray, ids: np.ndarray, query_groups: np.ndarray,
     return out_sims, out_ids
 
 
+RAW_COLUMNS = ("_confidence", "_margin", "_nearest_sim", "_label_sim")
+"""Unrounded values the flags read (the mapping shows them rounded); dropped by :func:`with_flags`."""
+
+
+def scored_frame(source: Catalog, targets: Targets, scores: CategoryScores, confidence: np.ndarray,
+                 target_texts: list[str]) -> pl.DataFrame:
+    """The mapping's columns for ``source`` except needs_review and flags, plus :data:`RAW_COLUMNS`."""
+    cats = targets.categories
+    ids = targets.taxonomy.ids if targets.taxonomy is not None else {}
+
+    def name(i: int) -> str:
+        return cats[i] if i >= 0 else ""
+
+    top = scores.top_ids
+    data: dict[str, Any] = {
+        "source_row": source.rows,
+        "source_id": source.ids,
+        "source_text": source.texts,
+        "source_category": source.categories,
+        "target_category": [name(i) for i in top[:, 0]],
+        "target_id": [ids.get(name(i), "") for i in top[:, 0]],
+        "confidence": np.round(confidence, 4),
+        "margin": np.round(scores.margin, 4),
+    }
+    for j in range(1, top.shape[1]):
+        data[f"alt{j}_category"] = [name(i) for i in top[:, j]]
+        data[f"alt{j}_score"] = np.round(scores.top_scores[:, j], 4)
+    data["score"] = np.round(scores.top_scores[:, 0], 4)
+    data["nearest_target"] = [target_texts[i] if i >= 0 else "" for i in scores.nearest_idx]
+    data["nearest_similarity"] = np.round(np.nan_to_num(scores.nearest_sim, nan=0.0), 4)
+    if top.shape[1] < 3:  # keep the documented columns even with --top-k 1 or 2
+        for j in range(top.shape[1], 3):
+            data[f"alt{j}_category"] = [""] * len(source)
+            data[f"alt{j}_score"] = np.zeros(len(source))
+    frame = pl.DataFrame(data, schema={c: mapping_dtype(c) for c in data})
+    return frame.with_columns(pl.Series(name, np.asarray(values, dtype=np.float64)) for name, values in
+                              zip(RAW_COLUMNS, (confidence, scores.margin, scores.nearest_sim, scores.label_sim)))
+
+
+def flag_inputs(scored: pl.DataFrame) -> dict[str, Any]:
+    """The per-row arguments of :func:`~migrate.flags.compute_flags`, read from a :func:`scored_frame`."""
+    return {"confidence": scored["_confidence"].to_numpy(), "margin": scored["_margin"].to_numpy(),
+            "nearest_sim": scored["_nearest_sim"].to_numpy(), "label_sim": scored["_label_sim"].to_numpy(),
+            "source_categories": scored["source_category"].to_list(),
+            "target_categories": scored["target_category"].to_list()}
+
+
+def with_flags(scored: pl.DataFrame, flags: list[list[str]]) -> pl.DataFrame:
+    """The mapping: a :func:`scored_frame` with needs_review and flags in place, raw columns dropped."""
+    frame = scored.drop(RAW_COLUMNS).with_columns(pl.Series("needs_review", [bool(f) for f in flags], pl.Boolean),
+                                                   pl.Series("flags", [",".join(f) for f in flags], pl.String))
+    at = frame.columns.index("margin") + 1
+    rest = [c for c in frame.columns if c not in ("needs_review", "flags")]
+    return frame.select(rest[:at] + ["needs_review", "flags"] + rest[at:])
+
+
+@dataclass
+class TargetSide:
+    """A labelled target catalog fitted for mapping (:meth:`Migrator.fit_target_side`): vectors
+    indexed, labels embedded, classifier and calibration fitted. Picklable: the Ray engine builds it
+    once and ships it to every worker."""
+
+    targets: Targets
+    target_texts: list[str]
+    labels: CategoryLabels
+    product_index: VectorIndex
+    lexical: LexicalIndex | None
+    classifier: Any
+    calibrator: ConfidenceCalibrator
+    loo: dict[str, Any]
+    params: ScoringParams
+    fitted_here: bool  # False: the classifier and calibration were read back from the state
+
+    def score(self, queries: np.ndarray, texts: list[str], *,
+              leave_out: tuple[np.ndarray, np.ndarray] | None = None,
+              clf_votes: tuple[np.ndarray, np.ndarray] | None = None) -> CategoryScores:
+        """Score encoded ``queries`` (``texts``: their plain texts, for the lexical and classifier
+        votes); ``leave_out=(query_groups, index_groups)`` drops same-group neighbours (calibration);
+        ``clf_votes`` replaces the classifier's votes (its out-of-fold ones in calibration)."""
+        params, cats = self.params, self.targets.product_categories
+        if clf_votes is None and self.classifier is not None:
+            clf_votes = self.classifier.vote(texts, params.k)
+        label_sims, label_ids = self.labels.search(queries, params.label_candidates)
+        extra = LEAVE_OUT_EXTRA if leave_out is not None else 0
+        nn_sims, nn_ids = search(self.product_index, queries, params.k + extra)
+        if leave_out is not None:
+            nn_sims, nn_ids = _exclude_groups(nn_sims, nn_ids, *leave_out, k=params.k)
+        nn_cats = np.where(nn_ids >= 0, cats[np.clip(nn_ids, 0, None)], -1)
+        lex_sims = lex_cats = None
+        if self.lexical is not None:
+            lex_sims, lex_ids = self.lexical.search(texts, params.k + extra)
+            if leave_out is not None:
+                lex_sims, lex_ids = _exclude_groups(lex_sims, lex_ids, *leave_out, k=params.k)
+            lex_cats = np.where(lex_ids >= 0, cats[np.clip(lex_ids, 0, None)], -1)
+        return score_categories(len(self.targets.categories), params, nn_sims=nn_sims, nn_categories=nn_cats,
+                                label_sims=label_sims, label_ids=label_ids, nn_ids=nn_ids,
+                                lex_sims=lex_sims, lex_categories=lex_cats,
+                                clf_probs=clf_votes[0] if clf_votes is not None else None,
+                                clf_categories=clf_votes[1] if clf_votes is not None else None)
+
+    def confidence(self, scores: CategoryScores) -> np.ndarray:
+        return self.calibrator.predict(scores.features())
+
+
 class Migrator:
     """Holds the encoder between runs (tests and the nightly job load the model once)."""
 
@@ -187,123 +291,105 @@ class Migrator:
         source, targets = inputs.source, inputs.targets
         embedder = Embedder(self.encoder.model, batch_size=settings.batch_size, progress=settings.progress,
                             cache=cache, cache_key=self.encoder.fingerprint if cache is not None else None)
-        target_texts = [targets.catalog.texts[p] for p in targets.product_rows] if targets.catalog else []
         params = settings.scoring
-        with_context = settings.category_context and source.has_categories
-        taxonomy_only = not target_texts
-        labels = CategoryLabels(targets.categories, params.label_ancestor_weight, by_level=not with_context,
-                                templates=params.zero_shot_label_templates if taxonomy_only else PLAIN)
         source_texts = _embedding_texts(source, settings.category_context)
-        if taxonomy_only:  # the source products teach each other (self-training): all of them at once
+        side: TargetSide | None = None
+        if targets.catalog is not None:  # the target side first, then the source chunk by chunk
+            side = self.fit_target_side(settings, targets, embedder, source_has_categories=source.has_categories,
+                                        fitted_targets=fitted_targets)
+            labels, calibrator, loo = side.labels, side.calibrator, side.loo
+            scores = self._score_source(source, source_texts, embedder, side, settings.progress)
+            confidence = side.confidence(scores)
+        else:  # a taxonomy alone: the source products teach each other (self-training), all at once
+            labels = CategoryLabels(targets.categories, params.label_ancestor_weight,
+                                    by_level=not (settings.category_context and source.has_categories),
+                                    templates=params.zero_shot_label_templates)
             vectors = embedder.encode([*source_texts, *labels.texts], label="texts")
-            src_vec, tgt_vec = vectors[: len(source)], vectors[:0]
+            src_vec = vectors[: len(source)]
             labels.fit(vectors[len(source):])
             # hub removal (migrate/labels.py): no category draws every product
             labels.center(src_vec, params.zero_shot_label_centering)
-        else:  # the source is encoded and scored chunk by chunk below, after the target side
-            vectors = embedder.encode([*target_texts, *labels.texts], label="target texts")
-            src_vec, tgt_vec = None, vectors[: len(target_texts)]
-            labels.fit(vectors[len(target_texts):])
-
-        product_index = build_index(tgt_vec) if len(tgt_vec) else None
-        lexical = LexicalIndex().fit(target_texts) if product_index is not None and params.lexical_weight > 0 else None
-        classifier = oof_votes = None
-        fitted = side_key = None
-        if product_index is not None and fitted_targets is not None:
-            side_key = fitted_target_key(model_fingerprint=self.encoder.fingerprint, categories=targets.categories,
-                                         texts=target_texts, product_categories=targets.product_categories,
-                                         settings=fit_settings(settings, by_level=labels.by_level))
-            fitted = fitted_targets.get(side_key)
-        # the calibration sample and same-name groups only serve fitting: not needed when read back
-        sample, groups = _calibration_sample(target_texts if fitted is None else [], settings)
-        if fitted is not None:
-            classifier = fitted.classifier
-        elif product_index is not None and params.classifier_weight > 0:
-            classifier, oof_votes = fit_with_out_of_fold_votes(
-                target_texts, targets.product_categories, sample, groups, top=params.k,
-                temperature=params.classifier_temperature, seed=settings.seed)
-            if not classifier.usable:
-                log.info("classifier: the target catalog has one category; no classifier vote")
-                classifier = oof_votes = None
-        calibrator = ConfidenceCalibrator()
-        loo: dict[str, Any] = {}
-        self_trained = product_index is None and params.self_training_rounds > 0
-        if self_trained:  # a taxonomy nobody has labelled: the source products teach each other
-            source_groups = None
-            if source.has_categories:
-                names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
-                source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
-            scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
-                                                  source_groups, progress=settings.progress)
-            confidence = proxy_confidence(features)
-        else:
-            scores = self._score_source(source, source_texts, embedder, product_index, labels, targets, params,
-                                        lexical, classifier, settings.progress)
-        if fitted is not None:
-            calibrator, loo = fitted.calibrator, fitted.loo
-        elif product_index is not None:
-            calibrator, loo = self._calibrate(tgt_vec, target_texts, product_index, labels, targets, settings,
-                                              sample, groups, lexical, oof_votes)
-            if fitted_targets is not None:
-                fitted_targets.put(side_key, FittedTarget(classifier, calibrator, loo))
-        if not self_trained:
-            confidence = calibrator.predict(scores.features())
-        if labels.bias is not None:  # NO_MATCH reads the label score before centering
-            scores.label_sim = labels.uncentered(scores.label_sim, scores.top_ids[:, 0])
+            calibrator, loo = ConfidenceCalibrator(), {}
+            if params.self_training_rounds > 0:
+                source_groups = None
+                if source.has_categories:
+                    names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
+                    source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
+                scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
+                                                      source_groups, progress=settings.progress)
+                confidence = proxy_confidence(features)
+            else:
+                label_sims, label_ids = labels.search(src_vec, params.label_candidates)
+                scores = score_categories(len(targets.categories), params, nn_sims=None, nn_categories=None,
+                                          label_sims=label_sims, label_ids=label_ids)
+                confidence = calibrator.predict(scores.features())
+            if labels.bias is not None:  # NO_MATCH reads the label score before centering
+                scores.label_sim = labels.uncentered(scores.label_sim, scores.top_ids[:, 0])
+        self_trained = side is None and params.self_training_rounds > 0
         thresholds = loo.get("thresholds", settings.thresholds)
         if self_trained and thresholds.min_confidence is None:
             # no threshold has kept a precision on a taxonomy the calibration was not fitted on
             # (bench/zeroshot_calibration.py): a person looks at every row unless told otherwise
             thresholds = replace(thresholds, min_confidence=1.0 + 1e-9)
-        categories = np.asarray(targets.categories, dtype=object)
-        top = scores.top_ids
-        chosen = [categories[i] if i >= 0 else "" for i in top[:, 0]]
-        flags = compute_flags(confidence=confidence, margin=scores.margin, nearest_sim=scores.nearest_sim,
-                              label_sim=scores.label_sim, has_products=product_index is not None,
+        scored = scored_frame(source, targets, scores, confidence, side.target_texts if side else [])
+        flags = compute_flags(**flag_inputs(scored), has_products=side is not None,
                               calibrated=calibrator.model is not None or self_trained,
-                              source_categories=source.categories, target_categories=chosen,
                               all_targets=targets.categories, thresholds=thresholds, backed_off=scores.backed_off)
-        mapping = self._mapping_frame(source, targets, scores, confidence, flags, target_texts)
+        mapping = with_flags(scored, flags)
         rejects = _rejects_frame(source.rejects, targets.rejects)
-        crosswalk = _crosswalk(mapping)
         seconds = time.perf_counter() - started
-        summary = self._summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
-                                labels, product_index, embedder, seconds)
-        if product_index is not None and fitted_targets is not None:
-            summary.append((TARGET_SIDE, TARGET_SIDE_READ if fitted is not None else TARGET_SIDE_FITTED))
-        return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk, summary=summary,
+        summary = self.summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
+                               labels, side.product_index if side else None, embedder.stats,
+                               embedder.cache is not None, seconds)
+        if side is not None and fitted_targets is not None:
+            summary.append((TARGET_SIDE, TARGET_SIDE_FITTED if side.fitted_here else TARGET_SIDE_READ))
+        return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk_frame(mapping), summary=summary,
                                target_categories=list(targets.categories),
                                thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None)
 
-    def _score(self, queries: np.ndarray, product_index, labels: CategoryLabels, targets: Targets, params,
-               leave_out: tuple[np.ndarray, np.ndarray] | None = None, *, lexical: LexicalIndex | None = None,
-               lexical_queries: list[str] | None = None,
-               clf_votes: tuple[np.ndarray, np.ndarray] | None = None) -> CategoryScores:
-        """Score queries; ``leave_out=(query_groups, index_groups)`` drops same-group neighbours;
-        ``lexical`` (with the queries' plain texts) adds the lexical neighbours' vote, ``clf_votes``
-        (probabilities, category ids) the classifier's."""
-        label_sims, label_ids = labels.search(queries, params.label_candidates)
-        nn_sims = nn_cats = nn_ids = lex_sims = lex_cats = None
-        if product_index is not None:
-            extra = LEAVE_OUT_EXTRA if leave_out is not None else 0
-            nn_sims, nn_ids = search(product_index, queries, params.k + extra)
-            if leave_out is not None:
-                nn_sims, nn_ids = _exclude_groups(nn_sims, nn_ids, *leave_out, k=params.k)
-            nn_cats = np.where(nn_ids >= 0, targets.product_categories[np.clip(nn_ids, 0, None)], -1)
-            if lexical is not None and lexical_queries is not None:
-                lex_sims, lex_ids = lexical.search(lexical_queries, params.k + extra)
-                if leave_out is not None:
-                    lex_sims, lex_ids = _exclude_groups(lex_sims, lex_ids, *leave_out, k=params.k)
-                lex_cats = np.where(lex_ids >= 0, targets.product_categories[np.clip(lex_ids, 0, None)], -1)
-        return score_categories(len(targets.categories), params, nn_sims=nn_sims, nn_categories=nn_cats,
-                                label_sims=label_sims, label_ids=label_ids, nn_ids=nn_ids,
-                                lex_sims=lex_sims, lex_categories=lex_cats,
-                                clf_probs=clf_votes[0] if clf_votes is not None else None,
-                                clf_categories=clf_votes[1] if clf_votes is not None else None)
+    def fit_target_side(self, settings: MigrationSettings, targets: Targets, embedder: Embedder, *,
+                        source_has_categories: bool,
+                        fitted_targets: FittedTargetStore | None = None) -> "TargetSide":
+        """Everything mapping onto a labelled target catalog needs before the first source product:
+        target vectors and their index, label vectors, the lexical index, the classifier and the
+        calibration (the last two read back from ``fitted_targets`` when the target, model and
+        settings are unchanged). Built once; the Ray engine ships it to its workers."""
+        params = settings.scoring
+        target_texts = [targets.catalog.texts[p] for p in targets.product_rows]
+        labels = CategoryLabels(targets.categories, params.label_ancestor_weight,
+                                by_level=not (settings.category_context and source_has_categories), templates=PLAIN)
+        vectors = embedder.encode([*target_texts, *labels.texts], label="target texts")
+        tgt_vec = vectors[: len(target_texts)]
+        labels.fit(vectors[len(target_texts):])
+        product_index = build_index(tgt_vec)
+        lexical = LexicalIndex().fit(target_texts) if params.lexical_weight > 0 else None
+        fitted = side_key = None
+        if fitted_targets is not None:
+            side_key = fitted_target_key(model_fingerprint=self.encoder.fingerprint, categories=targets.categories,
+                                         texts=target_texts, product_categories=targets.product_categories,
+                                         settings=fit_settings(settings, by_level=labels.by_level))
+            fitted = fitted_targets.get(side_key)
+        side = TargetSide(targets, target_texts, labels, product_index, lexical, None, ConfidenceCalibrator(), {},
+                          params, fitted_here=fitted is None)
+        if fitted is not None:
+            side.classifier, side.calibrator, side.loo = fitted.classifier, fitted.calibrator, fitted.loo
+            return side
+        sample, groups = _calibration_sample(target_texts, settings)
+        oof_votes = None
+        if params.classifier_weight > 0:
+            side.classifier, oof_votes = fit_with_out_of_fold_votes(
+                target_texts, targets.product_categories, sample, groups, top=params.k,
+                temperature=params.classifier_temperature, seed=settings.seed)
+            if not side.classifier.usable:
+                log.info("classifier: the target catalog has one category; no classifier vote")
+                side.classifier = oof_votes = None
+        side.calibrator, side.loo = self._calibrate(side, tgt_vec, settings, sample, groups, oof_votes)
+        if fitted_targets is not None:
+            fitted_targets.put(side_key, FittedTarget(side.classifier, side.calibrator, side.loo))
+        return side
 
-    def _score_source(self, source: Catalog, texts: list[str], embedder: Embedder, product_index,
-                      labels: CategoryLabels, targets: Targets, params, lexical: LexicalIndex | None,
-                      classifier, progress: bool) -> CategoryScores:
+    def _score_source(self, source: Catalog, texts: list[str], embedder: Embedder, side: "TargetSide",
+                      progress: bool) -> CategoryScores:
         """Encode and score the source against a labelled target in chunks of :data:`SOURCE_CHUNK`
         products: memory for vectors and votes grows with the chunk, not with the source."""
         from tqdm.auto import tqdm
@@ -315,10 +401,7 @@ class Migrator:
             for start in range(0, len(texts), SOURCE_CHUNK):
                 stop = min(start + SOURCE_CHUNK, len(texts))
                 queries = embedder.encode(texts[start:stop], label="source texts")
-                plain = source.texts[start:stop]
-                votes = classifier.vote(plain, params.k) if classifier is not None else None
-                parts.append(self._score(queries, product_index, labels, targets, params, lexical=lexical,
-                                         lexical_queries=plain, clf_votes=votes))
+                parts.append(side.score(queries, source.texts[start:stop]))
                 bar.update(stop - start)
         return concat_scores(parts)
 
@@ -344,18 +427,16 @@ class Migrator:
                                 features[:, 3], backed_off=report.backed_off)
         return scores, features
 
-    def _calibrate(self, tgt_vec, target_texts, product_index, labels: CategoryLabels, targets: Targets,
-                   settings: MigrationSettings, sample: np.ndarray, groups: np.ndarray,
-                   lexical: LexicalIndex | None = None,
-                   clf_votes: tuple[np.ndarray, np.ndarray] | None = None
+    @staticmethod
+    def _calibrate(side: "TargetSide", tgt_vec: np.ndarray, settings: MigrationSettings, sample: np.ndarray,
+                   groups: np.ndarray, clf_votes: tuple[np.ndarray, np.ndarray] | None = None
                    ) -> tuple[ConfidenceCalibrator, dict[str, Any]]:
         """Leave-one-out over a ``sample`` of the target catalog (``groups``: same-name groups, left
         out together; ``clf_votes``: the sample's out-of-fold classifier votes): fit the calibrator,
         measure flags."""
-        scores = self._score(tgt_vec[sample], product_index, labels, targets, settings.scoring,
-                             leave_out=(groups[sample], groups), lexical=lexical,
-                             lexical_queries=[target_texts[i] for i in sample], clf_votes=clf_votes)
-        truth = targets.product_categories[sample]
+        scores = side.score(tgt_vec[sample], [side.target_texts[i] for i in sample],
+                            leave_out=(groups[sample], groups), clf_votes=clf_votes)
+        truth = side.targets.product_categories[sample]
         correct = scores.top_ids[:, 0] == truth
         calibrator = ConfidenceCalibrator().fit(scores.features(), correct)
         conf = calibrator.predict(scores.features())
@@ -380,42 +461,12 @@ class Migrator:
                  loo["products"], loo["top1_accuracy"], 100 * loo["unflagged_share"], loo["unflagged_accuracy"])
         return calibrator, loo
 
-    def _mapping_frame(self, source: Catalog, targets: Targets, scores: CategoryScores, confidence: np.ndarray,
-                       flags: list[list[str]], target_texts: list[str]) -> pl.DataFrame:
-        cats = targets.categories
-        ids = targets.taxonomy.ids if targets.taxonomy is not None else {}
-
-        def name(i: int) -> str:
-            return cats[i] if i >= 0 else ""
-
-        top = scores.top_ids
-        data: dict[str, Any] = {
-            "source_row": source.rows,
-            "source_id": source.ids,
-            "source_text": source.texts,
-            "source_category": source.categories,
-            "target_category": [name(i) for i in top[:, 0]],
-            "target_id": [ids.get(name(i), "") for i in top[:, 0]],
-            "confidence": np.round(confidence, 4),
-            "margin": np.round(scores.margin, 4),
-            "needs_review": [bool(f) for f in flags],
-            "flags": [",".join(f) for f in flags],
-        }
-        for j in range(1, top.shape[1]):
-            data[f"alt{j}_category"] = [name(i) for i in top[:, j]]
-            data[f"alt{j}_score"] = np.round(scores.top_scores[:, j], 4)
-        data["score"] = np.round(scores.top_scores[:, 0], 4)
-        data["nearest_target"] = [target_texts[i] if i >= 0 else "" for i in scores.nearest_idx]
-        data["nearest_similarity"] = np.round(np.nan_to_num(scores.nearest_sim, nan=0.0), 4)
-        if top.shape[1] < 3:  # keep the documented columns even with --top-k 1 or 2
-            for j in range(top.shape[1], 3):
-                data[f"alt{j}_category"] = [""] * len(source)
-                data[f"alt{j}_score"] = np.zeros(len(source))
-        return pl.DataFrame(data, schema={c: mapping_dtype(c) for c in data})
-
-    def _summary(self, settings, thresholds, when, source: Catalog, targets: Targets, mapping: pl.DataFrame,
-                 calibrator: ConfidenceCalibrator, loo: dict, labels: CategoryLabels, product_index,
-                 embedder: Embedder, seconds: float) -> list[tuple[str, Any]]:
+    def summary(self, settings, thresholds, when, source: Catalog, targets: Targets, mapping: pl.DataFrame,
+                calibrator: ConfidenceCalibrator, loo: dict, labels: CategoryLabels, product_index,
+                encode_stats: dict[str, float], cached: bool, seconds: float) -> list[tuple[str, Any]]:
+        """The Summary's (label, value) rows; ``mapping`` needs the columns flags, needs_review,
+        confidence and source_category; ``encode_stats``: the embedder's counts (encoded, cached,
+        seconds), ``cached``: whether an embedding cache was used."""
         self_trained = product_index is None and settings.scoring.self_training_rounds > 0
         flag_counts = Counter(f for fl in mapping["flags"].to_list() for f in fl.split(",") if f)
         unflagged = mapping.filter(~pl.col("needs_review"))
@@ -472,9 +523,9 @@ class Migrator:
              round(float(unflagged["confidence"].mean()), 4)
              if unflagged.height and (calibrator.model is not None or self_trained)
              else "not estimated (confidence not calibrated)" if not self_trained else "n/a (no row unflagged)"),
-            ("Texts encoded (distinct)", embedder.stats["encoded"]),
-            *([("Texts read from the embedding cache", embedder.stats["cached"])] if embedder.cache is not None else []),
-            ("Encode seconds", round(embedder.stats["seconds"], 2)),
+            ("Texts encoded (distinct)", int(encode_stats["encoded"])),
+            *([("Texts read from the embedding cache", int(encode_stats["cached"]))] if cached else []),
+            ("Encode seconds", round(float(encode_stats["seconds"]), 2)),
             ("Run seconds", round(seconds, 2)),
             ("Products per second (end to end)",
              round((source.n_records + (targets.catalog.n_records if targets.catalog else 0)) / max(seconds, 1e-9), 1)),
@@ -574,14 +625,15 @@ def _rejects_frame(source: list[Reject], target: list[Reject]) -> pl.DataFrame:
                                       "text": pl.String}, orient="row").select(REJECT_COLUMNS)
 
 
-def _crosswalk(mapping: pl.DataFrame) -> pl.DataFrame:
+def crosswalk_frame(mapping: pl.DataFrame) -> pl.DataFrame:
+    """Source category -> target category: count, share of the source category, mean confidence."""
     if mapping.height == 0:
         return pl.DataFrame(schema={"source_category": pl.String, "target_category": pl.String, "count": pl.Int64,
                                     "share": pl.Float64, "mean_confidence": pl.Float64})
     return (mapping.group_by("source_category", "target_category")
             .agg(pl.len().cast(pl.Int64).alias("count"), pl.col("confidence").mean().round(4).alias("mean_confidence"))
             .with_columns((pl.col("count") / pl.col("count").sum().over("source_category")).round(4).alias("share"))
-            .sort(["source_category", "count"], descending=[False, True])
+            .sort(["source_category", "count", "target_category"], descending=[False, True, False])
             .select(CROSSWALK_COLUMNS))
 
 

@@ -47,12 +47,16 @@ class MigrationSettings:
     progress: bool = True
     seed: int = 0
 
-    def validate(self) -> "MigrationSettings":
-        """Collect every problem and raise one :class:`TaxmigError` naming them all."""
+    def validate(self, *, source_folder: bool = False) -> "MigrationSettings":
+        """Collect every problem and raise one :class:`TaxmigError` naming them all
+        (``source_folder``: the source may be a folder of files, as the Ray engine reads)."""
         problems: list[str] = []
         for label, value in (("source", self.source), ("target catalog", self.target_catalog),
                              ("target taxonomy", self.target_taxonomy)):
-            if value is not None and not Path(value).is_file():
+            folder_ok = source_folder and label == "source" and Path(value).is_dir()
+            if label == "source" and not folder_ok and Path(value).is_dir():
+                problems.append(f"{value} is a folder: give a file (--engine ray reads a folder of Parquet files)")
+            elif value is not None and not folder_ok and not Path(value).is_file():
                 problems.append(f"{value}: file not found" if label == "source" else f"{label} {value}: file not found")
         if self.target_catalog is None and self.target_taxonomy is None:
             problems.append("no target given: pass --target-catalog FILE and/or --target-taxonomy FILE")

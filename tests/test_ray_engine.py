@@ -1,0 +1,118 @@
+"""--engine ray on a local 2-worker Ray: the local engine's mapping, rejects and Summary figures
+from a folder of Parquet files cut into many tasks; what it refuses, it refuses before any work."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import ray  # the ray extra: make test installs it (pip install 'taxmig[ray]'); a missing one fails here
+from click.testing import CliRunner
+
+from migrate.cli import main
+from migrate.errors import InputError, OutputExistsError, TaxmigError
+from migrate.pipeline import run_migration
+from migrate.ray_engine import plan_source, run_ray_migration
+from migrate.settings import MigrationSettings
+
+ROUNDED = ("confidence", "margin", "score", "alt1_score", "alt2_score", "nearest_similarity")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def files(bigbasket, tmp_path_factory):
+    """A 400-row BigBasket source as two Parquet files (a folder) and as one file; an id repeated
+    from the first file in the second and an empty name; 2,000 other products as the target."""
+    folder = tmp_path_factory.mktemp("ray")
+    source = bigbasket.slice(0, 400).select("index", "product", "brand", "category", "sub_category")
+    at = pl.int_range(pl.len())
+    source = source.with_columns(pl.when(at == 250).then(pl.lit(source["index"][3])).otherwise("index").alias("index"),
+                                 pl.when(at == 120).then(pl.lit("")).otherwise("product").alias("product"))
+    (folder / "parts").mkdir()
+    source.slice(0, 200).write_parquet(folder / "parts" / "a.parquet")
+    source.slice(200).write_parquet(folder / "parts" / "b.parquet")
+    source.write_parquet(folder / "whole.parquet")
+    bigbasket.slice(5000, 2000).write_csv(folder / "target.csv")
+    return folder
+
+
+def settings_for(source, files, **kw) -> MigrationSettings:
+    return MigrationSettings(source=source, target_catalog=files / "target.csv", target_category="category,sub_category",
+                             source_category="category", progress=False, **kw)
+
+
+def test_ray_maps_a_folder_as_the_local_engine_maps_the_file(local_ray, files, migrator, tmp_path):
+    local = run_migration(settings_for(files / "whole.parquet", files), migrator)
+    run = run_ray_migration(settings_for(files / "parts", files), tmp_path / "out", workers=2, task_rows=90,
+                            migrator=migrator)
+    assert len(plan_source(settings_for(files / "parts", files), 90).tasks) == 6  # 3 tasks per 200-row file
+    got = pl.read_parquet(tmp_path / "out" / "mapping").sort("source_row")
+    want = local.mapping
+    assert got.columns == want.columns and got.height == want.height == 398
+    for column in want.columns:
+        if column in ROUNDED:  # 4 decimals; a batch of other lengths may move the last one
+            assert np.allclose(got[column].to_numpy(), want[column].to_numpy(), atol=1.01e-4), column
+        else:
+            assert got[column].to_list() == want[column].to_list(), column
+    assert pl.read_parquet(tmp_path / "out" / "rejects.parquet").equals(local.rejects)
+    assert local.rejects["row"].to_list() == [121, 251]  # the empty name; the id repeated across the files
+    assert "first at row 4" in local.rejects["reason"][1]
+    assert pl.read_parquet(tmp_path / "out" / "crosswalk.parquet").equals(local.crosswalk)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    ours = local.summary_dict()
+    for key in ("Source rows", "Source rows mapped", "Source rows rejected", "Rows needing review", "Rows unflagged",
+                "Flag counts", "Leave-one-out top-1 accuracy", "Target products used"):
+        assert summary[key] == ours[key], key
+    assert summary["Engine"].startswith("ray: 2 workers") and summary["Source files"] == 2
+    assert run.mapped + run.rejected == 400
+
+
+def test_ray_refuses_before_any_work(local_ray, files, tmp_path):
+    taxonomy_only = MigrationSettings(source=files / "parts", target_taxonomy=files / "target.csv", progress=False)
+    with pytest.raises(TaxmigError, match="labelled target catalog"):
+        run_ray_migration(taxonomy_only, tmp_path / "a")
+    csv = files / "target.csv"
+    with pytest.raises(InputError, match="reads Parquet"):
+        run_ray_migration(settings_for(csv, files), tmp_path / "b")
+    with pytest.raises(TaxmigError, match="writes a folder"):
+        run_ray_migration(settings_for(files / "parts", files), tmp_path / "c.parquet")
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(OutputExistsError):
+        run_ray_migration(settings_for(files / "parts", files), tmp_path / "exists")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    pl.DataFrame({"index": ["1"], "product": ["Tea"]}).write_parquet(odd / "a.parquet")
+    pl.DataFrame({"id": ["2"], "name": ["Milk"]}).write_parquet(odd / "b.parquet")
+    with pytest.raises(InputError, match="same columns"):
+        run_ray_migration(settings_for(odd, files), tmp_path / "d")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+
+
+def test_cli_engine_ray_writes_the_folder_and_says_what_it_did(local_ray, files, tmp_path):
+    small = tmp_path / "small.parquet"
+    pl.read_parquet(files / "parts" / "a.parquet").head(60).write_parquet(small)
+    out = tmp_path / "mapped"
+    args = ["migrate", str(small), "--target-catalog", str(files / "target.csv"), "--target-category",
+            "category,sub_category", "--engine", "ray", "--workers", "1", "-o", str(out), "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "mapped 60 of 60 source rows (0 rejected)" in result.output
+    assert pl.read_parquet(out / "mapping").height == 60
+    assert sorted(p.name for p in out.iterdir()) == ["crosswalk.parquet", "mapping", "rejects.parquet", "summary.json"]
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code != 0 and "already exists" in again.output
+    assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
+    state = CliRunner().invoke(main, [*args, "--overwrite", "--state", str(tmp_path / "st")])
+    assert state.exit_code != 0 and "--state works with the local engine" in state.output
+    local_folder = CliRunner().invoke(main, ["migrate", str(files / "parts"), "--target-catalog",
+                                             str(files / "target.csv"), "-o", str(tmp_path / "m.csv")])
+    assert local_folder.exit_code != 0 and "is a folder" in local_folder.output
