@@ -90,11 +90,12 @@ def perturbed_catalog(n: int, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def run_child(args: list[str]) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS in MB, exit code, last output lines) of one ``taxmig`` process."""
+def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS in MB, exit code, last output lines) of one ``taxmig`` process
+    (``env``: variables set for it on top of this process's)."""
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "migrate.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -265,7 +266,8 @@ def agreement(local: pl.DataFrame, ray_mapping: pl.DataFrame) -> str:
 def ray_part(million: int, rows: int, torch_rows: int) -> tuple[str, str]:
     from models.distill import distill_static
 
-    lines = ["| tier | products | local engine s | ray engine s | ray / local | mapping |", "|---|---|---|---|---|---|"]
+    lines = ["| tier | products | local engine s | ray engine s | ray / local | ray mapping vs local | "
+             "vs local with one thread |", "|---|---|---|---|---|---|---|"]
     target = ["--target-catalog", str(BIGBASKET), "--target-category", "category,sub_category"]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -282,17 +284,25 @@ def ray_part(million: int, rows: int, torch_rows: int) -> tuple[str, str]:
                                                     *model_args])
             ray_s, _, code_r, tail_r = run_child(["migrate", str(src), *target, "--engine", "ray", "-o", str(ray_out),
                                                   "--quiet", *model_args])
-            if code_l or code_r:
-                lines.append(f"| {tier} | {n:,} | exit {code_l} | exit {code_r} | | {tail_l} {tail_r} |")
+            # each actor computes with one thread: the local engine held to one thread is its reference
+            one_out = tmp / f"local1-{tier}.parquet"
+            _, _, code_1, tail_1 = run_child(["migrate", str(src), *target, "-o", str(one_out), "--quiet", *model_args],
+                                             env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            if code_l or code_r or code_1:
+                lines.append(f"| {tier} | {n:,} | exit {code_l} | exit {code_r} | | {tail_l} {tail_r} | {tail_1} |")
             else:
-                same = agreement(pl.read_parquet(local_out), pl.read_parquet(ray_out / "mapping"))
-                lines.append(f"| {tier} | {n:,} | {local_s:.0f} | {ray_s:.0f} | {ray_s / local_s:.2f} | {same} |")
+                got = pl.read_parquet(ray_out / "mapping")
+                lines.append(f"| {tier} | {n:,} | {local_s:.0f} | {ray_s:.0f} | {ray_s / local_s:.2f} | "
+                             f"{agreement(pl.read_parquet(local_out), got)} | "
+                             f"{agreement(pl.read_parquet(one_out), got)} |")
             print(lines[-1], flush=True)
     notes = (f"Source: the first rows of the perturbed BigBasket file ({million:,}-row recipe, seed 0) as Parquet, "
              "onto the BigBasket catalog. Each engine is one `taxmig migrate` child process, model load, target "
              f"fit and a fresh local Ray included; the Ray engine ran {os.cpu_count()} actors (one per core) in "
-             "tasks of 16,384 rows. On one machine Ray buys no speed -- the cores are the same -- it is there for "
-             "clusters (RAY_ADDRESS).")
+             "tasks of 16,384 rows. Last column: the local engine run again with OMP_NUM_THREADS=1, the thread count of "
+             "each actor -- float sums split over two threads round differently, which reorders exactly tied "
+             "neighbours. On one machine Ray buys no speed -- the cores are the same -- it is there for clusters "
+             "(RAY_ADDRESS).")
     return "\n".join(lines), notes
 
 

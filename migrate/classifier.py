@@ -22,7 +22,7 @@ import logging
 import os
 
 import numpy as np
-from joblib.externals.loky import ProcessPoolExecutor
+from loky import ProcessPoolExecutor
 from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
@@ -154,7 +154,7 @@ def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray,
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     if workers == 1:
         results = [_fit_job(matrix, categories, train, rows, top, temperature) for train, rows in jobs]
-    else:  # loky (joblib's): fresh processes, no fork of torch's threads, no `__main__` guard needed
+    else:  # loky: fresh processes, no fork of torch's threads, no `__main__` guard needed
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_fit_job, *zip(*[(matrix, categories, train, rows, top, temperature)
                                                      for train, rows in jobs])))

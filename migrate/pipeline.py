@@ -116,7 +116,7 @@ def load_targets(settings: MigrationSettings) -> Targets:
                    product_rows, sorted(rejects, key=lambda r: r.row))
 
 
-def _embedding_texts(source: Catalog, category_context: bool) -> list[str]:
+def embedding_texts(source: Catalog, category_context: bool) -> list[str]:
     """Source texts as embedded: with the source category path appended when asked and known.
 
     A source category is strong context in a real migration ("Bathing Bar" under "Bath & Hand
@@ -292,7 +292,7 @@ class Migrator:
         embedder = Embedder(self.encoder.model, batch_size=settings.batch_size, progress=settings.progress,
                             cache=cache, cache_key=self.encoder.fingerprint if cache is not None else None)
         params = settings.scoring
-        source_texts = _embedding_texts(source, settings.category_context)
+        source_texts = embedding_texts(source, settings.category_context)
         side: TargetSide | None = None
         if targets.catalog is not None:  # the target side first, then the source chunk by chunk
             side = self.fit_target_side(settings, targets, embedder, source_has_categories=source.has_categories,
@@ -336,7 +336,7 @@ class Migrator:
                               calibrated=calibrator.model is not None or self_trained,
                               all_targets=targets.categories, thresholds=thresholds, backed_off=scores.backed_off)
         mapping = with_flags(scored, flags)
-        rejects = _rejects_frame(source.rejects, targets.rejects)
+        rejects = rejects_frame(source.rejects, targets.rejects)
         seconds = time.perf_counter() - started
         summary = self.summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
                                labels, side.product_index if side else None, embedder.stats,
@@ -618,7 +618,8 @@ def _min_confidence_text(settings: MigrationSettings, calibrator: ConfidenceCali
     return "not used (not calibrated): min_raw_score applies"
 
 
-def _rejects_frame(source: list[Reject], target: list[Reject]) -> pl.DataFrame:
+def rejects_frame(source: list[Reject], target: list[Reject]) -> pl.DataFrame:
+    """The Rejects table: every source and target row not mapped, with the reason."""
     rows = [("source", r.row, r.id, r.reason, r.text) for r in source] + \
            [("target", r.row, r.id, r.reason, r.text) for r in target]
     return pl.DataFrame(rows, schema={"file": pl.String, "row": pl.Int64, "id": pl.String, "reason": pl.String,

@@ -49,8 +49,8 @@ from migrate.columns import ROW_ID, ColumnSpec
 from migrate.embedding import Embedder
 from migrate.errors import InputError, OutputExistsError, TaxmigError
 from migrate.flags import SourceContext, compute_flags
-from migrate.pipeline import (Migrator, TargetSide, _embedding_texts, _rejects_frame, crosswalk_frame,
-                              flag_inputs, load_model, load_targets, scored_frame, with_flags)
+from migrate.pipeline import (Migrator, TargetSide, crosswalk_frame, embedding_texts, flag_inputs, load_model,
+                              load_targets, rejects_frame, scored_frame, with_flags)
 from migrate.readers import ROW, Reject
 from migrate.scoring import CategoryScores
 from migrate.settings import MigrationSettings
@@ -204,7 +204,7 @@ class TaskMapper:
                                seen_before=seen)
         embedder = Embedder(self.encoder.model, batch_size=self.settings.batch_size, progress=False)
         if len(source):
-            queries = embedder.encode(_embedding_texts(source, self.settings.category_context), label="source texts")
+            queries = embedder.encode(embedding_texts(source, self.settings.category_context), label="source texts")
             scores = self.side.score(queries, source.texts)
             mapped = scored_frame(source, self.side.targets, scores, self.side.confidence(scores),
                                   self.side.target_texts)
@@ -257,6 +257,8 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
     write the folder ``output`` (see the module docstring); ``workers``: actors in the pool (default:
     one per GPU of the cluster, else one per CPU); ``migrator``: the driver's already-loaded model
     (the actors load their own from ``settings``). Same mapping as the local engine."""
+    if not settings.progress:  # Ray Data sets its loggers' level from this whenever it configures them
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     try:
         import ray
     except ImportError:
@@ -320,7 +322,7 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
         rejected = pl.concat(reject_parts) if reject_parts else pl.DataFrame()
         source_rejects = [Reject(row=r["source_row"], id=r["source_id"] or "", text=r["source_text"] or "",
                                  reason=r[REJECT]) for r in rejected.iter_rows(named=True)]
-        rejects = _rejects_frame(sorted(source_rejects, key=lambda r: r.row), targets.rejects)
+        rejects = rejects_frame(sorted(source_rejects, key=lambda r: r.row), targets.rejects)
         rejects.write_parquet(staging / "rejects.parquet")
         summary_rows = pl.read_parquet(staging / "mapping", columns=SUMMARY_COLUMNS)
         crosswalk_frame(summary_rows).write_parquet(staging / "crosswalk.parquet")

@@ -15,7 +15,7 @@ Layout::
       embeddings.sqlite        vector cache keyed by model fingerprint + text hash
       target_side.pkl          a labelled target's fitted classifier and calibration (migrate.fitted_target)
       history.jsonl            one line per run: inputs, model, counts, outcome
-      lock                     held by the running command (see :mod:`migrate.lock`)
+      lock, lock.owner         held by the running command, and who it is (see :mod:`migrate.lock`)
 
 A run builds its generation in a temporary folder, renames it into ``generations/`` and then
 replaces ``CURRENT``: killed before that last step, the previous generation is still current;
