@@ -11,6 +11,7 @@ column at once (with the nearest existing names) instead of failing on the first
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,9 +29,26 @@ LEVEL_NAMES = (("category", "main_category", "department"),
 ROW_ID = "_row"
 
 
-def _find(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
-    lower = {c.lower(): c for c in columns}
-    return next((lower[n] for n in candidates if n in lower), None)
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def header_key(name: str) -> str:
+    """A header as compared with the known names: case and punctuation dropped, so ``Model No.``,
+    ``model_no`` and ``modelno`` are one name, as are ``MPN#`` and ``mpn``.
+
+    >>> header_key("Model No."), header_key("sub-category"), header_key("MPN#")
+    ('modelno', 'subcategory', 'mpn')
+    """
+    return _NOT_ALNUM.sub("", name.lower())
+
+
+def find_column(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
+    """The first of ``candidates`` (known names, in order of preference) that ``columns`` holds,
+    headers compared by :func:`header_key`; the column's own spelling is returned."""
+    by_key: dict[str, str] = {}
+    for column in columns:
+        by_key.setdefault(header_key(column), column)
+    return next((by_key[header_key(n)] for n in candidates if header_key(n) in by_key), None)
 
 
 def split_list(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -62,23 +80,23 @@ class ColumnSpec:
         missing: list[str] = []
 
         if id is None:
-            id = _find(columns, ID_NAMES) or ROW_ID
+            id = find_column(columns, ID_NAMES) or ROW_ID
         elif id not in columns:
             missing.append(id)
         if text_cols is None:
-            name = _find(columns, NAME_NAMES)
+            name = find_column(columns, NAME_NAMES)
             if name is None:
                 problems.append(f"no product text column (looked for {', '.join(NAME_NAMES)}); "
                                 f"name it with --{role}-text")
                 text_cols = ()
             else:
-                extras = [_find(columns, group) for group in EXTRA_TEXT_NAMES]
+                extras = [find_column(columns, group) for group in EXTRA_TEXT_NAMES]
                 text_cols = (name, *[e for e in extras if e])
         else:
             missing += [c for c in text_cols if c not in columns]
         if cat_cols is None:
-            path_col = _find(columns, PATH_NAMES)
-            levels = [_find(columns, group) for group in LEVEL_NAMES]
+            path_col = find_column(columns, PATH_NAMES)
+            levels = [find_column(columns, group) for group in LEVEL_NAMES]
             if path_col:
                 cat_cols = (path_col,)
             elif levels[0]:

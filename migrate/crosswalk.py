@@ -53,7 +53,7 @@ from migrate.embedding import Embedder
 from migrate.errors import TaxmigError
 from migrate.labels import path_levels
 from migrate.readers import Reject
-from migrate.result import REJECT_COLUMNS, MigrationResult, mapping_dtype
+from migrate.result import MigrationResult, mapping_dtype, rejects_table
 from migrate.scoring import top_columns
 from migrate.taxonomy import Taxonomy, load_taxonomy
 
@@ -364,9 +364,7 @@ def _mapping_frame(inputs: CrosswalkInputs, cand: np.ndarray, scores: np.ndarray
 
 
 def _rejects_frame(rejects: list[Reject]) -> pl.DataFrame:
-    rows = [("products", r.row, r.id, r.reason, r.text) for r in rejects]
-    return pl.DataFrame(rows, schema={"file": pl.String, "row": pl.Int64, "id": pl.String, "reason": pl.String,
-                                      "text": pl.String}, orient="row").select(REJECT_COLUMNS)
+    return rejects_table([("products", rejects)])
 
 
 def _summary(settings: CrosswalkSettings, inputs: CrosswalkInputs, mapping: pl.DataFrame, encoder: Any,

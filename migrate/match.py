@@ -35,7 +35,7 @@ from migrate.match_features import FEATURES, PairContext, Side
 from migrate.match_inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
 from migrate.match_scoring import (DEFAULT_THRESHOLD, SCORERS, PairScorer, Threshold, can_fit, choose_threshold,
                                    default_scorer, fit_scorer, out_of_fold_scores, threshold_at)
-from migrate.result import REJECT_COLUMNS
+from migrate.result import rejects_table
 
 log = logging.getLogger(__name__)
 
@@ -468,13 +468,12 @@ def _cluster_table(matches: pl.DataFrame) -> pl.DataFrame:
 
 
 def _rejects_frame(inputs: MatchInputs) -> pl.DataFrame:
-    rows = [("left", r.row, r.id, r.reason, r.text) for r in inputs.left.catalog.rejects]
+    files = [("left", inputs.left.catalog.rejects)]
     if not inputs.within:
-        rows += [("right", r.row, r.id, r.reason, r.text) for r in inputs.right.catalog.rejects]
+        files.append(("right", inputs.right.catalog.rejects))
     if inputs.labels is not None:
-        rows += [("labels", r.row, r.id, r.reason, r.text) for r in inputs.labels.rejects]
-    return pl.DataFrame(rows, schema={"file": pl.String, "row": pl.Int64, "id": pl.String, "reason": pl.String,
-                                      "text": pl.String}, orient="row").select(REJECT_COLUMNS)
+        files.append(("labels", inputs.labels.rejects))
+    return rejects_table(files)
 
 
 def _label_recall(labels: LabelledPairs, right_ids: list[str], nn_ids: np.ndarray,

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from migrate.catalog import Catalog, build_catalog
-from migrate.columns import ColumnSpec, split_list
+from migrate.columns import ColumnSpec, find_column, split_list
 from migrate.errors import InputError
 from migrate.readers import ROW, Reject, read_table
 
@@ -35,11 +35,6 @@ RIGHT_ID_NAMES = ("right_id", "rtable_id", "id_right", "id2", "right", "target_i
 LABEL_NAMES = ("label", "is_match", "match", "gold", "y")
 TRUE_LABELS = frozenset({"1", "true", "t", "yes", "y", "match", "1.0"})
 FALSE_LABELS = frozenset({"0", "false", "f", "no", "n", "no match", "no-match", "nomatch", "non-match", "0.0"})
-
-
-def _find(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
-    lower = {c.lower(): c for c in columns}
-    return next((lower[n] for n in candidates if n in lower), None)
 
 
 @dataclass
@@ -97,8 +92,8 @@ def load_match_catalog(path: str | Path, *, role: str, id: str | None = None, te
     table = read_table(path, encoding=encoding)
     columns = table.columns
     problems: list[str] = []
-    brand_col = _find(columns, BRAND_NAMES) if brand is None else (brand.strip() or None)
-    code_cols = tuple(c for c in (_find(columns, (n,)) for n in CODE_NAMES) if c) if code is None \
+    brand_col = find_column(columns, BRAND_NAMES) if brand is None else (brand.strip() or None)
+    code_cols = tuple(c for c in (find_column(columns, (n,)) for n in CODE_NAMES) if c) if code is None \
         else (split_list(code) or ())
     for name in ([brand_col] if brand is not None and brand_col else []) + (list(code_cols) if code is not None else []):
         if name not in columns:
@@ -158,7 +153,7 @@ def load_labels(path: str | Path, left: MatchCatalog, right: MatchCatalog, *, en
     """
     table = read_table(path, encoding=encoding)
     cols = table.columns
-    found = {role: _find(cols, names) for role, names in
+    found = {role: find_column(cols, names) for role, names in
              (("left id", LEFT_ID_NAMES), ("right id", RIGHT_ID_NAMES), ("label", LABEL_NAMES))}
     missing = [f"no {role} column (looked for {', '.join(names)})" for (role, col), names in
                zip(found.items(), (LEFT_ID_NAMES, RIGHT_ID_NAMES, LABEL_NAMES)) if col is None]

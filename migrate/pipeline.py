@@ -31,7 +31,7 @@ from migrate.index import VectorIndex, build_index, search
 from migrate.labels import PLAIN, CategoryLabels
 from migrate.lexical import LexicalIndex
 from migrate.readers import Reject
-from migrate.result import CROSSWALK_COLUMNS, REJECT_COLUMNS, MigrationResult, mapping_dtype
+from migrate.result import CROSSWALK_COLUMNS, MigrationResult, mapping_dtype, rejects_table
 from migrate.scoring import CategoryScores, ScoringParams, concat_scores, score_categories
 from migrate.settings import MigrationSettings
 from migrate.taxonomy import Taxonomy, load_taxonomy
@@ -620,10 +620,7 @@ def _min_confidence_text(settings: MigrationSettings, calibrator: ConfidenceCali
 
 def rejects_frame(source: list[Reject], target: list[Reject]) -> pl.DataFrame:
     """The Rejects table: every source and target row not mapped, with the reason."""
-    rows = [("source", r.row, r.id, r.reason, r.text) for r in source] + \
-           [("target", r.row, r.id, r.reason, r.text) for r in target]
-    return pl.DataFrame(rows, schema={"file": pl.String, "row": pl.Int64, "id": pl.String, "reason": pl.String,
-                                      "text": pl.String}, orient="row").select(REJECT_COLUMNS)
+    return rejects_table([("source", source), ("target", target)])
 
 
 def crosswalk_frame(mapping: pl.DataFrame) -> pl.DataFrame:

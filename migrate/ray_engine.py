@@ -224,11 +224,12 @@ class TaskMapper:
         return out.with_columns(pl.Series(ENCODED, counts.astype(np.int64)), pl.Series(ENCODE_SECONDS, stats))
 
 
-def _flag_batch(table: Any, *, context: SourceContext, side: TargetSide, thresholds, calibrated: bool) -> Any:
+def _flag_batch(table: Any, *, context: SourceContext, all_targets: list[str], thresholds,
+                calibrated: bool) -> Any:
     """Second pass: the mapped rows of one block with their flags, hidden columns dropped."""
     scored = pl.from_arrow(table).filter(pl.col(REJECT).is_null()).drop(REJECT, ENCODED, ENCODE_SECONDS)
     flags = compute_flags(**flag_inputs(scored), has_products=True, calibrated=calibrated,
-                          all_targets=side.targets.categories, thresholds=thresholds, context=context)
+                          all_targets=all_targets, thresholds=thresholds, context=context)
     return with_flags(scored, flags).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
@@ -316,8 +317,8 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
             reject_parts.append(part.filter(pl.col(REJECT).is_not_null()))
         context = SourceContext.from_counts(pairs, targets.categories, thresholds)
         (mapped.map_batches(_flag_batch, batch_format="pyarrow", batch_size=None,
-                            fn_kwargs={"context": context, "side": side, "thresholds": thresholds,
-                                       "calibrated": calibrated})
+                            fn_kwargs={"context": context, "all_targets": list(targets.categories),
+                                       "thresholds": thresholds, "calibrated": calibrated})
          .write_parquet(str(staging / "mapping")))
         rejected = pl.concat(reject_parts) if reject_parts else pl.DataFrame()
         source_rejects = [Reject(row=r["source_row"], id=r["source_id"] or "", text=r["source_text"] or "",

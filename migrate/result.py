@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import polars as pl
 
@@ -28,6 +28,14 @@ def mapping_dtype(column: str) -> pl.DataType:
 
 
 REJECT_COLUMNS = ["file", "row", "id", "reason", "text"]
+REJECT_SCHEMA = {"file": pl.String, "row": pl.Int64, "id": pl.String, "reason": pl.String, "text": pl.String}
+
+
+def rejects_table(files: Iterable[tuple[str, Iterable[Any]]]) -> pl.DataFrame:
+    """The Rejects table of every command: ``files`` are (file label, its
+    :class:`~migrate.readers.Reject` rows), e.g. ``[("source", ...), ("target", ...)]``."""
+    rows = [(label, r.row, r.id, r.reason, r.text) for label, rejects in files for r in rejects]
+    return pl.DataFrame(rows, schema=REJECT_SCHEMA, orient="row").select(REJECT_COLUMNS)
 ROW_KEY_COLUMN = "row_key"
 
 

@@ -54,6 +54,19 @@ def test_defaults_pick_description_on_the_description_file():
     assert spec.text == ("product", "brand", "description")
 
 
+def test_headers_are_matched_whatever_their_case_and_punctuation():
+    """A shop's export spells the known names its own way: "Product Name", "SKU", "Sub-Category"."""
+    spec = ColumnSpec.resolve(["SKU", "Product Name", "Brand Name", "Main Category", "Sub Category", "Price"],
+                              role="source")
+    assert spec.id == "SKU" and spec.text == ("Product Name", "Brand Name")
+    assert spec.category == ("Main Category", "Sub Category")
+    from migrate.match_inputs import CODE_NAMES
+    from migrate.columns import find_column
+    assert find_column(["title", "Model No."], CODE_NAMES) == "Model No."
+    assert find_column(["title", "MPN#"], CODE_NAMES) == "MPN#"
+    assert find_column(["title", "modelno"], CODE_NAMES) == "modelno"
+
+
 def test_no_id_column_uses_row_numbers(real):
     header, _ = real
     cols = [c for c in header if c != "index"]
