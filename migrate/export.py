@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from migrate.output import atomic_path, check_output, escaped_text
+from migrate.output import atomic_path, check_output, write_frame
 from migrate.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,6 @@ FINAL_COLUMNS = ["product_id", "source_row", "source_text", "source_category", "
 def final_mapping(products: pl.DataFrame) -> pl.DataFrame:
     """The mapping to load into the new platform: the final category of every live product."""
     return products.sort("source_row").select(FINAL_COLUMNS)
-
-
-def write_frame(frame: pl.DataFrame, path: Path, sheet: str, suffix: str | None = None) -> None:
-    """``frame`` as CSV (formula-safe), Parquet or a one-sheet workbook, by ``suffix`` (default:
-    ``path``'s extension; give it when ``path`` is a temporary name)."""
-    suffix = (suffix or path.suffix).lower()
-    if suffix == ".csv":
-        escaped_text(frame).write_csv(path)
-    elif suffix == ".parquet":
-        frame.write_parquet(path)
-    else:
-        from openpyxl import Workbook
-
-        from migrate.workbook import save_workbook, write_table
-
-        wb = Workbook()
-        wb.remove(wb.active)
-        write_table(wb.create_sheet(sheet), frame, list(frame.columns), freeze="C2")
-        save_workbook(wb, path)
 
 
 def export_mapping(state_dir: str | Path, output: str | Path, *, overwrite: bool = False) -> tuple[Path, int]:

@@ -27,7 +27,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from migrate.cells import set_text
 from migrate.errors import OutputExistsError
 from migrate.match import CLUSTER_SHEET_COLUMNS, MATCH_COLUMNS, UNMATCHED_COLUMNS, MatchResult
-from migrate.output import atomic_path, check_output, escaped_text
+from migrate.output import atomic_path, check_output, write_table_file
 from migrate.result import REJECT_COLUMNS, ROW_KEY_COLUMN, row_key
 from migrate.workbook import (ACCEPT, DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, highlight_flagged,
                               save_workbook, write_summary, write_table)
@@ -58,15 +58,6 @@ def check_match_output(path: str | Path, *, overwrite: bool, within: bool) -> Pa
     return path
 
 
-def _write_frame(frame: pl.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".csv":
-            escaped_text(frame).write_csv(tmp)
-        else:
-            frame.write_parquet(tmp)
-    log.info("wrote %s", path)
-
-
 def write_match_output(result: MatchResult, path: str | Path, *, overwrite: bool = False) -> list[Path]:
     """Write ``result`` in the format ``path``'s extension names; returns the files written."""
     path = check_match_output(path, overwrite=overwrite, within=result.within)
@@ -76,12 +67,12 @@ def write_match_output(result: MatchResult, path: str | Path, *, overwrite: bool
         log.info("wrote %s", path)
         return [path]
     paths = match_output_paths(path, within=result.within)
-    _write_frame(result.matches, paths[0])
-    _write_frame(result.rejects, paths[1])
+    write_table_file(result.matches, paths[0], "Matches")
+    write_table_file(result.rejects, paths[1], "Rejects")
     with atomic_path(paths[2]) as tmp:
         tmp.write_text(json.dumps(result.summary_dict(), indent=2, default=str))
     if not result.within:
-        _write_frame(result.unmatched_right, paths[3])
+        write_table_file(result.unmatched_right, paths[3], "Unmatched right")
     return paths
 
 

@@ -94,6 +94,30 @@ def _write(path: Path, writer: Callable[[Path], None]) -> None:
     log.info("wrote %s", path)
 
 
+def write_frame(frame: pl.DataFrame, path: Path, sheet: str, suffix: str | None = None) -> None:
+    """``frame`` as CSV (formula-safe), Parquet or a one-sheet workbook, by ``suffix`` (default:
+    ``path``'s extension; give it when ``path`` is a temporary name)."""
+    suffix = (suffix or path.suffix).lower()
+    if suffix == ".csv":
+        escaped_text(frame).write_csv(path)
+    elif suffix == ".parquet":
+        frame.write_parquet(path)
+    else:
+        from openpyxl import Workbook
+
+        from migrate.workbook import save_workbook, write_table
+
+        wb = Workbook()
+        wb.remove(wb.active)
+        write_table(wb.create_sheet(sheet), frame, list(frame.columns), freeze="C2")
+        save_workbook(wb, path)
+
+
+def write_table_file(frame: pl.DataFrame, path: Path, sheet: str = "Table") -> None:
+    """:func:`write_frame` to ``path`` atomically (the existence check is the caller's, before any work)."""
+    _write(path, lambda tmp: write_frame(frame, tmp, sheet, suffix=path.suffix))
+
+
 def write_output(result: MigrationResult, path: str | Path, *, overwrite: bool = False) -> list[Path]:
     """Write ``result`` in the format ``path``'s extension names; returns the files written."""
     path = check_output(path, overwrite=overwrite)
@@ -105,11 +129,7 @@ def write_output(result: MigrationResult, path: str | Path, *, overwrite: bool =
         _write(path, lambda tmp: write_workbook(result, tmp))
         return [path]
     _, rejects_path, summary_path = output_paths(path)
-    if suffix == ".csv":
-        _write(path, lambda tmp: escaped_text(result.mapping).write_csv(tmp))
-        _write(rejects_path, lambda tmp: escaped_text(result.rejects).write_csv(tmp))
-    else:
-        _write(path, lambda tmp: result.mapping.write_parquet(tmp))
-        _write(rejects_path, lambda tmp: result.rejects.write_parquet(tmp))
+    write_table_file(result.mapping, path, "Mapping")
+    write_table_file(result.rejects, rejects_path, "Rejects")
     _write(summary_path, lambda tmp: tmp.write_text(json.dumps(result.summary_dict(), indent=2, default=str)))
     return [path, rejects_path, summary_path]

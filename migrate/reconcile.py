@@ -42,10 +42,10 @@ from migrate.embedding import Embedder
 from migrate.embedding_cache import EmbeddingCache
 from migrate.fitted_target import FittedTargetStore
 from migrate.errors import OutputExistsError, TaxmigError
-from migrate.export import final_mapping, write_frame
+from migrate.export import final_mapping
 from migrate.hashing import file_fingerprint
 from migrate.lock import EXIT_LOCKED, RunLock
-from migrate.output import atomic_path, check_output
+from migrate.output import atomic_path, check_output, write_frame
 from migrate.pipeline import TARGET_SIDE, Inputs, Migrator, read_inputs
 from migrate.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
                                      write_report_workbook)

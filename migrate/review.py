@@ -36,9 +36,9 @@ from migrate.category_decisions import (CATEGORY_DECISION_SCHEMA, LEVEL_PAIR, LE
                                         covering, decision_id)
 from migrate.decisions import DECISION_STALE, KIND_NEW, content_hash, decided_source, decision_kind
 from migrate.errors import InputError, OutputExistsError, TaxmigError
-from migrate.export import final_mapping, write_frame
+from migrate.export import final_mapping
 from migrate.lock import RunLock
-from migrate.output import FORMATS
+from migrate.output import FORMATS, write_frame
 from migrate.readers import cell_text
 from migrate.reconcile import finish_interrupted, history_record, publish_reports
 from migrate.result import ROW_KEY_COLUMN, row_key
