@@ -56,6 +56,7 @@ from migrate.readers import Reject
 from migrate.result import MigrationResult, mapping_dtype, rejects_table
 from migrate.scoring import top_columns
 from migrate.taxonomy import Taxonomy, load_taxonomy
+from models.registry import check_backend
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class CrosswalkSettings:
     trust_remote_code: bool = False
     device: str | None = None
     precision: str = "fp32"
+    backend: str = "torch"
     batch_size: int = 64
     encoding: str = "utf-8"
     top_k: int = 3
@@ -100,7 +102,7 @@ class CrosswalkSettings:
 
     def validate(self) -> "CrosswalkSettings":
         """Raise one :class:`TaxmigError` listing every problem; return self when fine."""
-        problems: list[str] = []
+        problems: list[str] = check_backend(self.backend, self.precision)
         for label, value in (("old taxonomy", self.old), ("new taxonomy", self.new), ("products", self.products)):
             if value is not None and not Path(value).is_file():
                 problems.append(f"{label} {value}: file not found")

@@ -36,6 +36,7 @@ from migrate.match_inputs import LabelledPairs, MatchCatalog, load_labels, load_
 from migrate.match_scoring import (DEFAULT_THRESHOLD, SCORERS, PairScorer, Threshold, can_fit, choose_threshold,
                                    default_scorer, fit_scorer, out_of_fold_scores, threshold_at)
 from migrate.result import rejects_table
+from models.registry import check_backend
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class MatchSettings:
     trust_remote_code: bool = False
     device: str | None = None
     precision: str = "fp32"
+    backend: str = "torch"
     batch_size: int = 64
     encoding: str = "utf-8"
     candidates: int = 10
@@ -91,7 +93,7 @@ class MatchSettings:
     seed: int = 0
 
     def validate(self) -> "MatchSettings":
-        problems: list[str] = []
+        problems: list[str] = check_backend(self.backend, self.precision)
         for label, value in (("", self.left), ("", self.right), ("labels ", self.labels)):
             if value is not None and not Path(value).is_file():
                 problems.append(f"{label}{value}: file not found")
@@ -212,7 +214,8 @@ class Matcher:
 
         ref = resolve_model(settings.model)
         model, fp = load_encoder(ref, device=settings.device, allow_download=settings.allow_download,
-                                 trust_remote_code=settings.trust_remote_code, precision=settings.precision)
+                                 trust_remote_code=settings.trust_remote_code, precision=settings.precision,
+                                 backend=settings.backend)
         return cls(Encoder(model, ref.name, fp))
 
     def context(self, inputs: MatchInputs, *, k: int = 10, batch_size: int = 64,

@@ -57,7 +57,8 @@ def load_model(settings: MigrationSettings, *, lazy: bool = False) -> Encoder:
     (a nightly run with every text in the embedding cache never loads it)."""
     ref = resolve_model(settings.model)
     options = {"device": settings.device, "allow_download": settings.allow_download,
-               "trust_remote_code": settings.trust_remote_code, "precision": settings.precision}
+               "trust_remote_code": settings.trust_remote_code, "precision": settings.precision,
+               "backend": settings.backend}
     deferred = lazy_encoder(ref, **options) if lazy else None
     model, fp = deferred if deferred is not None else load_encoder(ref, **options)
     return Encoder(model, ref.name, fp)

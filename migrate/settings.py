@@ -9,7 +9,7 @@ from typing import Any
 from migrate.errors import TaxmigError
 from migrate.flags import Thresholds
 from migrate.scoring import ScoringParams
-from models.registry import PRECISIONS
+from models.registry import check_backend
 
 
 @dataclass
@@ -39,6 +39,7 @@ class MigrationSettings:
     trust_remote_code: bool = False
     device: str | None = None
     precision: str = "fp32"
+    backend: str = "torch"
     batch_size: int = 64
     encoding: str = "utf-8"
     scoring: ScoringParams = field(default_factory=ScoringParams)
@@ -73,8 +74,7 @@ class MigrationSettings:
             problems.append("scoring zero_shot_label_centering must lie between 0 and 1")
         if self.batch_size < 1:
             problems.append("--batch-size must be at least 1")
-        if self.precision not in PRECISIONS:
-            problems.append(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        problems.extend(check_backend(self.backend, self.precision))
         for name, value in self.thresholds.as_dict().items():
             if name in ("split_min_products", "lexical_min_ratio") or value is None:
                 continue

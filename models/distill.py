@@ -20,17 +20,15 @@ import contextlib
 import json
 import logging
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from migrate.errors import ModelError, OutputExistsError, TaxmigError
-from migrate.hashing import file_fingerprint
-from models.registry import fingerprint, resolve_model
+from migrate.errors import ModelError, TaxmigError
+from models.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
+from models.registry import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,6 @@ DEFAULT_MIN_COUNT = 2
 # model alone distils in about 18 s here, with BigBasket's 6,768 words in about 146 s (bench/scale_bench.py)
 DEFAULT_MAX_WORDS = 50_000
 _WORD = re.compile(r"[^\W\d_]{3,}")  # letters only, 3+ long: no codes, sizes or ids; hyphens split
-TAXONOMY_SUFFIXES = {".txt", ".yaml", ".yml"}
 
 
 @dataclass(frozen=True)
@@ -70,20 +67,6 @@ def catalog_words(texts: Iterable[str], *, min_count: int = DEFAULT_MIN_COUNT,
     return frequent[:max_words]
 
 
-def vocabulary_texts(path: str | Path, *, text: str | None = None, encoding: str = "utf-8") -> list[str]:
-    """The texts of one vocabulary file: a catalog's product texts (``text``: its text columns,
-    comma separated, default as in ``migrate``), or a taxonomy's category paths (``.txt`` /
-    ``.yaml``), read the way ``migrate`` reads them."""
-    from migrate.catalog import load_catalog
-    from migrate.taxonomy import load_taxonomy
-
-    path = Path(path)
-    if path.suffix.lower() in TAXONOMY_SUFFIXES:
-        return list(load_taxonomy(path, encoding=encoding).categories)
-    catalog = load_catalog(path, role="vocabulary", text=text, encoding=encoding)
-    return catalog.texts
-
-
 def distill_static(output_dir: str | Path, *, model: str | None = None,
                    vocabulary_files: Sequence[str | Path] = (), pca_dims: int = DEFAULT_PCA_DIMS,
                    min_count: int = DEFAULT_MIN_COUNT, max_words: int = DEFAULT_MAX_WORDS,
@@ -96,8 +79,7 @@ def distill_static(output_dir: str | Path, *, model: str | None = None,
     turns model2vec's progress bar off.
     """
     output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
-        raise OutputExistsError(output_dir)
+    check_new_folder(output_dir, overwrite)
     if not 2 <= pca_dims <= 4096:
         raise TaxmigError(f"--pca-dims {pca_dims} is out of range", hint="use a width between 2 and 4096, e.g. 256")
     try:
@@ -110,18 +92,10 @@ def distill_static(output_dir: str | Path, *, model: str | None = None,
     except ImportError as exc:
         raise ModelError(f"the static tier needs model2vec ({exc})",
                          hint="pip install 'taxmig[static]'") from None
-    ref = resolve_model(model)
-    if not ref.is_local:
-        raise ModelError(f"'{ref.name}' is not a local model folder",
-                         hint="distil the bundled model (omit --model) or a folder written by 'taxmig train'")
+    ref = local_model(model, "distil")
     base_fp = fingerprint(ref.location)
     started = time.perf_counter()
-    texts: list[str] = []
-    sources = []
-    for path in vocabulary_files:
-        file_texts = vocabulary_texts(path, text=vocabulary_text, encoding=encoding)
-        texts.extend(file_texts)
-        sources.append({"file": Path(path).name, "sha256": file_fingerprint(path), "texts": str(len(file_texts))})
+    texts, sources = texts_with_sources(vocabulary_files, text=vocabulary_text, encoding=encoding)
     words = catalog_words(texts, min_count=min_count, max_words=max_words)
     log.info("distilling %s with %d catalog words added (PCA to %d dims)", ref.name, len(words), pca_dims)
     try:
@@ -132,10 +106,7 @@ def distill_static(output_dir: str | Path, *, model: str | None = None,
         raise ModelError(f"cannot distil '{ref.name}': {str(exc).splitlines()[0][:200]}",
                          hint="check that the folder holds a complete sentence-transformers model") from None
     static = SentenceTransformer(modules=[module], device="cpu")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is read by others too
-    try:
+    with staged_folder(output_dir) as staging:
         static.save(str(staging))
         seconds = round(time.perf_counter() - started, 1)
         result = DistillResult(output_dir, fingerprint(staging), ref.name, len(words),
@@ -147,10 +118,6 @@ def distill_static(output_dir: str | Path, *, model: str | None = None,
                   "vocabulary_files": sources, "seconds": seconds}
         (staging / RECORD).write_text(json.dumps(record, indent=2))
         _write_card(staging, output_dir, result, record)
-        _replace_dir(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("saved %s: %d tokens x %d dims (fingerprint %s) in %.1f s", output_dir, result.vocabulary_size,
              result.dimension, result.fingerprint, seconds)
     return result
@@ -187,17 +154,6 @@ def _quiet_distillation(st_module: str, progress: bool) -> Iterator[None]:
         inference.tqdm = bar
 
 
-def _replace_dir(staging: Path, output_dir: Path) -> None:
-    """Rename the finished folder into place; an old folder is moved aside first, removed after."""
-    old = None
-    if output_dir.exists():
-        old = output_dir.with_name(f".{output_dir.name}.old-{int(time.time() * 1000)}")
-        output_dir.rename(old)
-    staging.rename(output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-
-
 def _write_card(folder: Path, output_dir: Path, result: DistillResult, record: dict) -> None:
     files = record["vocabulary_files"]
     lines = [
@@ -211,7 +167,7 @@ def _write_card(folder: Path, output_dir: Path, result: DistillResult, record: d
         f"- this model's weights fingerprint: `{result.fingerprint}`",
         f"- vocabulary: the encoder's own tokens plus {result.added_words} catalog words used at least "
         f"{record['min_count']} times (at most {record['max_words']}), from "
-        + (", ".join(f"`{f['file']}` (sha256 `{f['sha256']}`, {f['texts']} texts)" for f in files) or "no file"),
+        + sources_line(files),
         f"- {result.vocabulary_size} tokens x {result.dimension} dimensions (PCA to {record['pca_dims']}), "
         f"distilled in {result.seconds} s",
         "",

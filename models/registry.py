@@ -8,9 +8,12 @@ downloads. ``trust_remote_code`` is off unless the caller turns it on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,41 +88,178 @@ def fingerprint(location: str | os.PathLike) -> str:
 PRECISIONS = ("fp32", "fp16", "bf16")
 """Encoding precisions: fp32 (default); fp16/bf16 halve the weights and speed up encoding on a GPU."""
 
+BACKENDS = ("torch", "openvino")
+"""Inference backends (sentence-transformers' ``backend=``): torch, or OpenVINO (the extra
+``taxmig[openvino]``), about 2x torch's CPU encode rate with the same neighbours (BENCHMARKS.md,
+speed tiers). ONNX is not offered: sentence-transformers' ONNX backend needs optimum-onnx, whose
+only release (0.1.0) pins transformers<4.58, below the 5.x that sentence-transformers 6 needs."""
+
+EXPORTS_ENV = "TAXMIG_CACHE_DIR"
+OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where sentence-transformers saves an OpenVINO model
+
+
+def exports_dir() -> Path:
+    """Where exported backend models are cached: ``$TAXMIG_CACHE_DIR/exports``, by default
+    ``~/.cache/taxmig/exports`` (one folder per weights fingerprint and backend)."""
+    root = os.environ.get(EXPORTS_ENV) or Path.home() / ".cache" / "taxmig"
+    return Path(root).expanduser() / "exports"
+
+
+def has_backend_files(folder: str | os.PathLike, backend: str) -> bool:
+    """Whether a model folder already holds ``backend``'s model (``taxmig quantize`` writes one)."""
+    return backend == "torch" or any(Path(folder).glob(OPENVINO_FILE_GLOB))
+
+
+def backend_fingerprint(weights_fingerprint: str, backend: str, precision: str = "fp32") -> str:
+    """The fingerprint outputs and caches record: the weights', then ``-openvino`` / ``-fp16`` /
+    ``-bf16`` when vectors come out slightly different from torch fp32 (the embedding cache must
+    not mix them)."""
+    return (weights_fingerprint + ("" if backend == "torch" else f"-{backend}")
+            + ("" if precision == "fp32" else f"-{precision}"))
+
+
+def check_backend(backend: str, precision: str) -> list[str]:
+    """Problems with a backend/precision pair (empty when fine)."""
+    problems = []
+    if backend not in BACKENDS:
+        problems.append(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        problems.append(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    elif backend != "torch" and precision != "fp32":
+        problems.append(f"--precision {precision} is a torch cast: with --backend {backend} use fp32 "
+                        "(for int8, write a quantized folder with 'taxmig quantize')")
+    return problems
+
 
 def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bool = False,
-                 trust_remote_code: bool = False, precision: str = "fp32"):
+                 trust_remote_code: bool = False, precision: str = "fp32", backend: str = "torch"):
     """Load a SentenceTransformer for ``ref``; returns ``(model, fingerprint)``.
 
     The hub stays off (``HF_HUB_OFFLINE=1``) unless ``allow_download`` is given for a hub id.
     ``precision`` fp16/bf16 casts the weights after loading; the fingerprint then ends in
     ``-fp16``/``-bf16`` (other vectors: the embedding cache must not mix them with fp32 ones).
+    ``backend="openvino"`` runs the model with OpenVINO: a folder that holds an OpenVINO model
+    (``taxmig quantize`` writes one) loads it; any other local model is exported once and cached
+    under :func:`exports_dir` by its fingerprint (see :func:`export_backend`).
     """
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision '{precision}'", hint=f"use one of {', '.join(PRECISIONS)}")
+    problems = check_backend(backend, precision)
+    if problems:
+        raise ModelError("; ".join(problems), hint="see taxmig migrate --help")
     if ref.is_local or not allow_download:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
     else:
         os.environ.pop("HF_HUB_OFFLINE", None)
         os.environ.pop("TRANSFORMERS_OFFLINE", None)
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        model = SentenceTransformer(ref.location, device=device, trust_remote_code=trust_remote_code,
-                                    local_files_only=not allow_download or ref.is_local)
-    except Exception as exc:  # transformers raises OSError/ValueError/… for a missing or broken model
-        hint = ("pass --allow-download to fetch a hub model, or a local folder with --model"
-                if not ref.is_local and not allow_download else "check that the folder holds a complete model")
-        raise ModelError(f"cannot load model '{ref.name}': {str(exc).splitlines()[0][:200]}", hint=hint) from None
+    if backend != "torch" and ref.is_local:
+        weights = fingerprint(ref.location)
+        folder = ref.location if has_backend_files(ref.location, backend) else export_backend(ref, backend)
+        model = _load(ref, folder, device=device, trust_remote_code=trust_remote_code, backend=backend,
+                      allow_download=False)
+        fp = backend_fingerprint(weights, backend)
+        log.info("loaded %s with %s (fingerprint %s)", ref.name, backend, fp)
+        return model, fp
+    if ref.is_local and has_backend_files(ref.location, "openvino") and not _has_torch_weights(ref.location):
+        raise ModelError(f"'{ref.name}' holds an OpenVINO model only (written by 'taxmig quantize')",
+                         hint="pass --backend openvino with this --model")
+    model = _load(ref, ref.location, device=device, trust_remote_code=trust_remote_code, backend=backend,
+                  allow_download=allow_download)
     location = ref.location if ref.is_local else _cached_folder(model)
     fp = fingerprint(location) if location else _parameter_fingerprint(model)
     if precision != "fp32":
         import torch
 
         model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
-        fp = f"{fp}-{precision}"
-    log.info("loaded %s on %s in %s (fingerprint %s)", ref.name, model.device, precision, fp)
+    fp = backend_fingerprint(fp, backend, precision)
+    log.info("loaded %s on %s in %s with %s (fingerprint %s)", ref.name, model.device, precision, backend, fp)
     return model, fp
+
+
+def export_backend(ref: ModelRef, backend: str) -> str:
+    """The folder of ``ref`` exported to ``backend``, exported on first use and cached.
+
+    The export (sentence-transformers' own, through optimum-intel) takes about 5 s for MiniLM; it is
+    written to a temporary folder and renamed into place, so a crash never leaves half a model."""
+    import shutil
+    import tempfile
+
+    final = exports_dir() / f"{fingerprint(ref.location)}-{backend}"
+    if has_backend_files(final, backend) and (final / "modules.json").exists():
+        return str(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        log.info("exporting %s to %s (once; cached in %s)", ref.name, backend, final)
+        exported = _load(ref, ref.location, device="cpu", trust_remote_code=False, backend=backend,
+                         allow_download=False)
+        with quiet_backend_logs():
+            exported.save_pretrained(str(staging))
+        if not has_backend_files(staging, backend):
+            raise ModelError(f"exporting '{ref.name}' to {backend} wrote no model file",
+                             hint="check that optimum-intel and openvino are installed: pip install 'taxmig[openvino]'")
+        try:
+            staging.rename(final)
+        except OSError:  # another run exported it meanwhile
+            if not has_backend_files(final, backend):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return str(final)
+
+
+def _has_torch_weights(folder: str) -> bool:
+    root = Path(folder)
+    return any(p.suffix in (".safetensors", ".bin", ".pt") for p in root.rglob("*")
+               if p.is_file() and p.relative_to(root).parts[0] != "openvino")
+
+
+# what exporting and loading an OpenVINO model logs and warns that a user cannot act on: the
+# tracer's warnings, optimum's "could not infer whether the model was already converted", the
+# advice to save an export taxmig already caches, transformers' load report of the export
+BACKEND_NOISE = ("optimum", "nncf", "sentence_transformers.backend", "transformers")
+
+
+@contextlib.contextmanager
+def quiet_backend_logs() -> Iterator[None]:
+    """Hold the export's warnings back (errors still show); ``-vv`` (debug logging) shows them."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with contextlib.suppress(ImportError):  # optimum sets its logger's level on first use: let it, then ours
+        from optimum.utils import logging as optimum_logging
+
+        optimum_logging.get_logger()
+    loggers = [logging.getLogger(name) for name in BACKEND_NOISE]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def _load(ref: ModelRef, location: str, *, device: str | None, trust_remote_code: bool, backend: str,
+          allow_download: bool):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        with quiet_backend_logs() if backend != "torch" else contextlib.nullcontext():
+            return SentenceTransformer(location, device=device, trust_remote_code=trust_remote_code,
+                                       local_files_only=not allow_download or ref.is_local, backend=backend)
+    except Exception as exc:  # transformers raises OSError/ValueError/… for a missing or broken model
+        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if backend != "torch" and ("optimum" in text.lower() or "openvino" in text.lower()):
+            raise ModelError(f"the {backend} backend is not installed ({text})",
+                             hint="pip install 'taxmig[openvino]' (README, Speed tiers), or use --backend torch") from None
+        hint = ("pass --allow-download to fetch a hub model, or a local folder with --model"
+                if not ref.is_local and not allow_download else "check that the folder holds a complete model")
+        raise ModelError(f"cannot load model '{ref.name}': {text}", hint=hint) from None
 
 
 class LazyModel:
@@ -149,8 +289,8 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     hub id, whose weights must be loaded to be fingerprinted. ``options`` go to :func:`load_encoder`."""
     if not ref.is_local:
         return None
-    precision = options.get("precision", "fp32")
-    fp = fingerprint(ref.location) + ("" if precision == "fp32" else f"-{precision}")
+    fp = backend_fingerprint(fingerprint(ref.location), options.get("backend", "torch"),
+                             options.get("precision", "fp32"))
     return LazyModel(lambda: load_encoder(ref, **options)[0]), fp
 
 

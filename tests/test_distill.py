@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from migrate.cli import main
-from models.distill import catalog_words, vocabulary_texts
+from models.derived import file_texts
+from models.distill import catalog_words
 from tests.conftest import SAMPLES
 
 SAMPLE = SAMPLES / "bigbasket_sample.csv"
@@ -40,7 +41,7 @@ def test_catalog_words_are_frequent_letter_words_most_frequent_first():
 def test_distill_writes_a_model_folder_with_its_card(static_model):
     out, output = static_model
     record = json.loads((out / "distill.json").read_text())
-    words = catalog_words([*vocabulary_texts(SAMPLE), *vocabulary_texts(TAXONOMY)], min_count=3)
+    words = catalog_words([*file_texts(SAMPLE), *file_texts(TAXONOMY)], min_count=3)
     assert record["added_words"] == len(words) > 100
     assert record["dimension"] == 256 and record["pca_dims"] == 256
     assert [f["file"] for f in record["vocabulary_files"]] == [SAMPLE.name, TAXONOMY.name]

@@ -44,9 +44,9 @@ REPORT_FILES = ("report.md", "metrics.json", "predictions.csv", "similarity_boxp
 _WORD = re.compile(r"[a-z]{3,}")
 
 
-def _load(name: str | None) -> Encoder:
+def _load(name: str | None, backend: str = "torch") -> Encoder:
     ref = resolve_model(name)
-    model, fp = load_encoder(ref)
+    model, fp = load_encoder(ref, backend=backend)
     return Encoder(model, ref.name, fp)
 
 
@@ -99,8 +99,9 @@ def tricky_pairs(texts: list[str], cats: list[str], n: int = 8, seed: int = 0) -
 
 def evaluate_models(catalog_path: str | Path, *, model: str, baseline: str | None, output_dir: str | Path,
                     id: str | None = None, text: str | None = None, category: str | None = None,
-                    seed: int = 0, overwrite: bool = False, encoding: str = "utf-8") -> Path:
-    """Run every evaluation for ``baseline`` and ``model`` and write the report; returns report.md."""
+                    seed: int = 0, overwrite: bool = False, encoding: str = "utf-8", backend: str = "torch") -> Path:
+    """Run every evaluation for ``baseline`` and ``model`` and write the report; returns report.md.
+    ``backend``: how both models run (``openvino``: a quantized folder from ``taxmig quantize``)."""
     output_dir = Path(output_dir)
     existing = [output_dir / f for f in REPORT_FILES if (output_dir / f).exists()]
     if existing and not overwrite:
@@ -112,7 +113,7 @@ def evaluate_models(catalog_path: str | Path, *, model: str, baseline: str | Non
     if held.sum() < 10 or len({c for c, h in zip(catalog.categories, held) if h}) < 2:
         raise TaxmigError(f"{catalog.path}: too few held-out products ({int(held.sum())}) to evaluate",
                           hint="use a catalog with more products (the test split is 20% by product name)")
-    encoders = {"base": _load(baseline), "fine-tuned": _load(model)}
+    encoders = {"base": _load(baseline, backend), "fine-tuned": _load(model, backend)}
     test_texts = [t for t, h in zip(catalog.texts, held) if h]
     test_cats = [c for c, h in zip(catalog.categories, held) if h]
     pairs = build_pairs(test_texts, test_cats, dataclasses.replace(PairConfig(), max_pairs=4000, seed=seed))
