@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= out/demo_mapping.xlsx
+# a second environment for the quantized tier: taxmig[openvino] pins transformers<5.6
+VENV_OV ?= .venv-openvino
 
-.PHONY: demo test test-all bench install install-dev clean
+.PHONY: demo test test-all test-openvino bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +39,22 @@ test: install-dev
 test-all: install-dev
 	$(BIN)/python -m pytest -m ""
 
+$(VENV_OV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_OV)
+	$(VENV_OV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_OV)/bin/python -m pip install --quiet $(TORCH)
+	# the torch pin again: otherwise the newest torchvision (which optimum-intel declares) upgrades torch
+	$(VENV_OV)/bin/python -m pip install --quiet $(TORCH) -e '.[dev,openvino]'
+	# and PyPI's torchvision wheel does not load beside a CPU build of torch: taxmig does not use it
+	$(VENV_OV)/bin/python -m pip uninstall --quiet --yes torchvision
+	touch $@
+
+# the OpenVINO backend and taxmig quantize (skipped by make test, which has no OpenVINO)
+test-openvino: $(VENV_OV)/.installed
+	$(VENV_OV)/bin/python -m pytest tests/test_backends.py tests/test_migrate_e2e.py
+
 bench: install-dev
 	$(BIN)/python bench/migrate_bench.py
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) $(VENV_OV) out build *.egg-info

@@ -1,0 +1,221 @@
+"""The quantized tier: ``--backend openvino`` (exported once and cached) and ``taxmig quantize``
+(static int8), on the bundled model and real BigBasket rows.
+
+The OpenVINO tests need the extra ``taxmig[openvino]``; ``make test-openvino`` builds an
+environment with it and runs them. The checks of what happens without it run everywhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from migrate import MigrationSettings, run_migration
+from migrate.cli import main
+from migrate.errors import ModelError, TaxmigError
+from models import fingerprint, load_encoder, resolve_model
+from models.quantize import RECORD
+from models.registry import EXPORTS_ENV, backend_fingerprint, check_backend, exports_dir
+from tests.conftest import SAMPLES
+
+SAMPLE = SAMPLES / "bigbasket_sample.csv"
+TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"
+HAS_OPENVINO = importlib.util.find_spec("optimum") is not None and importlib.util.find_spec("optimum.intel") is not None
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="needs taxmig[openvino]: run make test-openvino")
+WITHOUT_OPENVINO = ("optimum.intel", "optimum.intel.openvino", "nncf")
+
+
+def _hide_openvino(monkeypatch) -> None:
+    for name in WITHOUT_OPENVINO:
+        monkeypatch.setitem(sys.modules, name, None)  # an import of it now fails as if not installed
+
+
+# --- everywhere --------------------------------------------------------------------------------
+
+def test_backend_and_precision_problems_are_named():
+    assert check_backend("torch", "fp16") == [] and check_backend("openvino", "fp32") == []
+    [problem] = check_backend("openvino", "fp16")
+    assert "--precision fp16" in problem and "taxmig quantize" in problem
+    [problem] = check_backend("onnx", "fp32")
+    assert "'onnx'" in problem and "torch, openvino" in problem
+
+
+def test_backend_fingerprint_keeps_vectors_of_other_backends_apart():
+    assert backend_fingerprint("abc", "torch") == "abc"
+    assert backend_fingerprint("abc", "openvino") == "abc-openvino"
+    assert backend_fingerprint("abc", "torch", "bf16") == "abc-bf16"
+
+
+def test_settings_report_a_bad_backend_with_every_other_problem(tmp_path):
+    settings = MigrationSettings(source=tmp_path / "missing.csv", target_taxonomy=TAXONOMY, backend="onnx",
+                                 batch_size=0)
+    with pytest.raises(TaxmigError) as caught:
+        settings.validate()
+    message = str(caught.value)
+    assert "missing.csv: file not found" in message and "'onnx'" in message and "--batch-size" in message
+
+
+def test_exports_are_cached_under_taxmig_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv(EXPORTS_ENV, str(tmp_path))
+    assert exports_dir() == tmp_path / "exports"
+    monkeypatch.delenv(EXPORTS_ENV)
+    assert exports_dir().parts[-3:] == (".cache", "taxmig", "exports")
+
+
+def test_openvino_backend_without_the_extra_names_it(monkeypatch, tmp_path):
+    _hide_openvino(monkeypatch)
+    monkeypatch.setenv(EXPORTS_ENV, str(tmp_path / "cache"))
+    out = tmp_path / "mapping.csv"
+    result = CliRunner().invoke(main, ["migrate", str(SAMPLE), "--target-taxonomy", str(TAXONOMY),
+                                       "--backend", "openvino", "-o", str(out), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "openvino backend is not installed" in result.output and "taxmig[openvino]" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+    assert not list((tmp_path / "cache").rglob("*.xml"))  # no half export left behind
+
+
+def test_quantize_without_the_extra_names_it(monkeypatch, tmp_path):
+    _hide_openvino(monkeypatch)
+    result = CliRunner().invoke(main, ["quantize", "--calibration", str(SAMPLE), "-o", str(tmp_path / "int8")])
+    assert result.exit_code == 1, result.output
+    assert "taxmig[openvino]" in result.output and not (tmp_path / "int8").exists()
+
+
+def test_quantize_needs_calibration_texts(tmp_path):
+    result = CliRunner().invoke(main, ["quantize", "-o", str(tmp_path / "int8")])
+    assert result.exit_code == 64 and "--calibration" in result.output
+
+
+def test_an_openvino_only_folder_loaded_with_torch_says_which_backend(tmp_path):
+    """A folder written by ``taxmig quantize`` has no torch weights: loading it with torch is refused
+    with the flag to pass, not a transformers stack trace."""
+    bundled = resolve_model(None).location
+    folder = tmp_path / "retail-int8"
+    shutil.copytree(bundled, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "onnx", "openvino"))
+    (folder / "openvino").mkdir()
+    (folder / "openvino" / "openvino_model.xml").write_text("<net/>")
+    (folder / "openvino" / "openvino_model.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(ModelError) as caught:
+        load_encoder(resolve_model(str(folder)))
+    assert "OpenVINO model only" in str(caught.value) and "--backend openvino" in caught.value.hint
+
+
+# --- with taxmig[openvino] ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def export_cache(tmp_path_factory):
+    """A private export cache for this module's runs."""
+    cache = tmp_path_factory.mktemp("taxmig-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(EXPORTS_ENV, str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def openvino_model(export_cache):
+    ref = resolve_model(None)
+    return load_encoder(ref, backend="openvino")
+
+
+@needs_openvino
+def test_openvino_export_is_cached_once_by_fingerprint(openvino_model, export_cache):
+    _, fp = openvino_model
+    weights = fingerprint(resolve_model(None).location)
+    assert fp == f"{weights}-openvino"
+    folder = export_cache / "exports" / fp
+    [xml] = folder.glob("openvino/openvino_model*.xml")
+    before = xml.stat().st_mtime_ns
+    again, fp_again = load_encoder(resolve_model(None), backend="openvino")
+    assert fp_again == fp and xml.stat().st_mtime_ns == before  # loaded from the cache, not exported again
+    assert [p.name for p in (export_cache / "exports").iterdir()] == [fp]  # no staging folder left
+
+
+@needs_openvino
+def test_openvino_vectors_match_torch(openvino_model, migrator, bigbasket):
+    texts = bigbasket["product"].drop_nulls().head(300).to_list()
+    model, _ = openvino_model
+    ov = model.encode(texts, normalize_embeddings=True)
+    pt = migrator.encoder.model.encode(texts, normalize_embeddings=True)
+    cosine = (ov * pt).sum(axis=1)
+    assert cosine.min() > 0.9999, cosine.min()  # 0.99997 when written
+
+
+@needs_openvino
+def test_migrate_with_openvino_maps_like_torch(export_cache, migrator, tmp_path):
+    settings = MigrationSettings(source=SAMPLE, target_taxonomy=TAXONOMY, source_category="category,sub_category",
+                                 progress=False)
+    torch_run = run_migration(settings, migrator)
+    result = CliRunner().invoke(main, ["migrate", str(SAMPLE), "--target-taxonomy", str(TAXONOMY),
+                                       "--source-category", "category,sub_category", "--backend", "openvino",
+                                       "-o", str(tmp_path / "mapping.csv"), "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    import polars as pl
+
+    ov = pl.read_csv(tmp_path / "mapping.csv", infer_schema=False)
+    assert ov.height == torch_run.mapping.height
+    same = dict(zip(torch_run.mapping["source_id"], torch_run.mapping["target_category"]))
+    agree = np.mean([same[i] == c for i, c in zip(ov["source_id"], ov["target_category"])])
+    assert agree >= 0.99, agree
+
+
+@pytest.fixture(scope="module")
+def int8_model(export_cache, tmp_path_factory):
+    """The bundled encoder quantized to int8 through the CLI, calibrated on the sample catalog."""
+    out = tmp_path_factory.mktemp("quantized") / "retail-int8"
+    result = CliRunner().invoke(main, ["quantize", "--calibration", str(SAMPLE), "--samples", "200", "-o", str(out),
+                                       "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@needs_openvino
+def test_quantize_writes_an_int8_model_folder_with_its_card(int8_model):
+    out, output = int8_model
+    record = json.loads((out / RECORD).read_text())
+    assert record["samples"] == 200 and record["backend"] == "openvino"
+    assert [f["file"] for f in record["calibration_files"]] == [SAMPLE.name]
+    assert list(out.glob("openvino/openvino_model*.xml")) and not list(out.glob("*.safetensors"))
+    card = (out / "README.md").read_text()
+    assert record["base_model_fingerprint"] in card and "--backend openvino" in card
+    assert f"saved {out}" in output and fingerprint(out) in output
+    xml = next(out.glob("openvino/openvino_model*.xml")).read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml or "i8" in xml  # int8 ranges are in the graph
+
+
+@needs_openvino
+def test_int8_folder_maps_bigbasket_like_torch(int8_model, bigbasket, migrator, tmp_path):
+    """Onto a labelled target catalog the int8 tier's top-1 stays within a point of torch's."""
+    out, _ = int8_model
+    frame = bigbasket.select("index", "product", "brand", "category", "sub_category").sample(3000, seed=1)
+    frame.head(2400).write_csv(tmp_path / "target.csv")
+    frame.tail(600).drop("category", "sub_category").write_csv(tmp_path / "source.csv")
+    settings = MigrationSettings(source=tmp_path / "source.csv", target_catalog=tmp_path / "target.csv",
+                                 target_category="category,sub_category", model=str(out), backend="openvino",
+                                 progress=False)
+    result = run_migration(settings)
+    assert result.summary_dict()["Model fingerprint"] == f"{fingerprint(out)}-openvino"
+    truth = dict(zip(frame["index"], frame["category"] + " > " + frame["sub_category"]))
+
+    def top1(mapping) -> float:
+        return float(np.mean([truth[i] == t for i, t in zip(mapping["source_id"], mapping["target_category"])]))
+
+    base = run_migration(replace(settings, model=None, backend="torch"), migrator)
+    assert result.mapping.height == base.mapping.height
+    assert top1(result.mapping) >= top1(base.mapping) - 0.01, (top1(result.mapping), top1(base.mapping))
+
+
+@needs_openvino
+def test_quantize_refuses_an_existing_folder_before_any_work(int8_model):
+    out, _ = int8_model
+    xml = next(out.glob("openvino/openvino_model*.xml"))
+    before = xml.stat().st_mtime_ns
+    result = CliRunner().invoke(main, ["quantize", "--calibration", str(SAMPLE), "-o", str(out)])
+    assert result.exit_code == 1 and "already exists" in result.output and "--overwrite" in result.output
+    assert xml.stat().st_mtime_ns == before
+
