@@ -117,9 +117,9 @@ def rapidfuzz_only(dataset: str, inputs: MatchInputs, labels) -> Row:
     return Row(dataset, "rapidfuzz only (title token_set_ratio)", f, p, r, th, time.perf_counter() - start)
 
 
-def encoder(location: str | None) -> Encoder:
+def encoder(location: str | None, backend: str = "torch") -> Encoder:
     ref = resolve_model(location)
-    model, fp = load_encoder(ref)
+    model, fp = load_encoder(ref, backend=backend)
     return Encoder(model, ref.name, fp)
 
 

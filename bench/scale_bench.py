@@ -1,15 +1,18 @@
-"""Speed tiers and scale: the transformer against its distilled static model, and a million products.
+"""Speed tiers and scale: the transformer against its OpenVINO and static tiers, and a million products.
 
 Part ``tiers`` (one run, same machine, ratios to torch fp32): per tier -- the bundled
-all-MiniLM-L6-v2 in torch fp32; the same model distilled by ``taxmig distill`` (model2vec, 256
-dims) without and with the catalogs' words -- the raw encode rate on 5,000 BigBasket texts, and
+all-MiniLM-L6-v2 in torch fp32; the same model with ``--backend openvino`` (fp32 export) and
+quantized to int8 by ``taxmig quantize``, calibrated on WANDS furniture queries and on the labelled
+path's own source file (the OpenVINO tiers when taxmig[openvino] is installed); the same model
+distilled by ``taxmig distill`` (model2vec, 256 dims) without and with the catalogs' words (when
+taxmig[static] is) -- the raw encode rate on 5,000 BigBasket texts, and
   * labelled target: BigBasket 80/20 (bench/common.py split), top-1, unflagged precision and share,
     end-to-end products/s;
   * zero-shot: BigBasket's held-out 20% onto its 99 two-level paths, and Instacart onto its 134
     aisles (taxonomy files, no labelled product; bench/zeroshot_bench.py's sets), top-1;
   * match: Abt-Buy (DeepMatcher split), the hybrid scorer fitted on train with the tier's encoder,
     threshold on valid, F1 on test (bench/match_bench.py's "base encoder" row).
-The static models are distilled in the run (their seconds are reported).
+The exports, int8 folders and static models are built in the run (their seconds are reported).
 
 Part ``million``: a 1,000,000-product source built from real BigBasket rows (every product
 repeated, each copy after the first with its name perturbed -- a word dropped, two swapped, a pack
@@ -52,6 +55,7 @@ from bench.migrate_bench import evaluate, text_of, unflagged_precision  # noqa: 
 
 log = logging.getLogger("scale_bench")
 GOOGLE = DATA / "google_product_taxonomy" / "taxonomy-with-ids.en-US.txt"
+WANDS = DATA / "wands" / "query.csv"
 ENCODE_SAMPLE = 5000
 
 
@@ -104,15 +108,39 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float
 
 # --- part: tiers -----------------------------------------------------------------------------
 
-def tier_models(tmp: Path, vocabulary: list[Path]) -> list[tuple[str, str | None, float]]:
-    """(tier name, --model value, seconds to build it): torch fp32 and the distilled static models."""
+def tier_models(tmp: Path, vocabulary: list[Path]) -> list[tuple[str, str | None, str, float]]:
+    """(tier name, --model value, --backend, seconds to build it): torch fp32, the distilled static
+    models, and where taxmig[openvino] is installed the OpenVINO fp32 export and two int8 folders
+    from ``taxmig quantize`` -- calibrated on WANDS furniture queries (retail text from none of the
+    evaluated sets) and on the migration's own source file (what a user would pass)."""
+    import importlib.util
+
     from models.distill import distill_static
 
-    tiers: list[tuple[str, str | None, float]] = [("torch fp32 (all-MiniLM-L6-v2)", None, 0.0)]
-    plain = distill_static(tmp / "static", progress=False)
-    tiers.append(("static (distilled, 256 dims)", str(plain.output_dir), plain.seconds))
-    words = distill_static(tmp / "static-words", vocabulary_files=vocabulary, progress=False)
-    tiers.append((f"static + {words.added_words} catalog words", str(words.output_dir), words.seconds))
+    tiers: list[tuple[str, str | None, str, float]] = [("torch fp32 (all-MiniLM-L6-v2)", None, "torch", 0.0)]
+    if importlib.util.find_spec("optimum") and importlib.util.find_spec("optimum.intel"):
+        from models import load_encoder, resolve_model
+        from models.quantize import quantize_openvino
+
+        os.environ.setdefault("TAXMIG_CACHE_DIR", str(tmp / "cache"))
+        started = time.perf_counter()
+        load_encoder(resolve_model(None), backend="openvino")  # the export, cached for the runs below
+        tiers.append(("openvino fp32", None, "openvino", time.perf_counter() - started))
+        queries = pl.read_csv(WANDS, separator="\t", infer_schema=False)
+        queries.select(pl.col("query").alias("name")).write_csv(tmp / "wands.csv")
+        for label, calibration in (("WANDS queries", tmp / "wands.csv"), ("the run's source", vocabulary[1])):
+            quantized = quantize_openvino(tmp / f"int8-{calibration.stem}", calibration_files=[calibration])
+            tiers.append((f"openvino int8 (calibrated on {label})", str(quantized.output_dir), "openvino",
+                          quantized.seconds))
+    else:
+        log.warning("taxmig[openvino] is not installed: the OpenVINO tiers are left out")
+    if importlib.util.find_spec("model2vec"):
+        plain = distill_static(tmp / "static", progress=False)
+        tiers.append(("static (distilled, 256 dims)", str(plain.output_dir), "torch", plain.seconds))
+        words = distill_static(tmp / "static-words", vocabulary_files=vocabulary, progress=False)
+        tiers.append((f"static + {words.added_words} catalog words", str(words.output_dir), "torch", words.seconds))
+    else:
+        log.warning("taxmig[static] is not installed: the static tiers are left out")
     return tiers
 
 
@@ -158,13 +186,25 @@ def zero_shot(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
     return out
 
 
-def match_f1(location: str | None, tmp: Path, limit: int | None) -> float:
+def match_f1(location: str | None, backend: str, tmp: Path, limit: int | None) -> float:
     from bench.match_bench import encoder, hybrid_features, hybrid_rows, load_inputs, prepare
 
     folder = prepare("abt_buy", limit, tmp)
     inputs, labels = load_inputs(folder)
-    feats = hybrid_features(encoder(location), inputs, labels, 10)
+    feats = hybrid_features(encoder(location, backend), inputs, labels, 10)
     return 100 * hybrid_rows("abt_buy", "tier", feats, labels, 0.0, kinds=("logistic",))[0].f1
+
+
+def _versions() -> str:
+    import importlib.metadata
+
+    found = []
+    for package in ("torch", "transformers", "sentence-transformers", "openvino", "optimum-intel", "model2vec"):
+        try:
+            found.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
 
 
 def tiers_part(limit: int | None) -> tuple[str, str]:
@@ -178,14 +218,14 @@ def tiers_part(limit: int | None) -> tuple[str, str]:
         tmp = Path(tmp_name)
         write_split(tmp, target, source)
         vocabulary = [tmp / "target.csv", tmp / "source.csv"]
-        for name, location, built in tier_models(tmp, vocabulary):
+        for name, location, backend, built in tier_models(tmp, vocabulary):
             ref = resolve_model(location)
-            model, fp = load_encoder(ref)
+            model, fp = load_encoder(ref, backend=backend)
             migrator = Migrator(Encoder(model, ref.name, fp))
             row = {"tier": name, "built": built, "encode": encode_rate(model, texts),
                    **labelled_target(migrator, tmp, limit)}
             row.update({f"zs_{k}": v for k, v in zero_shot(migrator, tmp, limit).items()})
-            row["match_f1"] = match_f1(location, tmp, limit)
+            row["match_f1"] = match_f1(location, backend, tmp, limit)
             rows.append(row)
             print(row, flush=True)
     base = rows[0]
@@ -206,7 +246,7 @@ def tiers_part(limit: int | None) -> tuple[str, str]:
              "flags, not the model load). Zero-shot: taxonomy files only, "
              "self-trained, every row flagged. Abt-Buy: hybrid scorer weights fitted on train, threshold on "
              "valid, F1 (%) on test. Brackets: difference to torch fp32 in points. The catalog words come from "
-             "the migration's own source and target files (no labels).")
+             "the migration's own source and target files (no labels). Environment: " + _versions() + ".")
     return "\n".join(lines), notes
 
 
@@ -322,7 +362,7 @@ def main() -> None:
     parts = {p.strip() for p in args.parts.split(",")}
     if "tiers" in parts:
         table, notes = tiers_part(args.limit)
-        publish("speed tiers: torch fp32 against distilled static models", table, notes, write=not args.no_write)
+        publish("speed tiers: torch fp32 against OpenVINO and distilled static models", table, notes, write=not args.no_write)
     if "million" in parts:
         table, notes = million_part(args.rows, args.torch_rows)
         publish(f"scale: {args.rows:,} products on one machine", table, notes, write=not args.no_write)
