@@ -153,7 +153,8 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
         os.environ.pop("TRANSFORMERS_OFFLINE", None)
     if backend != "torch" and ref.is_local:
         weights = fingerprint(ref.location)
-        folder = ref.location if has_backend_files(ref.location, backend) else export_backend(ref, backend)
+        folder = (ref.location if has_backend_files(ref.location, backend)
+                  else export_backend(ref, backend, weights_fingerprint=weights))
         model = _load(ref, folder, device=device, trust_remote_code=trust_remote_code, backend=backend,
                       allow_download=False)
         fp = backend_fingerprint(weights, backend)
@@ -175,15 +176,17 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     return model, fp
 
 
-def export_backend(ref: ModelRef, backend: str) -> str:
-    """The folder of ``ref`` exported to ``backend``, exported on first use and cached.
+def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | None = None) -> str:
+    """The folder of ``ref`` exported to ``backend``, exported on first use and cached
+    (``weights_fingerprint``: the folder's, when the caller has hashed it already).
 
-    The export (sentence-transformers' own, through optimum-intel) takes about 5 s for MiniLM; it is
-    written to a temporary folder and renamed into place, so a crash never leaves half a model."""
+    The export (sentence-transformers' own, through optimum-intel) takes about 10 s for MiniLM
+    here; it is written to a temporary folder and renamed into place, so a crash never leaves half a
+    model, and a cached export is never replaced (another run may be reading it)."""
     import shutil
     import tempfile
 
-    final = exports_dir() / f"{fingerprint(ref.location)}-{backend}"
+    final = exports_dir() / backend_fingerprint(weights_fingerprint or fingerprint(ref.location), backend)
     if has_backend_files(final, backend) and (final / "modules.json").exists():
         return str(final)
     final.parent.mkdir(parents=True, exist_ok=True)
