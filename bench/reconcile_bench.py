@@ -11,6 +11,7 @@ texts (a pack size for half of them, a different product name for the rest).
     python bench/reconcile_bench.py                 # appends to BENCHMARKS.md
     python bench/reconcile_bench.py --limit 5000 --no-write
     python bench/reconcile_bench.py --target catalog
+    python bench/reconcile_bench.py --target catalog --backends torch,openvino   # in the taxmig[openvino] env
 """
 
 from __future__ import annotations
@@ -66,8 +67,12 @@ def main() -> None:
     parser.add_argument("--target", choices=["taxonomy", "catalog"], default="taxonomy",
                         help="taxonomy: the Google subset; catalog: BigBasket's 80%% labelled (bench/common.py "
                              "split) as the target, its held-out 20%% as the live catalog")
+    parser.add_argument("--backends", default="torch",
+                        help="comma-separated encoder backends, each its own three nights in this run "
+                             "(openvino needs the taxmig[openvino] environment)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
 
     full = pl.read_csv(BIGBASKET, infer_schema=False).select(COLUMNS).filter(pl.col("product").is_not_null())
     target_frame = None
@@ -76,33 +81,37 @@ def main() -> None:
         full = full.select(COLUMNS).filter(pl.col("product").is_not_null())
     spare = full.tail(300)  # held back: night 2's new products
     frame = full.head(min(args.limit or full.height, full.height - 300))
+    header = ("| backend | night | products | wall s | ratio to night 1 | texts encoded | read from cache | new | "
+              "removed | text changed | category changed | to review tonight | exit |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines, ratios, sides, state_mb = [header], {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         n1, n2 = tmp / "night1.csv", tmp / "night2.csv"
         frame.write_csv(n1)
         second, changes = changed_night(frame, spare, args.share)
         second.write_csv(n2)
-        state = tmp / "state"
         if target_frame is not None:
             target_frame.write_csv(tmp / "target.csv")
             target_args = ["--target-catalog", str(tmp / "target.csv"), "--target-category", "category,sub_category"]
         else:
             target_args = ["--target-taxonomy", str(TAXONOMY), "--source-category", "category,sub_category"]
-        s1, code1, r1 = night(n1, state, tmp / "r1.xlsx", "--init", *target_args)
-        s2, code2, r2 = night(n2, state, tmp / "r2.xlsx")
-        s3, code3, r3 = night(n2, state, tmp / "r3.xlsx")
-        state_mb = sum(p.stat().st_size for p in state.rglob("*") if p.is_file()) / 2**20
-
-    rows = [("night 1 (first, full catalog)", frame.height, s1, r1), ("night 2 (1% changed)", second.height, s2, r2),
-            ("night 3 (no change)", second.height, s3, r3)]
-    header = ("| night | products | wall s | ratio to night 1 | texts encoded | read from cache | new | removed | "
-              "text changed | category changed | to review tonight | exit |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = [header]
-    for (name, n, secs, r), code in zip(rows, (code1, code2, code3)):
-        c = r["counts"]
-        lines.append(f"| {name} | {n} | {secs:.1f} | {secs / s1:.3f} | {r['embedding']['encoded']} | "
-                     f"{r['embedding']['cached'] or 0} | {c['new']} | {c['removed']} | {c['text_changed']} | "
-                     f"{c['assignment_changed']} | {c['in_report_for_review']} | {code} |")
+        for backend in backends:
+            state = tmp / f"state-{backend}"
+            s1, code1, r1 = night(n1, state, tmp / f"{backend}-r1.xlsx", "--init", "--backend", backend, *target_args)
+            s2, code2, r2 = night(n2, state, tmp / f"{backend}-r2.xlsx")
+            s3, code3, r3 = night(n2, state, tmp / f"{backend}-r3.xlsx")
+            state_mb[backend] = sum(p.stat().st_size for p in state.rglob("*") if p.is_file()) / 2**20
+            rows = [("night 1 (first, full catalog)", frame.height, s1, r1, code1),
+                    ("night 2 (1% changed)", second.height, s2, r2, code2),
+                    ("night 3 (no change)", second.height, s3, r3, code3)]
+            for name, n, secs, r, code in rows:
+                c = r["counts"]
+                lines.append(f"| {backend} | {name} | {n} | {secs:.1f} | {secs / s1:.3f} | {r['embedding']['encoded']} | "
+                             f"{r['embedding']['cached'] or 0} | {c['new']} | {c['removed']} | {c['text_changed']} | "
+                             f"{c['assignment_changed']} | {c['in_report_for_review']} | {code} |")
+            ratios[backend] = (s2 / s1, s3 / s1)
+            sides[backend] = [r.get("target_side") for r in (r1, r2, r3)]
     table = "\n".join(lines)
     against = (f"`sample_catalogs/{TAXONOMY.name}` (1,499 Google categories)" if target_frame is None else
                f"a labelled target catalog of {target_frame.height:,} BigBasket products (the 80% of bench/common.py's "
@@ -111,11 +120,11 @@ def main() -> None:
              f"encoded, the model load included) on `{BIGBASKET.name}` against {against} with the "
              f"bundled model. Night 2 changed {changes['changed']} products ({args.share:.0%}): {changes['removed']} "
              f"removed, {changes['added']} added, {changes['edited']} edited (half a pack size, half a new name). "
-             f"Night 2 took {s2 / s1:.1%} of night 1 (target: at most 5%). State folder after three nights: "
-             f"{state_mb:.0f} MiB.")
-    sides = [r.get("target_side") for r in (r1, r2, r3)]
+             + " ".join(f"{b}: night 2 took {r2:.1%} of night 1, night 3 {r3:.1%} (target: at most 5%); state "
+                        f"{state_mb[b]:.0f} MiB." for b, (r2, r3) in ratios.items()))
     if target_frame is not None:
-        notes += f" Target side (classifier, calibration) per night: {'; '.join(str(s) for s in sides)}."
+        notes += " Target side (classifier, calibration) per night: " + " ".join(
+            f"{b}: {'; '.join(str(s) for s in side)}." for b, side in sides.items())
     publish(f"reconcile: BigBasket nightly, 1% changed, onto a {'labelled catalog' if target_frame is not None else 'taxonomy'}",
             table, notes, write=not args.no_write)
 

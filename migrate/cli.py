@@ -29,12 +29,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                         stream=sys.stderr, force=True)
     for noisy in ("sentence_transformers", "transformers", "huggingface_hub", "faiss", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # the per-weight "Loading weights" bar is noise for users
-    except ImportError:  # pragma: no cover
-        pass
 
 
 EXIT_USAGE = 64  # sysexits' EX_USAGE: distinct from reconcile's 2 (rows need review)

@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,14 +22,15 @@ from migrate.cli import main
 from migrate.errors import ModelError, TaxmigError
 from models import fingerprint, load_encoder, resolve_model
 from models.quantize import RECORD
-from models.registry import EXPORTS_ENV, backend_fingerprint, check_backend, exports_dir
+from models.openvino_runtime import IR_FILE, OpenVINORuntimeEncoder, runtime_problem
+from models.registry import EXPORTS_ENV, backend_fingerprint, check_backend, exports_dir, lazy_encoder
 from tests.conftest import SAMPLES
 
 SAMPLE = SAMPLES / "bigbasket_sample.csv"
 TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"
 HAS_OPENVINO = importlib.util.find_spec("optimum") is not None and importlib.util.find_spec("optimum.intel") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="needs taxmig[openvino]: run make test-openvino")
-WITHOUT_OPENVINO = ("optimum.intel", "optimum.intel.openvino", "nncf")
+WITHOUT_OPENVINO = ("optimum.intel", "optimum.intel.openvino", "nncf", "openvino")
 
 
 def _hide_openvino(monkeypatch) -> None:
@@ -104,6 +106,47 @@ def test_an_openvino_only_folder_loaded_with_torch_says_which_backend(tmp_path):
     with pytest.raises(ModelError) as caught:
         load_encoder(resolve_model(str(folder)))
     assert "OpenVINO model only" in str(caught.value) and "--backend openvino" in caught.value.hint
+
+
+def _plain_openvino_folder(tmp_path):
+    """The bundled model's configs with a stand-in IR: the layout the runtime encoder checks."""
+    folder = tmp_path / "plain"
+    shutil.copytree(resolve_model(None).location, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    (folder / IR_FILE).parent.mkdir()
+    (folder / IR_FILE).write_text("<net/>")
+    return folder
+
+
+def test_runtime_encoder_takes_only_the_plain_layout(tmp_path):
+    """Transformer + mean/CLS/max pooling (+ Normalize) only; anything else is left to
+    sentence-transformers, with the reason."""
+    folder = _plain_openvino_folder(tmp_path)
+    assert runtime_problem(folder) is None
+    assert runtime_problem(resolve_model(None).location) == f"no {IR_FILE}"
+    pooling = folder / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    pooling.write_text(json.dumps({**config, "pooling_mode_mean_tokens": False, "pooling_mode_weightedmean_tokens": True}))
+    assert "pooling" in runtime_problem(folder)
+    pooling.write_text(json.dumps(config))
+    st_config = folder / "config_sentence_transformers.json"
+    st_config.write_text(json.dumps({**json.loads(st_config.read_text()), "prompts": {"query": "query: "}}))
+    assert runtime_problem(folder) == "the model has prompts"
+    modules = json.loads((folder / "modules.json").read_text())
+    (folder / "modules.json").write_text(json.dumps([*modules, {"idx": 3, "name": "3", "path": "3_Dense",
+                                                                 "type": "sentence_transformers.models.Dense"}]))
+    assert "Dense" in runtime_problem(folder)
+
+
+def test_lazy_openvino_load_without_the_extra_names_it(monkeypatch, tmp_path):
+    """The nightly job's lazy load with --backend openvino: without the extra, the first use says
+    which extra to install (the runtime encoder's ImportError is not what the user sees)."""
+    _hide_openvino(monkeypatch)
+    monkeypatch.setenv(EXPORTS_ENV, str(tmp_path))
+    model, fp = lazy_encoder(resolve_model(None), backend="openvino")
+    assert fp.endswith("-openvino") and not model.loaded
+    with pytest.raises(ModelError) as caught:
+        model.encode(["Amul Taaza Toned Milk 1 L"])
+    assert "taxmig[openvino]" in caught.value.hint
 
 
 # --- with taxmig[openvino] ---------------------------------------------------------------------
@@ -219,3 +262,51 @@ def test_quantize_refuses_an_existing_folder_before_any_work(int8_model):
     assert result.exit_code == 1 and "already exists" in result.output and "--overwrite" in result.output
     assert xml.stat().st_mtime_ns == before
 
+
+
+@needs_openvino
+def test_runtime_encoder_gives_sentence_transformers_vectors(openvino_model, export_cache, bigbasket):
+    """The OpenVINO runtime encoder (no torch) on the exported IR: the vectors of
+    sentence-transformers' own OpenVINO backend, long, padded and empty texts included."""
+    model, fp = openvino_model
+    texts = [*bigbasket["product"].drop_nulls().head(300).to_list(), "  padded  ", "", "x " * 400,
+             "Café crème brûlée 250g"]
+    runtime = OpenVINORuntimeEncoder(export_cache / "exports" / fp)
+    assert runtime.max_seq_length == model.max_seq_length
+    assert runtime.get_sentence_embedding_dimension() == 384
+    ours = runtime.encode(texts, batch_size=64, normalize_embeddings=True)
+    theirs = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.abs(ours - theirs).max() < 1e-5, np.abs(ours - theirs).max()  # 7e-8 when written
+
+
+@needs_openvino
+def test_openvino_night_encodes_without_importing_torch(export_cache, tmp_path):
+    """A night that encodes a few changed products of an --backend openvino state runs in a fresh
+    process that never imports torch, transformers or sentence-transformers (the 8-9 s they cost
+    is most of such a night)."""
+    import os
+    import subprocess
+
+    import polars as pl
+
+    frame = pl.read_csv(SAMPLE, infer_schema=False)
+    frame.write_csv(tmp_path / "night1.csv")
+    edited = frame.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(pl.col("product") + " - Pack of 2")
+                                .otherwise(pl.col("product")).alias("product"))
+    edited.write_csv(tmp_path / "night2.csv")
+    state = tmp_path / "state"
+    first = CliRunner().invoke(main, ["reconcile", str(tmp_path / "night1.csv"), "--state", str(state), "--init",
+                                      "--target-taxonomy", str(TAXONOMY), "--source-category", "category,sub_category",
+                                      "--backend", "openvino", "-o", str(tmp_path / "r1.xlsx"), "-q"])
+    assert first.exit_code in (0, 2), first.output
+    night = ("import sys, json; from migrate.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit as done:\n    code = done.code\n"
+             "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+             "print(json.dumps({'code': code, 'heavy': heavy}))")
+    done = subprocess.run([sys.executable, "-c", night, "reconcile", str(tmp_path / "night2.csv"), "--state", str(state),
+                           "-o", str(tmp_path / "r2.xlsx"), "-q"], capture_output=True, text=True,
+                          env={**os.environ, EXPORTS_ENV: str(export_cache)}, cwd=Path(__file__).resolve().parents[1])
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome == {"code": outcome["code"], "heavy": []} and outcome["code"] in (0, 2), done.stderr
+    report = json.loads((tmp_path / "r2.json").read_text())
+    assert report["embedding"]["encoded"] == 3 and report["counts"]["text_changed"] == 3
