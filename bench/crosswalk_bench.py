@@ -36,12 +36,12 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BIGBASKET, DATA, ROOT, publish  # noqa: E402
-from migrate.crosswalk import (CrosswalkScorer, CrosswalkSettings, crosswalk_flags, parent_path,  # noqa: E402
+from migrate.core.embedding import Embedder  # noqa: E402
+from migrate.core.encoder import Encoder  # noqa: E402
+from migrate.core.taxonomy import load_taxonomy  # noqa: E402
+from migrate.mapping.labels import path_levels  # noqa: E402
+from migrate.nightly.crosswalk import (CrosswalkScorer, CrosswalkSettings, crosswalk_flags, parent_path,  # noqa: E402
                                run_crosswalk)
-from migrate.embedding import Embedder  # noqa: E402
-from migrate.labels import path_levels  # noqa: E402
-from migrate.pipeline import Encoder  # noqa: E402
-from migrate.taxonomy import load_taxonomy  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 GOOGLE = DATA / "shopify_product_taxonomy" / "data" / "integrations" / "google" / "2021-09-21" / "full_names.yml"

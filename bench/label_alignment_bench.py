@@ -13,7 +13,7 @@ products; the label score alone picks the category), base model and fine-tuned o
    ``category > sub_category`` paths (leaves only).
 
 Each mapping is scored two ways: cosine with the whole path ("whole path"), and the level-wise label
-score the mapping code uses for a product's own text (``migrate.labels.CategoryLabels``: the
+score the mapping code uses for a product's own text (``migrate.mapping.labels.CategoryLabels``: the
 category's own name + 0.25 x its ancestors' names, "by level"). Paired exact McNemar tests compare
 each fine-tuned model's top-1 with the base model's on the same products. Models are written under
 a temporary folder and deleted afterwards.
@@ -37,8 +37,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BIGBASKET, DATA, in_test_split, publish  # noqa: E402
-from migrate.catalog import PATH_SEPARATOR, TEXT_SEPARATOR  # noqa: E402
-from migrate.labels import CategoryLabels  # noqa: E402
+from migrate.core.catalog import PATH_SEPARATOR, TEXT_SEPARATOR  # noqa: E402
+from migrate.mapping.labels import CategoryLabels  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 from train.finetune import TrainConfig, train_encoder  # noqa: E402
 from train.labels import top_accuracy  # noqa: E402

@@ -31,8 +31,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BIGBASKET, in_test_split, publish  # noqa: E402
-from migrate.catalog import PATH_SEPARATOR, TEXT_SEPARATOR  # noqa: E402
-from migrate.labels import CategoryLabels  # noqa: E402
+from migrate.core.catalog import PATH_SEPARATOR, TEXT_SEPARATOR  # noqa: E402
+from migrate.mapping.labels import CategoryLabels  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0)

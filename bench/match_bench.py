@@ -38,12 +38,12 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA, ROOT, append_benchmark  # noqa: E402
-from migrate.match import Matcher, MatchInputs  # noqa: E402
-from migrate.match_features import FEATURES  # noqa: E402
-from migrate.match_inputs import load_labels, load_match_catalog  # noqa: E402
-from migrate.match_scoring import (DEFAULT_THRESHOLD, choose_threshold, default_scorer, fit_scorer,  # noqa: E402
+from migrate.core.encoder import Encoder  # noqa: E402
+from migrate.matching.features import FEATURES  # noqa: E402
+from migrate.matching.inputs import load_labels, load_match_catalog  # noqa: E402
+from migrate.matching.matcher import Matcher, MatchInputs  # noqa: E402
+from migrate.matching.scoring import (DEFAULT_THRESHOLD, choose_threshold, default_scorer, fit_scorer,  # noqa: E402
                                    out_of_fold_scores, quality)
-from migrate.pipeline import Encoder  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 log = logging.getLogger("match_bench")

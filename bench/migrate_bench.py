@@ -29,11 +29,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bigbasket_split, publish, write_split  # noqa: E402
-from migrate.calibration import expected_calibration_error  # noqa: E402
-from migrate.output import write_output  # noqa: E402
-from migrate.pipeline import Migrator  # noqa: E402
-from migrate.scoring import ScoringParams  # noqa: E402
-from migrate.settings import MigrationSettings  # noqa: E402
+from migrate.mapping.calibration import expected_calibration_error  # noqa: E402
+from migrate.mapping.output import write_output  # noqa: E402
+from migrate.mapping.pipeline import Migrator  # noqa: E402
+from migrate.mapping.scoring import ScoringParams  # noqa: E402
+from migrate.mapping.settings import MigrationSettings  # noqa: E402
 from train.paired import paired_comparison  # noqa: E402
 
 

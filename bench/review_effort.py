@@ -18,7 +18,7 @@ it; a decision is what closes it) and the final mapping is at least 99% right. D
   rows, plus a pair decision for each pair whose rows mostly belong elsewhere (where it fixes two
   rows or more), or (b) a pair decision for each pair that has flagged or wrong rows and whose rows
   mostly share one right category; then one decision per flagged row no category decision covered,
-  and one per wrong row left, until 99%. Coverage is :func:`migrate.category_decisions.covering`,
+  and one per wrong row left, until 99%. Coverage is :func:`migrate.mapping.category_decisions.covering`,
   the precedence ``review apply`` uses.
 
     python bench/review_effort.py                 # both sets, appends to BENCHMARKS.md
@@ -41,11 +41,11 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bigbasket_split, instacart_products, publish  # noqa: E402
-from migrate.category_decisions import (LEVEL_CATEGORY, LEVEL_PAIR, category_table, covering,  # noqa: E402
+from migrate.mapping.category_decisions import (LEVEL_CATEGORY, LEVEL_PAIR, category_table, covering,  # noqa: E402
                                         decision_index)
-from migrate.pipeline import Migrator  # noqa: E402
-from migrate.result import review_order  # noqa: E402
-from migrate.settings import MigrationSettings  # noqa: E402
+from migrate.mapping.pipeline import Migrator  # noqa: E402
+from migrate.mapping.result import review_order  # noqa: E402
+from migrate.mapping.settings import MigrationSettings  # noqa: E402
 
 TARGET_ACCURACY = 0.99  # the bar for a finished review
 

@@ -152,7 +152,7 @@ def encode_rate(model, texts: list[str]) -> float:
 
 
 def labelled_target(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
-    from migrate.settings import MigrationSettings
+    from migrate.mapping.settings import MigrationSettings
 
     target, source = bigbasket_split(limit)
     target_path, source_path = write_split(tmp, target, source)
@@ -172,7 +172,7 @@ def labelled_target(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
 
 def zero_shot(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
     from bench.zeroshot_bench import bigbasket_sets, instacart_set
-    from migrate.settings import MigrationSettings
+    from migrate.mapping.settings import MigrationSettings
 
     out = {}
     for bench in (bigbasket_sets(limit)[0], instacart_set(limit)):
@@ -208,7 +208,8 @@ def _versions() -> str:
 
 
 def tiers_part(limit: int | None) -> tuple[str, str]:
-    from migrate.pipeline import Encoder, Migrator
+    from migrate.core.encoder import Encoder
+    from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
 
     target, source = bigbasket_split(limit)

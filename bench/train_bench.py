@@ -37,7 +37,7 @@ from train.splits import split_labels  # noqa: E402
 
 def svm_baseline(catalog: Path) -> tuple[dict[str, bool], float]:
     """TF-IDF + linear SVM trained on train + eval, scored on test: (right or wrong per test id, seconds)."""
-    from migrate.catalog import load_catalog
+    from migrate.core.catalog import load_catalog
 
     cat = load_catalog(catalog, role="catalog", category="category,sub_category", category_required=True)
     held = split_labels(cat.texts, seed=0) == "test"

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bigbasket_split, publish, write_split  # noqa: E402
 from bench.migrate_bench import evaluate, label_of, unflagged_precision  # noqa: E402
-from migrate.embedding_cache import EmbeddingCache  # noqa: E402
-from migrate.pipeline import Migrator  # noqa: E402
-from migrate.scoring import ScoringParams  # noqa: E402
-from migrate.settings import MigrationSettings  # noqa: E402
+from migrate.core.embedding_cache import EmbeddingCache  # noqa: E402
+from migrate.mapping.pipeline import Migrator  # noqa: E402
+from migrate.mapping.scoring import ScoringParams  # noqa: E402
+from migrate.mapping.settings import MigrationSettings  # noqa: E402
 
 
 def main() -> None:

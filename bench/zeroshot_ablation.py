@@ -1,15 +1,15 @@
 """What each zero-shot lever adds, one at a time, on six product sets and four taxonomies.
 
 Every product of each set, bundled base model, no labelled product; top-1 of the label scores
-alone and after self-training (:mod:`migrate.zeroshot`) as each lever is added:
+alone and after self-training (:mod:`migrate.mapping.zeroshot`) as each lever is added:
 
-- **plain names**: each path level embedded as it is (``migrate.labels.CategoryLabels``);
+- **plain names**: each path level embedded as it is (``migrate.mapping.labels.CategoryLabels``);
 - **+ centering**: each category's mean score over the products x 0.5 subtracted;
 - **+ templates**: names embedded as "{}", "{} products", "category: {}" (mean), i.e. what
-  ``migrate`` does on a taxonomy-only run (``migrate.labels.zero_shot_labels``);
+  ``migrate`` does on a taxonomy-only run (``migrate.mapping.labels.zero_shot_labels``);
 - **+ most specific**: an inner category's probability handed down to its candidate descendants,
   backing off to the inner category where no child holds half of the evidence under it
-  (``migrate.zeroshot.prefer_specific``; changes nothing on a taxonomy without inner nodes).
+  (``migrate.mapping.zeroshot.prefer_specific``; changes nothing on a taxonomy without inner nodes).
 
 Sets: BigBasket onto its 99 two-level paths, onto its three-level paths with inner nodes listed
 (707), onto its 11 top categories; Instacart onto its aisles with departments listed (151), onto
@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import publish  # noqa: E402
 from bench.zeroshot_bench import (bigbasket_sets, instacart_set, memo_encoder, product_texts,  # noqa: E402
                                   wands_set)
-from migrate.labels import CategoryLabels  # noqa: E402
-from migrate.scoring import ScoringParams  # noqa: E402
-from migrate.zeroshot import listed_ancestors, refine  # noqa: E402
+from migrate.mapping.labels import CategoryLabels  # noqa: E402
+from migrate.mapping.scoring import ScoringParams  # noqa: E402
+from migrate.mapping.zeroshot import listed_ancestors, refine  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 

@@ -42,13 +42,14 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BIGBASKET, DATA, in_test_split, instacart_products, publish  # noqa: E402
-from migrate.calibration import expected_calibration_error  # noqa: E402
-from migrate.catalog import PATH_SEPARATOR  # noqa: E402
-from migrate.embedding import Embedder  # noqa: E402
-from migrate.embedding_cache import EmbeddingCache  # noqa: E402
-from migrate.pipeline import Encoder, Migrator  # noqa: E402
-from migrate.scoring import ScoringParams  # noqa: E402
-from migrate.settings import MigrationSettings  # noqa: E402
+from migrate.core.catalog import PATH_SEPARATOR  # noqa: E402
+from migrate.core.embedding import Embedder  # noqa: E402
+from migrate.core.embedding_cache import EmbeddingCache  # noqa: E402
+from migrate.core.encoder import Encoder  # noqa: E402
+from migrate.mapping.calibration import expected_calibration_error  # noqa: E402
+from migrate.mapping.pipeline import Migrator
+from migrate.mapping.scoring import ScoringParams  # noqa: E402
+from migrate.mapping.settings import MigrationSettings  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 

@@ -2,11 +2,11 @@
 
 A taxonomy nobody has labelled gives nothing to calibrate on at run time. The proxy: the same
 zero-shot procedure (level-wise labels with migrate's templates and centering, then
-self-training and the most specific category, :mod:`migrate.zeroshot`) mapping products whose
+self-training and the most specific category, :mod:`migrate.mapping.zeroshot`) mapping products whose
 answers are known onto their own taxonomy -- BigBasket onto its two-level paths,
 onto its three-level paths (inner nodes listed), Instacart onto its aisles. A logistic regression
-on :func:`migrate.zeroshot.confidence_features` is fitted on all three pooled; its coefficients
-are ``migrate.zeroshot.CALIBRATION``. Each set is also left out once (fitted on the other two) to
+on :func:`migrate.mapping.zeroshot.confidence_features` is fitted on all three pooled; its coefficients
+are ``migrate.mapping.zeroshot.CALIBRATION``. Each set is also left out once (fitted on the other two) to
 show what the confidence promises on a taxonomy it was not fitted on: the expected calibration
 error, and whether a threshold chosen for a precision on the fitted sets keeps it on the other.
 
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import publish  # noqa: E402
 from bench.zeroshot_bench import bigbasket_sets, instacart_set, memo_encoder, product_texts  # noqa: E402
-from migrate.calibration import ConfidenceCalibrator, choose_min_confidence, expected_calibration_error  # noqa: E402
-from migrate.labels import zero_shot_labels  # noqa: E402
-from migrate.scoring import ScoringParams  # noqa: E402
-from migrate.zeroshot import confidence_features, listed_ancestors, refine  # noqa: E402
+from migrate.mapping.calibration import ConfidenceCalibrator, choose_min_confidence, expected_calibration_error  # noqa: E402
+from migrate.mapping.labels import zero_shot_labels  # noqa: E402
+from migrate.mapping.scoring import ScoringParams  # noqa: E402
+from migrate.mapping.zeroshot import confidence_features, listed_ancestors, refine  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 PRECISIONS = (0.8, 0.9)
@@ -89,7 +89,7 @@ def main() -> None:
     notes = (f"Bundled base model; BigBasket sets use every product (no split: nothing here is trained on products), "
              f"Instacart leaves out missing/other. Pooled fit (all three sets, {len(correct)} products): "
              f"coefficients ({coefficients}), intercept {pooled.model.intercept_[0]:.4f} -- the values of "
-             f"migrate.zeroshot.CALIBRATION. Features: top probability, log-odds margin / 50, agreement of prior, "
+             f"migrate.mapping.zeroshot.CALIBRATION. Features: top probability, log-odds margin / 50, agreement of prior, "
              f"word model and neighbours / 3, label cosine of the chosen category, label top-1 minus top-2.")
     publish("zero-shot confidence: calibration fitted on proxy tasks, each set left out once", "\n".join(lines),
             notes, write=not args.no_write)

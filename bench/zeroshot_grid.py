@@ -1,4 +1,4 @@
-"""The self-training knobs, one at a time, and what to do with a source category (migrate/zeroshot.py).
+"""The self-training knobs, one at a time, and what to do with a source category (migrate/mapping/zeroshot.py).
 
 Every product of BigBasket (onto its two-level paths, and onto its three-level paths with inner
 nodes listed) and of Instacart (onto its aisles), bundled base model, no labelled product: top-1
@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import publish  # noqa: E402
 from bench.zeroshot_bench import bigbasket_sets, instacart_set, memo_encoder, product_texts  # noqa: E402
-from migrate.labels import zero_shot_labels  # noqa: E402
-from migrate.scoring import ScoringParams, top_columns  # noqa: E402
-from migrate import zeroshot  # noqa: E402
-from migrate.zeroshot import refine  # noqa: E402
+from migrate.mapping import zeroshot  # noqa: E402
+from migrate.mapping.labels import zero_shot_labels  # noqa: E402
+from migrate.mapping.scoring import ScoringParams, top_columns  # noqa: E402
+from migrate.mapping.zeroshot import refine  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 
 KNOBS = [dict(), dict(self_training_word_weight=0.3), dict(self_training_word_weight=1.0),

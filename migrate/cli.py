@@ -174,9 +174,9 @@ def options(*groups):
 
 def settings_from_params(source: Path, params: dict, quiet: bool):
     """A MigrationSettings from the shared options."""
-    from migrate.flags import Thresholds
-    from migrate.scoring import ScoringParams
-    from migrate.settings import MigrationSettings
+    from migrate.mapping.flags import Thresholds
+    from migrate.mapping.scoring import ScoringParams
+    from migrate.mapping.settings import MigrationSettings
 
     return MigrationSettings(
         source=source, **{k: params[k] for k in SETTING_PARAMS},
@@ -235,13 +235,14 @@ def migrate(source, output, state, engine, workers, overwrite, quiet, verbose, *
           -o mapping.parquet --model models/retail-minilm
       taxmig migrate products.csv --target-taxonomy taxonomy.txt -o mapping.xlsx --state state/
     """
-    from migrate.output import check_output, write_output
-    from migrate.pipeline import run_migration
+    from migrate.core.files import check_output
+    from migrate.mapping.output import write_output
+    from migrate.mapping.pipeline import run_migration
 
     _setup_logging(verbose, quiet)
     settings = settings_from_params(source, params, quiet)
     if engine == "ray":
-        from migrate.ray_engine import run_ray_migration
+        from migrate.mapping.ray_engine import run_ray_migration
 
         if state is not None:
             raise click.UsageError("--state works with the local engine: the nightly job keeps its state on one "
@@ -256,7 +257,7 @@ def migrate(source, output, state, engine, workers, overwrite, quiet, verbose, *
         raise click.UsageError("--workers goes with --engine ray")
     check_output(output, overwrite=overwrite)  # fail before the slow part
     if state is not None:
-        from migrate.reconcile import migrate_into_state
+        from migrate.nightly.reconcile import migrate_into_state
 
         result, written = migrate_into_state(settings, state, output, overwrite=overwrite)
     else:
@@ -308,7 +309,7 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapp
       taxmig reconcile live.csv --state state/ -o r.xlsx --target-taxonomy taxonomy-2026.txt
       taxmig reconcile live.csv --state state/ -o reports/$(date +%F).xlsx --mapping feed/final_mapping.parquet
     """
-    from migrate.reconcile import reconcile as run_reconcile
+    from migrate.nightly.reconcile import reconcile as run_reconcile
 
     _setup_logging(verbose, quiet)
     if init:
@@ -341,7 +342,7 @@ def export(state, output, overwrite, quiet, verbose) -> None:
     Examples:
       taxmig export --state state/ -o final_mapping.csv
     """
-    from migrate.export import export_mapping
+    from migrate.nightly.export import export_mapping
 
     _setup_logging(verbose, quiet)
     path, rows = export_mapping(state, output, overwrite=overwrite)
@@ -374,7 +375,7 @@ def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -
     Examples:
       taxmig review apply reviewed.xlsx --state state/ -o final_mapping.csv
     """
-    from migrate.review import apply_review
+    from migrate.nightly.review import apply_review
 
     _setup_logging(verbose, quiet)
     outcome = apply_review(workbook, state, output, reviewer=reviewer, overwrite=overwrite)
@@ -602,8 +603,8 @@ def crosswalk(old, new, output, state, overwrite, quiet, verbose, **params) -> N
           --product-category category,sub_category --state state/
       taxmig review apply crosswalk_reviewed.xlsx --state state/ -o final_crosswalk.csv
     """
-    from migrate.crosswalk import CrosswalkSettings, crosswalk_into_state, run_crosswalk, write_crosswalk_output
-    from migrate.output import check_output
+    from migrate.core.files import check_output
+    from migrate.nightly.crosswalk import CrosswalkSettings, crosswalk_into_state, run_crosswalk, write_crosswalk_output
 
     _setup_logging(verbose, quiet)
     check_output(output, overwrite=overwrite)  # fail before the slow part
@@ -672,8 +673,8 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
       taxmig match abt.csv buy.csv --labels labelled_pairs.csv -o matches.csv --model models/match-abt-buy
       taxmig match catalog.parquet --within -o duplicates.xlsx
     """
-    from migrate.match import MatchSettings, run_match
-    from migrate.match_output import check_match_output, write_match_output
+    from migrate.matching.matcher import MatchSettings, run_match
+    from migrate.matching.output import check_match_output, write_match_output
 
     _setup_logging(verbose, quiet)
     if within and right is not None:

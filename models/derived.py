@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from migrate.core.hashing import file_fingerprint
 from migrate.errors import ModelError, OutputExistsError
-from migrate.hashing import file_fingerprint
 from models.registry import ModelRef, resolve_model
 
 TAXONOMY_SUFFIXES = (".txt", ".yaml", ".yml")
@@ -38,8 +38,8 @@ def file_texts(path: str | Path, *, text: str | None = None, encoding: str = "ut
     """The texts of one file: a catalog's product texts (``text``: its text columns, comma
     separated, default as in ``migrate``), or a taxonomy's category paths (``.txt`` / ``.yaml``),
     read the way ``migrate`` reads them."""
-    from migrate.catalog import load_catalog
-    from migrate.taxonomy import load_taxonomy
+    from migrate.core.catalog import load_catalog
+    from migrate.core.taxonomy import load_taxonomy
 
     path = Path(path)
     if path.suffix.lower() in TAXONOMY_SUFFIXES:

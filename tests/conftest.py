@@ -30,7 +30,8 @@ def bigbasket() -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def migrator():
     """The bundled base encoder, loaded once for the whole session."""
-    from migrate.pipeline import Encoder, Migrator
+    from migrate.core.encoder import Encoder
+    from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
 
     ref = resolve_model(None)

@@ -13,14 +13,14 @@ import polars as pl
 import pytest
 from openpyxl import load_workbook
 
-from migrate.category_decisions import (CATEGORY_DECISION, CATEGORY_DISAGREES, LEVEL_CATEGORY, LEVEL_PAIR,
-                                        SOURCE_CATEGORY_DECISION, category_table)
 from migrate.errors import InputError
-from migrate.reconcile import reconcile
-from migrate.review import apply_review
-from migrate.settings import MigrationSettings
-from migrate.state import StateStore
-from migrate.workbook import CATEGORY_SHEET
+from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DISAGREES, LEVEL_CATEGORY, LEVEL_PAIR,
+                                        SOURCE_CATEGORY_DECISION, category_table)
+from migrate.mapping.settings import MigrationSettings
+from migrate.mapping.workbook import CATEGORY_SHEET
+from migrate.nightly.reconcile import reconcile
+from migrate.nightly.review import apply_review
+from migrate.nightly.state import StateStore
 
 SUBCATS = ["Tea", "Coffee", "Biscuits & Cookies", "Chocolates & Candies", "Skin Care", "Hair Care", "Dairy"]
 COLUMNS = ["index", "product", "category", "sub_category", "brand"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from migrate.classifier import CategoryClassifier, fit_with_out_of_fold_votes
-from migrate.scoring import ScoringParams, score_categories
+from migrate.mapping.classifier import CategoryClassifier, fit_with_out_of_fold_votes
+from migrate.mapping.scoring import ScoringParams, score_categories
 from train.splits import split_of
 
 
@@ -87,7 +87,7 @@ def test_classifier_vote_enters_the_score_with_its_weight():
 
 @pytest.mark.parametrize("texts", [["ab", "cd"], ["-", "+"]])
 def test_tiny_or_wordless_catalogs_still_get_features(texts):
-    from migrate.lexical import LexicalIndex
+    from migrate.mapping.lexical import LexicalIndex
 
     clf = CategoryClassifier().fit(texts, [0, 1])
     probs, ids = clf.vote(texts, top=2)

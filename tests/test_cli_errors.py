@@ -10,7 +10,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import migrate.pipeline  # noqa: F401  (imported here so that import time is not counted below)
+import migrate.mapping.pipeline  # noqa: F401  (imported here so that import time is not counted below)
 from migrate import __version__
 from migrate.cli import main
 from tests.conftest import SAMPLES, data_file
@@ -25,8 +25,8 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the input error was found")
 
-    monkeypatch.setattr("migrate.pipeline.load_model", refuse)
-    monkeypatch.setattr("migrate.pipeline.load_encoder", refuse)
+    monkeypatch.setattr("migrate.mapping.pipeline.load_model", refuse)
+    monkeypatch.setattr("migrate.core.encoder.load_encoder", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +237,7 @@ def test_a_mapping_past_excels_rows_is_refused_before_the_model_loads(bigbasket,
     the limit and the fix, no file written, the model never loaded (the autouse fixture)."""
     import polars as pl
 
-    from migrate.output import EXCEL_MAX_ROWS
+    from migrate.core.files import EXCEL_MAX_ROWS
 
     rows = 1_050_000
     frame = bigbasket.select("product", "category", "sub_category", "brand")

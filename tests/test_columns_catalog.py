@@ -6,10 +6,10 @@ import csv
 
 import pytest
 
-from migrate.catalog import PATH_SEPARATOR, load_catalog, normalise_path
-from migrate.columns import ROW_ID, ColumnSpec
+from migrate.core.catalog import PATH_SEPARATOR, load_catalog, normalise_path
+from migrate.core.columns import ROW_ID, ColumnSpec
+from migrate.core.readers import read_table
 from migrate.errors import InputError
-from migrate.readers import read_table
 from tests.conftest import data_file
 
 N = 40
@@ -60,8 +60,8 @@ def test_headers_are_matched_whatever_their_case_and_punctuation():
                               role="source")
     assert spec.id == "SKU" and spec.text == ("Product Name", "Brand Name")
     assert spec.category == ("Main Category", "Sub Category")
-    from migrate.match_inputs import CODE_NAMES
-    from migrate.columns import find_column
+    from migrate.core.columns import find_column
+    from migrate.matching.inputs import CODE_NAMES
     assert find_column(["title", "Model No."], CODE_NAMES) == "Model No."
     assert find_column(["title", "MPN#"], CODE_NAMES) == "MPN#"
     assert find_column(["title", "modelno"], CODE_NAMES) == "modelno"

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from migrate.cli import main
-from migrate.crosswalk import CROSSWALK_MAPPING_COLUMNS, CrosswalkSettings, run_crosswalk
+from migrate.core.taxonomy import load_taxonomy
 from migrate.errors import InputError, TaxmigError
-from migrate.review import apply_review
-from migrate.taxonomy import load_taxonomy
+from migrate.nightly.crosswalk import CROSSWALK_MAPPING_COLUMNS, CrosswalkSettings, run_crosswalk
+from migrate.nightly.review import apply_review
 from tests.conftest import data_file
 
 ANIMALS = "Animals & Pet Supplies"
@@ -60,7 +60,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def offline_model(migrator, monkeypatch):
     """CLI runs reuse the session's model instead of loading it again."""
-    monkeypatch.setattr("models.load_encoder",
+    monkeypatch.setattr("migrate.core.encoder.load_encoder",
                         lambda ref, **kw: (migrator.encoder.model, migrator.encoder.fingerprint))
 
 

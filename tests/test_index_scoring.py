@@ -6,14 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from migrate.index import build_index, search
-from migrate.scoring import ScoringParams, score_categories
+from migrate.core.index import build_index, search
+from migrate.mapping.scoring import ScoringParams, score_categories
 from tests.conftest import SAMPLES
 
 
 @pytest.fixture(scope="module")
 def sample_vectors(migrator) -> np.ndarray:
-    from migrate.embedding import Embedder
+    from migrate.core.embedding import Embedder
 
     texts = pl.read_csv(SAMPLES / "bigbasket_sample.csv", infer_schema=False)["product"].to_list()
     return Embedder(migrator.encoder.model, progress=False).encode(texts)
@@ -56,7 +56,7 @@ def test_scores_are_a_distribution_and_the_vote_follows_the_neighbours():
 
 
 def test_search_with_a_progress_bar_searches_in_chunks_to_the_same_answer(sample_vectors, monkeypatch, capsys):
-    import migrate.index as index_module
+    import migrate.core.index as index_module
 
     index = build_index(sample_vectors)
     whole = search(index, sample_vectors, 5)

@@ -1,4 +1,4 @@
-"""Category label scores: each path level embedded on its own (migrate/labels.py)."""
+"""Category label scores: each path level embedded on its own (migrate/mapping/labels.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from migrate.labels import CategoryLabels, path_levels, zero_shot_labels
+from migrate.mapping.labels import CategoryLabels, path_levels, zero_shot_labels
 from tests.conftest import data_file
 
 

@@ -16,12 +16,12 @@ from openpyxl.utils import get_column_letter
 
 from migrate.cli import main
 from migrate.errors import InputError, TaxmigError
-from migrate.match import Matcher, MatchSettings, read_match_inputs
-from migrate.match_candidates import code_candidates
-from migrate.match_clusters import cluster_ids
-from migrate.match_features import brand_agreement, code_agreement, model_codes, number_agreement, squash
-from migrate.match_output import write_match_output
-from migrate.match_scoring import choose_threshold, out_of_fold_scores, quality
+from migrate.matching.candidates import code_candidates
+from migrate.matching.clusters import cluster_ids
+from migrate.matching.features import brand_agreement, code_agreement, model_codes, number_agreement, squash
+from migrate.matching.matcher import Matcher, MatchSettings, read_match_inputs
+from migrate.matching.output import write_match_output
+from migrate.matching.scoring import choose_threshold, out_of_fold_scores, quality
 from tests.conftest import data_file
 
 N_LEFT = 50
@@ -270,8 +270,8 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the input error was found")
 
-    monkeypatch.setattr("models.load_encoder", refuse)
-    monkeypatch.setattr("migrate.match.Matcher.from_settings", classmethod(lambda cls, s: refuse()))
+    monkeypatch.setattr("migrate.core.encoder.load_encoder", refuse)
+    monkeypatch.setattr("migrate.matching.matcher.Matcher.from_settings", classmethod(lambda cls, s: refuse()))
 
 
 def _cli(*args):
@@ -319,7 +319,7 @@ def test_bad_inputs_give_one_line_errors(abt_buy, tmp_path, no_model):
 
 
 def test_cli_match_writes_the_workbook_and_reports_the_threshold(abt_buy, migrator, monkeypatch, tmp_path):
-    monkeypatch.setattr("migrate.match.Matcher.from_settings", classmethod(lambda cls, s: cls(migrator.encoder)))
+    monkeypatch.setattr("migrate.matching.matcher.Matcher.from_settings", classmethod(lambda cls, s: cls(migrator.encoder)))
     folder = abt_buy["folder"]
     out = tmp_path / "matches.xlsx"
     result, _ = _cli("match", folder / "abt.csv", folder / "buy.csv", "--labels", folder / "labels.csv",

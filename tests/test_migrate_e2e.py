@@ -14,13 +14,13 @@ import pytest
 from openpyxl import load_workbook
 from rapidfuzz import fuzz, utils
 
-from migrate.calibration import expected_calibration_error
+from migrate.core.taxonomy import load_taxonomy
 from migrate.errors import TaxmigError
-from migrate.flags import Thresholds, _leaf, _related
-from migrate.output import write_output
-from migrate.pipeline import run_migration
-from migrate.settings import MigrationSettings
-from migrate.taxonomy import load_taxonomy
+from migrate.mapping.calibration import expected_calibration_error
+from migrate.mapping.flags import Thresholds, _leaf, _related
+from migrate.mapping.output import write_output
+from migrate.mapping.pipeline import run_migration
+from migrate.mapping.settings import MigrationSettings
 from tests.conftest import ROOT, SAMPLES
 
 SAMPLE_SOURCE = SAMPLES / "bigbasket_sample.csv"
@@ -157,7 +157,7 @@ def test_target_catalog_mode_is_accurate_and_calibrated(catalog_run):
 def test_the_source_scored_in_small_chunks_maps_as_in_one(catalog_run, migrator, monkeypatch):
     """Onto a labelled target the source is encoded and scored chunk by chunk: 7 chunks of 70 give
     the mapping one chunk gives (the same categories, flags and confidences)."""
-    import migrate.pipeline as pipeline
+    import migrate.mapping.pipeline as pipeline
 
     whole, _ = catalog_run
     settings = MigrationSettings(source=whole.summary_dict()["Source file"],
@@ -238,7 +238,7 @@ def test_target_catalog_rows_outside_the_taxonomy_are_rejected(migrator, bigbask
 
 
 def test_leaves_only_and_identical_texts_encoded_once(migrator, tmp_path):
-    from migrate.embedding import Embedder
+    from migrate.core.embedding import Embedder
 
     result = run_migration(sample_settings(leaves_only=True), migrator)
     leaves = set(load_taxonomy(SAMPLE_TAXONOMY).leaves())
@@ -272,7 +272,15 @@ def test_the_documented_library_api_imports_and_runs(migrator, tmp_path):
     import migrate
     from migrate import MigrationSettings as Settings, run_migration as run, write_output as write
 
-    assert {"MigrationSettings", "run_migration", "write_output", "reconcile", "apply_review"} <= set(migrate.__all__)
+    from migrate import MatchSettings, run_match, write_match_output
+    from migrate.matching.matcher import run_match as matcher_run
+    from migrate.matching.output import write_match_output as matcher_write
+
+    assert {"MigrationSettings", "run_migration", "write_output", "reconcile", "apply_review",
+            "MatchSettings", "run_match", "write_match_output"} <= set(migrate.__all__)
+    assert run_match is matcher_run and write_match_output is matcher_write
+    with pytest.raises(TaxmigError, match="shop_a.csv"):
+        run_match(MatchSettings(left="shop_a.csv", right="shop_b.csv"))  # the docstring's files: none here
     result = run(Settings(source=SAMPLE_SOURCE, target_taxonomy=SAMPLE_TAXONOMY, progress=False), migrator)
     assert result.mapping.height == 308
     assert write(result, tmp_path / "mapping.xlsx") == [tmp_path / "mapping.xlsx"]

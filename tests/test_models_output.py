@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from migrate.core.files import atomic_path, check_output, output_paths
 from migrate.errors import ModelError, OutputExistsError, TaxmigError
-from migrate.output import atomic_path, check_output, output_paths
 from models import BASE_MODEL_NAME, fingerprint, resolve_model
 from models.registry import bundled_model_path
 

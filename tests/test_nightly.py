@@ -19,12 +19,12 @@ from openpyxl import load_workbook
 
 from migrate.cli import main
 from migrate.errors import InputError, OutputExistsError
-from migrate.export import FINAL_COLUMNS
-from migrate.lock import LockHeldError, RunLock
-from migrate.reconcile import EXIT_OK, EXIT_REVIEW, reconcile
-from migrate.review import apply_review
-from migrate.settings import MigrationSettings
-from migrate.state import StateStore
+from migrate.mapping.settings import MigrationSettings
+from migrate.nightly.export import FINAL_COLUMNS
+from migrate.nightly.lock import LockHeldError, RunLock
+from migrate.nightly.reconcile import EXIT_OK, EXIT_REVIEW, reconcile
+from migrate.nightly.review import apply_review
+from migrate.nightly.state import StateStore
 from tests.conftest import ROOT
 
 SUBCATS = ["Skin Care", "Fresh Vegetables", "Biscuits & Cookies", "Chocolates & Candies", "Hair Care",
@@ -211,7 +211,7 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
     assert n3.monitoring["embedding"]["encoded"] == 0
     # the labelled target's classifier and calibration: fitted on night 1, fitted again on night 2
     # (the target catalog renamed a category), read back on night 3 (nothing changed)
-    from migrate.pipeline import TARGET_SIDE_FITTED, TARGET_SIDE_READ
+    from migrate.mapping.pipeline import TARGET_SIDE_FITTED, TARGET_SIDE_READ
 
     sides = [three_nights[n].monitoring["target_side"] for n in ("night1", "night2", "night3")]
     assert sides == [TARGET_SIDE_FITTED, TARGET_SIDE_FITTED, TARGET_SIDE_READ]
@@ -228,8 +228,8 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
 def test_a_night_with_nothing_new_never_loads_the_model(three_nights, state_copy, tmp_path):
     """Everything in the embedding cache and the target side in the state: the model is not loaded;
     a night with one new product loads it (and encodes that product only)."""
-    from migrate.pipeline import TARGET_SIDE_READ, Migrator
-    from migrate.reconcile import settings_for_night
+    from migrate.mapping.pipeline import TARGET_SIDE_READ, Migrator
+    from migrate.nightly.reconcile import settings_for_night
 
     n2_path = three_nights["folder"] / "night2.csv"
     settings = settings_for_night(StateStore.open(state_copy).load().meta["settings"], n2_path, {}, progress=False)
@@ -454,7 +454,7 @@ def test_a_real_kill_mid_run_leaves_the_previous_state(small_state):
 def test_two_runs_at_once_the_second_is_refused_with_exit_3(small_state):
     state, n2, tmp = small_state["state"], small_state["n2"], small_state["tmp"]
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from migrate.lock import RunLock\n"
+        "import sys, time; from migrate.nightly.lock import RunLock\n"
         f"with RunLock({str(state)!r}, command='reconcile other'):\n"
         "    print('held', flush=True); time.sleep(60)")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

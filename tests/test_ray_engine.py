@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from migrate.cli import main
 from migrate.errors import InputError, OutputExistsError, TaxmigError
-from migrate.pipeline import run_migration
-from migrate.ray_engine import plan_source, run_ray_migration
-from migrate.settings import MigrationSettings
+from migrate.mapping.pipeline import run_migration
+from migrate.mapping.ray_engine import plan_source, run_ray_migration
+from migrate.mapping.settings import MigrationSettings
 
 ROUNDED = ("confidence", "margin", "score", "alt1_score", "alt2_score", "nearest_similarity")
 

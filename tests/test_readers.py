@@ -1,4 +1,4 @@
-"""migrate.readers.read_table on real BigBasket rows in every supported format, and on bad input."""
+"""migrate.core.readers.read_table on real BigBasket rows in every supported format, and on bad input."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import openpyxl
 import polars as pl
 import pytest
 
+from migrate.core.readers import ROW, read_table
 from migrate.errors import InputError
-from migrate.readers import ROW, read_table
 from tests.conftest import SAMPLES, data_file
 
 N = 40

@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from migrate.changes import diff_targets, target_snapshot
-from migrate.decisions import material_change, without_quantities
-from migrate.embedding import Embedder
-from migrate.embedding_cache import EmbeddingCache
-from migrate.reconcile import settings_for_night
-from migrate.settings import MigrationSettings
-from migrate.state import DECISION_SCHEMA, PRODUCT_SCHEMA, TARGET_SCHEMA, NewGeneration, StateError, StateStore
+from migrate.core.embedding import Embedder
+from migrate.core.embedding_cache import EmbeddingCache
+from migrate.mapping.settings import MigrationSettings
+from migrate.nightly.changes import diff_targets, target_snapshot
+from migrate.nightly.decisions import material_change, without_quantities
+from migrate.nightly.reconcile import settings_for_night
+from migrate.nightly.state import DECISION_SCHEMA, PRODUCT_SCHEMA, TARGET_SCHEMA, NewGeneration, StateError, StateStore
 from tests.conftest import SAMPLES, data_file
 
 

@@ -8,8 +8,8 @@ import time
 import polars as pl
 import pytest
 
+from migrate.core.taxonomy import Taxonomy, load_taxonomy
 from migrate.errors import InputError
-from migrate.taxonomy import Taxonomy, load_taxonomy
 from tests.conftest import SAMPLES, data_file
 
 GOOGLE_TXT = ("google_product_taxonomy", "taxonomy-with-ids.en-US.txt")

@@ -90,7 +90,7 @@ def test_training_refuses_bad_input(small_catalog, tmp_path, bigbasket):
 def _with_formula_product(catalog_path, tmp_path):
     """The catalog with one held-out product renamed to formula-like text (as an untrusted catalog may
     hold); returns (path, that product's text as the catalog reads it)."""
-    from migrate.catalog import load_catalog
+    from migrate.core.catalog import load_catalog
     from train.splits import split_labels
 
     frame = pl.read_csv(catalog_path, infer_schema=False)
@@ -145,7 +145,7 @@ def test_evaluate_reports_base_and_fine_tuned_side_by_side(trained, small_catalo
 
 def _state_with_decisions(tmp_path, catalog_path):
     """A state folder whose decision log holds real products: two corrections, an accept, a new-category."""
-    from migrate.state import DECISION_SCHEMA, NewGeneration, StateStore
+    from migrate.nightly.state import DECISION_SCHEMA, NewGeneration, StateStore
     from train.splits import split_of
 
     frame = pl.read_csv(catalog_path, infer_schema=False)
@@ -168,7 +168,7 @@ def _state_with_decisions(tmp_path, catalog_path):
 
 
 def test_reviewer_decisions_become_weighted_training_pairs(small_catalog, tmp_path):
-    from migrate.catalog import load_catalog
+    from migrate.core.catalog import load_catalog
     from train.decisions import decision_pairs, load_decisions
 
     state, rows = _state_with_decisions(tmp_path, small_catalog)

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from migrate.catalog import load_catalog
 from migrate.cli import main
+from migrate.core.catalog import load_catalog
 from migrate.errors import TaxmigError
 from models import fingerprint, load_encoder, resolve_model
 from train.finetune import TrainConfig, train_encoder

@@ -10,10 +10,13 @@ import polars as pl
 import pytest
 from openpyxl import Workbook, load_workbook
 
-from migrate.cells import escape_csv_text, is_formula_like, set_text
+from migrate.core.cells import escape_csv_text, is_formula_like, set_text
+from migrate.core.hashing import row_key
+from migrate.core.rejects import REJECT_COLUMNS
+from migrate.core.sheets import NEW_CATEGORY
 from migrate.errors import TaxmigError
-from migrate.result import MAPPING_COLUMNS, REJECT_COLUMNS, MigrationResult, row_key
-from migrate.workbook import NEW_CATEGORY, write_workbook
+from migrate.mapping.result import MAPPING_COLUMNS, MigrationResult
+from migrate.mapping.workbook import write_workbook
 from tests.conftest import data_file
 
 CATEGORIES = [

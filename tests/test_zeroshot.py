@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from migrate.embedding_cache import EmbeddingCache
-from migrate.labels import CategoryLabels
-from migrate.scoring import ScoringParams
-from migrate.settings import MigrationSettings
-from migrate.zeroshot import (WordModel, choose_seeds, confidence_features, listed_ancestors, prefer_specific,
+from migrate.core.embedding_cache import EmbeddingCache
+from migrate.mapping.labels import CategoryLabels
+from migrate.mapping.scoring import ScoringParams
+from migrate.mapping.settings import MigrationSettings
+from migrate.mapping.zeroshot import (WordModel, choose_seeds, confidence_features, listed_ancestors, prefer_specific,
                               proxy_confidence, refine)
 from tests.conftest import data_file
 

@@ -47,8 +47,8 @@ class DecisionExamples:
 
 def load_decisions(state_dir: str | Path) -> DecisionExamples:
     """The decisions in force in a state folder that name a category (not NEW CATEGORY NEEDED)."""
-    from migrate.decisions import KIND_NEW
-    from migrate.state import StateStore
+    from migrate.nightly.decisions import KIND_NEW
+    from migrate.nightly.state import StateStore
 
     store = StateStore.open(state_dir)
     latest = store.load().latest_decisions().filter(pl.col("kind") != KIND_NEW)

@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from migrate.catalog import load_catalog
+from migrate.core.catalog import load_catalog
+from migrate.core.encoder import Encoder
+from migrate.core.files import atomic_path, escaped_text
+from migrate.core.index import build_index, search
 from migrate.errors import TaxmigError
-from migrate.index import build_index, search
-from migrate.labels import CategoryLabels
-from migrate.output import atomic_path, escaped_text
-from migrate.pipeline import Encoder, Migrator
-from migrate.scoring import ScoringParams, score_categories
-from migrate.settings import MigrationSettings
+from migrate.mapping.labels import CategoryLabels
+from migrate.mapping.pipeline import Migrator
+from migrate.mapping.scoring import ScoringParams, score_categories
+from migrate.mapping.settings import MigrationSettings
 from models import load_encoder, resolve_model
 from train.losses import MATRYOSHKA_DIMS
 from train.paired import paired_comparison

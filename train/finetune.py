@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from migrate.catalog import Catalog, load_catalog
+from migrate.core.catalog import Catalog, load_catalog
+from migrate.core.hashing import file_fingerprint
 from migrate.errors import TaxmigError
-from migrate.hashing import file_fingerprint
 from models import load_encoder, resolve_model
-from train.losses import LOSSES, build_loss, describe
 from train.decisions import DecisionExamples
+from train.losses import LOSSES, build_loss, describe
 from train.pairs import PairConfig, build_pairs
 from train.splits import split_labels
 

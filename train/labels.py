@@ -4,7 +4,7 @@ names of their categories, so the encoder learns what a category name means for 
 Every product of the train split gives a ``path`` pair ``(product text, its whole category path)``
 -- the path written as the mapping code compares labels, ``"A > B > C"`` -- and, with
 ``leaf_names``, a ``leaf`` pair ``(product text, the path's last level)``: the mapping code
-(:mod:`migrate.labels`) scores a product's own text against each level's own name. The pairs train
+(:mod:`migrate.mapping.labels`) scores a product's own text against each level's own name. The pairs train
 MultipleNegativesRankingLoss with in-batch negatives: every other category text in the batch is a
 negative. sentence-transformers' no-duplicates batch sampler keeps two pairs with the same text
 (two products of one category path, or one leaf name under two parents) out of one batch, where
@@ -14,7 +14,7 @@ an in-batch negative for another product's path of the same category, which the 
 
 Held out, :class:`CategoryAccuracyEvaluator` maps the eval split's products onto all the catalog's
 category paths by cosine and reports top-1 (the primary metric) and top-3, by whole path and by
-level (:class:`migrate.labels.CategoryLabels`), in sentence-transformers' evaluator contract.
+level (:class:`migrate.mapping.labels.CategoryLabels`), in sentence-transformers' evaluator contract.
 
 >>> lp = build_label_pairs(["Dark Chocolate | Amul", "Shampoo | Dove", "Dark Chocolate | Amul"],
 ...                        ["Food > Chocolate", "Beauty > Hair Care", "Food > Chocolate"], leaf_names=True)
@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
-from migrate.catalog import PATH_SEPARATOR, normalise_text
+from migrate.core.catalog import PATH_SEPARATOR, normalise_text
 from migrate.errors import TaxmigError
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class CategoryAccuracyEvaluator(SentenceEvaluator):
     evaluator contract: a metrics dict with ``primary_metric``, higher is better).
 
     ``path_top1`` (primary) / ``path_top3``: cosine with the whole path; ``level_top1`` /
-    ``level_top3``: the mapping code's level-wise label score (:class:`migrate.labels.CategoryLabels`).
+    ``level_top3``: the mapping code's level-wise label score (:class:`migrate.mapping.labels.CategoryLabels`).
     """
 
     def __init__(self, texts: Sequence[str], categories: Sequence[str], taxonomy: Sequence[str], *,
@@ -142,7 +142,7 @@ class CategoryAccuracyEvaluator(SentenceEvaluator):
                             show_progress_bar=False)
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        from migrate.labels import CategoryLabels
+        from migrate.mapping.labels import CategoryLabels
 
         queries = self._encode(model, self.texts)
         labels = CategoryLabels(self.taxonomy)

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from migrate.core.hashing import file_fingerprint
 from migrate.errors import TaxmigError
-from migrate.hashing import file_fingerprint
-from migrate.match_inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
+from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
 from models import load_encoder, resolve_model
 from train.finetune import RECORD, TrainConfig, TrainResult, _jsonable, run_trainer
 from train.losses import LOSSES, MATCH_LOSSES, describe

@@ -52,7 +52,7 @@ from typing import Callable, Sequence
 import numpy as np
 import polars as pl
 
-from migrate.catalog import PATH_SEPARATOR, normalise_path, normalise_text
+from migrate.core.catalog import PATH_SEPARATOR, normalise_path, normalise_text
 from migrate.errors import TaxmigError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from migrate.catalog import normalise_text
+from migrate.core.catalog import normalise_text
 from migrate.errors import TaxmigError
 
 SPLITS = ("train", "eval", "test")

@@ -1,0 +1,100 @@
+"""A persistent embedding cache: (model fingerprint, text hash) -> vector, in SQLite.
+
+The nightly job embeds only texts it has not seen under the same model: a text is keyed by the
+sha256 of its exact string, the model by the fingerprint of its weights, so a new model or a
+changed text never reuses a stale vector. Inserts are committed in batches inside transactions,
+so a run killed half way keeps every batch it finished and a re-run starts where it stopped.
+
+>>> cache = EmbeddingCache(":memory:")
+>>> cache.put("fp1", ["Dark Chocolate"], np.ones((1, 3), dtype=np.float32))
+>>> cache.get("fp1", ["Dark Chocolate", "Sugar"])[0].shape, cache.get("fp1", ["Sugar"])[1]
+((1, 3), [0])
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from migrate.core.hashing import text_hash
+from migrate.errors import TaxmigError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (model, text_hash)
+) WITHOUT ROWID
+"""
+LOOKUP_CHUNK = 900  # below SQLite's default limit of host parameters per statement
+
+
+class EmbeddingCache:
+    """Vectors by model fingerprint and text hash; ``path`` may be ``":memory:"`` for tests."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL") if self.path != ":memory:" else None
+            self._db.execute(SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise TaxmigError(f"{self.path}: the embedding cache cannot be opened ({exc})",
+                              hint="delete the file; it only holds vectors that are recomputed on the next run") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "EmbeddingCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def get(self, model: str, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors of the cached texts (in ``texts`` order) and the positions of the missing ones.
+
+        Returns ``(found, missing)`` where ``found`` has one row per text *not* in ``missing``.
+        """
+        hashes = [text_hash(t) for t in texts]
+        position: dict[str, int] = {}
+        blobs: list[bytes] = []
+        dim = 0
+        distinct = list(dict.fromkeys(hashes))
+        for start in range(0, len(distinct), LOOKUP_CHUNK):
+            chunk = distinct[start:start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT text_hash, dim, vector FROM embeddings WHERE model = ? AND text_hash IN ({marks})",
+                [model, *chunk])
+            for h, d, blob in rows:
+                position[h] = len(blobs)
+                blobs.append(blob)
+                dim = d
+        missing = [i for i, h in enumerate(hashes) if h not in position]
+        if not blobs:
+            return np.zeros((0, 0), np.float32), missing
+        stored = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+        rows_found = [position[h] for h in hashes if h in position]
+        return stored[rows_found].copy(), missing
+
+    def put(self, model: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Store vectors (one transaction); existing entries are kept as they are."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = [(model, text_hash(t), int(v.size), v.tobytes()) for t, v in zip(texts, vectors)]
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+
+    def count(self, model: str | None = None) -> int:
+        if model is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", [model]).fetchone()[0])

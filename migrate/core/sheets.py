@@ -1,0 +1,280 @@
+"""Writing tables and summaries into openpyxl sheets: what every workbook taxmig writes shares.
+
+Styles, number formats, column widths, print fitting, the decision drop-down and the hidden
+Categories sheet that feeds it. Every text cell goes through :func:`migrate.core.cells.set_text`."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import polars as pl
+from openpyxl import Workbook
+from openpyxl.formatting.rule import ColorScaleRule, FormulaRule
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.worksheet.worksheet import Worksheet
+
+from migrate.core.cells import set_text
+from migrate.errors import TaxmigError
+
+
+DECISION_COLUMN = "decision"
+NOTE_COLUMN = "reviewer_note"
+ACCEPT = "ACCEPT"
+NEW_CATEGORY = "NEW CATEGORY NEEDED"
+SPECIAL_DECISIONS = (ACCEPT, NEW_CATEGORY)
+SCORE_FORMAT = "0.000"
+LINE_HEIGHT = 15  # points per line of 11-point Calibri, Excel's default row height
+BOOL_FORMAT = '"TRUE";"TRUE";"FALSE"'  # Excel ignores it; LibreOffice would otherwise show 1/0
+SCORE_COLUMNS = frozenset({"confidence", "margin", "score", "share", "mean_confidence"})
+SCORE_SUFFIXES = ("_score", "_similarity", "_confidence", "_share")
+MIN_WIDTH, MAX_WIDTH = 8, 60
+FONT_NAME = "Calibri"  # named, else LibreOffice falls back to a serif face
+HEADER_FONT = Font(name=FONT_NAME, bold=True)
+HEADER_FILL = PatternFill("solid", start_color="DDEBF7", end_color="DDEBF7")
+REVIEW_FILL = PatternFill("solid", start_color="FFF2CC", end_color="FFF2CC")
+TITLE_FONT = Font(name=FONT_NAME, bold=True, size=14)
+CENTER = Alignment(horizontal="center")
+RED, YELLOW, GREEN = "F8696B", "FFEB84", "63BE7B"
+
+
+def decision_choices(target_categories: Iterable[str]) -> list[str]:
+    """The drop-down values: ACCEPT, NEW CATEGORY NEEDED, then each category once, in order."""
+    seen = dict.fromkeys(SPECIAL_DECISIONS)
+    for category in target_categories:
+        if category is not None and str(category).strip():
+            seen.setdefault(str(category), None)
+    return list(seen)
+
+
+def number_format(column: str) -> str | None:
+    """``"0.000"`` for score-like columns (confidence, margin, shares, similarities), else None."""
+    return SCORE_FORMAT if column in SCORE_COLUMNS or column.endswith(SCORE_SUFFIXES) else None
+
+
+def column_format(column: str, dtype: pl.DataType) -> str | None:
+    """The number format of a table column: scores ``0.000``, booleans TRUE/FALSE, else None."""
+    return BOOL_FORMAT if dtype == pl.Boolean else number_format(column)
+
+
+def save_workbook(wb: Workbook, path: Path) -> None:
+    """Save ``wb``; a path that cannot be written becomes a :class:`TaxmigError`."""
+    try:
+        wb.save(path)
+    except OSError as exc:
+        raise TaxmigError(f"{path}: cannot write the workbook ({exc.strerror or exc})",
+                          hint="check that the folder exists and is writable") from exc
+
+
+def write_summary(ws: Worksheet, summary: Sequence[tuple[str, Any]], title: str = "taxmig mapping summary") -> None:
+    """Title row, an Item/Value header, then one row per pair (dicts as indented sub-rows)."""
+    set_text(ws.cell(1, 1), title)
+    ws.cell(1, 1).font = TITLE_FONT
+    _write_header(ws, ["Item", "Value"], row=2)
+    row = 3
+    for label, value in summary:
+        row = _write_summary_item(ws, row, str(label), value, depth=0)
+    labels = [str(ws.cell(r, 1).value or "") for r in range(3, row)]
+    ws.column_dimensions["A"].width = _clamp(max(map(len, labels), default=0) + 4, 30)
+    width = _clamp(max((len(_display(ws.cell(r, 2).value)) for r in range(3, row)), default=0) + 2, 12)
+    ws.column_dimensions["B"].width = width
+    for r in range(3, row):  # a sentence longer than the column wraps inside it instead of running across the page
+        cell = ws.cell(r, 2)
+        if isinstance(cell.value, str) and len(cell.value) > width:
+            cell.alignment = Alignment(wrap_text=True, vertical="top")
+            ws.cell(r, 1).alignment = Alignment(vertical="top")
+            # explicit height: LibreOffice kept a third line of a wrapped sentence hidden when printing
+            ws.row_dimensions[r].height = LINE_HEIGHT * math.ceil(len(cell.value) / max(0.9 * width, 1))
+
+
+def _write_summary_item(ws: Worksheet, row: int, label: str, value: Any, depth: int) -> int:
+    """Write one label/value (recursing into dicts); return the next free row."""
+    set_text(ws.cell(row, 1), "  " * depth + label)
+    if isinstance(value, dict):
+        ws.cell(row, 1).font = HEADER_FONT
+        row += 1
+        for key, sub in value.items():
+            row = _write_summary_item(ws, row, str(key), sub, depth + 1)
+        return row
+    cell = ws.cell(row, 2)
+    set_text(cell, _cell_value(value))
+    if isinstance(cell.value, bool):
+        cell.number_format = BOOL_FORMAT
+    elif isinstance(cell.value, float):
+        cell.number_format = SCORE_FORMAT
+    return row + 1
+
+
+def write_table(ws: Worksheet, df: pl.DataFrame, default_columns: Sequence[str],
+                 freeze: str = "A2", extra: Sequence[str] = ()) -> None:
+    """Header + rows of ``df`` (or just ``default_columns`` when it has none), styled as a table."""
+    columns = list(df.columns) or list(default_columns)
+    header = columns + list(extra)
+    _write_header(ws, header, row=1)
+    if df.width:
+        _write_rows(ws, df.select(columns), [column_format(c, df[c].dtype) for c in columns])
+    last_row = max(df.height + 1, 2 if extra else 1)
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(header))}{last_row}"
+    ws.freeze_panes = freeze
+    _set_widths(ws, df, header)
+    if "confidence" in columns and df.height:
+        _add_confidence_scale(ws, columns.index("confidence") + 1, df.height)
+    fit_print_width(ws)
+
+
+WRAP_WIDTH = 34  # characters: a wrapped category path column; three of them fit a printed landscape page
+WRAP = Alignment(wrap_text=True, vertical="top")
+TOP = Alignment(vertical="top")
+
+
+def wrap_columns(ws: Worksheet, frame: pl.DataFrame, columns: Sequence[str], width: int = WRAP_WIDTH) -> None:
+    """Wrap the long text of ``columns`` (category paths) at ``width`` instead of clipping it, and
+    give each row the height of its longest wrapped cell (LibreOffice does not grow rows itself
+    when printing); the row's other cells align to the top."""
+    present = [c for c in columns if c in frame.columns]
+    if not present or not frame.height:
+        return
+    header = [c.value for c in ws[1]]
+    index = {name: header.index(name) + 1 for name in present}
+    wrapped = set(index.values())
+    for name in present:
+        ws.column_dimensions[get_column_letter(index[name])].width = width
+    lengths = frame.select(pl.max_horizontal([pl.col(c).cast(pl.String).fill_null("").str.len_chars()
+                                              for c in present]).alias("n"))["n"].to_list()
+    per_line = 0.9 * width  # wrapping breaks at spaces: a line holds a little less than the width
+    for r, longest in enumerate(lengths, start=2):
+        if longest <= width:
+            continue
+        for name in present:
+            ws.cell(r, index[name]).alignment = WRAP
+        for c in range(1, len(header) + 1):
+            if c not in wrapped and (r, c) in ws._cells:  # existing cells only: empty ones stay absent
+                ws._cells[(r, c)].alignment = TOP
+        ws.row_dimensions[r].height = LINE_HEIGHT * math.ceil(longest / per_line)
+
+
+def fit_print_width(ws: Worksheet) -> None:
+    """Print (and PDF-export) landscape, all columns on one page width, header repeated."""
+    ws.page_setup.orientation = "landscape"
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.print_title_rows = "1:1"
+
+
+def _write_header(ws: Worksheet, names: Sequence[str], row: int) -> None:
+    """Bold, filled header cells."""
+    for col, name in enumerate(names, start=1):
+        cell = ws.cell(row, col)
+        set_text(cell, name)
+        cell.font = HEADER_FONT
+        cell.fill = HEADER_FILL
+
+
+def _write_rows(ws: Worksheet, df: pl.DataFrame, formats: Sequence[str | None]) -> None:
+    """Every row of ``df`` from row 2, text through :func:`set_text`, scores as 0.000; empties skipped."""
+    for r, values in enumerate(df.iter_rows(), start=2):
+        for c, (value, fmt) in enumerate(zip(values, formats), start=1):
+            value = _cell_value(value)
+            if value is None or value == "":
+                continue  # no cell at all: smaller file, faster save
+            cell = ws.cell(r, c)
+            set_text(cell, value)
+            if fmt:
+                cell.number_format = fmt
+                if fmt == BOOL_FORMAT:
+                    cell.alignment = CENTER
+
+
+def _cell_value(value: Any) -> Any:
+    """A value openpyxl can store: NaN/inf -> empty, lists joined with '; ', other objects as text."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, (float, Decimal)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(v) for v in value if v is not None)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _set_widths(ws: Worksheet, df: pl.DataFrame, header: Sequence[str]) -> None:
+    """Column widths from the longest header/value, within [MIN_WIDTH, MAX_WIDTH]."""
+    for col, name in enumerate(header, start=1):
+        longest = len(name) + 3  # room for the auto-filter button
+        if name in df.columns and df.height:
+            longest = max(longest, _longest_value(df[name], number_format(name)) + 2)
+        ws.column_dimensions[get_column_letter(col)].width = _clamp(longest)
+
+
+def _longest_value(series: pl.Series, fmt: str | None) -> int:
+    """Characters of the longest displayed value of ``series``."""
+    if fmt == SCORE_FORMAT and series.dtype.is_numeric():
+        biggest = series.abs().max()
+        return len(f"{biggest:.3f}") + 1 if biggest is not None else 0
+    if isinstance(series.dtype, pl.List):
+        series = series.list.eval(pl.element().cast(pl.Utf8)).list.join("; ")
+    longest = series.cast(pl.Utf8, strict=False).str.len_chars().max()
+    return int(longest) if longest is not None else 0
+
+
+def _clamp(width: float, minimum: int = MIN_WIDTH) -> float:
+    return float(min(MAX_WIDTH, max(minimum, width)))
+
+
+def _display(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def column_index(ws: Worksheet, name: str) -> int:
+    """1-based column of header ``name`` in row 1."""
+    return next(c.column for c in ws[1] if c.value == name)
+
+
+def _add_confidence_scale(ws: Worksheet, col: int, n_rows: int) -> None:
+    """Red (0) - yellow (0.5) - green (1) colour scale on the confidence column."""
+    letter = get_column_letter(col)
+    ws.conditional_formatting.add(
+        f"{letter}2:{letter}{n_rows + 1}",
+        ColorScaleRule(start_type="num", start_value=0, start_color=RED,
+                       mid_type="num", mid_value=0.5, mid_color=YELLOW,
+                       end_type="num", end_value=1, end_color=GREEN))
+
+
+def highlight_flagged(ws: Worksheet, df: pl.DataFrame) -> None:
+    """Light fill on the first columns of rows whose needs_review is TRUE (one conditional rule)."""
+    if "needs_review" not in df.columns or not df.height:
+        return
+    flag = get_column_letter(df.columns.index("needs_review") + 1)
+    last = get_column_letter(min(3, df.width))
+    ws.conditional_formatting.add(f"A2:{last}{df.height + 1}",
+                                  FormulaRule(formula=[f"${flag}2=TRUE"], fill=REVIEW_FILL))
+
+
+def add_decision_validation(ws: Worksheet, col: int, n_rows: int, n_choices: int, prompt: str | None = None) -> None:
+    """Drop-down on the decision column, fed by the hidden Categories sheet."""
+    letter = get_column_letter(col)
+    dv = DataValidation(
+        type="list", formula1=f"Categories!$A$1:$A${n_choices}", allow_blank=True,
+        showDropDown=False, showInputMessage=True, showErrorMessage=True, errorStyle="stop",
+        promptTitle="Reviewer decision",
+        prompt=prompt or (f"Leave blank or pick {ACCEPT} to keep target_category; pick another category "
+                          f"to change it; or pick {NEW_CATEGORY} when none fits."),
+        errorTitle="Not a known category",
+        error=(f"Pick a value from the list: {ACCEPT}, {NEW_CATEGORY}, or a target category."))
+    dv.add(f"{letter}2:{letter}{max(n_rows + 1, 2)}")
+    ws.add_data_validation(dv)
+
+
+def write_categories_sheet(ws: Worksheet, choices: Sequence[str]) -> None:
+    """Column A: the drop-down values (no header); the sheet is hidden."""
+    for row, value in enumerate(choices, start=1):
+        set_text(ws.cell(row, 1), value)
+    ws.column_dimensions["A"].width = _clamp(max(map(len, choices), default=0) + 2)
+    ws.sheet_state = "hidden"

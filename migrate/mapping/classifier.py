@@ -1,0 +1,169 @@
+"""A supervised vote: a linear text classifier trained on the labelled target catalog (scikit-learn).
+
+Neighbour votes look at a handful of similar products; a classifier weighs every word and word
+fragment over the whole catalog ("Men" in a brand name, "Organic" in a title) the way the
+retailer's own taxonomy uses them. Features are word TF-IDF plus character 3-4-gram TF-IDF
+(brand fragments, plurals, typos); the model is a one-vs-rest linear SVM whose decision values
+become a probability-like vote by a softmax with temperature ``temperature``.
+
+For calibration the vote of a target product must come from a model that did not see it:
+:func:`fit_with_out_of_fold_votes` fits one model per fold of the calibration sample (folds never
+split a group of same-name listings) on every other target product.
+
+>>> clf = CategoryClassifier().fit(["amul butter", "amul cheese", "tata tea", "red label tea"], [0, 0, 1, 1])
+>>> probs, cats = clf.vote(["green tea"], top=2)
+>>> int(cats[0, 0])
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from loky import ProcessPoolExecutor
+from scipy.sparse import hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.svm import LinearSVC
+
+from migrate.mapping.lexical import fit_words, word_tfidf
+from migrate.mapping.scoring import top_columns
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2048
+FOLDS = 3
+
+
+class TextFeatures:
+    """Word TF-IDF (the lexical neighbours' own) + character 3-4-gram TF-IDF, fitted on the target texts.
+
+    Texts without a word character ("-", "+") give no word features, and a catalog too small for a
+    character n-gram to occur twice keeps the single ones: any non-empty text has features.
+    """
+
+    def __init__(self) -> None:
+        self.words: TfidfVectorizer | None = word_tfidf()
+        self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, min_df=2,
+                                     dtype=np.float32)
+
+    def fit_transform(self, texts: list[str]):
+        words = fit_words(self.words, texts)
+        if words is None:
+            self.words = None
+        try:
+            chars = self.chars.fit_transform(texts)
+        except ValueError:  # no n-gram occurs twice
+            chars = self.chars.set_params(min_df=1).fit_transform(texts)
+        return hstack([words, chars]).tocsr() if words is not None else chars.tocsr()
+
+    def transform(self, texts: list[str]):
+        chars = self.chars.transform(texts)
+        return hstack([self.words.transform(texts), chars]).tocsr() if self.words is not None else chars.tocsr()
+
+
+def _softmax_top(decision: np.ndarray, classes: np.ndarray, temperature: float, top: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax over all classes, then the ``top`` most probable (probabilities, category ids)."""
+    probs = np.exp((decision - decision.max(axis=1, keepdims=True)) / temperature)
+    probs /= probs.sum(axis=1, keepdims=True)
+    columns, best = top_columns(probs, top)
+    out_probs = np.zeros((len(probs), top))
+    out_cats = np.full((len(probs), top), -1, dtype=np.int64)
+    out_probs[:, :best.shape[1]] = best
+    out_cats[:, :best.shape[1]] = classes[columns]
+    return out_probs, out_cats
+
+
+class CategoryClassifier:
+    """Linear SVM over :class:`TextFeatures`; ``usable`` is False when fewer than two categories."""
+
+    def __init__(self, temperature: float = 0.3, features: TextFeatures | None = None) -> None:
+        self.temperature = temperature
+        self.features = features
+        self.model: LinearSVC | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.model is not None
+
+    def fit(self, texts: list[str], categories) -> "CategoryClassifier":
+        """Fit on target texts and their category indices."""
+        self.features = self.features or TextFeatures()
+        return self.fit_features(self.features.fit_transform(texts), categories)
+
+    def fit_features(self, matrix, categories) -> "CategoryClassifier":
+        """Fit on already computed features (rows of ``matrix``) and their category indices.
+
+        Seeded, and never fitted from two threads at once: liblinear's solver draws from the C
+        library's one random state, so concurrent fits in one process give different models from
+        the same inputs -- and a product could map differently from one night to the next.
+        """
+        categories = np.asarray(categories, dtype=np.int64)
+        if len(np.unique(categories)) >= 2:
+            self.model = LinearSVC(C=1.0, tol=1e-2, random_state=0).fit(matrix, categories)
+        return self
+
+    def vote_matrix(self, matrix, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``top`` (probabilities, category ids) per feature row; ids -1 where fewer classes."""
+        n = matrix.shape[0]
+        if self.model is None or n == 0:
+            return np.zeros((n, top)), np.full((n, top), -1, dtype=np.int64)
+        parts = [_softmax_top(self._decision(matrix[s:s + CHUNK]), self.model.classes_, self.temperature, top)
+                 for s in range(0, n, CHUNK)]
+        return np.vstack([p for p, _ in parts]), np.vstack([c for _, c in parts])
+
+    def vote(self, texts: list[str], top: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.vote_matrix(self.features.transform(texts), top)
+
+    def _decision(self, matrix) -> np.ndarray:
+        decision = self.model.decision_function(matrix)
+        if decision.ndim == 1:  # two classes: one column, positive for classes_[1]
+            decision = np.column_stack([-decision, decision])
+        return decision
+
+
+def _fit_job(matrix, categories: np.ndarray, train: np.ndarray | None, rows: np.ndarray | None,
+             top: int, temperature: float):
+    """One fit in a worker process: the final model (``train`` None), or a fold's votes for ``rows``."""
+    if train is None:
+        return CategoryClassifier(temperature).fit_features(matrix, categories).model
+    model = CategoryClassifier(temperature).fit_features(matrix[train], categories[train])
+    return model.vote_matrix(matrix[rows], top)
+
+
+def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray, groups: np.ndarray, *,
+                               top: int, temperature: float, folds: int = FOLDS, seed: int = 0
+                               ) -> tuple[CategoryClassifier, tuple[np.ndarray, np.ndarray]]:
+    """The classifier on all target ``texts``, and votes for the target rows ``sample`` each from a
+    model fitted without its group's rows (``groups``: same-name group of every target product; the
+    sample is cut into ``folds`` folds by group). The final fit and the folds' fits run side by side
+    in worker processes, one per core; the pool ends with the call, so no worker outlives the run
+    (a lingering worker would hold the caller's stdout/stderr pipes open).
+    """
+    categories = np.asarray(categories, dtype=np.int64)
+    features = TextFeatures()
+    matrix = features.fit_transform(texts)
+    sample_groups = groups[sample]
+    distinct = np.unique(sample_groups)
+    fold_of_distinct = np.random.default_rng(seed).permutation(len(distinct)) % folds
+    fold = fold_of_distinct[np.searchsorted(distinct, sample_groups)]
+    held = [np.flatnonzero(fold == f) for f in range(min(folds, len(distinct)))]
+    jobs = [(None, None)] + [(~np.isin(groups, sample_groups[h]), sample[h]) for h in held]
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    if workers == 1:
+        results = [_fit_job(matrix, categories, train, rows, top, temperature) for train, rows in jobs]
+    else:  # loky: fresh processes, no fork of torch's threads, no `__main__` guard needed
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_fit_job, *zip(*[(matrix, categories, train, rows, top, temperature)
+                                                     for train, rows in jobs])))
+    final = CategoryClassifier(temperature, features)
+    final.model = results[0]
+    probs = np.zeros((len(sample), top))
+    cats = np.full((len(sample), top), -1, dtype=np.int64)
+    for h, (p, c) in zip(held, results[1:]):
+        probs[h], cats[h] = p, c
+    log.info("classifier: fitted on %d target products; out-of-fold votes for %d in %d folds",
+             len(texts), len(sample), folds)
+    return final, (probs, cats)

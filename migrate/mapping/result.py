@@ -1,0 +1,88 @@
+"""What a migration produces, independent of the file format it is written in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+MAPPING_COLUMNS = [
+    "source_row", "source_id", "source_text", "source_category",
+    "target_category", "target_id", "confidence", "margin", "needs_review", "flags",
+    "alt1_category", "alt1_score", "alt2_category", "alt2_score",
+    "score", "nearest_target", "nearest_similarity",
+]
+
+
+def mapping_dtype(column: str) -> pl.DataType:
+    """The polars type of a mapping column (alternatives beyond alt2 follow the same pattern)."""
+    if column == "source_row":
+        return pl.Int64
+    if column == "needs_review":
+        return pl.Boolean
+    if column in ("confidence", "margin", "score", "nearest_similarity") or column.endswith("_score"):
+        return pl.Float64
+    return pl.String
+
+
+CROSSWALK_COLUMNS = ["source_category", "target_category", "count", "share", "mean_confidence"]
+
+
+@dataclass
+class MigrationResult:
+    """The mapping of one run.
+
+    - ``mapping``: one row per mapped source product (:data:`MAPPING_COLUMNS`), in file order.
+    - ``rejects``: every input row not mapped (source and target files), with the reason.
+    - ``crosswalk``: source category -> target category counts, shares and mean confidence.
+    - ``summary``: ordered (label, value) pairs for the Summary sheet and the JSON sidecar.
+    - ``target_categories``: the valid decisions a reviewer may pick.
+    """
+
+    mapping: pl.DataFrame
+    rejects: pl.DataFrame
+    crosswalk: pl.DataFrame
+    summary: list[tuple[str, Any]]
+    target_categories: list[str]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    calibrated: bool = False
+
+    def review(self) -> pl.DataFrame:
+        """Flagged rows in the order that saves a reviewer time (:func:`review_order`)."""
+        return review_order(self.mapping)
+
+    def summary_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.summary}
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary_dict().get("Run id", ""))
+
+
+def review_order(mapping: pl.DataFrame) -> pl.DataFrame:
+    """Flagged rows, grouped by source category: the groups with the most flagged rows first (ties:
+    the least confident first); inside a group, the rows whose target differs from the group's
+    most common target first (the exceptions to a category-wide decision), then lowest confidence
+    first. Without source categories: lowest confidence first.
+
+    >>> m = pl.DataFrame({"source_category": ["A", "A", "A", "B"], "target_category": ["x", "x", "y", "z"],
+    ...                   "confidence": [0.2, 0.1, 0.9, 0.05], "needs_review": [True, True, True, True]})
+    >>> review_order(m)["confidence"].to_list()
+    [0.9, 0.1, 0.2, 0.05]
+    """
+    flagged = mapping.filter(pl.col("needs_review"))
+    if "source_category" not in mapping.columns or not mapping["source_category"].fill_null("").str.len_chars().sum():
+        return flagged.sort("confidence")
+    group = pl.col("source_category").fill_null("")
+    majority = (mapping.with_columns(_group=group).group_by("_group", "target_category").len()
+                .sort(["_group", "len", "target_category"], descending=[False, True, False])
+                .group_by("_group", maintain_order=True).first()
+                .select("_group", pl.col("target_category").alias("_majority")))
+    return (flagged.with_columns(_group=group)
+            .join(majority, on="_group", how="left")
+            .with_columns(_flagged=pl.len().over("_group"), _mean=pl.col("confidence").mean().over("_group"),
+                          _agrees=(pl.col("target_category") == pl.col("_majority")).fill_null(False))
+            .sort(["_flagged", "_mean", "_group", "_agrees", "confidence"],
+                  descending=[True, False, False, False, False])
+            .drop("_group", "_majority", "_flagged", "_mean", "_agrees"))

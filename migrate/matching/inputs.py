@@ -1,0 +1,200 @@
+"""The inputs of ``taxmig match``: two catalogs (or one, with ``--within``) and optional labelled pairs.
+
+A :class:`MatchCatalog` is a :class:`~migrate.core.catalog.Catalog` (read with the same readers and the
+same reject rules as ``migrate``: empty text, empty or repeated ids, malformed rows) plus what the
+matcher compares besides the embedding: the title (the first text column), and the brand and
+model-number ("code") columns when the file has them.
+
+>>> left = load_match_catalog("abt.csv", role="left")            # doctest: +SKIP
+>>> left.titles[0], left.spec.text                               # doctest: +SKIP
+('sony turntable pslx350h', ('name', 'description'))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from migrate.core.catalog import Catalog, build_catalog
+from migrate.core.columns import ColumnSpec, find_column, split_list
+from migrate.core.readers import ROW, Reject, read_table
+from migrate.errors import InputError
+
+log = logging.getLogger(__name__)
+
+BRAND_NAMES = ("brand", "manufacturer", "brand_name", "maker", "vendor")
+CODE_NAMES = ("model", "model_number", "model_no", "mpn", "manufacturer_part_number", "part_number",
+              "gtin", "ean", "upc", "isbn")
+LEFT_ID_NAMES = ("left_id", "ltable_id", "id_left", "id1", "left", "source_id")
+RIGHT_ID_NAMES = ("right_id", "rtable_id", "id_right", "id2", "right", "target_id")
+LABEL_NAMES = ("label", "is_match", "match", "gold", "y")
+TRUE_LABELS = frozenset({"1", "true", "t", "yes", "y", "match", "1.0"})
+FALSE_LABELS = frozenset({"0", "false", "f", "no", "n", "no match", "no-match", "nomatch", "non-match", "0.0"})
+
+
+@dataclass
+class MatchCatalog:
+    """A catalog plus its titles, brands and codes, all aligned with ``catalog.ids``.
+
+    ``brands[i]`` is ``""`` where unknown; ``codes[i]`` holds the values of the code columns
+    (model numbers, GTINs) of product ``i``.
+    """
+
+    catalog: Catalog
+    titles: list[str]
+    brands: list[str]
+    codes: list[tuple[str, ...]]
+    brand_column: str | None = None
+    code_columns: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.catalog.ids
+
+    @property
+    def texts(self) -> list[str]:
+        return self.catalog.texts
+
+    @property
+    def path(self) -> Path:
+        return self.catalog.path
+
+    @property
+    def spec(self) -> ColumnSpec:
+        return self.catalog.spec
+
+    def describe(self) -> str:
+        """One line for the Summary: id, text, brand and code columns."""
+        extra = f"; brand={self.brand_column or '(none)'}; codes={', '.join(self.code_columns) or '(none)'}"
+        return self.spec.describe().replace("; category=(none)", "") + extra
+
+    def position(self) -> dict[str, int]:
+        """id -> position in this catalog."""
+        return {pid: i for i, pid in enumerate(self.ids)}
+
+
+def load_match_catalog(path: str | Path, *, role: str, id: str | None = None, text: str | None = None,
+                       brand: str | None = None, code: str | Sequence[str] | None = None,
+                       encoding: str = "utf-8") -> MatchCatalog:
+    """Read ``path`` like ``migrate`` does; missing columns (named or required) are reported at once.
+
+    ``brand``/``code`` default to a brand/manufacturer column and model-number/MPN/GTIN columns
+    when the file has them; ``""`` turns the default off.
+    """
+    table = read_table(path, encoding=encoding)
+    columns = table.columns
+    problems: list[str] = []
+    brand_col = find_column(columns, BRAND_NAMES) if brand is None else (brand.strip() or None)
+    code_cols = tuple(c for c in (find_column(columns, (n,)) for n in CODE_NAMES) if c) if code is None \
+        else (split_list(code) or ())
+    for name in ([brand_col] if brand is not None and brand_col else []) + (list(code_cols) if code is not None else []):
+        if name not in columns:
+            problems.append(f"column '{name}' not found")
+    try:
+        spec = ColumnSpec.resolve(columns, role=role, id=id, text=text, path=table.path)
+    except InputError as exc:  # one error lists every missing column
+        if not problems:
+            raise
+        raise InputError(table.path, "; ".join([exc.message[len(str(table.path)) + 2:], *problems]),
+                         hint=exc.hint) from None
+    spec = dataclasses.replace(spec, category=())  # matching compares products, not categories
+    if problems:
+        raise InputError(table.path, "; ".join(problems), hint=f"the columns are: {', '.join(columns)}")
+    catalog = build_catalog(table.frame, spec, path=table.path, n_records=table.n_records, rejects=table.rejects)
+    at = {row: i for i, row in enumerate(table.frame[ROW].to_list())}
+    keep = [at[r] for r in catalog.rows]
+
+    def column(name: str) -> list[str]:
+        values = table.frame[name].fill_null("").to_list()
+        return [" ".join(values[i].split()) for i in keep]
+
+    titles = column(spec.text[0])
+    brands = column(brand_col) if brand_col else [""] * len(keep)
+    code_values = [column(c) for c in code_cols]
+    codes = [tuple(v[i] for v in code_values if v[i]) for i in range(len(keep))]
+    log.info("%s: %d products (%d rejected); %s", table.path, len(catalog), len(catalog.rejects), spec.describe())
+    return MatchCatalog(catalog, titles, brands, codes, brand_col, code_cols)
+
+
+@dataclass
+class LabelledPairs:
+    """Labelled pairs as positions into the left and right catalogs; unusable rows are rejects."""
+
+    path: Path
+    left: np.ndarray   # int64 positions in the left catalog
+    right: np.ndarray  # int64 positions in the right catalog
+    labels: np.ndarray  # int8, 1 = the same product
+    n_records: int
+    rejects: list[Reject] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_matches(self) -> int:
+        return int(self.labels.sum())
+
+
+def load_labels(path: str | Path, left: MatchCatalog, right: MatchCatalog, *, encoding: str = "utf-8",
+                within: bool = False) -> LabelledPairs:
+    """Read labelled pairs (``left_id,right_id,label``; DeepMatcher's ``ltable_id,rtable_id,label`` too).
+
+    A pair naming an id that is not a usable product (unknown, or rejected from its catalog), a
+    label that is not 1/0 (true/false, yes/no, match/no match), or a pair of a product with itself
+    becomes a reject with the reason. Fewer than two usable pairs, or only one class, is an error.
+    """
+    table = read_table(path, encoding=encoding)
+    cols = table.columns
+    found = {role: find_column(cols, names) for role, names in
+             (("left id", LEFT_ID_NAMES), ("right id", RIGHT_ID_NAMES), ("label", LABEL_NAMES))}
+    missing = [f"no {role} column (looked for {', '.join(names)})" for (role, col), names in
+               zip(found.items(), (LEFT_ID_NAMES, RIGHT_ID_NAMES, LABEL_NAMES)) if col is None]
+    if missing:
+        raise InputError(table.path, "; ".join(missing),
+                         hint=f"name the columns left_id, right_id, label (the columns are: {', '.join(cols)})")
+    frame = table.frame
+    lpos, rpos = left.position(), right.position()
+    out_l, out_r, out_y = [], [], []
+    rejects = list(table.rejects)
+    for lid, rid, raw, row in zip(frame[found["left id"]].fill_null(""), frame[found["right id"]].fill_null(""),
+                                  frame[found["label"]].fill_null(""), frame[ROW]):
+        lid, rid, value = lid.strip(), rid.strip(), raw.strip().lower()
+        text = f"{lid} / {rid}"
+        if value in TRUE_LABELS or value in FALSE_LABELS:
+            label = int(value in TRUE_LABELS)
+        else:
+            rejects.append(Reject(row=row, id=lid, text=text,
+                                  reason=f"label '{raw}' is not 1/0 (true/false, yes/no, match/no match)"))
+            continue
+        problems = [f"{side} id '{pid}' is not a usable product of {cat.path.name}"
+                    for side, pid, pos, cat in (("left", lid, lpos, left), ("right", rid, rpos, right))
+                    if pid not in pos]
+        if within and not problems and lid == rid:
+            problems.append("a product paired with itself")
+        if problems:
+            rejects.append(Reject(row=row, id=lid, text=text,
+                                  reason="; ".join(problems) + " (unknown id, or rejected from its catalog)"))
+            continue
+        out_l.append(lpos[lid])
+        out_r.append(rpos[rid])
+        out_y.append(label)
+    labels = np.asarray(out_y, dtype=np.int8)
+    if len(labels) < 2 or labels.min() == labels.max():
+        examples = "; ".join(f"row {r.row}: {r.reason}" for r in rejects[:3])
+        raise InputError(table.path, f"needs matches and non-matches among its usable pairs: {int(labels.sum())} "
+                                     f"matches, {int((labels == 0).sum())} non-matches"
+                                     + (f" ({len(rejects)} unusable, e.g. {examples})" if rejects else ""),
+                         hint="label some pairs 1 (same product) and some 0, with ids of the catalogs' id columns")
+    rejects.sort(key=lambda r: r.row)
+    log.info("%s: %d labelled pairs (%d matches), %d unusable", table.path, len(labels), int(labels.sum()),
+             len(rejects))
+    return LabelledPairs(table.path, np.asarray(out_l, np.int64), np.asarray(out_r, np.int64), labels,
+                         table.n_records, rejects)

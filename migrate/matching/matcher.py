@@ -1,0 +1,504 @@
+"""Product similarity matching: the same or similar products across two catalogs, or duplicates
+inside one (``within``).
+
+For each left product: candidates from FAISS (nearest by encoder cosine, both ways) plus right
+products sharing a model number; each candidate pair scored from encoder cosine, rapidfuzz title
+similarity and identifier agreement (:mod:`migrate.matching.features`, :mod:`migrate.matching.scoring`);
+the best candidate is a match when its score reaches the threshold. ``within`` links every pair
+above the threshold and gives each product a ``cluster_id`` (:mod:`migrate.matching.clusters`).
+
+>>> settings = MatchSettings(left="abt.csv", right="buy.csv", labels="train.csv")   # doctest: +SKIP
+>>> result = run_match(settings)                                                     # doctest: +SKIP
+>>> result.matches.select("left_id", "right_id", "score", "is_match").head(2)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from migrate import __version__
+from migrate.core.embedding import Embedder
+from migrate.core.rejects import rejects_table
+from migrate.errors import TaxmigError
+from migrate.matching.candidates import code_candidates, search_candidates
+from migrate.matching.clusters import cluster_ids
+from migrate.matching.features import FEATURES, PairContext, Side
+from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
+from migrate.matching.scoring import (DEFAULT_THRESHOLD, SCORERS, PairScorer, Threshold, can_fit, choose_threshold,
+                                   default_scorer, fit_scorer, out_of_fold_scores, threshold_at)
+from models.registry import check_backend
+
+log = logging.getLogger(__name__)
+
+FLAG_ORDER = ("BORDERLINE", "AMBIGUOUS", "CODE_CONFLICT", "LARGE_CLUSTER")
+"""- BORDERLINE: the best score is within ``review_margin`` of the threshold;
+- AMBIGUOUS (two catalogs): a second candidate also reaches the threshold, within
+  :data:`AMBIGUITY_MARGIN` of the best;
+- CODE_CONFLICT: a match whose model numbers disagree (a variant: colour, size, region?);
+- LARGE_CLUSTER (``within``): the product's cluster is larger than ``max_cluster_size`` (chained
+  matches?)."""
+AMBIGUITY_MARGIN = 0.05
+N_ALTERNATIVES = 2
+MATCH_COLUMNS = [
+    "left_row", "left_id", "left_text", "right_id", "right_text", "score", "is_match", "needs_review", "flags",
+    "cosine_similarity", "title_similarity", "code_agreement", "brand_agreement",
+    "alt1_right_id", "alt1_right_text", "alt1_score", "alt2_right_id", "alt2_right_text", "alt2_score",
+]
+CLUSTER_COLUMNS = ["cluster_id", "cluster_size"]
+UNMATCHED_COLUMNS = ["right_row", "right_id", "right_text", "best_left_id", "best_score"]
+CLUSTER_SHEET_COLUMNS = ["cluster_id", "size", "ids", "texts"]
+
+
+@dataclass
+class MatchSettings:
+    """Inputs and knobs of :func:`run_match`; :meth:`validate` reports every problem at once."""
+
+    left: str | Path
+    right: str | Path | None = None
+    within: bool = False
+    labels: str | Path | None = None
+    left_id: str | None = None
+    left_text: str | None = None
+    left_brand: str | None = None
+    left_code: str | None = None
+    right_id: str | None = None
+    right_text: str | None = None
+    right_brand: str | None = None
+    right_code: str | None = None
+    model: str | None = None
+    allow_download: bool = False
+    trust_remote_code: bool = False
+    device: str | None = None
+    precision: str = "fp32"
+    backend: str = "torch"
+    batch_size: int = 64
+    encoding: str = "utf-8"
+    candidates: int = 10
+    threshold: float | None = None
+    min_precision: float | None = None
+    scorer: str = "logistic"
+    review_margin: float = 0.1
+    max_cluster_size: int = 10
+    progress: bool = True
+    seed: int = 0
+
+    def validate(self) -> "MatchSettings":
+        problems: list[str] = check_backend(self.backend, self.precision)
+        for label, value in (("", self.left), ("", self.right), ("labels ", self.labels)):
+            if value is not None and not Path(value).is_file():
+                problems.append(f"{label}{value}: file not found")
+        if self.within and self.right is not None:
+            problems.append("--within matches one catalog: give LEFT only")
+        if not self.within and self.right is None:
+            problems.append("no RIGHT catalog: give LEFT RIGHT, or --within to find duplicates in LEFT")
+        if not 1 <= self.candidates <= 200:
+            problems.append("--candidates must be between 1 and 200")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            problems.append("--threshold must be between 0 and 1")
+        if self.min_precision is not None and not 0 < self.min_precision <= 1:
+            problems.append("--min-precision must be in (0, 1]")
+        if self.min_precision is not None and self.labels is None:
+            problems.append("--min-precision needs --labels (labelled pairs to measure precision on)")
+        if self.scorer not in SCORERS:
+            problems.append(f"--scorer must be one of {', '.join(SCORERS)}")
+        if not 0 <= self.review_margin < 1:
+            problems.append("--review-margin must be in [0, 1)")
+        if self.max_cluster_size < 2:
+            problems.append("--max-cluster-size must be at least 2")
+        if problems:
+            raise TaxmigError("; ".join(problems), hint="see taxmig match --help")
+        return self
+
+
+@dataclass
+class MatchInputs:
+    """Both catalogs (the same object twice with ``within``) and the labelled pairs, read and checked."""
+
+    left: MatchCatalog
+    right: MatchCatalog
+    labels: LabelledPairs | None = None
+    within: bool = False
+
+
+def read_match_inputs(settings: MatchSettings) -> MatchInputs:
+    """Read and check every input file; bad input fails here, before the model is loaded."""
+    settings.validate()
+    left = load_match_catalog(settings.left, role="left", id=settings.left_id, text=settings.left_text,
+                              brand=settings.left_brand, code=settings.left_code, encoding=settings.encoding)
+    _need_rows(left)
+    if settings.within:
+        right = left
+    else:
+        right = load_match_catalog(settings.right, role="right", id=settings.right_id, text=settings.right_text,
+                                   brand=settings.right_brand, code=settings.right_code, encoding=settings.encoding)
+        _need_rows(right)
+    labels = None
+    if settings.labels is not None:
+        labels = load_labels(settings.labels, left, right, encoding=settings.encoding, within=settings.within)
+    return MatchInputs(left, right, labels, settings.within)
+
+
+def _need_rows(cat: MatchCatalog) -> None:
+    if len(cat) == 0:
+        examples = "; ".join(f"row {r.row}: {r.reason}" for r in cat.catalog.rejects[:3])
+        raise TaxmigError(f"{cat.path}: none of its {cat.catalog.n_records} rows can be matched ({examples})",
+                          hint="fix those rows, or name the right columns with --left-id/--left-text "
+                               "(--right-id/--right-text)")
+
+
+@dataclass
+class MatchResult:
+    """What a match run produces, independent of the file format.
+
+    - ``matches``: one row per usable left product (:data:`MATCH_COLUMNS`, plus
+      :data:`CLUSTER_COLUMNS` with ``within``), in file order;
+    - ``rejects``: every input row not matched (left, right and labels files) with the reason;
+    - ``unmatched_right``: right products no left product matched (two catalogs);
+    - ``clusters``: duplicate clusters of 2+ products (``within``);
+    - ``summary``: ordered (label, value) pairs for the Summary sheet and the JSON sidecar.
+    """
+
+    matches: pl.DataFrame
+    rejects: pl.DataFrame
+    unmatched_right: pl.DataFrame | None
+    clusters: pl.DataFrame | None
+    summary: list[tuple[str, Any]]
+    threshold: Threshold
+    scorer: PairScorer
+    within: bool = False
+
+    def review(self) -> pl.DataFrame:
+        """Flagged rows, the closest to the threshold first."""
+        return (self.matches.filter(pl.col("needs_review"))
+                .with_columns((pl.col("score") - self.threshold.value).abs().alias("_d")).sort("_d").drop("_d"))
+
+    def summary_dict(self) -> dict[str, Any]:
+        return dict(self.summary)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary_dict().get("Run id", ""))
+
+
+@dataclass
+class ScoredCandidates:
+    """All scored candidate pairs of a run (flat arrays), and the pair context they came from."""
+
+    left: np.ndarray
+    right: np.ndarray
+    scores: np.ndarray
+    features: np.ndarray
+    context: PairContext = field(repr=False)
+
+
+class Matcher:
+    """Holds the encoder between runs (tests and the benchmark load the model once)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder  # migrate.mapping.pipeline.Encoder: model, name, fingerprint
+
+    @classmethod
+    def from_settings(cls, settings: MatchSettings) -> "Matcher":
+        from migrate.core.encoder import Encoder
+        from models import load_encoder, resolve_model
+
+        ref = resolve_model(settings.model)
+        model, fp = load_encoder(ref, device=settings.device, allow_download=settings.allow_download,
+                                 trust_remote_code=settings.trust_remote_code, precision=settings.precision,
+                                 backend=settings.backend)
+        return cls(Encoder(model, ref.name, fp))
+
+    def context(self, inputs: MatchInputs, *, k: int = 10, batch_size: int = 64,
+                progress: bool = False) -> tuple[PairContext, Any, Embedder]:
+        """Embed both catalogs and search candidates both ways; returns (context, forward, embedder)."""
+        embedder = Embedder(self.encoder.model, batch_size=batch_size, progress=progress)
+        left_texts = inputs.left.texts
+        right_texts = [] if inputs.within else inputs.right.texts
+        vectors = embedder.encode([*left_texts, *right_texts], label="product texts")
+        lv = vectors[: len(left_texts)]
+        rv = lv if inputs.within else vectors[len(left_texts):]
+        forward = search_candidates(lv, rv, k=k, within=inputs.within)
+        reverse = forward if inputs.within else search_candidates(rv, lv, k=k)
+        left_side = Side.of(inputs.left, lv)
+        right_side = left_side if inputs.within else Side.of(inputs.right, rv)
+        return PairContext.build(left_side, right_side, forward, reverse), forward, embedder
+
+    def run(self, settings: MatchSettings, inputs: MatchInputs | None = None) -> MatchResult:
+        """Match ``settings.left`` against ``settings.right`` (or within itself)."""
+        started = time.perf_counter()
+        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        inputs = inputs or read_match_inputs(settings)
+        context, forward, embedder = self.context(inputs, k=settings.candidates, batch_size=settings.batch_size,
+                                                  progress=settings.progress)
+        by_code = code_candidates(context.left.codes, context.right.codes, within=inputs.within)
+        li, ri = _candidate_pairs(forward.ids, by_code)
+        features = context.features(li, ri)
+        scorer, threshold, label_info = self._scorer_and_threshold(settings, inputs, context)
+        scores = scorer.score(features)
+        scored = ScoredCandidates(li, ri, scores, features, context)
+        matches, edges = _best_per_left(scored, inputs, threshold.value, settings)
+        clusters = None
+        if inputs.within:
+            ids, sizes = cluster_ids(len(inputs.left), *edges)
+            matches = matches.with_columns(pl.Series("cluster_id", ids), pl.Series("cluster_size", sizes))
+            clusters = _cluster_table(matches)
+        matches = _add_flags(matches, threshold.value, settings, inputs.within)
+        unmatched = None if inputs.within else _unmatched_right(inputs.right, matches, scored)
+        rejects = _rejects_frame(inputs)
+        if label_info is not None:
+            label_info.update(_label_recall(inputs.labels, inputs.right.ids, forward.ids, matches))
+        summary = self._summary(settings, inputs, when, matches, unmatched, clusters, scorer, threshold, label_info,
+                                embedder, len(li), time.perf_counter() - started)
+        return MatchResult(matches, rejects, unmatched, clusters, summary, threshold, scorer, inputs.within)
+
+    def _scorer_and_threshold(self, settings: MatchSettings, inputs: MatchInputs,
+                              context: PairContext) -> tuple[PairScorer, Threshold, dict[str, Any] | None]:
+        labels = inputs.labels
+        if labels is None:
+            value = settings.threshold if settings.threshold is not None else DEFAULT_THRESHOLD
+            how = "given" if settings.threshold is not None else "default (no labelled pairs)"
+            return default_scorer(), threshold_at(value, source=how), None
+        x = context.features(labels.left, labels.right)
+        y = labels.labels.astype(int)
+        if can_fit(y):
+            held_out = out_of_fold_scores(x, y, labels.left, settings.scorer, seed=settings.seed)
+            scorer = fit_scorer(x, y, settings.scorer, seed=settings.seed)
+            where = f"{len(y)} labelled pairs, out-of-fold (cross-validated)"
+            info = {"Labelled pairs": len(y), "Labelled matches": int(y.sum()), "Weights": "fitted on the labelled pairs"}
+        else:
+            scorer = default_scorer()
+            held_out = scorer.score(x)
+            where = f"{len(y)} labelled pairs"
+            info = {"Labelled pairs": len(y), "Labelled matches": int(y.sum()),
+                    "Weights": "default (fewer than 10 matches or non-matches to refit them)"}
+        if settings.threshold is not None:
+            threshold = threshold_at(settings.threshold, held_out, y, source=f"given; quality on {where}")
+        else:
+            threshold = choose_threshold(held_out, y, min_precision=settings.min_precision, source=where)
+        log.info("threshold %.3f (%s): precision %.3f, recall %.3f", threshold.value, threshold.source,
+                 threshold.precision, threshold.recall)
+        return scorer, threshold, info
+
+    def _summary(self, settings: MatchSettings, inputs: MatchInputs, when, matches: pl.DataFrame,
+                 unmatched: pl.DataFrame | None, clusters: pl.DataFrame | None, scorer: PairScorer,
+                 threshold: Threshold, label_info: dict | None, embedder: Embedder, n_pairs: int,
+                 seconds: float) -> list[tuple[str, Any]]:
+        flag_counts = Counter(f for fl in matches["flags"].to_list() for f in fl.split(",") if f)
+        left, right = inputs.left, inputs.right
+        glance: dict[str, Any] = {
+            "Matches safe to accept (no flag)": int((matches["is_match"] & ~matches["needs_review"]).sum()),
+            "Rows to review (flagged; Review sheet)": int(matches["needs_review"].sum()),
+            "Matches in all": int(matches["is_match"].sum()),
+            "Left rows with no match": int((~matches["is_match"]).sum()),
+            "How good the threshold is": (
+                f"on the labelled pairs (out of fold): precision {threshold.precision:.3f}, recall "
+                f"{threshold.recall:.3f}" if threshold.precision is not None else
+                "not measured: no labelled pairs (--labels gives a fitted threshold and its precision)"),
+        }
+        rows: list[tuple[str, Any]] = [
+            ("At a glance", glance),
+            ("Run id", uuid.uuid4().hex[:12]),
+            ("Run time (UTC)", when.isoformat()),
+            ("taxmig version", __version__),
+            ("Mode", "duplicates within one catalog" if inputs.within else "two catalogs"),
+            ("Left file" if not inputs.within else "Catalog", str(left.path)),
+            ("Left rows" if not inputs.within else "Catalog rows", left.catalog.n_records),
+            ("Left rows matched against", matches.height),
+            ("Left rows rejected", len(left.catalog.rejects)),
+            ("Left columns", left.describe()),
+        ]
+        if not inputs.within:
+            rows += [("Right file", str(right.path)), ("Right rows", right.catalog.n_records),
+                     ("Right products used", len(right)), ("Right rows rejected", len(right.catalog.rejects)),
+                     ("Right columns", right.describe())]
+        rows += [
+            ("Model", self.encoder.name),
+            ("Model fingerprint", self.encoder.fingerprint),
+            ("Candidates per product", f"{settings.candidates} nearest by cosine (FAISS), plus shared model numbers"),
+            ("Candidate pairs scored", n_pairs),
+            ("Score", scorer.describe()),
+            ("Threshold", threshold.as_dict()),
+        ]
+        if label_info is not None:
+            rows += [("Labels file", str(inputs.labels.path)), ("Labels rows", inputs.labels.n_records),
+                     ("Labelled rows unusable", len(inputs.labels.rejects)), *label_info.items()]
+        rows += [
+            ("Matches", int(matches["is_match"].sum())),
+            ("No match", int((~matches["is_match"]).sum())),
+            ("Rows needing review", int(matches["needs_review"].sum())),
+            ("Review margin", settings.review_margin),
+            ("Flag counts", {f: int(flag_counts.get(f, 0)) for f in FLAG_ORDER
+                             if inputs.within or f != "LARGE_CLUSTER"}),
+        ]
+        if unmatched is not None:
+            rows.append(("Right products no left product matched", unmatched.height))
+        if clusters is not None:
+            rows += [("Duplicate clusters (2+ products)", clusters.height),
+                     ("Products in duplicate clusters", int(clusters["size"].sum()) if clusters.height else 0),
+                     ("Largest cluster", int(clusters["size"].max()) if clusters.height else 1)]
+        rows += [("Texts encoded (distinct)", embedder.stats["encoded"]),
+                 ("Encode seconds", round(embedder.stats["seconds"], 2)),
+                 ("Run seconds", round(seconds, 2))]
+        return rows
+
+
+def _candidate_pairs(nn_ids: np.ndarray, by_code: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (left, right) candidate pairs: nearest neighbours, then code sharers not already listed."""
+    li: list[int] = []
+    ri: list[int] = []
+    for i, row in enumerate(nn_ids.tolist()):
+        seen = dict.fromkeys(j for j in row if j >= 0)
+        seen.update(dict.fromkeys(by_code[i]))
+        li.extend([i] * len(seen))
+        ri.extend(seen)
+    return np.asarray(li, np.int64), np.asarray(ri, np.int64)
+
+
+def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: float,
+                   settings: MatchSettings) -> tuple[pl.DataFrame, tuple[np.ndarray, np.ndarray]]:
+    """One row per left product: its best candidate and alternatives; plus the edges >= threshold."""
+    left, right = inputs.left, inputs.right
+    n = len(left)
+    order = np.lexsort((-scored.scores, scored.left))  # by left, best score first
+    starts = np.searchsorted(scored.left[order], np.arange(n + 1))
+    col = {f: i for i, f in enumerate(FEATURES)}
+    data: dict[str, list] = {c: [] for c in MATCH_COLUMNS}
+    for i in range(n):
+        picks = order[starts[i]:starts[i + 1]]
+        best = picks[0] if len(picks) else None
+        data["left_row"].append(left.catalog.rows[i])
+        data["left_id"].append(left.ids[i])
+        data["left_text"].append(left.texts[i])
+        if best is None:
+            for c in ("right_id", "right_text"):
+                data[c].append("")
+            for c in ("score", "cosine_similarity", "title_similarity", "code_agreement", "brand_agreement"):
+                data[c].append(0.0)
+        else:
+            j = int(scored.right[best])
+            f = scored.features[best]
+            data["right_id"].append(right.ids[j])
+            data["right_text"].append(right.texts[j])
+            data["score"].append(round(float(scored.scores[best]), 4))
+            data["cosine_similarity"].append(round(float(f[col["cosine"]]), 4))
+            data["title_similarity"].append(round(float(f[col["title_similarity"]]), 4))
+            data["code_agreement"].append(float(f[col["code_agreement"]]))
+            data["brand_agreement"].append(float(f[col["brand_agreement"]]))
+        data["is_match"].append(best is not None and bool(scored.scores[best] >= threshold))
+        for a in range(1, N_ALTERNATIVES + 1):
+            alt = picks[a] if len(picks) > a else None
+            data[f"alt{a}_right_id"].append(right.ids[int(scored.right[alt])] if alt is not None else "")
+            data[f"alt{a}_right_text"].append(right.texts[int(scored.right[alt])] if alt is not None else "")
+            data[f"alt{a}_score"].append(round(float(scored.scores[alt]), 4) if alt is not None else None)
+        data["needs_review"].append(False)
+        data["flags"].append("")
+    frame = pl.DataFrame(data, schema={c: _dtype(c) for c in MATCH_COLUMNS})
+    above = scored.scores >= threshold
+    return frame, (scored.left[above], scored.right[above])
+
+
+def _dtype(column: str) -> pl.DataType:
+    if column == "left_row":
+        return pl.Int64
+    if column in ("is_match", "needs_review"):
+        return pl.Boolean
+    if column in ("score", "cosine_similarity", "title_similarity", "code_agreement", "brand_agreement") \
+            or column.endswith("_score"):
+        return pl.Float64
+    return pl.String
+
+
+def _add_flags(matches: pl.DataFrame, threshold: float, settings: MatchSettings, within: bool) -> pl.DataFrame:
+    """Fill ``flags`` (comma separated, :data:`FLAG_ORDER`) and ``needs_review``; cluster columns
+    move next to ``is_match``."""
+    score = pl.col("score")
+    has = pl.col("right_id") != ""
+    conditions = {
+        "BORDERLINE": has & ((score - threshold).abs() < settings.review_margin),
+        "AMBIGUOUS": (pl.lit(not within) & pl.col("alt1_score").is_not_null()
+                      & (pl.col("alt1_score") >= threshold) & (score - pl.col("alt1_score") < AMBIGUITY_MARGIN)),
+        "CODE_CONFLICT": pl.col("is_match") & (pl.col("code_agreement") == 0.0),
+    }
+    if within:
+        conditions["LARGE_CLUSTER"] = pl.col("cluster_size") > settings.max_cluster_size
+    flags = pl.concat_str([pl.when(cond.fill_null(False)).then(pl.lit(name + ",")).otherwise(pl.lit(""))
+                           for name, cond in conditions.items()]).str.strip_chars_end(",")
+    out = matches.with_columns(flags.alias("flags")).with_columns((pl.col("flags") != "").alias("needs_review"))
+    if within:
+        cols = [c for c in MATCH_COLUMNS if c not in CLUSTER_COLUMNS]
+        at = cols.index("is_match") + 1
+        out = out.select(cols[:at] + CLUSTER_COLUMNS + cols[at:])
+    return out
+
+
+def _unmatched_right(right: MatchCatalog, matches: pl.DataFrame, scored: ScoredCandidates) -> pl.DataFrame:
+    """Right products that are no left product's match, with the left that scored best with them."""
+    matched = set(matches.filter(pl.col("is_match"))["right_id"].to_list())
+    best_left: dict[int, tuple[float, int]] = {}
+    for i, j, s in zip(scored.left.tolist(), scored.right.tolist(), scored.scores.tolist()):
+        if j not in best_left or s > best_left[j][0]:
+            best_left[j] = (s, i)
+    rows = []
+    for j, pid in enumerate(right.ids):
+        if pid in matched:
+            continue
+        s, i = best_left.get(j, (None, None))
+        rows.append((right.catalog.rows[j], pid, right.texts[j], "" if i is None else matches["left_id"][i],
+                     None if s is None else round(s, 4)))
+    return pl.DataFrame(rows, schema={"right_row": pl.Int64, "right_id": pl.String, "right_text": pl.String,
+                                      "best_left_id": pl.String, "best_score": pl.Float64}, orient="row")
+
+
+def _cluster_table(matches: pl.DataFrame) -> pl.DataFrame:
+    """Clusters of 2+ products: id, size, member ids and texts (file order), largest first."""
+    multi = matches.filter(pl.col("cluster_size") > 1)
+    if multi.height == 0:
+        return pl.DataFrame(schema={"cluster_id": pl.Int64, "size": pl.Int64, "ids": pl.String, "texts": pl.String})
+    return (multi.group_by("cluster_id", maintain_order=True)
+            .agg(pl.len().cast(pl.Int64).alias("size"), pl.col("left_id").str.join("; ").alias("ids"),
+                 pl.col("left_text").str.join(" || ").alias("texts"))
+            .sort(["size", "cluster_id"], descending=[True, False]))
+
+
+def _rejects_frame(inputs: MatchInputs) -> pl.DataFrame:
+    files = [("left", inputs.left.catalog.rejects)]
+    if not inputs.within:
+        files.append(("right", inputs.right.catalog.rejects))
+    if inputs.labels is not None:
+        files.append(("labels", inputs.labels.rejects))
+    return rejects_table(files)
+
+
+def _label_recall(labels: LabelledPairs, right_ids: list[str], nn_ids: np.ndarray,
+                  matches: pl.DataFrame) -> dict[str, Any]:
+    """How many labelled matches the run finds: among the nearest candidates, as the left's best
+    candidate, and as a match."""
+    pos = labels.labels == 1
+    pairs = list(zip(labels.left[pos].tolist(), labels.right[pos].tolist()))
+    if not pairs:
+        return {}
+    best = matches["right_id"].to_list()
+    matched = matches["is_match"].to_list()
+    near = [r in set(nn_ids[i].tolist()) for i, r in pairs]
+    top = [best[i] == right_ids[r] for i, r in pairs]
+    return {"Labelled matches among the nearest candidates": round(float(np.mean(near)), 4),
+            "Labelled matches found as the best candidate": round(float(np.mean(top)), 4),
+            "Labelled matches found and matched": round(float(np.mean([t and matched[i] for t, (i, _) in
+                                                                       zip(top, pairs)])), 4)}
+
+
+def run_match(settings: MatchSettings, matcher: Matcher | None = None) -> MatchResult:
+    """Read the inputs, load the model (unless a ``matcher`` is given) and run one match."""
+    inputs = read_match_inputs(settings)
+    matcher = matcher or Matcher.from_settings(settings)
+    return matcher.run(settings, inputs)

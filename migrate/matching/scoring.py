@@ -1,0 +1,195 @@
+"""From pair features to a match score (0-1) and from scores to match / no match.
+
+The score is a logistic combination of :data:`~migrate.matching.features.FEATURES`. Without labelled
+pairs it uses :data:`DEFAULT_WEIGHTS` (fitted once, with the bundled base model, on the train
+splits of the Abt-Buy and Amazon-Google benchmarks; ``python bench/match_bench.py
+--print-default-weights`` refits them) and the threshold 0.5. With labelled pairs
+(``--labels``) the weights are refitted on them (scikit-learn ``LogisticRegression``, or
+``HistGradientBoostingClassifier`` with ``--scorer boosting``) and the threshold is the one that
+maximises F1 -- or, with ``--min-precision``, the lowest that reaches that precision -- on
+out-of-fold scores (5-fold cross-validation grouped by left product), so the precision and
+recall reported at it are not measured on pairs the weights were fitted to.
+
+>>> t = choose_threshold(np.array([0.9, 0.8, 0.6, 0.3, 0.2]), np.array([1, 1, 0, 1, 0]))
+>>> t.value, t.precision, t.recall
+(0.3, 0.75, 1.0)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from migrate.errors import TaxmigError
+from migrate.matching.features import FEATURES
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "cosine": -0.02, "cosine_gap_left": 7.35, "cosine_gap_right": 7.49, "title_similarity": -1.91,
+    "title_partial": 2.43, "title_gap_left": 4.61, "title_gap_right": 6.64, "code_agreement": 4.17,
+    "number_agreement": 1.07, "brand_agreement": 0.38,
+}
+"""The benchmarks' pairs are hard (every non-match was picked because it looks like a match), so
+the fitted weights lean on the gaps to each product's best candidate and on identifiers rather than
+on raw similarity; with labels of your own (``--labels``) the weights are refitted."""
+DEFAULT_INTERCEPT = -2.87
+DEFAULT_THRESHOLD = 0.5
+SCORERS = ("logistic", "boosting")
+MIN_LABELS_TO_FIT = 10
+"""Matches and non-matches (each) needed to refit the weights; fewer only choose the threshold."""
+CV_FOLDS = 5
+
+
+@dataclass
+class PairScorer:
+    """Scores feature rows. ``kind``: ``default`` (fixed weights), ``logistic`` or ``boosting`` (fitted)."""
+
+    kind: str
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    intercept: float = DEFAULT_INTERCEPT
+    model: Any = None
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Match probability per row, 0-1."""
+        if len(features) == 0:
+            return np.zeros(0, dtype=np.float64)
+        if self.kind == "boosting":
+            with _one_openmp_thread():
+                return self.model.predict_proba(features)[:, 1]
+        w = np.array([self.weights[f] for f in FEATURES])
+        z = features.astype(np.float64) @ w + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def describe(self) -> dict[str, Any]:
+        """For the Summary: the kind and, for logistic scorers, the weights."""
+        if self.kind == "boosting":
+            return {"kind": "gradient boosting (HistGradientBoostingClassifier), fitted on the labelled pairs"}
+        how = ("logistic, default weights (fitted on the Abt-Buy and Amazon-Google train splits with the base model)"
+               if self.kind == "default" else "logistic, weights fitted on the labelled pairs")
+        return {"kind": how, **{k: round(v, 3) for k, v in self.weights.items()}, "intercept": round(self.intercept, 3)}
+
+
+def default_scorer() -> PairScorer:
+    return PairScorer("default")
+
+
+def _estimator(kind: str, seed: int):
+    if kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=1.0, max_iter=2000)
+    if kind == "boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
+    raise TaxmigError(f"unknown scorer '{kind}'", hint=f"use one of {', '.join(SCORERS)}")
+
+
+def _one_openmp_thread():
+    """scikit-learn's OpenMP threads next to torch's (two libgomp copies) can spin against each other:
+    a 100-row gradient boosting fit measured ~60 s after a training run, 0.1 s on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+def fit_scorer(features: np.ndarray, labels: np.ndarray, kind: str = "logistic", *, seed: int = 0) -> PairScorer:
+    """A scorer fitted on labelled feature rows."""
+    with _one_openmp_thread():
+        model = _estimator(kind, seed).fit(features, labels)
+    if kind == "logistic":
+        return PairScorer("logistic", dict(zip(FEATURES, map(float, model.coef_[0]))), float(model.intercept_[0]))
+    return PairScorer("boosting", model=model)
+
+
+def can_fit(labels: np.ndarray) -> bool:
+    """Enough matches and non-matches to refit the weights."""
+    n_pos = int(labels.sum())
+    return min(n_pos, len(labels) - n_pos) >= MIN_LABELS_TO_FIT
+
+
+def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, kind: str = "logistic", *,
+                       seed: int = 0) -> np.ndarray:
+    """Each labelled pair scored by a scorer fitted without its fold (folds keep a left product's
+    pairs together, so its other pairs do not leak its answer)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_pos = int(labels.sum())
+    folds = max(2, min(CV_FOLDS, n_pos, len(labels) - n_pos, len(np.unique(groups))))
+    out = np.zeros(len(labels), dtype=np.float64)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(features, labels, groups):
+        if labels[train].min() == labels[train].max():  # a fold without one class: cannot fit, use defaults
+            out[test] = default_scorer().score(features[test])
+            continue
+        out[test] = fit_scorer(features[train], labels[train], kind, seed=seed).score(features[test])
+    return out
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The score from which a pair is a match, how it was chosen, and its quality on labelled pairs."""
+
+    value: float
+    source: str
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    n_pairs: int = 0
+    n_matches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"threshold": round(self.value, 4), "chosen": self.source}
+        if self.precision is not None:
+            out.update(precision=round(self.precision, 4), recall=round(self.recall, 4), f1=round(self.f1, 4),
+                       labelled_pairs=self.n_pairs, labelled_matches=self.n_matches)
+        return out
+
+
+def quality(scores: np.ndarray, labels: np.ndarray, value: float) -> tuple[float, float, float]:
+    """(precision, recall, F1) of ``scores >= value`` against ``labels`` (scikit-learn)."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    pred = scores >= value
+    return (float(precision_score(labels, pred, zero_division=0)), float(recall_score(labels, pred, zero_division=0)),
+            float(f1_score(labels, pred, zero_division=0)))
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, *, min_precision: float | None = None,
+                     source: str = "labelled pairs") -> Threshold:
+    """The threshold with the best F1 on (scores, labels) -- or, with ``min_precision``, the lowest
+    reaching that precision (the best F1 one, and a note, when none does). Uses scikit-learn's
+    ``precision_recall_curve``; a pair is a match when its score is ``>=`` the threshold."""
+    from sklearn.metrics import precision_recall_curve
+
+    labels = np.asarray(labels).astype(int)
+    precision, recall, cuts = precision_recall_curve(labels, scores)
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    how = f"best F1 on {source}"
+    if min_precision is not None:
+        ok = np.flatnonzero(precision >= min_precision)
+        if len(ok):
+            k = int(ok[np.argmax(recall[ok])])
+            how = f"lowest reaching precision {min_precision} on {source}"
+        else:
+            k = int(np.argmax(f1))
+            how = f"precision {min_precision} not reachable on {source}: best F1 instead"
+    else:
+        k = int(np.argmax(f1))
+    value = float(cuts[k])
+    p, r, f = quality(scores, labels, value)
+    return Threshold(value, how, p, r, f, len(labels), int(labels.sum()))
+
+
+def threshold_at(value: float, scores: np.ndarray | None = None, labels: np.ndarray | None = None, *,
+                 source: str = "given") -> Threshold:
+    """A fixed threshold, with its quality on labelled pairs when they are given."""
+    if scores is None or labels is None:
+        return Threshold(float(value), source)
+    p, r, f = quality(scores, labels, value)
+    return Threshold(float(value), source, p, r, f, len(labels), int(np.sum(labels)))
