@@ -33,6 +33,7 @@ from migrate.mapping.calibration import expected_calibration_error  # noqa: E402
 from migrate.mapping.output import write_output  # noqa: E402
 from migrate.mapping.pipeline import Migrator  # noqa: E402
 from migrate.mapping.scoring import ScoringParams  # noqa: E402
+from migrate.core.encoder import EncoderSettings  # noqa: E402
 from migrate.mapping.settings import MigrationSettings  # noqa: E402
 from train.paired import paired_comparison  # noqa: E402
 
@@ -119,8 +120,8 @@ def main() -> None:
     truth = label_of(source)
     with tempfile.TemporaryDirectory() as tmp:
         target_path, source_path = write_split(Path(tmp), target, source)
-        settings = MigrationSettings(source=source_path, target_catalog=target_path, model=args.model,
-                                     progress=False)
+        settings = MigrationSettings(source=source_path, target_catalog=target_path,
+                                     encoder=EncoderSettings(model=args.model), progress=False)
         t0 = time.perf_counter()
         migrator = Migrator.from_settings(settings)
         load_seconds = time.perf_counter() - t0
@@ -138,7 +139,7 @@ def main() -> None:
         taxonomy_path = Path(tmp) / "taxonomy.txt"
         taxonomy_path.write_text("\n".join(sorted(set(label_of(target)))) + "\n")
         zero_shot = migrator.run(MigrationSettings(source=source_path, target_taxonomy=taxonomy_path,
-                                                   model=args.model, progress=False))
+                                                   encoder=EncoderSettings(model=args.model), progress=False))
         no_classifier = migrator.run(replace(settings, scoring=ScoringParams(classifier_weight=0.0)))
 
     truth_by_id = dict(zip(source["index"], truth))

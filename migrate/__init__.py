@@ -33,7 +33,7 @@ from migrate.errors import InputError, ModelError, OutputExistsError, TaxmigErro
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "MigrationSettings": "migrate.mapping.settings", "ScoringParams": "migrate.mapping.scoring",
+    "EncoderSettings": "migrate.core.encoder", "MigrationSettings": "migrate.mapping.settings", "ScoringParams": "migrate.mapping.scoring",
     "Thresholds": "migrate.mapping.flags", "run_migration": "migrate.mapping.pipeline",
     "Migrator": "migrate.mapping.pipeline", "MigrationResult": "migrate.mapping.result",
     "write_output": "migrate.mapping.output",

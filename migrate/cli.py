@@ -158,8 +158,17 @@ COMMON_OPTIONS = [
 THRESHOLD_PARAMS = ("min_confidence", "target_precision", "min_raw_score", "min_margin", "min_similarity",
                     "min_label_similarity", "split_min_share", "lexical_min_ratio")
 SETTING_PARAMS = ("target_catalog", "target_taxonomy", "source_id", "source_text", "source_category", "target_id",
-                  "target_text", "target_category", "taxonomy_column", "leaves_only", "category_context", "model",
-                  "allow_download", "trust_remote_code", "device", "precision", "backend", "batch_size", "encoding")
+                  "target_text", "target_category", "taxonomy_column", "leaves_only", "category_context", "encoding")
+ENCODER_PARAMS = ("model", "allow_download", "trust_remote_code", "device", "precision", "backend", "batch_size")
+"""The options that fill EncoderSettings (migrate.core.encoder.ENCODER_FIELDS; a test keeps them equal)."""
+
+
+def encoder_settings(params: dict):
+    """The EncoderSettings of a command's options, taken out of ``params`` (those given as None
+    keep their defaults)."""
+    from migrate.core.encoder import EncoderSettings
+
+    return EncoderSettings(**{k: v for k in ENCODER_PARAMS if (v := params.pop(k, None)) is not None})
 
 
 def options(*groups):
@@ -179,7 +188,7 @@ def settings_from_params(source: Path, params: dict, quiet: bool):
     from migrate.mapping.settings import MigrationSettings
 
     return MigrationSettings(
-        source=source, **{k: params[k] for k in SETTING_PARAMS},
+        source=source, **{k: params[k] for k in SETTING_PARAMS}, encoder=encoder_settings(dict(params)),
         scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"], lexical_weight=params["lexical_weight"],
                               classifier_weight=params["classifier_weight"],
                               self_training_rounds=params["self_training_rounds"]),
@@ -194,6 +203,9 @@ def explicit_overrides(ctx: click.Context) -> dict:
     given = {k for k, v in ctx.params.items()
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
     out: dict = {k: ctx.params[k] for k in SETTING_PARAMS if k in given}
+    encoder = {k: ctx.params[k] for k in ENCODER_PARAMS if k in given}
+    if encoder:
+        out["encoder"] = encoder
     thresholds = {k: ctx.params[k] for k in THRESHOLD_PARAMS if k in given}
     if thresholds:
         out["thresholds"] = thresholds
@@ -609,7 +621,8 @@ def crosswalk(old, new, output, state, overwrite, quiet, verbose, **params) -> N
     _setup_logging(verbose, quiet)
     check_output(output, overwrite=overwrite)  # fail before the slow part
     given = {k: v for k, v in params.items() if v is not None}
-    settings = CrosswalkSettings(old=old, new=new, progress=not quiet, **given).validate()
+    encoder = encoder_settings(given)
+    settings = CrosswalkSettings(old=old, new=new, progress=not quiet, encoder=encoder, **given).validate()
     if state is not None:
         result, written = crosswalk_into_state(settings, state, output, overwrite=overwrite)
     else:
@@ -682,7 +695,8 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
     if not within and right is None:
         raise click.UsageError("missing RIGHT: give LEFT RIGHT, or LEFT --within for duplicates inside LEFT")
     check_match_output(output, overwrite=overwrite, within=within)  # fail before the slow part
-    settings = MatchSettings(left=left, right=right, within=within, labels=labels, progress=not quiet, **params)
+    settings = MatchSettings(left=left, right=right, within=within, labels=labels, progress=not quiet,
+                             encoder=encoder_settings(params), **params)
     result = run_match(settings)
     written = write_match_output(result, output, overwrite=overwrite)
     info = result.summary_dict()

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from migrate import MigrationSettings, run_migration
+from migrate.core.encoder import EncoderSettings
 from migrate.cli import main
 from migrate.errors import ModelError, TaxmigError
 from models import fingerprint, load_encoder, resolve_model
@@ -55,8 +56,8 @@ def test_backend_fingerprint_keeps_vectors_of_other_backends_apart():
 
 
 def test_settings_report_a_bad_backend_with_every_other_problem(tmp_path):
-    settings = MigrationSettings(source=tmp_path / "missing.csv", target_taxonomy=TAXONOMY, backend="onnx",
-                                 batch_size=0)
+    settings = MigrationSettings(source=tmp_path / "missing.csv", target_taxonomy=TAXONOMY,
+                                 encoder=EncoderSettings(backend="onnx", batch_size=0))
     with pytest.raises(TaxmigError) as caught:
         settings.validate()
     message = str(caught.value)
@@ -239,8 +240,8 @@ def test_int8_folder_maps_bigbasket_like_torch(int8_model, bigbasket, migrator, 
     frame.head(2400).write_csv(tmp_path / "target.csv")
     frame.tail(600).drop("category", "sub_category").write_csv(tmp_path / "source.csv")
     settings = MigrationSettings(source=tmp_path / "source.csv", target_catalog=tmp_path / "target.csv",
-                                 target_category="category,sub_category", model=str(out), backend="openvino",
-                                 progress=False)
+                                 target_category="category,sub_category",
+                                 encoder=EncoderSettings(model=str(out), backend="openvino"), progress=False)
     result = run_migration(settings)
     assert result.summary_dict()["Model fingerprint"] == f"{fingerprint(out)}-openvino"
     truth = dict(zip(frame["index"], frame["category"] + " > " + frame["sub_category"]))
@@ -248,7 +249,7 @@ def test_int8_folder_maps_bigbasket_like_torch(int8_model, bigbasket, migrator, 
     def top1(mapping) -> float:
         return float(np.mean([truth[i] == t for i, t in zip(mapping["source_id"], mapping["target_category"])]))
 
-    base = run_migration(replace(settings, model=None, backend="torch"), migrator)
+    base = run_migration(replace(settings, encoder=EncoderSettings()), migrator)
     assert result.mapping.height == base.mapping.height
     assert top1(result.mapping) >= top1(base.mapping) - 0.01, (top1(result.mapping), top1(base.mapping))
 

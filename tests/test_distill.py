@@ -59,7 +59,7 @@ def test_distill_writes_a_model_folder_with_its_card(static_model):
 def test_distilled_folder_is_a_model_for_migrate(static_model, bigbasket, migrator, tmp_path):
     """--model FOLDER with the static model: every row mapped, its name and fingerprint recorded, and
     onto a labelled target catalog its top-1 stays near the transformer's (BENCHMARKS.md, speed tiers)."""
-    from migrate import MigrationSettings, run_migration
+    from migrate import EncoderSettings, MigrationSettings, run_migration
     from models import fingerprint
 
     out, _ = static_model
@@ -67,7 +67,8 @@ def test_distilled_folder_is_a_model_for_migrate(static_model, bigbasket, migrat
     frame.head(2400).write_csv(tmp_path / "target.csv")
     frame.tail(600).drop("category", "sub_category").write_csv(tmp_path / "source.csv")
     settings = MigrationSettings(source=tmp_path / "source.csv", target_catalog=tmp_path / "target.csv",
-                                 target_category="category,sub_category", model=str(out), progress=False)
+                                 target_category="category,sub_category",
+                                 encoder=EncoderSettings(model=str(out)), progress=False)
     result = run_migration(settings)
     assert result.mapping.height + result.rejects.height == 600  # a BigBasket row with no name is a reject
     assert result.mapping.height >= 598
@@ -78,7 +79,7 @@ def test_distilled_folder_is_a_model_for_migrate(static_model, bigbasket, migrat
     def top1(mapping) -> float:
         return float(np.mean([truth[i] == t for i, t in zip(mapping["source_id"], mapping["target_category"])]))
 
-    transformer = run_migration(replace(settings, model=None), migrator)
+    transformer = run_migration(replace(settings, encoder=EncoderSettings()), migrator)
     static, base = top1(result.mapping), top1(transformer.mapping)
     assert base > 0.7 and static > base - 0.05, (static, base)  # 0.746 vs 0.763 when written
 

@@ -14,6 +14,7 @@ import pytest
 from openpyxl import load_workbook
 from rapidfuzz import fuzz, utils
 
+from migrate.core.encoder import EncoderSettings
 from migrate.core.taxonomy import load_taxonomy
 from migrate.errors import TaxmigError
 from migrate.mapping.calibration import expected_calibration_error
@@ -304,7 +305,8 @@ def test_half_precision_encodes_close_to_fp32_and_is_fingerprinted_apart(migrato
     assert cosine.min() > 0.99, cosine.min()
     assert fp == migrator.encoder.fingerprint + "-bf16"
     with pytest.raises(TaxmigError, match="precision"):
-        MigrationSettings(source=SAMPLE_SOURCE, target_taxonomy=SAMPLE_TAXONOMY, precision="int4").validate()
+        MigrationSettings(source=SAMPLE_SOURCE, target_taxonomy=SAMPLE_TAXONOMY,
+                          encoder=EncoderSettings(precision="int4")).validate()
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")

@@ -131,3 +131,32 @@ def test_a_new_target_option_replaces_the_remembered_target(tmp_path):
     assert night.thresholds.min_margin == 0.2 and night.thresholds.target_precision == 0.97
     assert night.source_category == "category,sub_category" and str(night.source) == "b.csv"
     assert without_quantities("Coca Cola 2 x 750 ml") == "coca cola"
+
+
+def test_a_state_of_format_1_with_flat_encoder_settings_is_read_and_its_encoder_kept(tmp_path):
+    """State format 2 nests the encoder fields (EncoderSettings); a folder written before keeps
+    working: its generation loads and its remembered model, backend and batch size hold tonight."""
+    store = StateStore.create(tmp_path / "s")
+    generation = store.commit(_generation(1, "r1"))
+    flat = {k: v for k, v in MigrationSettings(source="a.csv", target_taxonomy="t.txt").to_dict().items()
+            if k != "encoder"}
+    flat.update(model="/models/retail", backend="openvino", batch_size=16, device=None)
+    meta = json.loads((generation.folder / "meta.json").read_text())
+    (generation.folder / "meta.json").write_text(json.dumps({**meta, "state_format": 1, "settings": flat}))
+    loaded = store.load()
+    assert loaded.meta["state_format"] == 1
+    night = settings_for_night(loaded.meta["settings"], "b.csv", {"encoder": {"batch_size": 8}})
+    assert (night.encoder.model, night.encoder.backend, night.encoder.batch_size) == ("/models/retail", "openvino", 8)
+    assert MigrationSettings.from_dict(flat, source="b.csv").encoder.backend == "openvino"
+    assert night.to_dict()["encoder"]["model"] == "/models/retail" and "model" not in night.to_dict()
+    meta["state_format"] = 99
+    (generation.folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StateError, match="state format 99"):
+        store.load()
+
+
+def test_the_cli_encoder_options_are_the_encoder_settings_fields():
+    from migrate.cli import ENCODER_PARAMS
+    from migrate.core.encoder import ENCODER_FIELDS
+
+    assert ENCODER_PARAMS == ENCODER_FIELDS

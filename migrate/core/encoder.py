@@ -3,21 +3,43 @@ by :mod:`models.registry`, for every command."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, fields
+from typing import Any
 
-from models.registry import lazy_encoder, load_encoder, resolve_model
+from models.registry import check_backend, lazy_encoder, load_encoder, resolve_model
 
 
-class EncoderFields(Protocol):
-    """The encoder fields every settings object has (migration, crosswalk, match)."""
+@dataclass
+class EncoderSettings:
+    """Which encoder a command uses and how it runs it: one definition for migrate, reconcile,
+    crosswalk and match, whose settings objects nest it as ``encoder``.
 
-    model: str | None
-    device: str | None
-    allow_download: bool
-    trust_remote_code: bool
-    precision: str
-    backend: str
+    >>> EncoderSettings(batch_size=0, backend="onnx").problems()[0]
+    '--batch-size must be at least 1'
+    """
+
+    model: str | None = None  # None: the bundled all-MiniLM-L6-v2
+    allow_download: bool = False
+    trust_remote_code: bool = False
+    device: str | None = None
+    precision: str = "fp32"
+    backend: str = "torch"
+    batch_size: int = 64
+
+    def problems(self) -> list[str]:
+        """Every problem with these fields, in the CLI's words (the settings objects add them to theirs)."""
+        problems = ["--batch-size must be at least 1"] if self.batch_size < 1 else []
+        return problems + check_backend(self.backend, self.precision)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EncoderSettings":
+        """The fields :func:`dataclasses.asdict` gave (unknown keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+ENCODER_FIELDS = tuple(f.name for f in fields(EncoderSettings))
+"""Also the names of the CLI options that set them (``--model``, ``--batch-size``, ...)."""
 
 
 @dataclass
@@ -29,10 +51,9 @@ class Encoder:
     fingerprint: str
 
 
-def load_model(settings: EncoderFields, *, lazy: bool = False) -> Encoder:
-    """The encoder ``settings`` name (its fields model, device, allow_download, trust_remote_code;
-    the crosswalk's settings have the same ones). ``lazy``: a local model loads when first used
-    (a nightly run with every text in the embedding cache never loads it)."""
+def load_model(settings: EncoderSettings, *, lazy: bool = False) -> Encoder:
+    """The encoder ``settings`` name, loaded and fingerprinted. ``lazy``: a local model loads when
+    first used (a nightly run with every text in the embedding cache never loads it)."""
     ref = resolve_model(settings.model)
     options = {"device": settings.device, "allow_download": settings.allow_download,
                "trust_remote_code": settings.trust_remote_code, "precision": settings.precision,

@@ -255,7 +255,7 @@ class Migrator:
 
     @classmethod
     def from_settings(cls, settings: MigrationSettings, *, lazy: bool = False) -> "Migrator":
-        return cls(load_model(settings, lazy=lazy))
+        return cls(load_model(settings.encoder, lazy=lazy))
 
     def run(self, settings: MigrationSettings, inputs: "Inputs | None" = None, *,
             cache: EmbeddingCache | None = None,
@@ -268,7 +268,7 @@ class Migrator:
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         inputs = inputs or read_inputs(settings)
         source, targets = inputs.source, inputs.targets
-        embedder = Embedder(self.encoder.model, batch_size=settings.batch_size, progress=settings.progress,
+        embedder = Embedder(self.encoder.model, batch_size=settings.encoder.batch_size, progress=settings.progress,
                             cache=cache, cache_key=self.encoder.fingerprint if cache is not None else None)
         params = settings.scoring
         source_texts = embedding_texts(source, settings.category_context)

@@ -190,7 +190,7 @@ class TaskMapper:
         self.settings, self.spec = settings, spec
         self.side: TargetSide = ray.get(side_ref[0])
         self.duplicates: dict[str, int] = ray.get(duplicates_ref[0])
-        self.encoder = load_model(settings)
+        self.encoder = load_model(settings.encoder)
         self.empty = _empty_scored(self.side)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
@@ -203,7 +203,7 @@ class TaskMapper:
         seen = {pid: row for pid, row in self.duplicates.items() if row < first}
         source = build_catalog(frame, self.spec, path=Path(str(task["file"])), n_records=frame.height,
                                seen_before=seen)
-        embedder = Embedder(self.encoder.model, batch_size=self.settings.batch_size, progress=False)
+        embedder = Embedder(self.encoder.model, batch_size=self.settings.encoder.batch_size, progress=False)
         if len(source):
             queries = embedder.encode(embedding_texts(source, self.settings.category_context), label="source texts")
             scores = self.side.score(queries, source.texts)
@@ -279,7 +279,7 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
     targets = load_targets(settings)
     duplicates = duplicate_ids(plan)
     migrator = migrator or Migrator.from_settings(settings)
-    embedder = Embedder(migrator.encoder.model, batch_size=settings.batch_size, progress=settings.progress)
+    embedder = Embedder(migrator.encoder.model, batch_size=settings.encoder.batch_size, progress=settings.progress)
     side = migrator.fit_target_side(settings, targets, embedder, source_has_categories=bool(plan.spec.category))
     thresholds = side.loo.get("thresholds", settings.thresholds)
     calibrated = side.calibrator.model is not None
@@ -292,7 +292,7 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # shards in row order, the same run after run
     ctx.enable_progress_bars = settings.progress
-    n_workers, gpus = _workers(workers, ray.cluster_resources(), settings.device)
+    n_workers, gpus = _workers(workers, ray.cluster_resources(), settings.encoder.device)
     n_workers = max(1, min(n_workers, len(plan.tasks)))
     log.info("ray: %d tasks of up to %d rows on %d workers", len(plan.tasks), task_rows, n_workers)
     staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.tmp"

@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from migrate.core.encoder import ENCODER_FIELDS, EncoderSettings
 from migrate.errors import TaxmigError
 from migrate.mapping.flags import Thresholds
 from migrate.mapping.scoring import ScoringParams
-from models.registry import check_backend
 
 
 @dataclass
@@ -34,13 +34,7 @@ class MigrationSettings:
     taxonomy_column: str | None = None
     leaves_only: bool = False
     category_context: bool = True
-    model: str | None = None
-    allow_download: bool = False
-    trust_remote_code: bool = False
-    device: str | None = None
-    precision: str = "fp32"
-    backend: str = "torch"
-    batch_size: int = 64
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
     encoding: str = "utf-8"
     scoring: ScoringParams = field(default_factory=ScoringParams)
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -72,9 +66,7 @@ class MigrationSettings:
             problems.append("scoring zero_shot_label_templates must each contain {} (where the category name goes)")
         if not 0 <= self.scoring.zero_shot_label_centering <= 1:
             problems.append("scoring zero_shot_label_centering must lie between 0 and 1")
-        if self.batch_size < 1:
-            problems.append("--batch-size must be at least 1")
-        problems.extend(check_backend(self.backend, self.precision))
+        problems.extend(self.encoder.problems())
         for name, value in self.thresholds.as_dict().items():
             if name in ("split_min_products", "lexical_min_ratio") or value is None:
                 continue
@@ -103,7 +95,7 @@ class MigrationSettings:
             value = getattr(self, f.name)
             if f.name in ("target_catalog", "target_taxonomy") and value is not None:
                 value = str(Path(value).resolve())
-            elif f.name in ("scoring", "thresholds"):
+            elif f.name in ("scoring", "thresholds", "encoder"):
                 value = asdict(value)
             out[f.name] = value
         return out
@@ -119,5 +111,8 @@ class MigrationSettings:
             scoring["zero_shot_label_templates"] = tuple(scoring["zero_shot_label_templates"])
         values["scoring"] = ScoringParams(**scoring)
         values["thresholds"] = Thresholds(**data.get("thresholds", {}))
+        # state folders of format 1 kept the encoder fields at the top level
+        values["encoder"] = EncoderSettings.from_dict(data.get("encoder") or
+                                                      {k: data[k] for k in ENCODER_FIELDS if k in data})
         settings = cls(source=source, progress=progress, **values)
         return replace(settings, **overrides) if overrides else settings

@@ -28,6 +28,7 @@ import polars as pl
 
 from migrate import __version__
 from migrate.core.embedding import Embedder
+from migrate.core.encoder import EncoderSettings, load_model
 from migrate.core.rejects import rejects_table
 from migrate.errors import TaxmigError
 from migrate.matching.candidates import code_candidates, search_candidates
@@ -36,7 +37,6 @@ from migrate.matching.features import FEATURES, PairContext, Side
 from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
 from migrate.matching.scoring import (DEFAULT_THRESHOLD, SCORERS, PairScorer, Threshold, can_fit, choose_threshold,
                                    default_scorer, fit_scorer, out_of_fold_scores, threshold_at)
-from models.registry import check_backend
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,7 @@ class MatchSettings:
     right_text: str | None = None
     right_brand: str | None = None
     right_code: str | None = None
-    model: str | None = None
-    allow_download: bool = False
-    trust_remote_code: bool = False
-    device: str | None = None
-    precision: str = "fp32"
-    backend: str = "torch"
-    batch_size: int = 64
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
     encoding: str = "utf-8"
     candidates: int = 10
     threshold: float | None = None
@@ -93,7 +87,7 @@ class MatchSettings:
     seed: int = 0
 
     def validate(self) -> "MatchSettings":
-        problems: list[str] = check_backend(self.backend, self.precision)
+        problems: list[str] = self.encoder.problems()
         for label, value in (("", self.left), ("", self.right), ("labels ", self.labels)):
             if value is not None and not Path(value).is_file():
                 problems.append(f"{label}{value}: file not found")
@@ -205,18 +199,11 @@ class Matcher:
     """Holds the encoder between runs (tests and the benchmark load the model once)."""
 
     def __init__(self, encoder) -> None:
-        self.encoder = encoder  # migrate.mapping.pipeline.Encoder: model, name, fingerprint
+        self.encoder = encoder  # migrate.core.encoder.Encoder: model, name, fingerprint
 
     @classmethod
     def from_settings(cls, settings: MatchSettings) -> "Matcher":
-        from migrate.core.encoder import Encoder
-        from models import load_encoder, resolve_model
-
-        ref = resolve_model(settings.model)
-        model, fp = load_encoder(ref, device=settings.device, allow_download=settings.allow_download,
-                                 trust_remote_code=settings.trust_remote_code, precision=settings.precision,
-                                 backend=settings.backend)
-        return cls(Encoder(model, ref.name, fp))
+        return cls(load_model(settings.encoder))
 
     def context(self, inputs: MatchInputs, *, k: int = 10, batch_size: int = 64,
                 progress: bool = False) -> tuple[PairContext, Any, Embedder]:
@@ -238,7 +225,7 @@ class Matcher:
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         inputs = inputs or read_match_inputs(settings)
-        context, forward, embedder = self.context(inputs, k=settings.candidates, batch_size=settings.batch_size,
+        context, forward, embedder = self.context(inputs, k=settings.candidates, batch_size=settings.encoder.batch_size,
                                                   progress=settings.progress)
         by_code = code_candidates(context.left.codes, context.right.codes, within=inputs.within)
         li, ri = _candidate_pairs(forward.ids, by_code)

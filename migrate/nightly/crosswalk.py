@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from rapidfuzz import fuzz, process, utils
 from migrate import __version__
 from migrate.core.catalog import PATH_SEPARATOR, Catalog, load_catalog
 from migrate.core.embedding import Embedder
+from migrate.core.encoder import EncoderSettings
 from migrate.core.readers import Reject
 from migrate.core.rejects import rejects_table
 from migrate.core.taxonomy import Taxonomy, load_taxonomy
@@ -57,7 +58,6 @@ from migrate.errors import TaxmigError
 from migrate.mapping.labels import path_levels
 from migrate.mapping.result import MigrationResult, mapping_dtype
 from migrate.mapping.scoring import top_columns
-from models.registry import check_backend
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,7 @@ class CrosswalkSettings:
     product_category: str | None = None
     old_column: str | None = None
     new_column: str | None = None
-    model: str | None = None
-    allow_download: bool = False
-    trust_remote_code: bool = False
-    device: str | None = None
-    precision: str = "fp32"
-    backend: str = "torch"
-    batch_size: int = 64
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
     encoding: str = "utf-8"
     top_k: int = 3
     candidates: int = 50
@@ -103,7 +97,7 @@ class CrosswalkSettings:
 
     def validate(self) -> "CrosswalkSettings":
         """Raise one :class:`TaxmigError` listing every problem; return self when fine."""
-        problems: list[str] = check_backend(self.backend, self.precision)
+        problems: list[str] = self.encoder.problems()
         for label, value in (("old taxonomy", self.old), ("new taxonomy", self.new), ("products", self.products)):
             if value is not None and not Path(value).is_file():
                 problems.append(f"{label} {value}: file not found")
@@ -111,8 +105,6 @@ class CrosswalkSettings:
             problems.append("--top-k must lie between 1 and 10")
         if self.candidates < self.top_k:
             problems.append("candidates must be at least --top-k")
-        if self.batch_size < 1:
-            problems.append("--batch-size must be at least 1")
         for name in ("parent_bonus", "product_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be at least 0")
@@ -298,16 +290,16 @@ def crosswalk_flags(scorer: CrosswalkScorer, top_ids: np.ndarray, top_scores: np
 def run_crosswalk(settings: CrosswalkSettings, encoder: Any | None = None,
                   inputs: CrosswalkInputs | None = None) -> MigrationResult:
     """Map every old category onto the new taxonomy. ``encoder``: a loaded
-    :class:`migrate.mapping.pipeline.Encoder` (loaded from ``settings.model`` when not given)."""
+    :class:`migrate.core.encoder.Encoder` (loaded from ``settings.encoder`` when not given)."""
     started = time.perf_counter()
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     inputs = inputs or read_crosswalk_inputs(settings)
     if encoder is None:
         from migrate.core.encoder import load_model
 
-        encoder = load_model(settings)  # the same model fields as MigrationSettings
+        encoder = load_model(settings.encoder)
     old, new = inputs.old.categories, inputs.new.categories
-    embedder = Embedder(encoder.model, batch_size=settings.batch_size, progress=settings.progress)
+    embedder = Embedder(encoder.model, batch_size=settings.encoder.batch_size, progress=settings.progress)
     product_texts = inputs.catalog.texts if inputs.catalog is not None else []
     vectors = embedder.encode([*old, *new, *product_texts], label="category paths and products")
     old_vec, new_vec = vectors[:len(old)], vectors[len(old):len(old) + len(new)]
@@ -471,9 +463,9 @@ def crosswalk_into_state(settings: CrosswalkSettings, state_dir: str | Path, out
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.new.categories),
                                     renamed={}).products
         remembered = MigrationSettings(source=settings.old, target_taxonomy=settings.new,
-                                       taxonomy_column=settings.new_column, model=settings.model,
+                                       taxonomy_column=settings.new_column, encoder=settings.encoder,
                                        encoding=settings.encoding).to_dict()
-        remembered["model"] = model_for_state(settings.model)
+        remembered["encoder"]["model"] = model_for_state(settings.encoder.model)
         info = result.summary_dict()
         record = {"catalog": str(settings.old), "catalog_fingerprint": file_fingerprint(settings.old),
                   "target_taxonomy": str(settings.new), "target_taxonomy_fingerprint": file_fingerprint(settings.new),

@@ -35,6 +35,7 @@ import polars as pl
 from migrate import __version__
 from migrate.core.embedding import Embedder
 from migrate.core.embedding_cache import EmbeddingCache
+from migrate.core.encoder import ENCODER_FIELDS
 from migrate.core.files import atomic_path, check_output, write_frame
 from migrate.core.hashing import file_fingerprint
 from migrate.errors import OutputExistsError, TaxmigError
@@ -89,14 +90,16 @@ def model_for_state(model: str | None) -> str | None:
 def settings_for_night(remembered: dict[str, Any], catalog: str | Path, overrides: dict[str, Any], *,
                        progress: bool = True) -> MigrationSettings:
     """Remembered settings for tonight's ``catalog``; any target option given replaces the whole
-    remembered target, other ``overrides`` replace single settings (``thresholds``/``scoring``
+    remembered target, other ``overrides`` replace single settings (``thresholds``/``scoring``/``encoder``
     as dicts of the fields given)."""
     data = json.loads(json.dumps(remembered))  # a deep copy
     overrides = dict(overrides)
     if any(overrides.get(k) is not None for k in ("target_catalog", "target_taxonomy")):
         for key in TARGET_FIELDS:
             data[key] = None
-    for key in ("thresholds", "scoring"):
+    if "encoder" not in data:  # state format 1 kept the encoder fields at the top level
+        data["encoder"] = {k: data.pop(k) for k in ENCODER_FIELDS if k in data}
+    for key in ("thresholds", "scoring", "encoder"):
         data[key] = {**data.get(key, {}), **overrides.pop(key, {})}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return MigrationSettings.from_dict(data, source=catalog, progress=progress)
@@ -291,7 +294,7 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                             choices=choices_for(list(inputs.targets.categories)), monitoring=monitoring,
                             category_table=category_table(products), products=products)
     settings_dict = settings.to_dict()
-    settings_dict["model"] = model_for_state(settings.model)
+    settings_dict["encoder"]["model"] = model_for_state(settings.encoder.model)
     meta = {
         "settings": settings_dict, "model": model, "stale_below": stale_below,
         "run": {"run_id": run_id, "kind": "reconcile", "started": started, "catalog": str(Path(settings.source).resolve()),
@@ -420,7 +423,7 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.targets.categories),
                                     renamed={}).products
         settings_dict = settings.to_dict()
-        settings_dict["model"] = model_for_state(settings.model)
+        settings_dict["encoder"]["model"] = model_for_state(settings.encoder.model)
         counts = {"products": products.height, "needs_review": int(products["needs_review"].sum()),
                   "rejected": int(result.rejects.filter(pl.col("file") == "source").height)}
         meta = {"settings": settings_dict,

@@ -44,7 +44,10 @@ from migrate.mapping.category_decisions import CATEGORY_DECISION_SCHEMA
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+"""2: the remembered settings nest the encoder fields under ``encoder`` (EncoderSettings)."""
+READABLE_FORMATS = (1, 2)
+"""1 kept them at the top level; :func:`migrate.nightly.reconcile.settings_for_night` reads both."""
 KEEP_GENERATIONS = 5
 CURRENT = "CURRENT"
 GENERATIONS = "generations"
@@ -228,7 +231,7 @@ class StateStore:
         folder = self.root / GENERATIONS / name
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            if meta.get("state_format") != STATE_FORMAT:
+            if meta.get("state_format") not in READABLE_FORMATS:
                 raise StateError(f"{folder}: state format {meta.get('state_format')} is not {STATE_FORMAT}",
                                  hint="use the taxmig version that wrote it, or start a new state folder")
             categories = folder / CATEGORY_DECISIONS
