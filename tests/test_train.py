@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -55,7 +56,9 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model_with_a_card(traine
     assert not any(t in card for t in texts if len(t) > 12)       # never training rows in the card
     assert {p.name for p in out.glob("training_*.png")} >= {"training_loss.png", "training_learning_rate.png"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["eval"]["primary_metric"] in metrics["eval"]["after"]
+    assert metrics["eval"]["primary_metric"] == "heldout_migrate_top1"  # checkpoints chosen by the migrate top-1
+    assert 0 < metrics["eval"]["after"]["heldout_migrate_top1"] <= 1
+    assert "heldout_spearman_cosine" in metrics["eval"]["after"]  # the pair similarity reported beside it
     assert trained.pair_counts["positive"] > 0 and trained.pair_counts["negative"] > 0
 
 
@@ -202,3 +205,30 @@ def test_train_with_decisions_records_them(small_catalog, tmp_path):
     assert "| decision_pairs | 45 |" in (tmp_path / "m" / "README.md").read_text()
     with pytest.raises(TaxmigError, match="does not exist"):
         load_decisions(tmp_path / "nowhere")
+
+
+def test_the_training_evaluator_scores_as_migrate_does(migrator, bigbasket, tmp_path):
+    """The evaluator that picks checkpoints gives the top-1 of ``taxmig migrate`` onto the same
+    target products without the lexical and classifier votes (which do not depend on the encoder)."""
+    from migrate import MigrationSettings, ScoringParams, run_migration
+    from train.migration_evaluator import MigrationTop1Evaluator
+
+    frame = (bigbasket.select("index", "product", "category", "sub_category").drop_nulls()
+             .unique("product", keep="first", maintain_order=True).sample(1800, seed=3)
+             .with_columns((pl.col("category") + " > " + pl.col("sub_category")).alias("path")))
+    target, held = frame.head(1500), frame.tail(300)
+    held = held.filter(pl.col("path").is_in(target["path"].unique().to_list()))
+    evaluator = MigrationTop1Evaluator(held["product"].to_list(), held["path"].to_list(),
+                                       target["product"].to_list(), target["path"].to_list(), name="t")
+    metrics = evaluator(migrator.encoder.model)
+    assert evaluator.primary_metric == "t_migrate_top1" and set(metrics) == {"t_migrate_top1", "t_migrate_top3"}
+    target.select("index", "product", "path").write_csv(tmp_path / "target.csv")
+    held.select("index", "product").write_csv(tmp_path / "source.csv")
+    settings = MigrationSettings(source=tmp_path / "source.csv", target_catalog=tmp_path / "target.csv",
+                                 source_text="product", target_text="product", target_category="path",
+                                 scoring=ScoringParams(lexical_weight=0.0, classifier_weight=0.0), progress=False)
+    mapping = run_migration(settings, migrator).mapping
+    truth = dict(zip(held["index"], held["path"]))
+    top1 = float(np.mean([truth[i] == c for i, c in zip(mapping["source_id"], mapping["target_category"])]))
+    assert metrics["t_migrate_top1"] == pytest.approx(top1, abs=1 / held.height), (metrics, top1)
+    assert 0.45 < top1 < 0.95  # 0.57 when written (base model, 1,500 target products, no classifier)

@@ -163,8 +163,11 @@ def _n_examples(dataset) -> int:
 
 def _product_data(model, config: TrainConfig, train: tuple[list[str], list[str]], held: tuple[list[str], list[str]],
                   decisions: "DecisionExamples | None") -> _TrainingData:
-    """``--objective products``: pairs/triplets among products, held-out pair Spearman."""
+    """``--objective products``: pairs/triplets among products; checkpoints chosen by the held-out
+    migrate-path top-1 (:mod:`train.migration_evaluator`), the pair Spearman reported beside it."""
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    from train.migration_evaluator import MigrationTop1Evaluator
 
     (train_texts, train_cats), (eval_texts, eval_cats) = train, held
     pair_config = dataclasses.replace(config.pairs, max_pairs=config.max_pairs, seed=config.seed)
@@ -195,14 +198,17 @@ def _product_data(model, config: TrainConfig, train: tuple[list[str], list[str]]
                            "corrections": usable.corrections, "decision_pairs": extra.pairs.height,
                            "decision_triplets": extra.triplets.height}
         train_pairs.notes.extend(extra.notes)
-    evaluator = EmbeddingSimilarityEvaluator(eval_pairs.pairs["sentence1"].to_list(),
-                                             eval_pairs.pairs["sentence2"].to_list(),
-                                             eval_pairs.pairs["score"].to_list(), name="heldout",
-                                             batch_size=64, show_progress_bar=False)
+    similarity = EmbeddingSimilarityEvaluator(eval_pairs.pairs["sentence1"].to_list(),
+                                              eval_pairs.pairs["sentence2"].to_list(),
+                                              eval_pairs.pairs["score"].to_list(), name="heldout",
+                                              batch_size=64, show_progress_bar=False)
+    evaluator = MigrationTop1Evaluator(eval_texts, eval_cats, train_texts, train_cats, name="heldout",
+                                       secondary=[similarity], seed=config.seed)
     counts = {**train_pairs.counts(), **{k: v for k, v in decision_counts.items() if k.startswith("decision_")}}
     n_eval = len(eval_pairs.pairs)
     return _TrainingData(train_ds, evaluator, counts, train_pairs.notes, n_eval, fmt,
-                         f"Held-out pair similarity ({n_eval} pairs of the eval split)", pair_seconds,
+                         f"Held-out migrate-path top-1 ({len(evaluator.texts)} products of the eval split; pair "
+                         f"similarity on {n_eval} pairs beside it)", pair_seconds,
                          {"reviewer_decisions": decision_counts} if decision_counts else {})
 
 
