@@ -8,7 +8,7 @@ DEMO_OUT ?= out/demo_mapping.xlsx
 # a second environment for the quantized tier: taxmig[openvino] pins transformers<5.6
 VENV_OV ?= .venv-openvino
 
-.PHONY: demo test test-all test-openvino bench install install-dev clean
+.PHONY: demo test test-openvino bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,6 @@ demo: install
 
 test: install-dev
 	$(BIN)/python -m pytest
-
-test-all: install-dev
-	$(BIN)/python -m pytest -m ""
 
 $(VENV_OV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV_OV)
