@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -243,8 +244,102 @@ def build_pairs(texts: Sequence[str], categories: Sequence[str], config: PairCon
     cfg = config
     rng = np.random.default_rng(cfg.seed)
     notes: list[str] = []
+    items = _items(texts, categories, rng, notes)
+    a, b, kind, mined = _draw_pairs(items, cfg, embed, rng, notes)
+    a, b, kind, hard_a, hard_b = _clean_pairs(items, a, b, kind)
+    t_a, t_p, t_n, n_mined = _triplets(items, a, b, kind, hard_a, hard_b, mined, rng)
+    a, b, kind, t_a, t_p, t_n = _cap_and_shuffle(cfg.max_pairs, a, b, kind, t_a, t_p, t_n, n_mined, rng, notes)
+    result = PairSet(pairs=_pair_frame(items, cfg, a, b, kind), notes=notes,
+                     triplets=pl.DataFrame({"anchor": items.column.gather(t_a), "positive": items.column.gather(t_p),
+                                            "negative": items.column.gather(t_n)}))
+    log.info("built %d pairs %s and %d triplets from %d products in %d categories", result.pairs.height,
+             result.counts(), result.triplets.height, items.n, items.n_leaf)
+    for note in notes:
+        log.info("pairs: %s", note)
+    return result
 
-    # ---- items: distinct (normalised text, normalised leaf), in a fixed order --------------------
+
+@dataclass
+class _Items:
+    """The distinct products (normalised text and leaf) of :func:`build_pairs`, ordered by (parent,
+    leaf, random) so that each leaf's and each parent's items are one contiguous block; an item is
+    its position in this order."""
+
+    texts: list[str]
+    leaf: np.ndarray        # leaf code per item
+    norm: np.ndarray        # normalised-text code per item
+    parent: np.ndarray      # parent code per item
+    n_leaf: int
+    root: int               # the code of "no parent" (-1 when every leaf has one)
+    leaf_start: np.ndarray  # first item of each leaf
+    leaf_size: np.ndarray
+    par_start: np.ndarray   # first item of each parent
+    par_size: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.texts)
+
+    @cached_property
+    def column(self) -> pl.Series:
+        return pl.Series("text", self.texts, dtype=pl.String)
+
+    @cached_property
+    def own_start(self) -> np.ndarray:
+        return self.leaf_start[self.leaf]
+
+    @cached_property
+    def own_size(self) -> np.ndarray:
+        return self.leaf_size[self.leaf]
+
+    @cached_property
+    def within(self) -> np.ndarray:
+        """Each item's offset inside its leaf block."""
+        return np.arange(self.n) - self.own_start
+
+    def other_leaf(self, anchor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A uniformly random item of another leaf per anchor (-1 where only own-text copies came up)."""
+        out = np.full(anchor.size, -1, dtype=np.int64)
+        todo = np.arange(anchor.size)
+        for _ in range(_ATTEMPTS):
+            a = anchor[todo]
+            j = (rng.random(a.size) * (self.n - self.own_size[a])).astype(np.int64)
+            cand = np.where(j < self.own_start[a], j, j + self.own_size[a])
+            ok = self.norm[cand] != self.norm[a]
+            out[todo[ok]] = cand[ok]
+            todo = todo[~ok]
+            if not todo.size:
+                break
+        return out
+
+    @cached_property
+    def _labelled(self) -> np.ndarray:
+        return np.unique(self.norm * self.n_leaf + self.leaf)
+
+    @cached_property
+    def _multi(self) -> np.ndarray:
+        """Per text code: listed under several leaves (rare)."""
+        return np.bincount(self.norm, minlength=int(self.norm.max()) + 1) > 1
+
+    @cached_property
+    def _leaves_of(self) -> dict[int, set[int]]:
+        leaves_of: dict[int, set[int]] = {int(t): set() for t in np.flatnonzero(self._multi)}
+        for i in np.flatnonzero(self._multi[self.norm]):
+            leaves_of[int(self.norm[i])].add(int(self.leaf[i]))
+        return leaves_of
+
+    def shares_a_leaf(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether the texts of items x and y are listed under a common leaf (any of their copies)."""
+        norm, leaf, n_leaf, multi = self.norm, self.leaf, self.n_leaf, self._multi
+        out = np.isin(norm[x] * n_leaf + leaf[y], self._labelled) | np.isin(norm[y] * n_leaf + leaf[x], self._labelled)
+        for i in np.flatnonzero(~out & multi[norm[x]] & multi[norm[y]]):
+            out[i] = bool(self._leaves_of[int(norm[x[i]])] & self._leaves_of[int(norm[y[i]])])
+        return out
+
+
+def _items(texts: Sequence[str], categories: Sequence[str], rng: np.random.Generator, notes: list[str]) -> _Items:
+    """Distinct (normalised text, normalised leaf) items in their block order; merges and
+    single-product or conflicting categories are said in ``notes``."""
     raw_cat_codes, raw_cats = _codes(categories)
     leaf_names_of_raw = [normalise_path(c) for c in raw_cats]
     leaf_of_row, leaf_names = _codes([leaf_names_of_raw[c] for c in raw_cat_codes])
@@ -263,216 +358,185 @@ def build_pairs(texts: Sequence[str], categories: Sequence[str], config: PairCon
     merged = len(texts) - first_row.size
     if merged:
         notes.append(f"{merged} repeated listings (same normalised text and category) were merged into one item each")
-
-    parent_names_all = [_parent(p) for p in leaf_names]
-    parent_of_leaf, parent_names = _codes(parent_names_all)
+    parent_of_leaf, parent_names = _codes([_parent(p) for p in leaf_names])
     root = parent_names.index("") if "" in parent_names else -1
-
     leaf0 = leaf_of_row[first_row]
-    # sort items by (parent, leaf, random): leaf blocks and parent blocks are contiguous, the order
-    # inside a leaf random; from here an item is its position in this order
     order = np.lexsort((rng.random(first_row.size), leaf0, parent_of_leaf[leaf0]))
     rows = first_row[order]
-    n = rows.size
     leaf = leaf_of_row[rows]
     norm = norm_of_row[rows]
     parent = parent_of_leaf[leaf]
-    item_texts = [texts[r] for r in rows]
-
     # every leaf and parent keeps >= 1 item after merging; their blocks are contiguous
-    leaf_size = np.bincount(leaf, minlength=n_leaf)
-    leaf_start = _block_starts(leaf, n_leaf)
-    par_size = np.bincount(parent, minlength=len(parent_names))
-    par_start = _block_starts(parent, len(parent_names))
-
-    single = int((leaf_size == 1).sum())
+    items = _Items(texts=[texts[r] for r in rows], leaf=leaf, norm=norm, parent=parent, n_leaf=n_leaf, root=root,
+                   leaf_start=_block_starts(leaf, n_leaf), leaf_size=np.bincount(leaf, minlength=n_leaf),
+                   par_start=_block_starts(parent, len(parent_names)),
+                   par_size=np.bincount(parent, minlength=len(parent_names)))
+    single = int((items.leaf_size == 1).sum())
     if single:
         notes.append(f"{single} of {n_leaf} categories have a single product: they get no positive "
                      "pairs but still serve as negatives")
-    conflicts = n - np.unique(norm).size
+    conflicts = items.n - np.unique(norm).size
     if conflicts:
         notes.append(f"{conflicts} product texts appear under more than one category (conflicting labels); "
                      "such copies are never paired with each other, nor used as negatives across a shared category")
+    return items
 
-    own_start = leaf_start[leaf]
-    own_size = leaf_size[leaf]
-    within = np.arange(n) - own_start
 
-    def other_leaf(anchor: np.ndarray) -> np.ndarray:
-        """A uniformly random item of another leaf per anchor (-1 where only own-text copies came up)."""
-        out = np.full(anchor.size, -1, dtype=np.int64)
-        todo = np.arange(anchor.size)
-        for _ in range(_ATTEMPTS):
-            a = anchor[todo]
-            j = (rng.random(a.size) * (n - own_size[a])).astype(np.int64)
-            cand = np.where(j < own_start[a], j, j + own_size[a])
-            ok = norm[cand] != norm[a]
-            out[todo[ok]] = cand[ok]
-            todo = todo[~ok]
-            if not todo.size:
-                break
-        return out
-
+def _draw_pairs(items: _Items, cfg: PairConfig, embed: Callable[[list[str]], np.ndarray] | None,
+                rng: np.random.Generator, notes: list[str]):
+    """Every kind's draws, in the order of :data:`KINDS`' precedence: ``(a, b, kind, mined triplets)``."""
+    n = items.n
     firsts: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
     kinds: list[np.ndarray] = []
 
     def add(a: np.ndarray, b: np.ndarray, kind: int) -> None:
         keep = b >= 0
-        a, b = a[keep], b[keep]
-        firsts.append(a)
-        seconds.append(b)
-        kinds.append(np.full(a.size, kind, dtype=np.int8))
+        firsts.append(a[keep])
+        seconds.append(b[keep])
+        kinds.append(np.full(int(keep.sum()), kind, dtype=np.int8))
 
-    # ---- positives: distinct random offsets inside the leaf block (Floyd's sampling, vectorised) --
-    p = cfg.positives_per_product
-    if p:
-        m = own_size - 1  # candidates per item
-        chosen = np.full((n, p), -1, dtype=np.int64)
-        big = m > p
-        for col in range(p):
-            j = m - p + col
-            t = (rng.random(n) * np.maximum(j + 1, 1)).astype(np.int64)
-            dup = (chosen[:, :col] == t[:, None]).any(axis=1) if col else np.zeros(n, dtype=bool)
-            chosen[:, col] = np.where(big, np.where(dup, j, t), np.where(col < m, col, -1))
-        anchors = np.repeat(np.arange(n), p)
-        off = chosen.ravel()
-        partner = np.where(off >= 0, own_start[anchors] + (within[anchors] + off + 1) % own_size[anchors], -1)
-        add(anchors, partner, _POS)
-
-    # ---- encoder-mined pairs: nearest items of another leaf, and the hard positives behind them ---
-    e = cfg.encoder_negatives_per_product
+    if cfg.positives_per_product:
+        add(*_positives(items, cfg.positives_per_product, rng), _POS)
     mined = (np.zeros(0, np.int64),) * 3
-    if embed is not None and e:
-        neg_a, neg_b, pos_a, pos_b, mined = _encoder_mined(item_texts, embed, leaf, norm, e, own_start, own_size,
-                                                           within, rng)
+    if embed is not None and cfg.encoder_negatives_per_product:
+        neg_a, neg_b, pos_a, pos_b, mined = _encoder_mined(items.texts, embed, items.leaf, items.norm,
+                                                           cfg.encoder_negatives_per_product, items.own_start,
+                                                           items.own_size, items.within, rng)
         add(neg_a, neg_b, _ENC)
         add(pos_a, pos_b, _EPOS)
         notes.append(f"{mined[0].size} of {n} products have a product of another category among their "
                      f"{_ENCODER_K} nearest under the current encoder: mined triplets for them")
-
-    # ---- word negatives: another leaf, sharing a word --------------------------------------------
-    w = cfg.word_negatives_per_product
-    if w:
-        a, b, without = _word_negatives(item_texts, leaf, norm, n_leaf, w, rng)
+    if cfg.word_negatives_per_product:
+        a, b, without = _word_negatives(items.texts, items.leaf, items.norm, items.n_leaf,
+                                        cfg.word_negatives_per_product, rng)
         add(a, b, _WORD)
         if without:
             notes.append(f"{without} of {n} products share no usable word with a product of another "
                          "category: they have no word negative")
-
-    # ---- sibling negatives: another leaf under the same parent -----------------------------------
-    s = cfg.sibling_negatives_per_product
-    if s:
-        own_par_start = par_start[parent]
-        own_par_size = par_size[parent]
-        has_sib = (own_par_size > own_size) & (parent != root)
-        anchors = np.repeat(np.flatnonzero(has_sib), s)
-        span = own_par_size[anchors] - own_size[anchors]
-        pos = own_par_start[anchors] + (rng.random(anchors.size) * span).astype(np.int64)
-        pos = np.where(pos < own_start[anchors], pos, pos + own_size[anchors])
-        pos = np.where(norm[pos] != norm[anchors], pos, -1)
-        add(anchors, pos, _SIB)
-        lonely = n_leaf - np.unique(leaf[has_sib]).size
-        if lonely:
-            notes.append(f"{lonely} of {n_leaf} categories have no sibling category with products "
-                         "under the same parent: their products get no sibling negative")
-
-    # ---- random negatives ---------------------------------------------------------------------
-    r = cfg.negatives_per_product
-    if r:
-        anchors = np.repeat(np.arange(n), r)
-        add(anchors, other_leaf(anchors), _NEG)
-
+    if cfg.sibling_negatives_per_product:
+        add(*_sibling_negatives(items, cfg.sibling_negatives_per_product, rng, notes), _SIB)
+    if cfg.negatives_per_product:
+        anchors = np.repeat(np.arange(n), cfg.negatives_per_product)
+        add(anchors, items.other_leaf(anchors, rng), _NEG)
     a = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
     b = np.concatenate(seconds) if seconds else np.zeros(0, dtype=np.int64)
     kind = np.concatenate(kinds) if kinds else np.zeros(0, dtype=np.int8)
+    return a, b, kind, mined
 
-    # no self-pairs (same text), no negative between texts that share a category (a text listed
-    # under two categories), no duplicates in either order (by text); the first kind in KINDS wins
-    n_norm = int(norm.max()) + 1
-    labelled = np.unique(norm * n_leaf + leaf)
 
-    multi = np.bincount(norm, minlength=n_norm) > 1  # texts listed under several leaves (rare)
-    leaves_of = {int(t): set() for t in np.flatnonzero(multi)}
-    for i in np.flatnonzero(multi[norm]):
-        leaves_of[int(norm[i])].add(int(leaf[i]))
+def _positives(items: _Items, per_item: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct random offsets inside each item's leaf block (Floyd's sampling, vectorised)."""
+    n, own_start, own_size = items.n, items.own_start, items.own_size
+    m = own_size - 1  # candidates per item
+    chosen = np.full((n, per_item), -1, dtype=np.int64)
+    big = m > per_item
+    for col in range(per_item):
+        j = m - per_item + col
+        t = (rng.random(n) * np.maximum(j + 1, 1)).astype(np.int64)
+        dup = (chosen[:, :col] == t[:, None]).any(axis=1) if col else np.zeros(n, dtype=bool)
+        chosen[:, col] = np.where(big, np.where(dup, j, t), np.where(col < m, col, -1))
+    anchors = np.repeat(np.arange(n), per_item)
+    off = chosen.ravel()
+    partner = np.where(off >= 0, own_start[anchors] + (items.within[anchors] + off + 1) % own_size[anchors], -1)
+    return anchors, partner
 
-    def shares_a_leaf(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Whether the texts of items x and y are listed under a common leaf (any of their copies)."""
-        out = np.isin(norm[x] * n_leaf + leaf[y], labelled) | np.isin(norm[y] * n_leaf + leaf[x], labelled)
-        for i in np.flatnonzero(~out & multi[norm[x]] & multi[norm[y]]):
-            out[i] = bool(leaves_of[int(norm[x[i]])] & leaves_of[int(norm[y[i]])])
-        return out
 
+def _sibling_negatives(items: _Items, per_item: int, rng: np.random.Generator,
+                       notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Items of another leaf under the same parent (none for top-level leaves or only children)."""
+    parent, own_start, own_size = items.parent, items.own_start, items.own_size
+    own_par_start, own_par_size = items.par_start[parent], items.par_size[parent]
+    has_sib = (own_par_size > own_size) & (parent != items.root)
+    anchors = np.repeat(np.flatnonzero(has_sib), per_item)
+    span = own_par_size[anchors] - own_size[anchors]
+    pos = own_par_start[anchors] + (rng.random(anchors.size) * span).astype(np.int64)
+    pos = np.where(pos < own_start[anchors], pos, pos + own_size[anchors])
+    pos = np.where(items.norm[pos] != items.norm[anchors], pos, -1)
+    lonely = items.n_leaf - np.unique(items.leaf[has_sib]).size
+    if lonely:
+        notes.append(f"{lonely} of {items.n_leaf} categories have no sibling category with products "
+                     "under the same parent: their products get no sibling negative")
+    return anchors, pos
+
+
+def _clean_pairs(items: _Items, a: np.ndarray, b: np.ndarray, kind: np.ndarray):
+    """No self-pairs (same text), no negative between texts that share a category (a text listed
+    under two categories), no duplicates in either order (by text); the first kind in KINDS wins.
+    Also returns each anchor's hard negatives as drawn (for the triplets)."""
+    norm = items.norm
     keep = norm[a] != norm[b]
     negative = (kind != _POS) & (kind != _EPOS)
-    keep[negative] &= ~shares_a_leaf(a[negative], b[negative])
+    keep[negative] &= ~items.shares_a_leaf(a[negative], b[negative])
     a, b, kind = a[keep], b[keep], kind[keep]
     hard = (kind == _ENC) | (kind == _WORD) | (kind == _SIB)
-    hard_a, hard_b = a[hard], b[hard]  # each anchor's hard negatives, as drawn, for the triplets
+    hard_a, hard_b = a[hard], b[hard]
+    n_norm = int(norm.max()) + 1
     lo, hi = np.minimum(norm[a], norm[b]), np.maximum(norm[a], norm[b])
     _, first = np.unique(lo * n_norm + hi, return_index=True)
     first.sort()
-    a, b, kind = a[first], b[first], kind[first]
+    return a[first], b[first], kind[first], hard_a, hard_b
 
-    # ---- triplets: each positive pair + a hard negative of the anchor (else a random one) --------
+
+def _triplets(items: _Items, a: np.ndarray, b: np.ndarray, kind: np.ndarray, hard_a: np.ndarray,
+              hard_b: np.ndarray, mined, rng: np.random.Generator):
+    """Each positive pair + a hard negative of the anchor (else a random one); the mined triplets
+    first. Returns ``(anchors, positives, negatives, number mined)``."""
     pos_sel = kind == _POS
     t_a, t_p = a[pos_sel], b[pos_sel]
-    t_n = _triplet_negatives(t_a, hard_a, hard_b, n, rng, other_leaf)
+    t_n = _triplet_negatives(t_a, hard_a, hard_b, items.n, rng, lambda anchor: items.other_leaf(anchor, rng))
     # a negative listed (also) under the anchor's or the positive's category is redrawn at random
     bad = np.flatnonzero(t_n >= 0)
-    bad = bad[shares_a_leaf(t_a[bad], t_n[bad]) | shares_a_leaf(t_p[bad], t_n[bad])]
+    bad = bad[items.shares_a_leaf(t_a[bad], t_n[bad]) | items.shares_a_leaf(t_p[bad], t_n[bad])]
     t_n[bad] = -1
     for _ in range(_ATTEMPTS):
         redo = np.flatnonzero(t_n < 0)
         if not redo.size:
             break
-        cand = other_leaf(t_a[redo])
+        cand = items.other_leaf(t_a[redo], rng)
         good = cand >= 0
-        good[good] = ~shares_a_leaf(t_a[redo[good]], cand[good]) & ~shares_a_leaf(t_p[redo[good]], cand[good])
+        good[good] = (~items.shares_a_leaf(t_a[redo[good]], cand[good])
+                      & ~items.shares_a_leaf(t_p[redo[good]], cand[good]))
         t_n[redo[good]] = cand[good]
     ok = t_n >= 0
     t_a, t_p, t_n = t_a[ok], t_p[ok], t_n[ok]
-    # the mined triplets go first (a negative sharing a category with the anchor or positive is dropped)
+    # a mined triplet whose negative shares a category with the anchor or the positive is dropped
     m_a, m_p, m_n = mined
     if m_a.size:
-        good = (norm[m_a] != norm[m_p]) & ~shares_a_leaf(m_a, m_n) & ~shares_a_leaf(m_p, m_n)
+        good = (items.norm[m_a] != items.norm[m_p]) & ~items.shares_a_leaf(m_a, m_n) & ~items.shares_a_leaf(m_p, m_n)
         m_a, m_p, m_n = m_a[good], m_p[good], m_n[good]
-    n_mined = m_a.size
-    t_a, t_p, t_n = np.r_[m_a, t_a], np.r_[m_p, t_p], np.r_[m_n, t_n]
+    return np.r_[m_a, t_a], np.r_[m_p, t_p], np.r_[m_n, t_n], m_a.size
 
-    # ---- cap and shuffle -----------------------------------------------------------------------
-    if cfg.max_pairs is not None and a.size > cfg.max_pairs:
-        sel = _capped(kind, cfg.max_pairs, rng)
-        notes.append(f"max_pairs={cfg.max_pairs}: kept {sel.size} of {a.size} pairs, in the same mix of kinds")
+
+def _cap_and_shuffle(max_pairs: int | None, a, b, kind, t_a, t_p, t_n, n_mined: int, rng: np.random.Generator,
+                     notes: list[str]):
+    """At most ``max_pairs`` pairs (same mix of kinds) and triplets (mined ones first), shuffled."""
+    if max_pairs is not None and a.size > max_pairs:
+        sel = _capped(kind, max_pairs, rng)
+        notes.append(f"max_pairs={max_pairs}: kept {sel.size} of {a.size} pairs, in the same mix of kinds")
         a, b, kind = a[sel], b[sel], kind[sel]
     shuffle = rng.permutation(a.size)
     a, b, kind = a[shuffle], b[shuffle], kind[shuffle]
-    if cfg.max_pairs is not None and t_a.size > cfg.max_pairs:
-        first = rng.permutation(n_mined)[: cfg.max_pairs]  # mined triplets first, then the others at random
-        rest = n_mined + rng.permutation(t_a.size - n_mined)[: cfg.max_pairs - first.size]
+    if max_pairs is not None and t_a.size > max_pairs:
+        first = rng.permutation(n_mined)[:max_pairs]  # mined triplets first, then the others at random
+        rest = n_mined + rng.permutation(t_a.size - n_mined)[: max_pairs - first.size]
         sel = np.sort(np.r_[first, rest])
         t_a, t_p, t_n = t_a[sel], t_p[sel], t_n[sel]
     shuffle = rng.permutation(t_a.size)
-    t_a, t_p, t_n = t_a[shuffle], t_p[shuffle], t_n[shuffle]
+    return a, b, kind, t_a[shuffle], t_p[shuffle], t_n[shuffle]
 
+
+def _pair_frame(items: _Items, cfg: PairConfig, a: np.ndarray, b: np.ndarray, kind: np.ndarray) -> pl.DataFrame:
+    """The pairs table: texts, the score of their relation (same leaf, same parent, other), kind."""
+    parent, root = items.parent, items.root
     same_parent = (parent[a] == parent[b]) & (parent[a] != root)
     score = np.where((kind == _POS) | (kind == _EPOS), float(cfg.score_same_leaf),
                      np.where(same_parent, float(cfg.score_same_parent), float(cfg.score_other)))
-    text = pl.Series("text", item_texts, dtype=pl.String)
-    pairs = pl.DataFrame({
-        "sentence1": text.gather(a), "sentence2": text.gather(b),
+    return pl.DataFrame({
+        "sentence1": items.column.gather(a), "sentence2": items.column.gather(b),
         "score": pl.Series(score, dtype=pl.Float64),
         "kind": pl.Series(kind).replace_strict(dict(enumerate(KINDS)), return_dtype=pl.String),
     })
-    triplets = pl.DataFrame({"anchor": text.gather(t_a), "positive": text.gather(t_p),
-                             "negative": text.gather(t_n)})
-    result = PairSet(pairs=pairs, triplets=triplets, notes=notes)
-    log.info("built %d pairs %s and %d triplets from %d products in %d categories", pairs.height,
-             result.counts(), triplets.height, n, n_leaf)
-    for note in notes:
-        log.info("pairs: %s", note)
-    return result
 
 
 def _encoder_mined(item_texts: list[str], embed: Callable[[list[str]], np.ndarray], leaf: np.ndarray,
