@@ -187,7 +187,7 @@ def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | No
     import tempfile
 
     final = exports_dir() / backend_fingerprint(weights_fingerprint or fingerprint(ref.location), backend)
-    if has_backend_files(final, backend) and (final / "modules.json").exists():
+    if _complete_export(final, backend):
         return str(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -210,6 +210,11 @@ def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | No
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return str(final)
+
+
+def _complete_export(folder: Path, backend: str) -> bool:
+    """Whether ``folder`` holds a finished export (the rename into place makes it whole at once)."""
+    return has_backend_files(folder, backend) and (folder / "modules.json").exists()
 
 
 def _has_torch_weights(folder: str) -> bool:
@@ -319,7 +324,7 @@ def _openvino_runtime(ref: ModelRef, weights: str):
 
     export = exports_dir() / backend_fingerprint(weights, "openvino")
     folder = (Path(ref.location) if has_backend_files(ref.location, "openvino")
-              else export if has_backend_files(export, "openvino") and (export / "modules.json").exists() else None)
+              else export if _complete_export(export, "openvino") else None)
     if folder is None:
         return None
     problem = runtime_problem(folder)

@@ -111,8 +111,15 @@ class MigrationSettings:
             scoring["zero_shot_label_templates"] = tuple(scoring["zero_shot_label_templates"])
         values["scoring"] = ScoringParams(**scoring)
         values["thresholds"] = Thresholds(**data.get("thresholds", {}))
-        # state folders of format 1 kept the encoder fields at the top level
-        values["encoder"] = EncoderSettings.from_dict(data.get("encoder") or
-                                                      {k: data[k] for k in ENCODER_FIELDS if k in data})
+        values["encoder"] = EncoderSettings.from_dict(with_nested_encoder(data)["encoder"])
         settings = cls(source=source, progress=progress, **values)
         return replace(settings, **overrides) if overrides else settings
+
+
+def with_nested_encoder(data: dict[str, Any]) -> dict[str, Any]:
+    """Remembered settings with the encoder fields under ``encoder``: state folders of format 1
+    kept them at the top level (a copy; ``data`` is left as it is)."""
+    if "encoder" in data:
+        return data
+    flat = {k: v for k, v in data.items() if k not in ENCODER_FIELDS}
+    return {**flat, "encoder": {k: data[k] for k in ENCODER_FIELDS if k in data}}

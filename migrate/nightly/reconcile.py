@@ -35,7 +35,6 @@ import polars as pl
 from migrate import __version__
 from migrate.core.embedding import Embedder
 from migrate.core.embedding_cache import EmbeddingCache
-from migrate.core.encoder import ENCODER_FIELDS
 from migrate.core.files import atomic_path, check_output, write_frame
 from migrate.core.hashing import file_fingerprint
 from migrate.errors import OutputExistsError, TaxmigError
@@ -44,7 +43,7 @@ from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DECI
 from migrate.mapping.fitted_target import FittedTargetStore
 from migrate.mapping.pipeline import TARGET_SIDE, Inputs, Migrator, read_inputs
 from migrate.mapping.result import MigrationResult
-from migrate.mapping.settings import MigrationSettings
+from migrate.mapping.settings import MigrationSettings, with_nested_encoder
 from migrate.nightly.changes import (TargetChanges, category_counts, diff_targets, product_changes, score_drift,
                              target_snapshot)
 from migrate.nightly.decisions import DEFAULT_STALE_BELOW, carried_decisions, resolve_products
@@ -97,8 +96,7 @@ def settings_for_night(remembered: dict[str, Any], catalog: str | Path, override
     if any(overrides.get(k) is not None for k in ("target_catalog", "target_taxonomy")):
         for key in TARGET_FIELDS:
             data[key] = None
-    if "encoder" not in data:  # state format 1 kept the encoder fields at the top level
-        data["encoder"] = {k: data.pop(k) for k in ENCODER_FIELDS if k in data}
+    data = with_nested_encoder(data)
     for key in ("thresholds", "scoring", "encoder"):
         data[key] = {**data.get(key, {}), **overrides.pop(key, {})}
     data.update({k: v for k, v in overrides.items() if v is not None})
