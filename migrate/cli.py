@@ -300,14 +300,17 @@ def migrate(source, output, state, engine, workers, overwrite, quiet, verbose, *
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write tonight's final mapping of every live product here (.csv, .parquet or .xlsx): "
                    "its final category and who set it, the columns of 'review apply'.")
+@click.option("--rescore-all", is_flag=True,
+              help="Score every product again. By default a product whose text, source category, model, target "
+                   "and scoring settings are unchanged keeps last night's scores and suggestion.")
 @options(COMMON_OPTIONS)
 @click.pass_context
-def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapping, overwrite, quiet, verbose,
-              **params) -> None:
+def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapping, rescore_all, overwrite, quiet,
+              verbose, **params) -> None:
     """Nightly: map CATALOG against the remembered target, report what changed, keep decisions.
 
-    Only products that are new or whose text changed are embedded (a cache in the state folder);
-    a decision a person made wins until the product's text changes materially. The state is
+    Only products that are new or whose text changed are embedded (a cache in the state folder)
+    and scored (the others keep last night's scores; --rescore-all scores them all); a decision a person made wins until the product's text changes materially. The state is
     updated atomically under a lock; a killed run leaves the last good state, and running the
     same command again finishes the job.
 
@@ -332,7 +335,8 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapp
                                 review_scope=review_scope, mapping=mapping)
     else:
         outcome = run_reconcile(catalog, state, output, overrides=explicit_overrides(ctx), stale_below=stale_below,
-                                overwrite=overwrite, progress=not quiet, review_scope=review_scope, mapping=mapping)
+                                overwrite=overwrite, progress=not quiet, review_scope=review_scope, mapping=mapping,
+                                rescore_all=rescore_all)
     click.echo(outcome.message)
     ctx.exit(outcome.exit_code)
 

@@ -317,6 +317,78 @@ def test_nightly_mapping_and_export_hand_over_the_final_mapping(three_nights, mi
     assert _generations(state) == before and not (tmp_path / "n2.xlsx").exists()
 
 
+SCORE_COLUMNS = ["product_id", "target_category", "confidence", "margin", "score", "alt1_category", "alt1_score",
+                 "alt2_category", "alt2_score", "model_flags"]
+
+
+def _night_with(path: Path, tmp_path: Path, name: str, edit_id: str | None = None) -> Path:
+    """Night 2's catalog plus one new product (and one edited name when ``edit_id`` is given)."""
+    frame = pl.concat([pl.read_csv(path, infer_schema=False),
+                       pl.DataFrame({"index": ["999002"], "product": ["Britannia Good Day Cashew Cookies"],
+                                     "category": ["Snacks & Branded Foods"], "sub_category": ["Biscuits & Cookies"],
+                                     "brand": ["Britannia"]})])
+    if edit_id is not None:
+        frame = frame.with_columns(pl.when(pl.col("index") == edit_id).then(pl.lit("Tata Tea Gold Leaf Tea"))
+                                   .otherwise(pl.col("product")).alias("product"))
+    out = tmp_path / name
+    frame.write_csv(out)
+    return out
+
+
+def test_a_night_scores_only_new_and_changed_products_and_maps_as_if_it_scored_all(three_nights, migrator,
+                                                                                     tmp_path):
+    """Onto a labelled target, kept scores are exact: the night that scores only the new and edited
+    product writes the same mapping, to the last digit, as --rescore-all."""
+    import shutil
+
+    live = pl.read_csv(three_nights["folder"] / "night2.csv", infer_schema=False)
+    edited = live["index"][5]
+    catalog = _night_with(three_nights["folder"] / "night2.csv", tmp_path, "n.csv", edit_id=edited)
+    copies = {}
+    for name, rescore in (("kept", False), ("all", True)):
+        state = tmp_path / f"state-{name}"
+        shutil.copytree(three_nights["state"], state)
+        copies[name] = reconcile(catalog, state, tmp_path / f"{name}.xlsx", migrator=migrator, progress=False,
+                                 rescore_all=rescore)
+        copies[name + "-products"] = StateStore.open(state).load().products.sort("product_id")
+    assert copies["kept"].monitoring["scores_kept"] == live.height - 1  # all but the edited one
+    assert copies["all"].monitoring["scores_kept"] == 0
+    assert copies["kept-products"].select(SCORE_COLUMNS).equals(copies["all-products"].select(SCORE_COLUMNS))
+    assert copies["kept"].monitoring["counts"]["new"] == 1 and copies["kept"].monitoring["counts"]["text_changed"] == 1
+
+
+def test_onto_a_taxonomy_untouched_products_keep_their_suggestions(data, migrator, tmp_path):
+    """Self-training reads the whole catalog, so a new product nudges every score: a night keeps the
+    untouched products' suggestions (they do not go back to a reviewer) and --rescore-all scores all."""
+    import shutil
+
+    live = data["live"].head(60)
+    n1 = tmp_path / "n1.csv"
+    live.write_csv(n1)
+    state = tmp_path / "state"
+    settings = MigrationSettings(source=n1, target_taxonomy=ROOT / "sample_catalogs" / "google_taxonomy_subset.txt",
+                                 source_category="category,sub_category", progress=False)
+    reconcile(n1, state, tmp_path / "r1.xlsx", init_settings=settings, migrator=migrator, progress=False)
+    first = StateStore.open(state).load().products
+    n2 = _night_with(n1, tmp_path, "n2.csv")
+    shutil.copytree(state, tmp_path / "state-all")
+    night = reconcile(n2, state, tmp_path / "r2.xlsx", migrator=migrator, progress=False)
+    second = StateStore.open(state).load().products
+    kept = second.join(first.select("product_id", *SCORE_COLUMNS[1:]), on="product_id", suffix="_before")
+    assert kept.height == live.height and night.monitoring["scores_kept"] == live.height
+    for column in SCORE_COLUMNS[1:]:
+        assert kept[column].equals(kept[f"{column}_before"], check_names=False), column
+    assert night.monitoring["counts"]["assignment_changed"] == 0 and night.monitoring["counts"]["new"] == 1
+    rescored = reconcile(n2, tmp_path / "state-all", tmp_path / "r3.xlsx", migrator=migrator, progress=False,
+                         rescore_all=True)
+    assert rescored.monitoring["scores_kept"] == 0
+    # review apply scores nothing: the next night still starts from the kept scores
+    _decide(tmp_path / "r2.xlsx", tmp_path / "r2_reviewed.xlsx", {"999002": "ACCEPT"})
+    apply_review(tmp_path / "r2_reviewed.xlsx", state, tmp_path / "final.csv", reviewer="ana")
+    third = reconcile(n2, state, tmp_path / "r4.xlsx", migrator=migrator, progress=False)
+    assert third.monitoring["scores_kept"] == live.height + 1
+
+
 # --- bad workbooks: clear errors, state unchanged ---------------------------------------------
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from migrate.mapping.calibration import ConfidenceCalibrator, choose_min_confide
 from migrate.mapping.classifier import fit_with_out_of_fold_votes
 from migrate.mapping.fitted_target import FittedTarget, FittedTargetStore, fit_settings, fitted_target_key
 from migrate.mapping.flags import FLAG_ORDER, compute_flags
+from migrate.mapping.kept_scores import SOURCE_COLUMNS, KeptScores, row_keys, scoring_key
 from migrate.mapping.labels import PLAIN, CategoryLabels
 from migrate.mapping.lexical import LexicalIndex
 from migrate.mapping.result import CROSSWALK_COLUMNS, MigrationResult, mapping_dtype
@@ -114,6 +115,7 @@ SOURCE_CHUNK = 65_536
 TARGET_SIDE = "Target side (classifier, calibration)"
 TARGET_SIDE_FITTED = "fitted in this run, kept in the state"
 TARGET_SIDE_READ = "read from the state: target catalog, model and settings unchanged"
+SCORES_KEPT = "Products whose scores were kept (inputs unchanged since the last night)"
 
 
 def _calibration_sample(target_texts: list[str], settings: MigrationSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +145,23 @@ def _exclude_groups(sims: np.ndarray, ids: np.ndarray, query_groups: np.ndarray,
     return out_sims, out_ids
 
 
-RAW_COLUMNS = ("_confidence", "_margin", "_nearest_sim", "_label_sim")
-"""Unrounded values the flags read (the mapping shows them rounded); dropped by :func:`with_flags`."""
+RAW_COLUMNS = ("_confidence", "_margin", "_nearest_sim", "_label_sim", "_backed_off")
+"""Unrounded values the flags read (the mapping shows them rounded; ``_backed_off``: a broader
+category suggested, PARENT_BACKOFF); dropped by :func:`with_flags`."""
+
+
+def source_columns(source: Catalog) -> pl.DataFrame:
+    """The columns of a scored frame that describe the products themselves (:data:`SOURCE_COLUMNS`)."""
+    frame = pl.DataFrame({"source_row": source.rows, "source_id": source.ids, "source_text": source.texts,
+                          "source_category": source.categories},
+                         schema={c: mapping_dtype(c) for c in SOURCE_COLUMNS})
+    return frame
+
+
+def _rows_of(source: Catalog, rows: np.ndarray) -> Catalog:
+    """The products of ``source`` at positions ``rows`` (its path, columns and rejects unchanged)."""
+    return replace(source, ids=[source.ids[i] for i in rows], texts=[source.texts[i] for i in rows],
+                   categories=[source.categories[i] for i in rows], rows=[source.rows[i] for i in rows])
 
 
 def scored_frame(source: Catalog, targets: Targets, scores: CategoryScores, confidence: np.ndarray,
@@ -158,10 +175,7 @@ def scored_frame(source: Catalog, targets: Targets, scores: CategoryScores, conf
 
     top = scores.top_ids
     data: dict[str, Any] = {
-        "source_row": source.rows,
-        "source_id": source.ids,
-        "source_text": source.texts,
-        "source_category": source.categories,
+        **source_columns(source).to_dict(as_series=False),
         "target_category": [name(i) for i in top[:, 0]],
         "target_id": [ids.get(name(i), "") for i in top[:, 0]],
         "confidence": np.round(confidence, 4),
@@ -178,8 +192,11 @@ def scored_frame(source: Catalog, targets: Targets, scores: CategoryScores, conf
             data[f"alt{j}_category"] = [""] * len(source)
             data[f"alt{j}_score"] = np.zeros(len(source))
     frame = pl.DataFrame(data, schema={c: mapping_dtype(c) for c in data})
-    return frame.with_columns(pl.Series(name, np.asarray(values, dtype=np.float64)) for name, values in
-                              zip(RAW_COLUMNS, (confidence, scores.margin, scores.nearest_sim, scores.label_sim)))
+    backed_off = scores.backed_off if scores.backed_off is not None else np.zeros(len(source), dtype=bool)
+    return frame.with_columns(
+        *(pl.Series(name, np.asarray(values, dtype=np.float64)) for name, values in
+          zip(RAW_COLUMNS, (confidence, scores.margin, scores.nearest_sim, scores.label_sim))),
+        pl.Series(RAW_COLUMNS[-1], np.asarray(backed_off, dtype=bool), pl.Boolean))
 
 
 def flag_inputs(scored: pl.DataFrame) -> dict[str, Any]:
@@ -187,7 +204,7 @@ def flag_inputs(scored: pl.DataFrame) -> dict[str, Any]:
     return {"confidence": scored["_confidence"].to_numpy(), "margin": scored["_margin"].to_numpy(),
             "nearest_sim": scored["_nearest_sim"].to_numpy(), "label_sim": scored["_label_sim"].to_numpy(),
             "source_categories": scored["source_category"].to_list(),
-            "target_categories": scored["target_category"].to_list()}
+            "target_categories": scored["target_category"].to_list(), "backed_off": scored["_backed_off"].to_numpy()}
 
 
 def with_flags(scored: pl.DataFrame, flags: list[list[str]]) -> pl.DataFrame:
@@ -258,12 +275,15 @@ class Migrator:
         return cls(load_model(settings.encoder, lazy=lazy))
 
     def run(self, settings: MigrationSettings, inputs: "Inputs | None" = None, *,
-            cache: EmbeddingCache | None = None,
-            fitted_targets: FittedTargetStore | None = None) -> MigrationResult:
+            cache: EmbeddingCache | None = None, fitted_targets: FittedTargetStore | None = None,
+            kept: KeptScores | None = None, keep_scores: bool = False) -> MigrationResult:
         """Map ``settings.source``; ``inputs`` are the already-read files (read here if not given);
         with a ``cache``, texts embedded before under this model are not encoded again; with
         ``fitted_targets``, a labelled target's classifier and calibration fitted before on the same
-        target, model and settings are read back instead of fitted (:mod:`migrate.mapping.fitted_target`)."""
+        target, model and settings are read back instead of fitted (:mod:`migrate.mapping.fitted_target`);
+        with ``kept`` (last night's ``result.kept_scores``), products whose inputs did not change keep
+        their scores and only the others are scored (:mod:`migrate.mapping.kept_scores`);
+        ``keep_scores``: return this run's scores as ``result.kept_scores``."""
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         inputs = inputs or read_inputs(settings)
@@ -272,13 +292,28 @@ class Migrator:
                             cache=cache, cache_key=self.encoder.fingerprint if cache is not None else None)
         params = settings.scoring
         source_texts = embedding_texts(source, settings.category_context)
+        key = keys = None
+        positions = np.full(len(source), -1, dtype=np.int64)
+        if kept is not None or keep_scores:
+            key = scoring_key(model_fingerprint=self.encoder.fingerprint, categories=targets.categories,
+                              target_texts=[targets.catalog.texts[p] for p in targets.product_rows]
+                              if targets.catalog is not None else [],
+                              product_categories=targets.product_categories if targets.catalog is not None else None,
+                              settings=settings)
+            keys = row_keys(source_texts, source.texts, source.categories)
+            if kept is not None:
+                positions = kept.positions(key, keys)
+        todo = np.flatnonzero(positions < 0)
+        scored_now: pl.DataFrame | None = None
         side: TargetSide | None = None
         if targets.catalog is not None:  # the target side first, then the source chunk by chunk
             side = self.fit_target_side(settings, targets, embedder, source_has_categories=source.has_categories,
                                         fitted_targets=fitted_targets)
             labels, calibrator, loo = side.labels, side.calibrator, side.loo
-            scores = self._score_source(source, source_texts, embedder, side, settings.progress)
-            confidence = side.confidence(scores)
+            if len(todo):
+                part = _rows_of(source, todo)
+                scores = self._score_source(part, [source_texts[i] for i in todo], embedder, side, settings.progress)
+                scored_now = scored_frame(part, targets, scores, side.confidence(scores), side.target_texts)
         else:  # a taxonomy alone: the source products teach each other (self-training), all at once
             labels = CategoryLabels(targets.categories, params.label_ancestor_weight,
                                     by_level=not (settings.category_context and source.has_categories),
@@ -289,69 +324,89 @@ class Migrator:
             # hub removal (migrate/mapping/labels.py): no category draws every product
             labels.center(src_vec, params.zero_shot_label_centering)
             calibrator, loo = ConfidenceCalibrator(), {}
-            if params.self_training_rounds > 0:
-                source_groups = None
-                if source.has_categories:
-                    names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
-                    source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
-                scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
-                                                      source_groups, progress=settings.progress)
-                confidence = proxy_confidence(features)
-            else:
-                label_sims, label_ids = labels.search(src_vec, params.label_candidates)
-                scores = score_categories(len(targets.categories), params, nn_sims=None, nn_categories=None,
-                                          label_sims=label_sims, label_ids=label_ids)
-                confidence = calibrator.predict(scores.features())
-            if labels.bias is not None:  # NO_MATCH reads the label score before centering
-                scores.label_sim = labels.uncentered(scores.label_sim, scores.top_ids[:, 0])
+            if len(todo):  # self-training reads every product; the kept ones keep their scores
+                scored_now = self._score_taxonomy(source, targets, src_vec, labels, calibrator, params,
+                                                  settings.progress)
+                if len(todo) < len(source):
+                    scored_now = scored_now[todo]
         self_trained = side is None and params.self_training_rounds > 0
         thresholds = loo.get("thresholds", settings.thresholds)
         if self_trained and thresholds.min_confidence is None:
             # no threshold has kept a precision on a taxonomy the calibration was not fitted on
             # (bench/zeroshot_calibration.py): a person looks at every row unless told otherwise
             thresholds = replace(thresholds, min_confidence=1.0 + 1e-9)
-        scored = scored_frame(source, targets, scores, confidence, side.target_texts if side else [])
+        scored = scored_now if len(todo) == len(source) else kept.merged(source_columns(source), positions, scored_now)
         flags = compute_flags(**flag_inputs(scored), has_products=side is not None,
                               calibrated=calibrator.model is not None or self_trained,
-                              all_targets=targets.categories, thresholds=thresholds, backed_off=scores.backed_off)
+                              all_targets=targets.categories, thresholds=thresholds)
         mapping = with_flags(scored, flags)
         rejects = rejects_frame(source.rejects, targets.rejects)
         seconds = time.perf_counter() - started
         summary = self.summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
                                labels, side.product_index if side else None, embedder.stats,
                                embedder.cache is not None, seconds)
+        if kept is not None:
+            summary.append((SCORES_KEPT, int(len(source) - len(todo))))
         if side is not None and fitted_targets is not None:
             summary.append((TARGET_SIDE, TARGET_SIDE_FITTED if side.fitted_here else TARGET_SIDE_READ))
         return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk_frame(mapping), summary=summary,
                                target_categories=list(targets.categories),
-                               thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None)
+                               thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None,
+                               kept_scores=KeptScores.from_scored(key, scored, keys) if keep_scores else None)
+
+    def _score_taxonomy(self, source: Catalog, targets: Targets, src_vec: np.ndarray, labels: CategoryLabels,
+                        calibrator: ConfidenceCalibrator, params: ScoringParams, progress: bool) -> pl.DataFrame:
+        """The scored frame of every source product onto a taxonomy (label scores, refined by
+        self-training unless it is switched off)."""
+        if params.self_training_rounds > 0:
+            source_groups = None
+            if source.has_categories:
+                names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
+                source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
+            scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
+                                                  source_groups, progress=progress)
+            confidence = proxy_confidence(features)
+        else:
+            label_sims, label_ids = labels.search(src_vec, params.label_candidates)
+            scores = score_categories(len(targets.categories), params, nn_sims=None, nn_categories=None,
+                                      label_sims=label_sims, label_ids=label_ids)
+            confidence = calibrator.predict(scores.features())
+        if labels.bias is not None:  # NO_MATCH reads the label score before centering
+            scores.label_sim = labels.uncentered(scores.label_sim, scores.top_ids[:, 0])
+        return scored_frame(source, targets, scores, confidence, [])
 
     def fit_target_side(self, settings: MigrationSettings, targets: Targets, embedder: Embedder, *,
                         source_has_categories: bool,
                         fitted_targets: FittedTargetStore | None = None) -> "TargetSide":
         """Everything mapping onto a labelled target catalog needs before the first source product:
         target vectors and their index, label vectors, the lexical index, the classifier and the
-        calibration (the last two read back from ``fitted_targets`` when the target, model and
+        calibration (all but the index read back from ``fitted_targets`` when the target, model and
         settings are unchanged). Built once; the Ray engine ships it to its workers."""
         params = settings.scoring
         target_texts = [targets.catalog.texts[p] for p in targets.product_rows]
         labels = CategoryLabels(targets.categories, params.label_ancestor_weight,
                                 by_level=not (settings.category_context and source_has_categories), templates=PLAIN)
-        vectors = embedder.encode([*target_texts, *labels.texts], label="target texts")
-        tgt_vec = vectors[: len(target_texts)]
-        labels.fit(vectors[len(target_texts):])
-        product_index = build_index(tgt_vec)
-        lexical = LexicalIndex().fit(target_texts) if params.lexical_weight > 0 else None
         fitted = side_key = None
         if fitted_targets is not None:
             side_key = fitted_target_key(model_fingerprint=self.encoder.fingerprint, categories=targets.categories,
                                          texts=target_texts, product_categories=targets.product_categories,
                                          settings=fit_settings(settings, by_level=labels.by_level))
             fitted = fitted_targets.get(side_key)
+        if fitted is not None and fitted.target_vectors is not None:
+            tgt_vec, label_vectors, lexical = fitted.target_vectors, fitted.label_vectors, fitted.lexical
+        else:
+            vectors = embedder.encode([*target_texts, *labels.texts], label="target texts")
+            tgt_vec, label_vectors = vectors[: len(target_texts)], vectors[len(target_texts):]
+            lexical = LexicalIndex().fit(target_texts) if params.lexical_weight > 0 else None
+        labels.fit(label_vectors)
+        product_index = build_index(tgt_vec)
         side = TargetSide(targets, target_texts, labels, product_index, lexical, None, ConfidenceCalibrator(), {},
                           params, fitted_here=fitted is None)
         if fitted is not None:
             side.classifier, side.calibrator, side.loo = fitted.classifier, fitted.calibrator, fitted.loo
+            if fitted.target_vectors is None:  # kept before the vectors were: keep them from now on
+                fitted_targets.put(side_key, FittedTarget(side.classifier, side.calibrator, side.loo,
+                                                          tgt_vec, label_vectors, lexical))
             return side
         sample, groups = _calibration_sample(target_texts, settings)
         oof_votes = None
@@ -364,7 +419,8 @@ class Migrator:
                 side.classifier = oof_votes = None
         side.calibrator, side.loo = self._calibrate(side, tgt_vec, settings, sample, groups, oof_votes)
         if fitted_targets is not None:
-            fitted_targets.put(side_key, FittedTarget(side.classifier, side.calibrator, side.loo))
+            fitted_targets.put(side_key, FittedTarget(side.classifier, side.calibrator, side.loo,
+                                                      tgt_vec, label_vectors, lexical))
         return side
 
     def _score_source(self, source: Catalog, texts: list[str], embedder: Embedder, side: "TargetSide",

@@ -7,6 +7,8 @@ from typing import Any
 
 import polars as pl
 
+from migrate.mapping.kept_scores import KeptScores
+
 MAPPING_COLUMNS = [
     "source_row", "source_id", "source_text", "source_category",
     "target_category", "target_id", "confidence", "margin", "needs_review", "flags",
@@ -38,6 +40,7 @@ class MigrationResult:
     - ``crosswalk``: source category -> target category counts, shares and mean confidence.
     - ``summary``: ordered (label, value) pairs for the Summary sheet and the JSON sidecar.
     - ``target_categories``: the valid decisions a reviewer may pick.
+    - ``kept_scores``: the scores to start the next night from (:mod:`migrate.mapping.kept_scores`).
     """
 
     mapping: pl.DataFrame
@@ -47,6 +50,7 @@ class MigrationResult:
     target_categories: list[str]
     thresholds: dict[str, float] = field(default_factory=dict)
     calibrated: bool = False
+    kept_scores: KeptScores | None = None  # when the run was asked to keep them (the nightly job)
 
     def review(self) -> pl.DataFrame:
         """Flagged rows in the order that saves a reviewer time (:func:`review_order`)."""

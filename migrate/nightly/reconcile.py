@@ -41,7 +41,7 @@ from migrate.errors import OutputExistsError, TaxmigError
 from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DECISION_SCHEMA, CATEGORY_DISAGREES,
                                         category_table)
 from migrate.mapping.fitted_target import FittedTargetStore
-from migrate.mapping.pipeline import TARGET_SIDE, Inputs, Migrator, read_inputs
+from migrate.mapping.pipeline import SCORES_KEPT, TARGET_SIDE, Inputs, Migrator, read_inputs
 from migrate.mapping.result import MigrationResult
 from migrate.mapping.settings import MigrationSettings, with_nested_encoder
 from migrate.nightly.changes import (TargetChanges, category_counts, diff_targets, product_changes, score_drift,
@@ -51,7 +51,8 @@ from migrate.nightly.export import final_mapping
 from migrate.nightly.lock import EXIT_LOCKED, RunLock
 from migrate.nightly.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
                                      write_report_workbook)
-from migrate.nightly.state import DECISION_SCHEMA, Generation, NewGeneration, StateStore, empty, fault_point, now_utc
+from migrate.nightly.state import (DECISION_SCHEMA, SCORES_FILE, Generation, NewGeneration, StateStore, empty, fault_point,
+                                   now_utc)
 from models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -181,14 +182,16 @@ def finish_interrupted(store: StateStore, lock: RunLock) -> Generation | None:
 def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
               init_settings: MigrationSettings | None = None, overrides: dict[str, Any] | None = None,
               stale_below: float | None = None, migrator: Migrator | None = None, overwrite: bool = False,
-              progress: bool = True, review_scope: str = "new", mapping: str | Path | None = None) -> RunOutcome:
+              progress: bool = True, review_scope: str = "new", mapping: str | Path | None = None,
+              rescore_all: bool = False) -> RunOutcome:
     """One nightly run (see the module doc). ``init_settings`` creates the state (first night).
 
     ``review_scope``: ``"new"`` puts in the report (and counts for the exit code) the rows that need
     a person because of tonight -- new products, changed texts, changed flags, stale decisions;
     ``"all"`` the whole open review queue. ``mapping``: also write tonight's final mapping there
     (.csv, .parquet or .xlsx; :mod:`migrate.nightly.export`), committed with the state and published with
-    the report."""
+    the report. Products whose inputs did not change keep last night's scores
+    (:mod:`migrate.mapping.kept_scores`); ``rescore_all`` scores every product again."""
     if review_scope not in REVIEW_SCOPES:
         raise TaxmigError(f"unknown review scope '{review_scope}'", hint=f"use one of {', '.join(REVIEW_SCOPES)}")
     report = Path(report)
@@ -226,7 +229,7 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
                                       [Path(p["dest"]) for p in run.get("publish", [])], run.get("monitoring", {}))
                 _check_outputs(outputs, overwrite)
             return _night(store, previous, settings, inputs, migrator, report, report_json, stale, fingerprint,
-                          started, lock, review_scope, mapping)
+                          started, lock, review_scope, mapping, rescore_all)
         except Exception as exc:
             store.append_history({"run_id": None, "kind": "reconcile", "started": started, "finished": now_utc(),
                                   "outcome": "error", "exit_code": EXIT_ERROR,
@@ -243,12 +246,14 @@ def _check_outputs(paths, overwrite: bool) -> None:
 
 def _night(store: StateStore, previous: Generation | None, settings: MigrationSettings, inputs: Inputs,
            migrator: Migrator, report: Path, report_json: Path, stale_below: float, fingerprint: str,
-           started: str, lock: RunLock, review_scope: str, mapping: Path | None = None) -> RunOutcome:
+           started: str, lock: RunLock, review_scope: str, mapping: Path | None = None,
+           rescore_all: bool = False) -> RunOutcome:
     t0 = time.perf_counter()
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with EmbeddingCache(store.cache_path) as cache:
-        result = migrator.run(settings, inputs, cache=cache,
-                                   fitted_targets=FittedTargetStore(store.fitted_target_path))
+        kept = previous.kept_scores() if previous is not None and not rescore_all else None
+        result = migrator.run(settings, inputs, cache=cache, fitted_targets=FittedTargetStore(store.fitted_target_path),
+                              kept=kept, keep_scores=True)
         snapshot = _target_snapshot(inputs)
         target = diff_targets(previous.targets, snapshot) if previous is not None else TargetChanges()
         decisions = previous.latest_decisions() if previous is not None else empty(DECISION_SCHEMA)
@@ -279,6 +284,7 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
         "embedding": {"encoded": info.get("Texts encoded (distinct)"),
                       "cached": info.get("Texts read from the embedding cache")},
         "target_side": info.get(TARGET_SIDE),
+        "scores_kept": info.get(SCORES_KEPT, 0),
         "drift": score_drift(previous.products if previous is not None else None, products).to_dicts(),
         "seconds": round(seconds, 2), "first_run": previous is None, "stale_lock": lock.stale,
         "review_scope": review_scope,
@@ -302,7 +308,8 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                             {"file": "report.json", "dest": str(report_json.resolve())}]},
     }
     files = {"report.xlsx": lambda p: write_report_workbook(nightly, p),
-             "report.json": lambda p: write_report_json(nightly, p)}
+             "report.json": lambda p: write_report_json(nightly, p),
+             SCORES_FILE: result.kept_scores.write}
     if mapping is not None:
         name = f"final{mapping.suffix.lower()}"
         files[name] = lambda p: write_frame(final_mapping(products), p, "Final mapping")
@@ -415,7 +422,7 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
         migrator = migrator or Migrator.from_settings(settings, lazy=True)
         with EmbeddingCache(store.cache_path) as cache:
             result = migrator.run(settings, inputs, cache=cache,
-                                   fitted_targets=FittedTargetStore(store.fitted_target_path))
+                                  fitted_targets=FittedTargetStore(store.fitted_target_path), keep_scores=True)
         written = write_output(result, output, overwrite=overwrite)
         products = resolve_products(result.mapping, run_id=result.run_id, previous=None,
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.targets.categories),
@@ -432,6 +439,7 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
                         "counts": counts, "exit_code": EXIT_OK, "publish": [],
                         "outputs": [str(p) for p in written]}}
         generation = store.commit(NewGeneration(meta=meta, products=products, decisions=empty(DECISION_SCHEMA),
-                                                targets=_target_snapshot(inputs)))
+                                                targets=_target_snapshot(inputs),
+                                                files={SCORES_FILE: result.kept_scores.write}))
         store.append_history(history_record(generation.meta, "ok"))
     return result, written

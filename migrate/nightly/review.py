@@ -368,7 +368,7 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
         generation = store.commit(NewGeneration(
             meta=meta, products=table, decisions=decisions, targets=current.targets,
             category_decisions=pl.concat([current.category_decisions, category_log]),
-            files={file_name: lambda p: write_frame(final, p, "Final mapping")}))
+            files=current.carry_scores({file_name: lambda p: write_frame(final, p, "Final mapping")})))
         written = publish_reports(generation, meta["run"]["publish"])
         store.append_history(history_record(generation.meta, "ok", stale_lock=lock.stale))
     applied = counts["accept"] + counts["override"] + counts["new_category"]

@@ -41,6 +41,7 @@ import polars as pl
 
 from migrate.errors import TaxmigError
 from migrate.mapping.category_decisions import CATEGORY_DECISION_SCHEMA
+from migrate.mapping.kept_scores import KeptScores
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ READABLE_FORMATS = (1, 2)
 KEEP_GENERATIONS = 5
 CURRENT = "CURRENT"
 GENERATIONS = "generations"
+SCORES_FILE = "scores.parquet"
+"""A generation's kept scores (:mod:`migrate.mapping.kept_scores`): the next night scores only what changed."""
 HISTORY = "history.jsonl"
 CACHE = "embeddings.sqlite"
 FITTED_TARGET = "target_side.pkl"
@@ -119,6 +122,17 @@ class Generation:
     @property
     def run_id(self) -> str:
         return str(self.meta.get("run", {}).get("run_id", ""))
+
+    def kept_scores(self) -> KeptScores | None:
+        """The scores this generation's night kept for the next one (None: score every product)."""
+        return KeptScores.read(self.folder / SCORES_FILE) if self.folder is not None else None
+
+    def carry_scores(self, files: dict[str, Callable[[Path], None]]) -> dict[str, Callable[[Path], None]]:
+        """``files`` plus this generation's kept scores, copied: for a generation that scores nothing."""
+        kept = self.folder / SCORES_FILE if self.folder is not None else None
+        if kept is not None and kept.exists():
+            return {**files, SCORES_FILE: lambda p: shutil.copyfile(kept, p)}
+        return files
 
     def latest_decisions(self) -> pl.DataFrame:
         """The last decision per product (the one in force)."""
