@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from migrate.errors import ModelError, TaxmigError
+from models.card import provenance, write_card
 from models.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 from models.registry import fingerprint
 
@@ -155,23 +156,13 @@ def _quiet_distillation(st_module: str, progress: bool) -> Iterator[None]:
 
 
 def _write_card(folder: Path, output_dir: Path, result: DistillResult, record: dict) -> None:
-    files = record["vocabulary_files"]
-    lines = [
-        f"# {output_dir.name}",
-        "",
-        "A static embedding model distilled by `taxmig distill` (model2vec) for the fast tier: "
-        f"`taxmig migrate --model {output_dir}`. One vector per token, no transformer at run time.",
-        "",
-        "## Provenance",
-        f"- distilled from: {record['base_model']} (weights fingerprint `{record['base_model_fingerprint']}`)",
-        f"- this model's weights fingerprint: `{result.fingerprint}`",
-        f"- vocabulary: the encoder's own tokens plus {result.added_words} catalog words used at least "
-        f"{record['min_count']} times (at most {record['max_words']}), from "
-        + sources_line(files),
-        f"- {result.vocabulary_size} tokens x {result.dimension} dimensions (PCA to {record['pca_dims']}), "
-        f"distilled in {result.seconds} s",
-        "",
-        "No catalog rows are stored here: only words and their vectors.",
-        "",
-    ]
-    (folder / "README.md").write_text("\n".join(lines))
+    write_card(folder, title=output_dir.name,
+               intro="A static embedding model distilled by `taxmig distill` (model2vec) for the fast tier: "
+                     f"`taxmig migrate --model {output_dir}`. One vector per token, no transformer at run time.",
+               provenance=[*provenance(record, result.fingerprint, derived="distilled from"),
+                           f"- vocabulary: the encoder's own tokens plus {result.added_words} catalog words used at "
+                           f"least {record['min_count']} times (at most {record['max_words']}), from "
+                           + sources_line(record["vocabulary_files"]),
+                           f"- {result.vocabulary_size} tokens x {result.dimension} dimensions (PCA to "
+                           f"{record['pca_dims']}), distilled in {result.seconds} s"],
+               closing=["No catalog rows are stored here: only words and their vectors."])

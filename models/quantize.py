@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from migrate.errors import ModelError, TaxmigError
+from models.card import provenance, write_card
 from models.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 from models.registry import fingerprint, load_encoder, quiet_backend_logs
 
@@ -131,21 +132,11 @@ def _progress_shown(progress: bool) -> Iterator[None]:
 
 
 def _write_card(folder: Path, output_dir: Path, result: QuantizeResult, record: dict) -> None:
-    files = record["calibration_files"]
-    lines = [
-        f"# {output_dir.name}",
-        "",
-        "An int8 OpenVINO encoder written by `taxmig quantize` for the quantized tier: "
-        f"`taxmig migrate --model {output_dir} --backend openvino`.",
-        "",
-        "## Provenance",
-        f"- quantized from: {record['base_model']} (weights fingerprint `{record['base_model_fingerprint']}`)",
-        f"- this model's weights fingerprint: `{result.fingerprint}`",
-        f"- {record['quantization']}: activation ranges from {result.samples} texts drawn (seed {record['seed']}) "
-        "from " + sources_line(files),
-        f"- built in {result.seconds} s",
-        "",
-        "No catalog rows are stored here: only the model.",
-        "",
-    ]
-    (folder / "README.md").write_text("\n".join(lines))
+    write_card(folder, title=output_dir.name,
+               intro="An int8 OpenVINO encoder written by `taxmig quantize` for the quantized tier: "
+                     f"`taxmig migrate --model {output_dir} --backend openvino`.",
+               provenance=[*provenance(record, result.fingerprint, derived="quantized from"),
+                           f"- {record['quantization']}: activation ranges from {result.samples} texts drawn (seed "
+                           f"{record['seed']}) from " + sources_line(record["calibration_files"]),
+                           f"- built in {result.seconds} s"],
+               closing=["No catalog rows are stored here: only the model."])

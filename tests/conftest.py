@@ -37,3 +37,30 @@ def migrator():
     ref = resolve_model(None)
     model, fp = load_encoder(ref)
     return Migrator(Encoder(model, ref.name, fp))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_model_for_commands(migrator):
+    """Commands run in-process (click's CliRunner, run_migration, reconcile) get the session's
+    bundled model instead of loading it again, when they ask for exactly it (torch, fp32, the
+    default device); every other model, backend or precision loads as usual. Training loads its
+    own copy (``models.load_encoder``, not patched): it changes the weights it trains."""
+    import migrate.core.encoder as core_encoder
+    import models.registry as registry
+
+    original = registry.load_encoder
+    bundled = registry.resolve_model(None).location
+
+    def load_encoder(ref, *, device=None, allow_download=False, trust_remote_code=False, precision="fp32",
+                     backend="torch"):
+        if (ref.is_local and ref.location == bundled and device is None and precision == "fp32"
+                and backend == "torch" and not trust_remote_code):
+            return migrator.encoder.model, migrator.encoder.fingerprint
+        return original(ref, device=device, allow_download=allow_download, trust_remote_code=trust_remote_code,
+                        precision=precision, backend=backend)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(registry, "load_encoder", load_encoder)
+    patch.setattr(core_encoder, "load_encoder", load_encoder)
+    yield
+    patch.undo()

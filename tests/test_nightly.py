@@ -357,10 +357,15 @@ def test_a_night_scores_only_new_and_changed_products_and_maps_as_if_it_scored_a
     assert copies["kept"].monitoring["counts"]["new"] == 1 and copies["kept"].monitoring["counts"]["text_changed"] == 1
 
 
-def test_onto_a_taxonomy_untouched_products_keep_their_suggestions(data, migrator, tmp_path):
+def test_onto_a_taxonomy_untouched_products_keep_their_suggestions(data, migrator, tmp_path, monkeypatch):
     """Self-training reads the whole catalog, so a new product nudges every score: a night keeps the
-    untouched products' suggestions (they do not go back to a reviewer) and --rescore-all scores all."""
+    untouched products' suggestions (they do not go back to a reviewer), self-trains the new one among
+    a context (here 40 of the 61 products) and --rescore-all scores all."""
     import shutil
+
+    import migrate.mapping.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "SELF_TRAINING_CONTEXT", 40)
 
     live = data["live"].head(60)
     n1 = tmp_path / "n1.csv"
@@ -379,6 +384,8 @@ def test_onto_a_taxonomy_untouched_products_keep_their_suggestions(data, migrato
     for column in SCORE_COLUMNS[1:]:
         assert kept[column].equals(kept[f"{column}_before"], check_names=False), column
     assert night.monitoring["counts"]["assignment_changed"] == 0 and night.monitoring["counts"]["new"] == 1
+    added = second.filter(pl.col("product_id") == "999002").row(0, named=True)
+    assert added["target_category"].startswith("Food, Beverages & Tobacco") and 0 < added["confidence"] <= 1
     rescored = reconcile(n2, tmp_path / "state-all", tmp_path / "r3.xlsx", migrator=migrator, progress=False,
                          rescore_all=True)
     assert rescored.monitoring["scores_kept"] == 0

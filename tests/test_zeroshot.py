@@ -165,3 +165,17 @@ def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(ins
     assert plain.summary_dict()["Mapping method"] == "taxonomy only: label scores alone"
     assert plain.summary_dict()["Confidence calibrated"].startswith("NO")
     assert (plain.mapping["target_category"] == instacart["path"]).mean() < right.mean()
+
+
+def test_self_training_context_holds_the_rows_their_neighbours_and_a_sample_up_to_its_size():
+    from migrate.mapping.zeroshot import self_training_context
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(200, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = np.array([3, 150])
+    context = self_training_context(vectors, rows, size=50, neighbours=4)
+    nearest = np.argsort(-(vectors[rows] @ vectors.T), axis=1)[:, :5]
+    assert len(context) == 50 and np.all(np.diff(context) > 0)
+    assert set(rows) <= set(context) and set(nearest.ravel()) <= set(context)
+    assert self_training_context(vectors, rows, size=200, neighbours=4).tolist() == list(range(200))

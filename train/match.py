@@ -174,31 +174,15 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pa
 
 def _write_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str, int], loss: str, plots) -> Path:
     """``README.md``: provenance, pair counts, hyper-parameters, metrics; never training rows."""
-    from models import fingerprint
+    from train.card import write_model_card
 
-    before, after = metrics["eval"]["before"], metrics["eval"]["after"]
-    rows = [f"| {k} | {before.get(k, float('nan')):.4f} | {after[k]:.4f} |" for k in after
-            if isinstance(after[k], (int, float))]
-    hyper = {k: v for k, v in record["config"].items() if k != "pairs"}
-    lines = [
-        f"# {output_dir.name}", "",
-        "A sentence encoder fine-tuned by `taxmig train-match` on labelled product pairs, for "
-        f"`taxmig match --model {output_dir}`.", "",
-        "## Provenance",
-        f"- base model: {record['base_model']} (weights fingerprint `{record['base_model_fingerprint']}`)",
-        f"- this model's weights fingerprint: `{fingerprint(output_dir)}`",
-        f"- labelled pairs: `{Path(record['data_file']).name}` (sha256 `{record['data_fingerprint']}`)",
-        f"- catalogs: `{Path(record['left_file']).name}`"
-        + (f", `{Path(record['right_file']).name}`" if record["right_file"] else " (within)"),
-        f"- texts: left {record['left_columns']}" + (f"; right {record['right_columns']}" if record["right_columns"] else ""),
-        f"- loss: {loss}", "",
-        "## Pairs", "| kind | pairs |", "|---|---|", *[f"| {k} | {v} |" for k, v in counts.items()], "",
-        "## Hyper-parameters", "```json", json.dumps(hyper, indent=2), "```", "",
-        f"## Validation ({metrics['eval_pairs']} labelled pairs)", "| metric | base | fine-tuned |", "|---|---|---|",
-        *rows, "",
-        f"Trained {metrics['steps']} steps in {metrics['train_seconds']} s; best checkpoint metric {metrics['best_metric']}.",
-        "", *[f"![{p.stem}]({p.name})" for p in plots], "",
-    ]
-    path = output_dir / "README.md"
-    path.write_text("\n".join(lines))
-    return path
+    data = [f"- labelled pairs: `{Path(record['data_file']).name}` (sha256 `{record['data_fingerprint']}`)",
+            f"- catalogs: `{Path(record['left_file']).name}`"
+            + (f", `{Path(record['right_file']).name}`" if record["right_file"] else " (within)"),
+            f"- texts: left {record['left_columns']}"
+            + (f"; right {record['right_columns']}" if record["right_columns"] else "")]
+    return write_model_card(output_dir, record=record, metrics=metrics, pair_counts=counts, loss=loss, plots=plots,
+                            intro="A sentence encoder fine-tuned by `taxmig train-match` on labelled product pairs, "
+                                  f"for `taxmig match --model {output_dir}`.",
+                            data=data, pairs_heading="Pairs",
+                            evaluation=f"Validation ({metrics['eval_pairs']} labelled pairs)")

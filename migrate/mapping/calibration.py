@@ -12,8 +12,25 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+
+
+@dataclass
+class LeaveOneOut:
+    """What the leave-one-out over a labelled target catalog measured (the calibration sample,
+    each product scored with its own listings left out): top-1 accuracy, the unflagged share and
+    its accuracy under the chosen ``thresholds``, and where ``min_confidence`` came from."""
+
+    products: int
+    top1_accuracy: float
+    unflagged_share: float
+    unflagged_accuracy: float
+    thresholds: Any  # migrate.mapping.settings.Thresholds
+    min_confidence_source: str = "given"
 
 
 class ConfidenceCalibrator:

@@ -41,7 +41,7 @@ class FittedTarget:
 
     classifier: Any
     calibrator: Any
-    loo: dict[str, Any]
+    loo: Any  # migrate.mapping.calibration.LeaveOneOut (a dict in files written before it existed)
     target_vectors: np.ndarray | None = None
     label_vectors: np.ndarray | None = None
     lexical: Any = None
@@ -112,7 +112,12 @@ class FittedTargetStore:
             log.info("the target catalog, model or settings changed: the target side is fitted again")
             return None
         log.info("target side read from %s (target catalog, model and settings unchanged)", self.path.name)
-        return stored["fitted"]
+        fitted = stored["fitted"]
+        if isinstance(fitted.loo, dict):  # written before LeaveOneOut
+            from migrate.mapping.calibration import LeaveOneOut
+
+            fitted.loo = LeaveOneOut(**fitted.loo)
+        return fitted
 
     def put(self, key: str, fitted: FittedTarget) -> None:
         with atomic_path(self.path) as tmp:

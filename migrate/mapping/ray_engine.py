@@ -281,7 +281,7 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
     migrator = migrator or Migrator.from_settings(settings)
     embedder = Embedder(migrator.encoder.model, batch_size=settings.encoder.batch_size, progress=settings.progress)
     side = migrator.fit_target_side(settings, targets, embedder, source_has_categories=bool(plan.spec.category))
-    thresholds = side.loo.get("thresholds", settings.thresholds)
+    thresholds = side.loo.thresholds if side.loo is not None else settings.thresholds
     calibrated = side.calibrator.model is not None
 
     quiet = logging.INFO if settings.progress else logging.WARNING

@@ -83,6 +83,25 @@ WORD_SMOOTHING = 0.1  # naive Bayes additive smoothing (alpha); a word unseen in
 BACKOFF_SHARE = 0.5
 
 
+def self_training_context(vectors: np.ndarray, rows: np.ndarray, *, size: int, neighbours: int,
+                          seed: int = 0) -> np.ndarray:
+    """Positions (sorted) of the products to self-train ``rows`` among, when only ``rows`` need
+    new scores (a night's new and changed products; the others keep theirs): ``rows``, each one's
+    ``neighbours`` nearest products, then a seeded random sample of the rest up to ``size`` -- the
+    neighbour vote sees the rows' own neighbourhoods, the word model and the seeds a sample of the
+    whole catalog. Every position when the catalog is not larger than ``size``."""
+    n = len(vectors)
+    if n <= size or len(rows) >= size:
+        return np.arange(n)
+    _, near = search(build_index(vectors), vectors[rows], min(neighbours + 1, n))
+    chosen = np.union1d(rows, near[near >= 0])
+    if len(chosen) < size:
+        rest = np.setdiff1d(np.arange(n), chosen, assume_unique=True)
+        fill = np.random.default_rng(seed).choice(rest, size=min(size - len(chosen), len(rest)), replace=False)
+        chosen = np.union1d(chosen, fill)
+    return chosen
+
+
 @dataclass
 class SelfTrainingReport:
     """What the refinement did, for the Summary and the confidence features."""

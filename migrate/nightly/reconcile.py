@@ -77,6 +77,28 @@ class RunOutcome:
     monitoring: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Night:
+    """What one night is asked to do: map ``inputs`` under ``settings``, write the report (and the
+    final ``mapping`` when given), list ``review_scope``'s rows, with decisions going stale below
+    ``stale_below``; ``fingerprint`` identifies the inputs (an interrupted run of the same inputs is
+    finished, not redone); ``rescore_all``: score every product, kept scores or not."""
+
+    settings: MigrationSettings
+    inputs: Inputs
+    report: Path
+    mapping: Path | None
+    review_scope: str
+    stale_below: float
+    fingerprint: str
+    started: str
+    rescore_all: bool = False
+
+    @property
+    def report_json(self) -> Path:
+        return self.report.with_suffix(".json")
+
+
 # --- settings remembered by the state ---------------------------------------------------------
 
 def model_for_state(model: str | None) -> str | None:
@@ -228,8 +250,8 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
                                       f"finished the interrupted run {run['run_id']} (same inputs): report published",
                                       [Path(p["dest"]) for p in run.get("publish", [])], run.get("monitoring", {}))
                 _check_outputs(outputs, overwrite)
-            return _night(store, previous, settings, inputs, migrator, report, report_json, stale, fingerprint,
-                          started, lock, review_scope, mapping, rescore_all)
+            night = Night(settings, inputs, report, mapping, review_scope, stale, fingerprint, started, rescore_all)
+            return _night(store, previous, night, migrator, lock)
         except Exception as exc:
             store.append_history({"run_id": None, "kind": "reconcile", "started": started, "finished": now_utc(),
                                   "outcome": "error", "exit_code": EXIT_ERROR,
@@ -244,14 +266,13 @@ def _check_outputs(paths, overwrite: bool) -> None:
             raise OutputExistsError(path)
 
 
-def _night(store: StateStore, previous: Generation | None, settings: MigrationSettings, inputs: Inputs,
-           migrator: Migrator, report: Path, report_json: Path, stale_below: float, fingerprint: str,
-           started: str, lock: RunLock, review_scope: str, mapping: Path | None = None,
-           rescore_all: bool = False) -> RunOutcome:
+def _night(store: StateStore, previous: Generation | None, night: Night, migrator: Migrator,
+           lock: RunLock) -> RunOutcome:
+    settings, inputs, stale_below = night.settings, night.inputs, night.stale_below
     t0 = time.perf_counter()
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with EmbeddingCache(store.cache_path) as cache:
-        kept = previous.kept_scores() if previous is not None and not rescore_all else None
+        kept = previous.kept_scores() if previous is not None and not night.rescore_all else None
         result = migrator.run(settings, inputs, cache=cache, fitted_targets=FittedTargetStore(store.fitted_target_path),
                               kept=kept, keep_scores=True)
         snapshot = _target_snapshot(inputs)
@@ -272,13 +293,13 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
                               target=target, model_changed=model_changed, stale_ratio=resolution.stale_ratio,
                               carried=resolution.carried)
     counts = _counts(products, changes, result, previous)
-    review = review_rows(products, previous.products if previous is not None else None, review_scope)
+    review = review_rows(products, previous.products if previous is not None else None, night.review_scope)
     counts["in_report_for_review"] = review.height
     exit_code = EXIT_REVIEW if review.height else EXIT_OK
     seconds = time.perf_counter() - t0
     info = result.summary_dict()
     monitoring = {
-        "run_id": run_id, "state": str(store.root), "catalog": str(settings.source), "started": started,
+        "run_id": run_id, "state": str(store.root), "catalog": str(settings.source), "started": night.started,
         "exit_code": exit_code, "status": EXIT_CODES[exit_code], "counts": counts,
         "target_changes": target.as_dict(), "model": {**model, "changed": model_changed},
         "embedding": {"encoded": info.get("Texts encoded (distinct)"),
@@ -287,10 +308,9 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
         "scores_kept": info.get(SCORES_KEPT, 0),
         "drift": score_drift(previous.products if previous is not None else None, products).to_dicts(),
         "seconds": round(seconds, 2), "first_run": previous is None, "stale_lock": lock.stale,
-        "review_scope": review_scope,
+        "review_scope": night.review_scope,
     }
-    summary = _summary(run_id, started, store, settings, result, model, model_changed, target, counts, exit_code,
-                       stale_below, previous, seconds, review_scope)
+    summary = _summary(night, store, previous, result, target, monitoring)
     nightly = NightlyReport(run_id=run_id, summary=summary, review=review, changes=changes,
                             categories=category_counts(previous.products if previous is not None else None, products),
                             drift=score_drift(previous.products if previous is not None else None, products),
@@ -301,19 +321,20 @@ def _night(store: StateStore, previous: Generation | None, settings: MigrationSe
     settings_dict["encoder"]["model"] = model_for_state(settings.encoder.model)
     meta = {
         "settings": settings_dict, "model": model, "stale_below": stale_below,
-        "run": {"run_id": run_id, "kind": "reconcile", "started": started, "catalog": str(Path(settings.source).resolve()),
-                "inputs": _inputs_record(settings, inputs), "inputs_fingerprint": fingerprint, "counts": counts,
-                "exit_code": exit_code, "monitoring": monitoring,
-                "publish": [{"file": "report.xlsx", "dest": str(report.resolve())},
-                            {"file": "report.json", "dest": str(report_json.resolve())}]},
+        "run": {"run_id": run_id, "kind": "reconcile", "started": night.started,
+                "catalog": str(Path(settings.source).resolve()), "inputs": _inputs_record(settings, inputs),
+                "inputs_fingerprint": night.fingerprint, "counts": counts, "exit_code": exit_code,
+                "monitoring": monitoring,
+                "publish": [{"file": "report.xlsx", "dest": str(night.report.resolve())},
+                            {"file": "report.json", "dest": str(night.report_json.resolve())}]},
     }
     files = {"report.xlsx": lambda p: write_report_workbook(nightly, p),
              "report.json": lambda p: write_report_json(nightly, p),
              SCORES_FILE: result.kept_scores.write}
-    if mapping is not None:
-        name = f"final{mapping.suffix.lower()}"
+    if night.mapping is not None:
+        name = f"final{night.mapping.suffix.lower()}"
         files[name] = lambda p: write_frame(final_mapping(products), p, "Final mapping")
-        meta["run"]["publish"].append({"file": name, "dest": str(mapping.resolve())})
+        meta["run"]["publish"].append({"file": name, "dest": str(night.mapping.resolve())})
     generation = store.commit(NewGeneration(
         meta=meta, products=products,
         decisions=pl.concat([previous.decisions if previous is not None else empty(DECISION_SCHEMA),
@@ -363,10 +384,11 @@ def _counts(products: pl.DataFrame, changes: pl.DataFrame, result: MigrationResu
     }
 
 
-def _summary(run_id: str, started: str, store: StateStore, settings: MigrationSettings, result: MigrationResult,
-             model: dict, model_changed: bool, target: TargetChanges, counts: dict, exit_code: int,
-             stale_below: float, previous: Generation | None, seconds: float,
-             review_scope: str) -> list[tuple[str, Any]]:
+def _summary(night: Night, store: StateStore, previous: Generation | None, result: MigrationResult,
+             target: TargetChanges, monitoring: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The report's Summary rows; ``monitoring``: tonight's JSON summary (counts, model, exit code)."""
+    counts, exit_code, model = monitoring["counts"], monitoring["exit_code"], monitoring["model"]
+    settings = night.settings
     info = result.summary_dict()
     glance = {
         "Rows to review tonight (Review sheet)": counts["in_report_for_review"],
@@ -380,7 +402,7 @@ def _summary(run_id: str, started: str, store: StateStore, settings: MigrationSe
     }
     rows: list[tuple[str, Any]] = [
         ("At a glance", glance),
-        ("Run id", run_id), ("Run started (UTC)", started), ("taxmig version", __version__),
+        ("Run id", monitoring["run_id"]), ("Run started (UTC)", night.started), ("taxmig version", __version__),
         ("State folder", str(store.root)),
         ("Previous run", previous.run_id if previous is not None else "none: first run"),
         ("Catalog", str(settings.source)), ("Catalog rows", info.get("Source rows")),
@@ -388,16 +410,17 @@ def _summary(run_id: str, started: str, store: StateStore, settings: MigrationSe
         ("Target categories", info.get("Target categories")),
         ("Target changed", target.as_dict() if target.changed else "no"),
         ("Model", model["name"]), ("Model fingerprint", model["fingerprint"]),
-        ("Model changed since last run", model_changed),
+        ("Model changed since last run", model["changed"]),
         ("Confidence calibrated", info.get("Confidence calibrated")),
-        ("Thresholds", info.get("Thresholds")), ("Decision goes stale below similarity", stale_below),
+        ("Thresholds", info.get("Thresholds")), ("Decision goes stale below similarity", night.stale_below),
         ("Counts", counts),
-        ("Review sheet", "the whole open review queue" if review_scope == "all" else
+        ("Review sheet", "the whole open review queue" if night.review_scope == "all" else
          "rows that need a person because of tonight (new, changed text, changed flags); the whole open queue is "
          "Counts > needs_review (--review all lists it)"),
         ("Texts encoded tonight", info.get("Texts encoded (distinct)")),
         ("Texts read from the embedding cache", info.get("Texts read from the embedding cache")),
-        ("Seconds", round(seconds, 1)),
+        ("Products whose scores were kept (inputs unchanged)", info.get(SCORES_KEPT, 0)),
+        ("Seconds", monitoring["seconds"]),
         ("Exit code", f"{exit_code}: {EXIT_CODES[exit_code]}"),
     ]
     return rows
