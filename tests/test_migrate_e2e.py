@@ -169,7 +169,9 @@ def test_the_source_scored_in_small_chunks_maps_as_in_one(catalog_run, migrator,
     assert whole.mapping.height > 7 * 60
     for column in ("source_id", "target_category", "alt1_category", "flags", "nearest_target"):
         assert chunked[column].to_list() == whole.mapping[column].to_list(), column
-    assert np.allclose(chunked["confidence"].to_numpy(), whole.mapping["confidence"].to_numpy(), atol=1e-5)
+    # confidences are rounded to 4 places: a float-level difference of the chunked search may move one
+    # across a rounding boundary, never further
+    assert np.allclose(chunked["confidence"].to_numpy(), whole.mapping["confidence"].to_numpy(), atol=1.01e-4)
 
 
 def test_every_source_row_ends_in_mapping_or_rejects_exactly_once(migrator, bigbasket, tmp_path):
@@ -250,21 +252,28 @@ def test_leaves_only_and_identical_texts_encoded_once(migrator, tmp_path):
     assert np.allclose(vectors[0], vectors[2]) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
-def test_cli_demo_writes_the_workbook_and_refuses_to_overwrite(tmp_path):
+def test_cli_demo_writes_the_workbook_and_refuses_to_overwrite(migrator, tmp_path):
+    """`make demo`'s command, in-process with the session's model (`make demo` itself and the nightly
+    tests' `migrate --state` run the real process): every row mapped, no progress bar under --quiet, the sheets in order; run again,
+    it refuses to overwrite before any model work."""
+    from click.testing import CliRunner
+
+    from migrate.cli import main
+
     out = tmp_path / "demo.xlsx"
-    cmd = [sys.executable, "-m", "migrate.cli", "migrate", str(SAMPLE_SOURCE), "--target-taxonomy",
-           str(SAMPLE_TAXONOMY), "--source-category", "category,sub_category", "-o", str(out), "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr
+    args = ["migrate", str(SAMPLE_SOURCE), "--target-taxonomy", str(SAMPLE_TAXONOMY), "--source-category",
+            "category,sub_category", "-o", str(out), "--quiet"]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
     assert "mapped 308 of 308" in done.stdout
     assert "Batches" not in done.stderr   # --quiet: no progress bars
     book = load_workbook(out)
     assert book.sheetnames[:6] == ["Summary", "Category decisions", "Review", "Mapping", "Crosswalk", "Rejects"]
     assert book["Mapping"].max_row == 309
     start = time.perf_counter()
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
-    assert time.perf_counter() - start < 30   # refused before any model work
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already exists" in again.stderr and "Traceback" not in again.output
+    assert time.perf_counter() - start < 5   # refused before any model work
 
 
 def test_the_documented_library_api_imports_and_runs(migrator, tmp_path):
