@@ -404,3 +404,27 @@ def test_train_match_fine_tunes_through_the_shared_trainer(abt_buy, tmp_path):
                             TrainConfig(loss="cosine"))
     result, _ = _cli("train-match", folder / "abt.csv", "--pairs", folder / "labels.csv", "-o", tmp_path / "m3")
     assert result.exit_code == 64 and "missing RIGHT" in result.output
+
+
+def test_a_column_of_model_numbers_is_found_by_its_values_whatever_its_header(tmp_path):
+    """Abt's model numbers cut out of its names into a column headed "Artikelnr." (no known code
+    header) are proposed as the code column and the Summary line says why; the real Abt-Buy,
+    Amazon-Google and BigBasket files have no such column and get none (ids, prices, descriptions,
+    brands and categories are not codes)."""
+    from migrate.matching.inputs import load_match_catalog
+
+    abt = pl.read_csv(data_file("entity_matching", "full_gold_mapping", "d2_abt_buy", "tableA.csv"), infer_schema=False)
+    split = abt["name"].str.split_exact(" - ", 1)
+    derived = abt.with_columns(split.struct.field("field_0").alias("name"),
+                               split.struct.field("field_1").fill_null("").alias("Artikelnr."))
+    derived.write_csv(tmp_path / "abt.csv")
+    found = load_match_catalog(tmp_path / "abt.csv", role="left")
+    assert found.code_columns == ("Artikelnr.",)
+    assert found.codes[0] == ("PSLX350H",) and "found by their values: Artikelnr. " in found.describe()
+    named = load_match_catalog(tmp_path / "abt.csv", role="left", code="")
+    assert named.code_columns == () and named.codes[0] == ()
+    for parts in (("full_gold_mapping", "d2_abt_buy", "tableA.csv"), ("full_gold_mapping", "d2_abt_buy", "tableB.csv"),
+                  ("full_gold_mapping", "d3_amazon_google", "tableA.csv"),
+                  ("full_gold_mapping", "d3_amazon_google", "tableB.csv")):
+        assert load_match_catalog(data_file("entity_matching", *parts), role="left").code_columns == ()
+    assert load_match_catalog(data_file("bigbasket", "products.csv"), role="left").code_columns == ()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,16 @@ CODE_NAMES = ("model", "model_number", "model_no", "mpn", "manufacturer_part_num
 LEFT_ID_NAMES = ("left_id", "ltable_id", "id_left", "id1", "left", "source_id")
 RIGHT_ID_NAMES = ("right_id", "rtable_id", "id_right", "id2", "right", "target_id")
 LABEL_NAMES = ("label", "is_match", "match", "gold", "y")
+CODE_VALUE_SHARE = 0.6
+"""A column no header names as a code column is used as one when at least this share of its filled
+values look like model numbers or GTINs (:func:`looks_like_code`), most of them distinct
+(:data:`CODE_DISTINCT_SHARE`) and the column filled on at least :data:`CODE_FILLED_SHARE` of the rows.
+First guesses, checked on real data: Abt's model numbers cut out of its names into a column of
+their own are found (93% of values look like codes), while Abt-Buy's and Amazon-Google's ids,
+prices and descriptions and every BigBasket column are not (tests/test_match.py)."""
+CODE_DISTINCT_SHARE = 0.5
+CODE_FILLED_SHARE = 0.3
+_NON_DIGIT = re.compile(r"\D")
 TRUE_LABELS = frozenset({"1", "true", "t", "yes", "y", "match", "1.0"})
 FALSE_LABELS = frozenset({"0", "false", "f", "no", "n", "no match", "no-match", "nomatch", "non-match", "0.0"})
 
@@ -51,6 +62,7 @@ class MatchCatalog:
     codes: list[tuple[str, ...]]
     brand_column: str | None = None
     code_columns: tuple[str, ...] = ()
+    code_reason: str = ""  # how the code columns were chosen, for the Summary
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -74,11 +86,43 @@ class MatchCatalog:
     def describe(self) -> str:
         """One line for the Summary: id, text, brand and code columns."""
         extra = f"; brand={self.brand_column or '(none)'}; codes={', '.join(self.code_columns) or '(none)'}"
+        if self.code_reason:
+            extra += f" ({self.code_reason})"
         return self.spec.describe().replace("; category=(none)", "") + extra
 
     def position(self) -> dict[str, int]:
         """id -> position in this catalog."""
         return {pid: i for i, pid in enumerate(self.ids)}
+
+
+def looks_like_code(value: str) -> bool:
+    """A model number or a GTIN: one word (at most one space), 3-40 characters, letters and digits
+    together, or at least 8 digits and no decimal point (EAN, UPC, ISBN; not a price).
+
+    >>> [looks_like_code(v) for v in ("PSLX350H", "AM53BK", "KDL-40V5100", "0885909950805", "399.0", "black")]
+    [True, True, True, True, False, False]
+    """
+    value = value.strip()
+    if not 3 <= len(value) <= 40 or value.count(" ") > 1:
+        return False
+    letters = any(c.isalpha() for c in value)
+    digits = len(_NON_DIGIT.sub("", value))
+    return (letters and digits > 0) or (not letters and digits >= 8 and "." not in value)
+
+
+def propose_code_columns(frame, candidates: Sequence[str]) -> list[tuple[str, float]]:
+    """Columns among ``candidates`` whose values look like codes (:data:`CODE_VALUE_SHARE`), with the
+    share that does, best first."""
+    found = []
+    for name in candidates:
+        values = [v for v in frame[name].cast(str).fill_null("").to_list() if v.strip()]
+        if not values or len(values) < CODE_FILLED_SHARE * frame.height:
+            continue
+        sample = values[:5000]
+        share = sum(looks_like_code(v) for v in sample) / len(sample)
+        if share >= CODE_VALUE_SHARE and len(set(sample)) >= CODE_DISTINCT_SHARE * len(sample):
+            found.append((name, share))
+    return sorted(found, key=lambda f: -f[1])
 
 
 def load_match_catalog(path: str | Path, *, role: str, id: str | None = None, text: str | None = None,
@@ -108,6 +152,17 @@ def load_match_catalog(path: str | Path, *, role: str, id: str | None = None, te
     spec = dataclasses.replace(spec, category=())  # matching compares products, not categories
     if problems:
         raise InputError(table.path, "; ".join(problems), hint=f"the columns are: {', '.join(columns)}")
+    code_reason = "given" if code is not None and code_cols else ""
+    if code is None:
+        code_reason = "named by their headers" if code_cols else ""
+        if not code_cols:  # no header says so: propose columns whose values look like model numbers
+            used = {spec.id, *spec.text, brand_col, ROW}
+            proposed = propose_code_columns(table.frame, [c for c in columns if c not in used])
+            code_cols = tuple(name for name, _ in proposed)
+            code_reason = ("found by their values: " + ", ".join(f"{name} {share:.0%} look like model numbers"
+                                                                for name, share in proposed)) if proposed else ""
+            if proposed:
+                log.info("%s: %s used as code column(s), %s", table.path, ", ".join(code_cols), code_reason)
     catalog = build_catalog(table.frame, spec, path=table.path, n_records=table.n_records, rejects=table.rejects)
     at = {row: i for i, row in enumerate(table.frame[ROW].to_list())}
     keep = [at[r] for r in catalog.rows]
@@ -121,7 +176,7 @@ def load_match_catalog(path: str | Path, *, role: str, id: str | None = None, te
     code_values = [column(c) for c in code_cols]
     codes = [tuple(v[i] for v in code_values if v[i]) for i in range(len(keep))]
     log.info("%s: %d products (%d rejected); %s", table.path, len(catalog), len(catalog.rejects), spec.describe())
-    return MatchCatalog(catalog, titles, brands, codes, brand_col, code_cols)
+    return MatchCatalog(catalog, titles, brands, codes, brand_col, code_cols, code_reason)
 
 
 @dataclass
