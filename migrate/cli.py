@@ -719,8 +719,10 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
 @main.command("train-match", context_settings=CONTEXT)
 @click.argument("left", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("right", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--pairs", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Labelled training pairs (left_id,right_id,label 1/0; DeepMatcher's ltable_id,rtable_id,label too).")
+@click.option("--pairs", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Labelled training pairs (left_id,right_id,label 1/0; DeepMatcher's ltable_id,rtable_id,label too), "
+                   "or a reviewed 'taxmig match' workbook whose decisions become pairs. Repeat it to add "
+                   "corrections to labels: a pair in several keeps the last one's label.")
 @click.option("--valid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Labelled validation pairs for model selection [default: 10% of --pairs held out].")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -753,6 +755,7 @@ def train_match(left, right, pairs, valid, output, within, left_id, left_text, r
     Examples:
       taxmig train-match abt.csv buy.csv --pairs train.csv --valid valid.csv -o models/match-abt-buy
       taxmig train-match catalog.csv --within --pairs duplicates.csv -o models/dedupe
+      taxmig train-match abt.csv buy.csv --pairs train.csv --pairs matches_reviewed.xlsx -o models/match-v2
     """
     from train.finetune import TrainConfig
     from train.match import train_match_encoder

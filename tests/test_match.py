@@ -428,3 +428,46 @@ def test_a_column_of_model_numbers_is_found_by_its_values_whatever_its_header(tm
                   ("full_gold_mapping", "d3_amazon_google", "tableB.csv")):
         assert load_match_catalog(data_file("entity_matching", *parts), role="left").code_columns == ()
     assert load_match_catalog(data_file("bigbasket", "products.csv"), role="left").code_columns == ()
+
+
+def _decide_matches(workbook, out, decisions: dict[tuple[str, str], str]) -> None:
+    """Fill the decision cell of (sheet, left id) rows, as a reviewer would."""
+    wb = load_workbook(workbook)
+    for (sheet, left_id), decision in decisions.items():
+        ws = wb[sheet]
+        header = [c.value for c in ws[1]]
+        lid, dec = header.index("left_id") + 1, header.index("decision") + 1
+        row = next(r for r in range(2, ws.max_row + 1) if ws.cell(r, lid).value == left_id)
+        ws.cell(row, dec).value = decision
+    wb.save(out)
+
+
+def test_a_reviewed_match_workbook_becomes_labelled_pairs_that_correct_the_labels(labelled_run, abt_buy, tmp_path):
+    """Decisions in the Matches and Review sheets become (left, right, label) pairs; a bad decision
+    and a pair decided both ways are rejects; given after the labels file, corrections win."""
+    from migrate.matching.decisions import decision_pairs
+    from migrate.matching.inputs import LabelledPairs, load_labels
+
+    _, inputs, result = labelled_run
+    write_match_output(result, tmp_path / "m.xlsx")
+    rows = result.matches.filter(pl.col("right_id") != "")
+    a, b, c, d = (rows.row(i, named=True) for i in range(4))
+    flagged = result.review().filter(pl.col("right_id") != "").row(0, named=True)
+    _decide_matches(tmp_path / "m.xlsx", tmp_path / "reviewed.xlsx", {
+        ("Matches", a["left_id"]): "ACCEPT", ("Matches", b["left_id"]): "NO MATCH",
+        ("Matches", c["left_id"]): "ALT1 IS THE MATCH", ("Matches", d["left_id"]): "maybe",
+        ("Matches", flagged["left_id"]): "MATCH", ("Review", flagged["left_id"]): "NO MATCH"})
+    pairs, rejects = decision_pairs(tmp_path / "reviewed.xlsx")
+    got = {(l, r): y for l, r, y in pairs.iter_rows()}
+    assert got == {(a["left_id"], a["right_id"]): int(a["is_match"]), (b["left_id"], b["right_id"]): 0,
+                   (c["left_id"], c["alt1_right_id"]): 1, (c["left_id"], c["right_id"]): 0}
+    reasons = " | ".join(r.reason for r in rejects)
+    assert "decision 'maybe' is not one of" in reasons and "decided both as a match and as not one" in reasons
+    left, right = inputs.left, inputs.right
+    corrections = load_labels(tmp_path / "reviewed.xlsx", left, right)
+    assert len(corrections) == 4 and corrections.n_matches == 1 + int(a["is_match"])
+    labels = load_labels(abt_buy["folder"] / "labels.csv", left, right)
+    both = LabelledPairs.combined([labels, corrections])
+    at = {(left.ids[i], right.ids[j]): int(y) for i, j, y in zip(both.left, both.right, both.labels)}
+    assert at[(b["left_id"], b["right_id"])] == 0 and at[(c["left_id"], c["alt1_right_id"])] == 1
+    assert len(both) >= len(labels)

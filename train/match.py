@@ -21,7 +21,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -98,12 +98,14 @@ def _evaluator(pairs: MatchPairs, batch_size: int):
                                          batch_size=batch_size, show_progress_bar=False, write_csv=False)
 
 
-def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pairs_path: str | Path,
+def train_match_encoder(left_path: str | Path, right_path: str | Path | None,
+                        pairs_path: str | Path | Sequence[str | Path],
                         output_dir: str | Path, config: TrainConfig, *, valid: str | Path | None = None,
                         within: bool = False, left_id: str | None = None, left_text: str | None = None,
                         right_id: str | None = None, right_text: str | None = None,
                         encoding: str = "utf-8") -> TrainResult:
-    """Fine-tune on the labelled pairs in ``pairs_path``; save model, ``metrics.json`` and a card.
+    """Fine-tune on the labelled pairs in ``pairs_path`` (a labels table or a reviewed match workbook,
+    or several: :meth:`LabelledPairs.combined`); save model, ``metrics.json`` and a card.
 
     ``right_path`` is ``None`` with ``within`` (pairs inside one catalog). ``config.max_pairs``
     caps the training pairs (a deterministic subsample).
@@ -120,7 +122,8 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pa
     left = load_match_catalog(left_path, role="left", id=left_id, text=left_text, encoding=encoding)
     right = left if within else load_match_catalog(right_path, role="right", id=right_id, text=right_text,
                                                    encoding=encoding)
-    labelled = load_labels(pairs_path, left, right, encoding=encoding, within=within)
+    paths = [pairs_path] if isinstance(pairs_path, (str, Path)) else list(pairs_path)
+    labelled = LabelledPairs.combined([load_labels(p, left, right, encoding=encoding, within=within) for p in paths])
     if valid is not None:
         train_pairs = match_pairs(left, right, labelled)
         eval_pairs = match_pairs(left, right, load_labels(valid, left, right, encoding=encoding, within=within))
@@ -148,7 +151,8 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None, pa
              len(train_ds), fmt, steps, len(eval_pairs))
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {"base_model": ref.name, "base_model_location": ref.location, "base_model_fingerprint": base_fp,
-              "task": "product matching", "data_file": str(pairs_path), "data_fingerprint": file_fingerprint(pairs_path),
+              "task": "product matching", "data_file": ", ".join(str(p) for p in paths),
+              "data_fingerprint": ", ".join(file_fingerprint(p) for p in paths),
               "left_file": str(left.path), "right_file": None if within else str(right.path),
               "valid_file": None if valid is None else str(valid),
               "left_columns": left.describe(), "right_columns": None if within else right.describe(),
@@ -176,7 +180,8 @@ def _write_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str,
     """``README.md``: provenance, pair counts, hyper-parameters, metrics; never training rows."""
     from train.card import write_model_card
 
-    data = [f"- labelled pairs: `{Path(record['data_file']).name}` (sha256 `{record['data_fingerprint']}`)",
+    data = ["- labelled pairs: " + ", ".join(f"`{Path(name).name}` (sha256 `{sha}`)" for name, sha in
+                                             zip(record["data_file"].split(", "), record["data_fingerprint"].split(", "))),
             f"- catalogs: `{Path(record['left_file']).name}`"
             + (f", `{Path(record['right_file']).name}`" if record["right_file"] else " (within)"),
             f"- texts: left {record['left_columns']}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import polars as pl
 from openpyxl import Workbook
@@ -19,6 +19,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
 from migrate.core.cells import set_text
+from migrate.core.readers import cell_text
 from migrate.errors import TaxmigError
 
 
@@ -278,3 +279,38 @@ def write_categories_sheet(ws: Worksheet, choices: Sequence[str]) -> None:
         set_text(ws.cell(row, 1), value)
     ws.column_dimensions["A"].width = _clamp(max(map(len, choices), default=0) + 2)
     ws.sheet_state = "hidden"
+
+
+# --- reading a reviewed workbook back ------------------------------------------------------------
+
+def decision_rows(ws, sheet: str, required: tuple[str, ...], problems: list[str]
+                   ) -> Iterator[tuple[int, str, Callable[[str], str]]]:
+    """(row number, decision cell, the row's text in a column by header -- "" for a column the
+    sheet lacks) of every row of ``ws`` whose decision is filled; missing ``required`` columns are
+    added to ``problems`` instead."""
+    it = ws.iter_rows(values_only=True)
+    header = [cell_text(v).strip() for v in (next(it, None) or ())]
+    col = {h: i for i, h in enumerate(header) if h}
+    missing = [c for c in required if c not in col]
+    if missing:
+        problems.append(f"sheet {sheet}: column(s) {', '.join(missing)} missing from row 1 "
+                        "(restore them from the exported file)")
+        return
+    letter = get_column_letter(col[DECISION_COLUMN] + 1)
+    where = f"'{sheet}'" if " " in sheet else sheet  # how Excel writes a sheet name in a reference
+    for number, values in enumerate(it, start=2):
+        values = list(values) + [None] * (len(header) - len(values))
+        if not cell_text(values[col[DECISION_COLUMN]]).strip():
+            continue
+        yield number, f"{where}!{letter}{number}", \
+            lambda name, values=values: cell_text(values[col[name]]) if name in col else ""
+
+
+def workbook_run_id(book) -> str:
+    """The Run id a taxmig workbook's Summary sheet records ("" when it has none)."""
+    if "Summary" not in book.sheetnames:
+        return ""
+    for values in book["Summary"].iter_rows(values_only=True):
+        if values and cell_text(values[0]).strip() == "Run id" and len(values) > 1:
+            return cell_text(values[1]).strip()
+    return ""

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import polars as pl
 
 from migrate.core.catalog import Catalog, build_catalog
 from migrate.core.columns import ColumnSpec, find_column, split_list
 from migrate.core.readers import ROW, Reject, read_table
 from migrate.errors import InputError
+from migrate.matching.decisions import decision_pairs, is_match_workbook
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,20 @@ class LabelledPairs:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @classmethod
+    def combined(cls, parts: Sequence["LabelledPairs"]) -> "LabelledPairs":
+        """Several files' pairs as one; a pair labelled in more than one keeps the label of the last
+        (give reviewers' corrections after the original labels)."""
+        if len(parts) == 1:
+            return parts[0]
+        label: dict[tuple[int, int], int] = {}
+        for part in parts:
+            label.update(((int(a), int(b)), int(y)) for a, b, y in zip(part.left, part.right, part.labels))
+        keys = list(label)
+        return cls(parts[0].path, np.array([a for a, _ in keys], np.int64), np.array([b for _, b in keys], np.int64),
+                   np.array([label[k] for k in keys], np.int8), sum(p.n_records for p in parts),
+                   [r for p in parts for r in p.rejects])
+
     @property
     def n_matches(self) -> int:
         return int(self.labels.sum())
@@ -200,27 +216,33 @@ class LabelledPairs:
 
 def load_labels(path: str | Path, left: MatchCatalog, right: MatchCatalog, *, encoding: str = "utf-8",
                 within: bool = False) -> LabelledPairs:
-    """Read labelled pairs (``left_id,right_id,label``; DeepMatcher's ``ltable_id,rtable_id,label`` too).
+    """Read labelled pairs (``left_id,right_id,label``; DeepMatcher's ``ltable_id,rtable_id,label`` too),
+    or the decisions of a reviewed ``taxmig match`` workbook (:mod:`migrate.matching.decisions`).
 
     A pair naming an id that is not a usable product (unknown, or rejected from its catalog), a
     label that is not 1/0 (true/false, yes/no, match/no match), or a pair of a product with itself
     becomes a reject with the reason. Fewer than two usable pairs, or only one class, is an error.
     """
-    table = read_table(path, encoding=encoding)
-    cols = table.columns
-    found = {role: find_column(cols, names) for role, names in
-             (("left id", LEFT_ID_NAMES), ("right id", RIGHT_ID_NAMES), ("label", LABEL_NAMES))}
-    missing = [f"no {role} column (looked for {', '.join(names)})" for (role, col), names in
-               zip(found.items(), (LEFT_ID_NAMES, RIGHT_ID_NAMES, LABEL_NAMES)) if col is None]
-    if missing:
-        raise InputError(table.path, "; ".join(missing),
-                         hint=f"name the columns left_id, right_id, label (the columns are: {', '.join(cols)})")
-    frame = table.frame
+    if is_match_workbook(path):  # a reviewed match workbook: its decisions are the labels
+        frame, rejects = decision_pairs(path)
+        source, n_records = Path(path), frame.height + len(rejects)
+        records = zip(frame["left_id"], frame["right_id"], frame["label"].cast(pl.String), range(2, frame.height + 2))
+    else:
+        table = read_table(path, encoding=encoding)
+        cols = table.columns
+        found = {role: find_column(cols, names) for role, names in
+                 (("left id", LEFT_ID_NAMES), ("right id", RIGHT_ID_NAMES), ("label", LABEL_NAMES))}
+        missing = [f"no {role} column (looked for {', '.join(names)})" for (role, col), names in
+                   zip(found.items(), (LEFT_ID_NAMES, RIGHT_ID_NAMES, LABEL_NAMES)) if col is None]
+        if missing:
+            raise InputError(table.path, "; ".join(missing),
+                             hint=f"name the columns left_id, right_id, label (the columns are: {', '.join(cols)})")
+        frame, rejects, source, n_records = table.frame, list(table.rejects), table.path, table.n_records
+        records = zip(frame[found["left id"]].fill_null(""), frame[found["right id"]].fill_null(""),
+                      frame[found["label"]].fill_null(""), frame[ROW])
     lpos, rpos = left.position(), right.position()
     out_l, out_r, out_y = [], [], []
-    rejects = list(table.rejects)
-    for lid, rid, raw, row in zip(frame[found["left id"]].fill_null(""), frame[found["right id"]].fill_null(""),
-                                  frame[found["label"]].fill_null(""), frame[ROW]):
+    for lid, rid, raw, row in records:
         lid, rid, value = lid.strip(), rid.strip(), raw.strip().lower()
         text = f"{lid} / {rid}"
         if value in TRUE_LABELS or value in FALSE_LABELS:
@@ -244,12 +266,11 @@ def load_labels(path: str | Path, left: MatchCatalog, right: MatchCatalog, *, en
     labels = np.asarray(out_y, dtype=np.int8)
     if len(labels) < 2 or labels.min() == labels.max():
         examples = "; ".join(f"row {r.row}: {r.reason}" for r in rejects[:3])
-        raise InputError(table.path, f"needs matches and non-matches among its usable pairs: {int(labels.sum())} "
+        raise InputError(source, f"needs matches and non-matches among its usable pairs: {int(labels.sum())} "
                                      f"matches, {int((labels == 0).sum())} non-matches"
                                      + (f" ({len(rejects)} unusable, e.g. {examples})" if rejects else ""),
                          hint="label some pairs 1 (same product) and some 0, with ids of the catalogs' id columns")
     rejects.sort(key=lambda r: r.row)
-    log.info("%s: %d labelled pairs (%d matches), %d unusable", table.path, len(labels), int(labels.sum()),
+    log.info("%s: %d labelled pairs (%d matches), %d unusable", source, len(labels), int(labels.sum()),
              len(rejects))
-    return LabelledPairs(table.path, np.asarray(out_l, np.int64), np.asarray(out_r, np.int64), labels,
-                         table.n_records, rejects)
+    return LabelledPairs(source, np.asarray(out_l, np.int64), np.asarray(out_r, np.int64), labels, n_records, rejects)

@@ -25,17 +25,16 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import polars as pl
-from openpyxl.utils import get_column_letter
 from rapidfuzz import fuzz, process, utils
 
 from migrate.core.catalog import normalise_path
 from migrate.core.files import FORMATS, write_frame
 from migrate.core.hashing import ROW_KEY_COLUMN, row_key
-from migrate.core.readers import cell_text
-from migrate.core.sheets import ACCEPT, DECISION_COLUMN, NEW_CATEGORY, NOTE_COLUMN
+from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, NEW_CATEGORY, NOTE_COLUMN, decision_rows,
+                                 workbook_run_id)
 from migrate.errors import InputError, OutputExistsError, TaxmigError
 from migrate.mapping.category_decisions import (CATEGORY_DECISION_SCHEMA, LEVEL_PAIR, LEVELS, SCOPE_ROW, category_key,
                                         covering, decision_id)
@@ -105,7 +104,7 @@ def read_reviewed_workbook(path: str | Path) -> ReviewedWorkbook:
                          hint="save it from Excel as .xlsx") from None
     try:
         problems: list[str] = []
-        run_id = _run_id(book)
+        run_id = workbook_run_id(book)
         if not run_id:
             problems.append("no 'Run id' in a Summary sheet: not a workbook written by taxmig")
         sheets = [name for name in DECISION_SHEETS if name in book.sheetnames]
@@ -113,7 +112,7 @@ def read_reviewed_workbook(path: str | Path) -> ReviewedWorkbook:
             problems.append(f"no {' or '.join(DECISION_SHEETS)} sheet")
         rows: list[ReviewedRow] = []
         for name in sheets:
-            for number, cell, value in _decision_rows(book[name], name, REQUIRED, problems):
+            for number, cell, value in decision_rows(book[name], name, REQUIRED, problems):
                 rows.append(ReviewedRow(
                     sheet=name, row=number, cell=cell, source_id=value("source_id").strip(),
                     source_text=value("source_text"), suggested=value("target_category").strip(),
@@ -138,39 +137,7 @@ def _read_category_sheet(ws, problems: list[str]) -> list[ReviewedCategory]:
                              source_category=value("source_category"), target_category=value("target_category"),
                              decision=value(DECISION_COLUMN).strip(), note=value(NOTE_COLUMN).strip(),
                              key=value(ROW_KEY_COLUMN).strip())
-            for number, cell, value in _decision_rows(ws, CATEGORY_SHEET, CATEGORY_REQUIRED, problems)]
-
-
-def _decision_rows(ws, sheet: str, required: tuple[str, ...], problems: list[str]
-                   ) -> Iterator[tuple[int, str, Callable[[str], str]]]:
-    """(row number, decision cell, the row's text in a column by header -- "" for a column the
-    sheet lacks) of every row of ``ws`` whose decision is filled; missing ``required`` columns are
-    added to ``problems`` instead."""
-    it = ws.iter_rows(values_only=True)
-    header = [cell_text(v).strip() for v in (next(it, None) or ())]
-    col = {h: i for i, h in enumerate(header) if h}
-    missing = [c for c in required if c not in col]
-    if missing:
-        problems.append(f"sheet {sheet}: column(s) {', '.join(missing)} missing from row 1 "
-                        "(restore them from the exported file)")
-        return
-    letter = get_column_letter(col[DECISION_COLUMN] + 1)
-    where = f"'{sheet}'" if " " in sheet else sheet  # how Excel writes a sheet name in a reference
-    for number, values in enumerate(it, start=2):
-        values = list(values) + [None] * (len(header) - len(values))
-        if not cell_text(values[col[DECISION_COLUMN]]).strip():
-            continue
-        yield number, f"{where}!{letter}{number}", \
-            lambda name, values=values: cell_text(values[col[name]]) if name in col else ""
-
-
-def _run_id(book) -> str:
-    if "Summary" not in book.sheetnames:
-        return ""
-    for values in book["Summary"].iter_rows(values_only=True):
-        if values and cell_text(values[0]).strip() == "Run id" and len(values) > 1:
-            return cell_text(values[1]).strip()
-    return ""
+            for number, cell, value in decision_rows(ws, CATEGORY_SHEET, CATEGORY_REQUIRED, problems)]
 
 
 @dataclass
