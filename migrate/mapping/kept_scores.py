@@ -42,11 +42,14 @@ def scoring_key(*, model_fingerprint: str, categories: Sequence[str], target_tex
                 product_categories: np.ndarray | None, settings: Any) -> str:
     """sha256 over what a product's scores depend on besides the product: the taxmig version (a new
     release may score differently), the model, the target categories, the labelled target products
-    (texts and categories) and the settings that score (scoring, category context, leaves only)."""
+    (texts and categories) and the settings that score (scoring, category context, leaves only; the
+    seed and calibration size, which the calibrator's fit reads). Thresholds are not in it: they
+    only set flags, which every night computes again."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": __version__, "model": model_fingerprint,
                               "scoring": asdict(settings.scoring), "category_context": settings.category_context,
-                              "leaves_only": settings.leaves_only}, sort_keys=True, default=str).encode())
+                              "leaves_only": settings.leaves_only, "seed": settings.seed,
+                              "calibration_limit": settings.calibration_limit}, sort_keys=True, default=str).encode())
     for part in (categories, target_texts):
         digest.update(len(part).to_bytes(8, "little"))
         for text in part:
