@@ -283,6 +283,23 @@ def write_categories_sheet(ws: Worksheet, choices: Sequence[str]) -> None:
 
 # --- reading a reviewed workbook back ------------------------------------------------------------
 
+def open_reviewed_workbook(path: str | Path, what: str = "the reviewed .xlsx file"):
+    """``path`` opened read-only with cached values (a reviewer's workbook); a missing or unreadable
+    file is an :class:`~migrate.errors.InputError` naming it (``what``: what to give instead). Close it."""
+    from openpyxl import load_workbook
+
+    from migrate.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found", hint=f"give {what}")
+    try:
+        return load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a damaged or non-xlsx file
+        raise InputError(path, f"cannot be opened as an Excel workbook ({exc.__class__.__name__})",
+                         hint="save it from Excel as .xlsx") from None
+
+
 def decision_rows(ws, sheet: str, required: tuple[str, ...], problems: list[str]
                    ) -> Iterator[tuple[int, str, Callable[[str], str]]]:
     """(row number, decision cell, the row's text in a column by header -- "" for a column the

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from migrate.core.readers import Reject
-from migrate.core.sheets import ACCEPT, DECISION_COLUMN, decision_rows, workbook_run_id
+from migrate.core.sheets import ACCEPT, DECISION_COLUMN, decision_rows, open_reviewed_workbook, workbook_run_id
 from migrate.errors import InputError
 
 MATCH, NO_MATCH, ALT1, ALT2 = "MATCH", "NO MATCH", "ALT1 IS THE MATCH", "ALT2 IS THE MATCH"
@@ -53,16 +53,8 @@ def is_match_workbook(path: str | Path) -> bool:
 def decision_pairs(path: str | Path) -> tuple[pl.DataFrame, list[Reject]]:
     """(``left_id, right_id, label`` -- one row per decided pair --, rejects) of a reviewed
     ``taxmig match`` workbook."""
-    from openpyxl import load_workbook
-
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found", hint="give the reviewed match workbook (.xlsx)")
-    try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many types for a damaged or non-xlsx file
-        raise InputError(path, f"cannot be opened as an Excel workbook ({exc.__class__.__name__})",
-                         hint="save it from Excel as .xlsx") from None
+    book = open_reviewed_workbook(path, "the reviewed match workbook (.xlsx)")
     problems: list[str] = []
     pairs: dict[tuple[str, str], tuple[int, str]] = {}
     rejects: list[Reject] = []

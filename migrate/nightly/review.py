@@ -34,7 +34,7 @@ from migrate.core.catalog import normalise_path
 from migrate.core.files import FORMATS, write_frame
 from migrate.core.hashing import ROW_KEY_COLUMN, row_key
 from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, NEW_CATEGORY, NOTE_COLUMN, decision_rows,
-                                 workbook_run_id)
+                                 open_reviewed_workbook, workbook_run_id)
 from migrate.errors import InputError, OutputExistsError, TaxmigError
 from migrate.mapping.category_decisions import (CATEGORY_DECISION_SCHEMA, LEVEL_PAIR, LEVELS, SCOPE_ROW, category_key,
                                         covering, decision_id)
@@ -92,16 +92,8 @@ class ReviewedWorkbook:
 
 def read_reviewed_workbook(path: str | Path) -> ReviewedWorkbook:
     """The decisions of a reviewed workbook (rows with an empty decision are skipped)."""
-    from openpyxl import load_workbook
-
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found", hint="give the reviewed .xlsx file")
-    try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many types for a damaged or non-xlsx file
-        raise InputError(path, f"cannot be opened as an Excel workbook ({exc.__class__.__name__})",
-                         hint="save it from Excel as .xlsx") from None
+    book = open_reviewed_workbook(path)
     try:
         problems: list[str] = []
         run_id = workbook_run_id(book)
