@@ -552,22 +552,26 @@ def test_two_runs_at_once_the_second_is_refused_with_exit_3(small_state):
 
 
 def test_migrate_with_state_then_reconcile_and_exit_codes(data, tmp_path):
+    """`migrate --state` then a night, as real processes (the exit codes a scheduler sees); the
+    refusals, in-process."""
     n1 = tmp_path / "n1.csv"
     data["live"].head(25).write_csv(n1)
     first = _cli("migrate", n1, "--target-catalog", data["folder"] / "target.csv", "--target-category",
                  "category,sub_category", "-o", tmp_path / "m.xlsx", "--state", tmp_path / "st", "-q")
     assert first.returncode == 0, first.stderr
     assert "started state" in first.stdout
-    again = _cli("migrate", n1, "--target-catalog", data["folder"] / "target.csv", "-o", tmp_path / "m2.xlsx",
-                 "--state", tmp_path / "st", "-q")
-    assert again.returncode == 1 and "already holds a state" in again.stderr
+    again = CliRunner().invoke(main, ["migrate", str(n1), "--target-catalog", str(data["folder"] / "target.csv"),
+                                      "-o", str(tmp_path / "m2.xlsx"), "--state", str(tmp_path / "st"), "-q"])
+    assert again.exit_code == 1 and "already holds a state" in again.stderr
     night = _cli("reconcile", n1, "--state", tmp_path / "st", "-o", tmp_path / "r.xlsx", "-q")
     report = json.loads((tmp_path / "r.json").read_text())
     assert night.returncode == 0 and report["counts"]["in_report_for_review"] == 0  # nothing changed
     assert report["embedding"]["encoded"] == 0  # migrate --state filled the cache
-    exists = _cli("reconcile", n1, "--state", tmp_path / "st", "-o", tmp_path / "r.xlsx", "-q")
-    assert exists.returncode == 1 and "already exists" in exists.stderr
+    exists = CliRunner().invoke(main, ["reconcile", str(n1), "--state", str(tmp_path / "st"), "-o",
+                                       str(tmp_path / "r.xlsx"), "-q"])
+    assert exists.exit_code == 1 and "already exists" in exists.stderr
     usage = CliRunner().invoke(main, ["reconcile", str(n1)])
     assert usage.exit_code == 64
-    missing = _cli("reconcile", n1, "--state", tmp_path / "nothing", "-o", tmp_path / "x.xlsx", "-q")
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    missing = CliRunner().invoke(main, ["reconcile", str(n1), "--state", str(tmp_path / "nothing"), "-o",
+                                        str(tmp_path / "x.xlsx"), "-q"])
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
