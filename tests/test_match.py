@@ -458,7 +458,7 @@ def test_a_reviewed_match_workbook_becomes_labelled_pairs_that_correct_the_label
         ("Matches", c["left_id"]): "ALT1 IS THE MATCH", ("Matches", d["left_id"]): "maybe",
         ("Matches", flagged["left_id"]): "MATCH", ("Review", flagged["left_id"]): "NO MATCH"})
     pairs, rejects = decision_pairs(tmp_path / "reviewed.xlsx")
-    got = {(l, r): y for l, r, y in pairs.iter_rows()}
+    got = {(l, r): y for l, r, y in pairs.select("left_id", "right_id", "label").iter_rows()}
     assert got == {(a["left_id"], a["right_id"]): int(a["is_match"]), (b["left_id"], b["right_id"]): 0,
                    (c["left_id"], c["alt1_right_id"]): 1, (c["left_id"], c["right_id"]): 0}
     reasons = " | ".join(r.reason for r in rejects)

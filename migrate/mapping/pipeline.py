@@ -162,10 +162,8 @@ category suggested, PARENT_BACKOFF); dropped by :func:`with_flags`."""
 
 def source_columns(source: Catalog) -> pl.DataFrame:
     """The columns of a scored frame that describe the products themselves (:data:`SOURCE_COLUMNS`)."""
-    frame = pl.DataFrame({"source_row": source.rows, "source_id": source.ids, "source_text": source.texts,
-                          "source_category": source.categories},
-                         schema={c: mapping_dtype(c) for c in SOURCE_COLUMNS})
-    return frame
+    return pl.DataFrame({"source_row": source.rows, "source_id": source.ids, "source_text": source.texts,
+                         "source_category": source.categories}, schema={c: mapping_dtype(c) for c in SOURCE_COLUMNS})
 
 
 def _rows_of(source: Catalog, rows: np.ndarray) -> Catalog:
@@ -185,7 +183,6 @@ def scored_frame(source: Catalog, targets: Targets, scores: CategoryScores, conf
 
     top = scores.top_ids
     data: dict[str, Any] = {
-        **source_columns(source).to_dict(as_series=False),
         "target_category": [name(i) for i in top[:, 0]],
         "target_id": [ids.get(name(i), "") for i in top[:, 0]],
         "confidence": np.round(confidence, 4),
@@ -201,7 +198,8 @@ def scored_frame(source: Catalog, targets: Targets, scores: CategoryScores, conf
         for j in range(top.shape[1], 3):
             data[f"alt{j}_category"] = [""] * len(source)
             data[f"alt{j}_score"] = np.zeros(len(source))
-    frame = pl.DataFrame(data, schema={c: mapping_dtype(c) for c in data})
+    frame = pl.concat([source_columns(source), pl.DataFrame(data, schema={c: mapping_dtype(c) for c in data})],
+                      how="horizontal")
     backed_off = scores.backed_off if scores.backed_off is not None else np.zeros(len(source), dtype=bool)
     return frame.with_columns(
         *(pl.Series(name, np.asarray(values, dtype=np.float64)) for name, values in

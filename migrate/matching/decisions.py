@@ -51,12 +51,12 @@ def is_match_workbook(path: str | Path) -> bool:
 
 
 def decision_pairs(path: str | Path) -> tuple[pl.DataFrame, list[Reject]]:
-    """(``left_id, right_id, label`` -- one row per decided pair --, rejects) of a reviewed
-    ``taxmig match`` workbook."""
+    """(``left_id, right_id, label, row`` -- one row per decided pair, ``row`` the sheet row of its
+    decision --, rejects) of a reviewed ``taxmig match`` workbook."""
     path = Path(path)
     book = open_reviewed_workbook(path, "the reviewed match workbook (.xlsx)")
     problems: list[str] = []
-    pairs: dict[tuple[str, str], tuple[int, str]] = {}
+    pairs: dict[tuple[str, str], tuple[int, str, int]] = {}  # (label, cell, sheet row) of the first decision
     rejects: list[Reject] = []
     conflicts: set[tuple[str, str]] = set()
     try:
@@ -88,14 +88,16 @@ def decision_pairs(path: str | Path) -> tuple[pl.DataFrame, list[Reject]]:
                     key = (left, right)
                     if key in pairs and pairs[key][0] != label:
                         conflicts.add(key)
-                    pairs.setdefault(key, (label, cell))
+                    pairs.setdefault(key, (label, cell, number))
         if problems:
             raise InputError(path, "; ".join(problems), hint="use the workbook 'taxmig match -o' wrote")
     finally:
         book.close()
     for key in sorted(conflicts):
-        rejects.append(Reject(row=0, id=key[0], text=pairs[key][1],
+        rejects.append(Reject(row=pairs[key][2], id=key[0], text=pairs[key][1],
                               reason=f"pair {key[0]} / {key[1]} decided both as a match and as not one"))
-    kept = [(left, right, label) for (left, right), (label, _) in pairs.items() if (left, right) not in conflicts]
-    frame = pl.DataFrame(kept, schema={"left_id": pl.String, "right_id": pl.String, "label": pl.Int8}, orient="row")
+    kept = [(left, right, label, row) for (left, right), (label, _, row) in pairs.items()
+            if (left, right) not in conflicts]
+    frame = pl.DataFrame(kept, schema={"left_id": pl.String, "right_id": pl.String, "label": pl.Int8, "row": pl.Int64},
+                         orient="row")
     return frame, rejects

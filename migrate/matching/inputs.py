@@ -226,7 +226,7 @@ def load_labels(path: str | Path, left: MatchCatalog, right: MatchCatalog, *, en
     if is_match_workbook(path):  # a reviewed match workbook: its decisions are the labels
         frame, rejects = decision_pairs(path)
         source, n_records = Path(path), frame.height + len(rejects)
-        records = zip(frame["left_id"], frame["right_id"], frame["label"].cast(pl.String), range(2, frame.height + 2))
+        records = zip(frame["left_id"], frame["right_id"], frame["label"].cast(pl.String), frame["row"])
     else:
         table = read_table(path, encoding=encoding)
         cols = table.columns

@@ -298,6 +298,7 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
     exit_code = EXIT_REVIEW if review.height else EXIT_OK
     seconds = time.perf_counter() - t0
     info = result.summary_dict()
+    drift = score_drift(previous.products if previous is not None else None, products)
     monitoring = {
         "run_id": run_id, "state": str(store.root), "catalog": str(settings.source), "started": night.started,
         "exit_code": exit_code, "status": EXIT_CODES[exit_code], "counts": counts,
@@ -306,14 +307,14 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
                       "cached": info.get("Texts read from the embedding cache")},
         "target_side": info.get(TARGET_SIDE),
         "scores_kept": info.get(SCORES_KEPT, 0),
-        "drift": score_drift(previous.products if previous is not None else None, products).to_dicts(),
+        "drift": drift.to_dicts(),
         "seconds": round(seconds, 2), "first_run": previous is None, "stale_lock": lock.stale,
         "review_scope": night.review_scope,
     }
     summary = _summary(night, store, previous, result, target, monitoring)
     nightly = NightlyReport(run_id=run_id, summary=summary, review=review, changes=changes,
                             categories=category_counts(previous.products if previous is not None else None, products),
-                            drift=score_drift(previous.products if previous is not None else None, products),
+                            drift=drift,
                             target_changes=target.table(), rejects=result.rejects,
                             choices=choices_for(list(inputs.targets.categories)), monitoring=monitoring,
                             category_table=category_table(products), products=products)
