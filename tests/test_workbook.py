@@ -250,6 +250,14 @@ def test_category_decisions_sheet(wb: Workbook, result: MigrationResult) -> None
     flagged = [r["flagged"] for r in categories]
     assert flagged == sorted(flagged, reverse=True)  # the most flagged source categories first
     assert ws["A2"].font.bold and ws.column_dimensions["L"].hidden
+    assert not any(ws.cell(r, 1).font.bold for r, row in enumerate(rows, start=2) if row["level"] != "category")
+    long_rows = [r for r, row in enumerate(rows, start=2) if len(row["target_category"] or "") > 34]
+    assert long_rows  # Google paths: a wrapped path, the row's other cells aligned to its top
+    for r in long_rows:
+        assert ws.cell(r, 3).alignment.wrap_text and ws.cell(r, 3).alignment.vertical == "top"
+        assert ws.cell(r, 4).alignment.vertical == "top" and not ws.cell(r, 4).alignment.wrap_text
+        assert ws.row_dimensions[r].height >= 30
+    assert ws.cell(2, 5).number_format == "0.000"
     (dv,) = ws.data_validations.dataValidation
     assert str(dv.sqref) == f"J2:J{len(rows) + 1}" and dv.formula1.startswith("Categories!")
     assert ws.print_area.endswith(f"$K${len(rows) + 1}")

@@ -31,7 +31,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from migrate.core.cells import set_text
 from migrate.core.hashing import ROW_KEY_COLUMN, row_key
 from migrate.core.rejects import REJECT_COLUMNS
-from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, FONT_NAME, HEADER_FONT, NEW_CATEGORY, NOTE_COLUMN,
+from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, FONT_NAME, HEADER_FONT, CellStyles, NEW_CATEGORY, NOTE_COLUMN,
                             add_decision_validation, column_index, decision_choices, fit_print_width, highlight_flagged,
                             save_workbook, wrap_columns, write_categories_sheet, write_summary, write_table)
 from migrate.mapping.category_decisions import CATEGORY_COLUMNS, LEVEL_CATEGORY, category_key, category_table
@@ -146,12 +146,13 @@ def write_category_sheet(ws: Worksheet, table: pl.DataFrame, *, run_id: str, n_c
     col = ws.max_column + 1
     set_text(ws.cell(1, col), ROW_KEY_COLUMN)
     ws.cell(1, col).font = HEADER_FONT
+    bold = CellStyles(ws).font(CATEGORY_ROW_FONT)
     for r, (level, source, target) in enumerate(table.select("level", "source_category", "target_category").iter_rows(),
                                                 start=2):
         set_text(ws.cell(r, col), category_key(run_id, level, source or "", target or ""))
         if level == LEVEL_CATEGORY:
             for c in range(1, len(CATEGORY_COLUMNS) + 1):
-                ws.cell(r, c).font = CATEGORY_ROW_FONT
+                CellStyles.set(ws.cell(r, c), font=bold)
     ws.column_dimensions[get_column_letter(col)].hidden = True
     wrap_columns(ws, table, CATEGORY_WRAPPED)
     ws.print_area = f"A1:{get_column_letter(column_index(ws, NOTE_COLUMN))}{max(ws.max_row, 1)}"
