@@ -3,6 +3,7 @@ all before the model would load."""
 
 from __future__ import annotations
 
+import sys
 import csv
 import io
 import time
@@ -271,3 +272,21 @@ def test_commands_without_a_state_folder_run_where_fcntl_is_missing(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "missing.csv: file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_console_script_keeps_the_exit_code_and_freezes_objects_before_exit(monkeypatch, capsys):
+    """``taxmig`` runs the command, then ``gc.freeze()`` (interpreter exit then skips a last
+    collection over torch's objects); the exit code is the command's, usage errors included."""
+    import gc
+
+    from migrate.cli import console_main
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    for argv, code in ((["taxmig", "--version"], 0), (["taxmig", "migrate"], 64)):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exc:
+            console_main()
+        assert exc.value.code == code
+    assert frozen == [True, True]
+    assert "taxmig" in capsys.readouterr().out
