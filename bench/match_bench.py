@@ -8,6 +8,10 @@ in one run: test-split F1, precision and recall of
   what ``taxmig match`` does with no ``--labels``), and with weights fitted on the train split;
 - leave-one-benchmark-out: no labels, weights fitted on the *other* benchmark's train split only
   (what the defaults promise on a pair of catalogs they were not fitted on);
+- a cross-encoder re-ranker trained by ``train.cross_encoder`` on the train split (the valid split
+  picks the best checkpoint and its threshold): alone, and its probability joined to the base
+  hybrid's features (weights fitted on the valid split, out-of-fold threshold), as ``taxmig match
+  --reranker DIR [--labels valid.csv]`` does;
 - the hybrid score with an encoder fine-tuned by ``train.match`` on the train split
   (OnlineContrastiveLoss; the valid split picks the best checkpoint), logistic and boosted scorers
   whose weights are fitted on the valid split (the encoder has seen the train pairs), as
@@ -53,7 +57,7 @@ BENCHMARKS = {"abt_buy": "Abt-Buy", "amazon_google": "Amazon-Google"}
 DITTO_F1 = {"abt_buy": 89.33, "amazon_google": 75.58}
 TARGET_F1 = {"abt_buy": 85.0, "amazon_google": 70.0}
 SPLITS = ("train", "valid", "test")
-METHODS = ("rapidfuzz", "base", "finetuned")
+METHODS = ("rapidfuzz", "base", "finetuned", "crossencoder")
 
 
 @dataclass
@@ -199,6 +203,49 @@ def fine_tune(folder: Path, out: Path, args) -> tuple[str, float, dict]:
     return str(out), time.perf_counter() - start, result.metrics
 
 
+def train_reranker(folder: Path, out: Path, args) -> tuple[str, float, dict]:
+    from train.cross_encoder import train_cross_encoder
+    from train.finetune import TrainConfig
+
+    if out.exists():
+        shutil.rmtree(out)
+    config = TrainConfig(epochs=args.ce_epochs, batch_size=args.ce_batch_size, learning_rate=args.ce_learning_rate,
+                         max_seq_length=args.ce_max_length, max_pairs=args.max_pairs, evaluations=args.evaluations,
+                         seed=0)
+    start = time.perf_counter()
+    result = train_cross_encoder(folder / "tableA.csv", folder / "tableB.csv", folder / "train.csv", out, config,
+                                 valid=folder / "valid.csv")
+    return str(out), time.perf_counter() - start, result.metrics
+
+
+def reranker_rows(dataset: str, reranker_dir: str, base_enc: Encoder, inputs: MatchInputs, labels, k: int,
+                  train_seconds: float) -> list[Row]:
+    """The re-ranker alone (its threshold from valid, as ``train-match`` stored it), and joined to
+    the base hybrid's features with weights and threshold from the valid split."""
+    from migrate.matching.matcher import PairFeatures
+    from migrate.matching.reranker import Reranker
+
+    t0 = time.perf_counter()
+    reranker = Reranker.load(reranker_dir)
+    context, _, _ = Matcher(base_enc).context(inputs, k=k, batch_size=64, progress=False)
+    pair_features = PairFeatures(context, inputs, reranker)
+    feats = {s: pair_features(labels[s].left, labels[s].right) for s in ("valid", "test")}
+    seconds = train_seconds + time.perf_counter() - t0
+    alone = feats["test"][:, -1]
+    p, r, f = quality(alone, labels["test"].labels, reranker.threshold)
+    rows = [Row(dataset, "cross-encoder re-ranker alone (MiniLM-L6; threshold from valid)", f, p, r,
+                reranker.threshold, seconds)]
+    y = labels["valid"].labels.astype(int)
+    names = pair_features.names
+    held_out = out_of_fold_scores(feats["valid"], y, labels["valid"].left, "logistic", names=names)
+    t = choose_threshold(held_out, y, source="valid split, out-of-fold")
+    scorer = fit_scorer(feats["valid"], y, "logistic", names=names)
+    p, r, f = quality(scorer.score(feats["test"]), labels["test"].labels, t.value)
+    rows.append(Row(dataset, "hybrid (base encoder) + cross-encoder re-ranker, weights fitted on valid", f, p, r,
+                    t.value, time.perf_counter() - t0 + train_seconds))
+    return rows
+
+
 def table(rows: list[Row], datasets: list[str]) -> str:
     lines = ["| benchmark | method | test F1 | precision | recall | threshold (valid) | seconds |",
              "|---|---|---|---|---|---|---|"]
@@ -226,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--max-pairs", type=int, default=None)
     parser.add_argument("--evaluations", type=int, default=8)
+    parser.add_argument("--ce-epochs", type=float, default=3.0, help="cross-encoder epochs")
+    parser.add_argument("--ce-batch-size", type=int, default=16)
+    parser.add_argument("--ce-learning-rate", type=float, default=5e-5)
+    parser.add_argument("--ce-max-length", type=int, default=128, help="cross-encoder tokens per pair")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "out" / "match_bench_models")
     parser.add_argument("--print-default-weights", action="store_true",
                         help="fit the no-labels default weights on both train splits (base model) and print them")
@@ -236,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.quick:
         args.limit = args.limit or 120
-        args.epochs = 1.0
+        args.epochs = args.ce_epochs = 1.0
         args.max_pairs = args.max_pairs or 64
         args.evaluations = 2
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -250,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled: list[tuple[np.ndarray, np.ndarray]] = []
     base_feats: dict[str, tuple[dict[str, np.ndarray], dict]] = {}
     started = time.perf_counter()
-    base = encoder(None) if "base" in methods or args.print_default_weights else None
+    base = encoder(None) if {"base", "crossencoder"} & set(methods) or args.print_default_weights else None
     with tempfile.TemporaryDirectory() as tmp:
         for d in datasets:
             folder = prepare(d, args.limit, Path(tmp))
@@ -260,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             if "rapidfuzz" in methods:
                 rows.append(rapidfuzz_only(d, inputs, labels))
                 log.info("%s rapidfuzz: F1 %.4f", d, rows[-1].f1)
-            if base is not None:
+            if base is not None and ("base" in methods or args.print_default_weights):
                 t0 = time.perf_counter()
                 feats = hybrid_features(base, inputs, labels, args.candidates)
                 pooled.append((feats["train"], labels["train"].labels))
@@ -280,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
                              f"pairs in {metrics['train_seconds']:.0f} s; valid {key} "
                              f"{metrics['eval']['before'][key]:.4f} -> {metrics['eval']['after'][key]:.4f}.")
                 log.info("%s fine-tuned hybrid: F1 %.4f (boosted %.4f)", d, rows[-2].f1, rows[-1].f1)
+            if "crossencoder" in methods:
+                out, train_seconds, metrics = train_reranker(folder, args.models_dir / f"rerank-{d}", args)
+                rows += reranker_rows(d, out, base, inputs, labels, args.candidates, train_seconds)
+                key = metrics["eval"]["primary_metric"]
+                notes.append(f"{BENCHMARKS[d]} cross-encoder: {metrics['steps']} steps on {metrics['train_pairs']} "
+                             f"pairs in {metrics['train_seconds']:.0f} s; valid {key} "
+                             f"{metrics['eval']['before'][key]:.4f} -> {metrics['eval']['after'][key]:.4f}.")
+                log.info("%s cross-encoder: alone F1 %.4f, hybrid F1 %.4f", d, rows[-2].f1, rows[-1].f1)
     if "base" in methods and len(base_feats) > 1:
         rows += leave_one_benchmark_out(base_feats)
     total = time.perf_counter() - started
@@ -296,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         scope = f"{args.limit} pairs per split (smoke test)" if args.limit else "full test splits"
         settings = (f"Candidates {args.candidates}; fine-tuning: {args.loss}, {args.epochs:g} epochs, batch "
                     f"{args.batch_size}, lr {args.learning_rate:g}, max_seq_length {args.max_seq_length}, best "
-                    "checkpoint by valid average precision.")
+                    f"checkpoint by valid average precision. Cross-encoder: BinaryCrossEntropyLoss, "
+                    f"{args.ce_epochs:g} epochs, batch {args.ce_batch_size}, lr {args.ce_learning_rate:g}, "
+                    f"{args.ce_max_length} tokens per pair.")
         text = (f"Scope: {scope}. Thresholds chosen on the valid split (best F1); F1/precision/recall on the test "
                 f"split, in %. Scorer weights fitted on the train split (base encoder) or, out-of-fold, on the valid "
                 f"split (fine-tuned encoder, which has seen the train pairs). The no-labels row uses "

@@ -3,9 +3,9 @@ all before the model would load."""
 
 from __future__ import annotations
 
-import sys
 import csv
 import io
+import sys
 import time
 
 import pytest

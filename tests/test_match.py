@@ -357,7 +357,7 @@ def test_match_pairs_become_datasets_for_each_loss(abt_buy):
 
     inputs = read_match_inputs(_settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv",
                                          left_text="name", right_text="name"))
-    pairs = match_pairs(inputs.left, inputs.right, inputs.labels)
+    pairs = match_pairs(inputs.left.texts, inputs.right.texts, inputs.left.ids, inputs.labels)
     ds = pairs.to_dataset("labelled_pairs")
     assert ds.column_names == ["sentence1", "sentence2", "label"] and len(ds) == len(inputs.labels)
     assert sum(ds["label"]) == inputs.labels.n_matches
@@ -404,6 +404,80 @@ def test_train_match_fine_tunes_through_the_shared_trainer(abt_buy, tmp_path):
                             TrainConfig(loss="cosine"))
     result, _ = _cli("train-match", folder / "abt.csv", "--pairs", folder / "labels.csv", "-o", tmp_path / "m3")
     assert result.exit_code == 64 and "missing RIGHT" in result.output
+
+
+@pytest.fixture(scope="module")
+def reranker_dir(abt_buy, tmp_path_factory):
+    """A short cross-encoder run through the CLI on the real pairs (the fixture's labels, which
+    also validate: this checks the plumbing and that it learns, not how well it generalises)."""
+    folder = abt_buy["folder"]
+    out = tmp_path_factory.mktemp("rerank") / "rerank-abt-buy"
+    labels = pl.read_csv(folder / "labels.csv", infer_schema=False)
+    valid = out.parent / "valid.csv"
+    pl.concat([labels.filter(pl.col("label") == "1").head(20), labels.filter(pl.col("label") == "0").head(60)]) \
+        .write_csv(valid)
+    result, _ = _cli("train-match", folder / "abt.csv", folder / "buy.csv", "--pairs", folder / "labels.csv",
+                     "--valid", valid, "--cross-encoder", "--epochs", "3", "--batch-size", "16", "--max-pairs", "192",
+                     "--learning-rate", "2e-4", "--max-seq-length", "64", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, reranker_dir):
+    from migrate.matching.reranker import Reranker, serialise
+
+    out, output = reranker_dir
+    metrics = json.loads((out / "metrics.json").read_text())
+    ev = metrics["eval"]
+    assert ev["primary_metric"] == "valid_average_precision"
+    assert ev["after"]["valid_average_precision"] > ev["before"]["valid_average_precision"] + 0.3  # 0.20 -> 0.77
+    record = json.loads((out / "reranker.json").read_text())
+    assert record["serialisation"] == "ditto-v1" and record["max_length"] == 64
+    assert 0 < record["threshold"] < 1 and round(record["threshold"], 4) == metrics["threshold"]["threshold"]
+    assert f"threshold {record['threshold']:.3f}" in output and "{'loss'" not in output  # -q: no log dicts
+    card = (out / "README.md").read_text()
+    assert "BinaryCrossEntropyLoss" in card and "--reranker" in card and record["data_fingerprint"] in card
+    names = pl.read_csv(abt_buy["folder"] / "abt.csv", infer_schema=False)["name"].to_list()
+    assert not any(n in card for n in names if len(n) > 12)
+    reranker = Reranker.load(out)
+    inputs = read_match_inputs(_settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv"))
+    left, right = serialise(inputs.left), serialise(inputs.right)
+    samsung = left[inputs.left.ids.index(SAMSUNG)]
+    assert samsung.startswith("[COL] title [VAL] ") and "[COL] text [VAL] " in samsung
+    labels = inputs.labels
+    scores = reranker.score([left[i] for i in labels.left], [right[j] for j in labels.right])
+    is_match = labels.labels.astype(bool)
+    from sklearn.metrics import average_precision_score
+
+    ap = average_precision_score(is_match, scores)
+    assert ap > 2.5 * is_match.mean() and scores[is_match].mean() > scores[~is_match].mean() + 0.1, ap
+    with pytest.raises(TaxmigError, match="not a taxmig re-ranker"):
+        Reranker.load(abt_buy["folder"])
+
+
+def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them(abt_buy, reranker_dir, migrator):
+    from migrate.matching.reranker import FEATURE, Reranker, serialise
+
+    out, _ = reranker_dir
+    matcher = Matcher(migrator.encoder)
+    alone = matcher.run(_settings(abt_buy["folder"], reranker=out))
+    info = alone.summary_dict()
+    threshold = json.loads((out / "reranker.json").read_text())["threshold"]
+    assert alone.scorer.kind == "reranker" and alone.threshold.value == threshold
+    assert "re-ranker" in alone.threshold.source and info["Re-ranker"].startswith("rerank-abt-buy (cross-encoder")
+    inputs = read_match_inputs(_settings(abt_buy["folder"]))
+    left, right = serialise(inputs.left), serialise(inputs.right)
+    rows = alone.matches.filter(pl.col("right_id") != "")
+    direct = Reranker.load(out).score([left[inputs.left.ids.index(i)] for i in rows["left_id"]],
+                                      [right[inputs.right.ids.index(j)] for j in rows["right_id"]])
+    assert np.allclose(rows["score"].to_numpy(), direct, atol=1.01e-4)  # the score is the re-ranker's probability
+    clear = rows.filter((pl.col("score") - threshold).abs() > 1e-4)  # scores are written to 4 decimals
+    assert clear["is_match"].to_list() == (clear["score"] >= threshold).to_list() and clear.height > 40
+    fitted = matcher.run(_settings(abt_buy["folder"], reranker=out, labels=abt_buy["folder"] / "labels.csv"))
+    assert fitted.scorer.kind == "logistic" and FEATURE in fitted.scorer.weights
+    assert fitted.scorer.weights[FEATURE] > 0  # a higher re-ranker probability, a likelier match
+    with pytest.raises(TaxmigError, match="not a re-ranker folder"):
+        _settings(abt_buy["folder"], reranker=abt_buy["folder"]).validate()
 
 
 def test_a_column_of_model_numbers_is_found_by_its_values_whatever_its_header(tmp_path):

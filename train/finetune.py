@@ -114,14 +114,18 @@ def _check_resume(output_dir: Path, base_fingerprint: str, objective: str = "pro
                           hint=f"resume with --objective {earlier.get('objective')}, or train into a new folder")
 
 
-def _training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str):
+def training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str, args_class=None):
+    """The trainer arguments every taxmig training run shares: ``config.evaluations`` evaluations
+    and checkpoints spread over the run, the best by ``metric`` kept, bf16 on a GPU that has it.
+    ``args_class``: sentence-transformers' arguments class (default: the bi-encoder's;
+    ``CrossEncoderTrainingArguments`` for the re-ranker)."""
     import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     every = max(1, steps // max(1, config.evaluations))
     bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return SentenceTransformerTrainingArguments(
+    return (args_class or SentenceTransformerTrainingArguments)(
         output_dir=str(output_dir / CHECKPOINTS),
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
@@ -315,9 +319,10 @@ def run_trainer(model, config: TrainConfig, output_dir: Path, steps: int, train_
 
     metric = f"eval_{evaluator.primary_metric}"
     trainer = SentenceTransformerTrainer(
-        model=model, args=_training_args(config, output_dir, steps, metric), train_dataset=train_ds,
+        model=model, args=training_args(config, output_dir, steps, metric), train_dataset=train_ds,
         loss=build_loss(model, config.loss, matryoshka=config.matryoshka),
         evaluator=evaluator, callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
+    quiet_trainer(trainer)
     last = _last_checkpoint(output_dir) if config.resume else None
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -326,6 +331,15 @@ def run_trainer(model, config: TrainConfig, output_dir: Path, steps: int, train_
     os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
     model.save(str(output_dir))
     return trainer, after, train_seconds
+
+
+def quiet_trainer(trainer) -> None:
+    """Without INFO logging (``-q``) the trainer prints nothing: transformers swaps its progress bar
+    for a callback that prints every log dict to stdout, which this removes."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if not log.isEnabledFor(logging.INFO):
+        trainer.remove_callback(PrinterCallback)
 
 
 def _last_checkpoint(output_dir: Path) -> Path | None:

@@ -21,7 +21,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -83,12 +83,80 @@ class MatchPairs:
         return Dataset.from_dict(rows)
 
 
-def match_pairs(left: MatchCatalog, right: MatchCatalog, labels: LabelledPairs,
+def match_pairs(left_texts: list[str], right_texts: list[str], left_ids: list[str], labels: LabelledPairs,
                 keep: np.ndarray | None = None) -> MatchPairs:
     """The texts of the labelled pairs (``keep``: a boolean mask over them)."""
     idx = np.arange(len(labels)) if keep is None else np.flatnonzero(keep)
-    return MatchPairs([left.texts[i] for i in labels.left[idx]], [right.texts[j] for j in labels.right[idx]],
-                      [int(y) for y in labels.labels[idx]], [left.ids[i] for i in labels.left[idx]])
+    return MatchPairs([left_texts[i] for i in labels.left[idx]], [right_texts[j] for j in labels.right[idx]],
+                      [int(y) for y in labels.labels[idx]], [left_ids[i] for i in labels.left[idx]])
+
+
+@dataclass
+class TrainingPairs:
+    """The catalogs and labelled pairs a ``train-match`` run reads, split into train and eval."""
+
+    left: MatchCatalog
+    right: MatchCatalog
+    paths: list[str | Path]
+    labelled: LabelledPairs
+    train: MatchPairs
+    eval: MatchPairs
+
+
+def read_training_pairs(left_path: str | Path, right_path: str | Path | None,
+                        pairs_path: str | Path | Sequence[str | Path], output_dir: Path, config: TrainConfig, *,
+                        valid: str | Path | None, within: bool, left_id: str | None, left_text: str | None,
+                        right_id: str | None, right_text: str | None, encoding: str,
+                        texts: Callable[[MatchCatalog], list[str]] | None = None) -> TrainingPairs:
+    """Read both catalogs and the labelled pairs (several files: :meth:`LabelledPairs.combined`),
+    split off the eval pairs (``valid``, else 10% held out by the left product's name) and cap the
+    train pairs at ``config.max_pairs``. ``texts``: what the model reads of a catalog (default: the
+    texts ``taxmig match`` embeds). Refuses a non-empty ``output_dir`` unless resuming."""
+    config.validate()
+    if within == (right_path is not None):
+        raise TaxmigError("give LEFT and RIGHT catalogs, or LEFT with --within", hint="see taxmig train-match --help")
+    if output_dir.exists() and any(output_dir.iterdir()) and not config.resume:
+        raise TaxmigError(f"{output_dir} already exists and is not empty",
+                          hint="choose a new -o folder, or pass --resume to continue a run there")
+    left = load_match_catalog(left_path, role="left", id=left_id, text=left_text, encoding=encoding)
+    right = left if within else load_match_catalog(right_path, role="right", id=right_id, text=right_text,
+                                                   encoding=encoding)
+    paths = [pairs_path] if isinstance(pairs_path, (str, Path)) else list(pairs_path)
+    labelled = LabelledPairs.combined([load_labels(p, left, right, encoding=encoding, within=within) for p in paths])
+    read = texts or (lambda catalog: catalog.texts)
+    left_texts = read(left)
+    right_texts = left_texts if within else read(right)
+
+    def pairs(labels: LabelledPairs, keep: np.ndarray | None = None) -> MatchPairs:
+        return match_pairs(left_texts, right_texts, left.ids, labels, keep)
+
+    if valid is not None:
+        train_pairs = pairs(labelled)
+        eval_pairs = pairs(load_labels(valid, left, right, encoding=encoding, within=within))
+    else:
+        held_out = split_labels([left.texts[i] for i in labelled.left], seed=config.seed, eval_percent=10,
+                                test_percent=0) == "eval"
+        train_pairs, eval_pairs = pairs(labelled, ~held_out), pairs(labelled, held_out)
+        if len(set(eval_pairs.labels)) < 2:
+            raise TaxmigError(f"{labelled.path}: the held-out 10% of the pairs lacks matches or non-matches",
+                              hint="pass --valid FILE with labelled validation pairs, or label more pairs")
+    if config.max_pairs is not None and len(train_pairs) > config.max_pairs:
+        pick = np.sort(np.random.default_rng(config.seed).choice(len(train_pairs), config.max_pairs, replace=False))
+        train_pairs = MatchPairs(*[[col[i] for i in pick] for col in (train_pairs.sentence1, train_pairs.sentence2,
+                                                                       train_pairs.labels, train_pairs.left_ids)])
+    return TrainingPairs(left, right, paths, labelled, train_pairs, eval_pairs)
+
+
+def training_record(data: TrainingPairs, config: TrainConfig, *, base: str, location: str, fingerprint: str,
+                    valid: str | Path | None, within: bool) -> dict[str, Any]:
+    """What ``train-match`` records about a run (``training.json``, the card's provenance)."""
+    return {"base_model": base, "base_model_location": location, "base_model_fingerprint": fingerprint,
+            "task": "product matching", "data_file": ", ".join(str(p) for p in data.paths),
+            "data_fingerprint": ", ".join(file_fingerprint(p) for p in data.paths),
+            "left_file": str(data.left.path), "right_file": None if within else str(data.right.path),
+            "valid_file": None if valid is None else str(valid),
+            "left_columns": data.left.describe(), "right_columns": None if within else data.right.describe(),
+            "config": _jsonable(dataclasses.asdict(config))}
 
 
 def _evaluator(pairs: MatchPairs, batch_size: int):
@@ -110,35 +178,13 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None,
     ``right_path`` is ``None`` with ``within`` (pairs inside one catalog). ``config.max_pairs``
     caps the training pairs (a deterministic subsample).
     """
-    config.validate()
     if config.loss not in MATCH_LOSSES:
         raise TaxmigError(f"--loss {config.loss} is for catalog training", hint=f"use one of {', '.join(MATCH_LOSSES)}")
-    if within == (right_path is not None):
-        raise TaxmigError("give LEFT and RIGHT catalogs, or LEFT with --within", hint="see taxmig train-match --help")
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not config.resume:
-        raise TaxmigError(f"{output_dir} already exists and is not empty",
-                          hint="choose a new -o folder, or pass --resume to continue a run there")
-    left = load_match_catalog(left_path, role="left", id=left_id, text=left_text, encoding=encoding)
-    right = left if within else load_match_catalog(right_path, role="right", id=right_id, text=right_text,
-                                                   encoding=encoding)
-    paths = [pairs_path] if isinstance(pairs_path, (str, Path)) else list(pairs_path)
-    labelled = LabelledPairs.combined([load_labels(p, left, right, encoding=encoding, within=within) for p in paths])
-    if valid is not None:
-        train_pairs = match_pairs(left, right, labelled)
-        eval_pairs = match_pairs(left, right, load_labels(valid, left, right, encoding=encoding, within=within))
-    else:
-        held_out = split_labels([left.texts[i] for i in labelled.left], seed=config.seed, eval_percent=10,
-                                test_percent=0) == "eval"
-        train_pairs = match_pairs(left, right, labelled, ~held_out)
-        eval_pairs = match_pairs(left, right, labelled, held_out)
-        if len(set(eval_pairs.labels)) < 2:
-            raise TaxmigError(f"{labelled.path}: the held-out 10% of the pairs lacks matches or non-matches",
-                              hint="pass --valid FILE with labelled validation pairs, or label more pairs")
-    if config.max_pairs is not None and len(train_pairs) > config.max_pairs:
-        pick = np.sort(np.random.default_rng(config.seed).choice(len(train_pairs), config.max_pairs, replace=False))
-        train_pairs = MatchPairs(*[[col[i] for i in pick] for col in (train_pairs.sentence1, train_pairs.sentence2,
-                                                                       train_pairs.labels, train_pairs.left_ids)])
+    data = read_training_pairs(left_path, right_path, pairs_path, output_dir, config, valid=valid, within=within,
+                               left_id=left_id, left_text=left_text, right_id=right_id, right_text=right_text,
+                               encoding=encoding)
+    train_pairs, eval_pairs, right = data.train, data.eval, data.right
     ref = resolve_model(config.base_model)
     model, base_fp = load_encoder(ref)
     model.max_seq_length = config.max_seq_length
@@ -150,13 +196,8 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None,
     log.info("training %s on %d %s (%d steps), evaluating on %d pairs", describe(config.loss, config.matryoshka),
              len(train_ds), fmt, steps, len(eval_pairs))
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = {"base_model": ref.name, "base_model_location": ref.location, "base_model_fingerprint": base_fp,
-              "task": "product matching", "data_file": ", ".join(str(p) for p in paths),
-              "data_fingerprint": ", ".join(file_fingerprint(p) for p in paths),
-              "left_file": str(left.path), "right_file": None if within else str(right.path),
-              "valid_file": None if valid is None else str(valid),
-              "left_columns": left.describe(), "right_columns": None if within else right.describe(),
-              "config": _jsonable(dataclasses.asdict(config))}
+    record = training_record(data, config, base=ref.name, location=ref.location, fingerprint=base_fp, valid=valid,
+                             within=within)
     (output_dir / RECORD).write_text(json.dumps(record, indent=2))
     trainer, after, train_seconds = run_trainer(model, config, output_dir, steps, train_ds, evaluator)
     metrics: dict[str, Any] = {
@@ -164,7 +205,7 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None,
         "train_pairs": len(train_pairs), "train_examples": len(train_ds), "eval_pairs": len(eval_pairs),
         "steps": trainer.state.global_step, "train_seconds": round(train_seconds, 1),
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
-        "log_history": trainer.state.log_history, "unusable_label_rows": len(labelled.rejects),
+        "log_history": trainer.state.log_history, "unusable_label_rows": len(data.labelled.rejects),
     }
     (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
     from train.plots import plot_training
@@ -176,8 +217,10 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None,
     return TrainResult(output_dir, metrics, train_pairs.counts())
 
 
-def _write_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str, int], loss: str, plots) -> Path:
-    """``README.md``: provenance, pair counts, hyper-parameters, metrics; never training rows."""
+def _write_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str, int], loss: str, plots, *,
+                intro: str | None = None) -> Path:
+    """``README.md``: provenance, pair counts, hyper-parameters, metrics; never training rows.
+    ``intro``: the card's first paragraph (default: the fine-tuned encoder's)."""
     from train.card import write_model_card
 
     data = ["- labelled pairs: " + ", ".join(f"`{Path(name).name}` (sha256 `{sha}`)" for name, sha in
@@ -187,7 +230,7 @@ def _write_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str,
             f"- texts: left {record['left_columns']}"
             + (f"; right {record['right_columns']}" if record["right_columns"] else "")]
     return write_model_card(output_dir, record=record, metrics=metrics, pair_counts=counts, loss=loss, plots=plots,
-                            intro="A sentence encoder fine-tuned by `taxmig train-match` on labelled product pairs, "
-                                  f"for `taxmig match --model {output_dir}`.",
+                            intro=intro or ("A sentence encoder fine-tuned by `taxmig train-match` on labelled "
+                                            f"product pairs, for `taxmig match --model {output_dir}`."),
                             data=data, pairs_heading="Pairs",
                             evaluation=f"Validation ({metrics['eval_pairs']} labelled pairs)")

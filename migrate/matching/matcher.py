@@ -35,6 +35,9 @@ from migrate.matching.candidates import code_candidates, search_candidates
 from migrate.matching.clusters import cluster_ids
 from migrate.matching.features import FEATURES, PairContext, Side
 from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
+from migrate.matching.reranker import FEATURE as RERANKER_FEATURE
+from migrate.matching.reranker import RECORD as RERANKER_RECORD
+from migrate.matching.reranker import Reranker, pair_scores, serialise
 from migrate.matching.scoring import (DEFAULT_THRESHOLD, SCORERS, PairScorer, Threshold, can_fit, choose_threshold,
                                    default_scorer, fit_scorer, out_of_fold_scores, threshold_at)
 
@@ -83,6 +86,8 @@ class MatchSettings:
     scorer: str = "logistic"
     review_margin: float = 0.1
     max_cluster_size: int = 10
+    reranker: str | Path | None = None
+    """A folder from ``taxmig train-match --cross-encoder``: its probability joins the features."""
     progress: bool = True
     seed: int = 0
 
@@ -109,6 +114,9 @@ class MatchSettings:
             problems.append("--review-margin must be in [0, 1)")
         if self.max_cluster_size < 2:
             problems.append("--max-cluster-size must be at least 2")
+        if self.reranker is not None and not (Path(self.reranker) / RERANKER_RECORD).is_file():
+            problems.append(f"--reranker {self.reranker}: not a re-ranker folder (no {RERANKER_RECORD}; "
+                            f"taxmig train-match --cross-encoder writes one)")
         if problems:
             raise TaxmigError("; ".join(problems), hint="see taxmig match --help")
         return self
@@ -196,10 +204,22 @@ class ScoredCandidates:
 
 
 class Matcher:
-    """Holds the encoder between runs (tests and the benchmark load the model once)."""
+    """Holds the encoder (and a re-ranker, once loaded) between runs (tests and the benchmark load
+    each model once)."""
 
     def __init__(self, encoder) -> None:
         self.encoder = encoder  # migrate.core.encoder.Encoder: model, name, fingerprint
+        self._rerankers: dict[str, Reranker] = {}
+
+    def reranker(self, settings: MatchSettings) -> Reranker | None:
+        """The re-ranker ``settings`` names, loaded once per folder; None without one."""
+        if settings.reranker is None:
+            return None
+        key = str(Path(settings.reranker).resolve())
+        if key not in self._rerankers:
+            self._rerankers[key] = Reranker.load(settings.reranker, device=settings.encoder.device,
+                                                 batch_size=settings.encoder.batch_size)
+        return self._rerankers[key]
 
     @classmethod
     def from_settings(cls, settings: MatchSettings) -> "Matcher":
@@ -229,8 +249,9 @@ class Matcher:
                                                   progress=settings.progress)
         by_code = code_candidates(context.left.codes, context.right.codes, within=inputs.within)
         li, ri = _candidate_pairs(forward.ids, by_code)
-        features = context.features(li, ri)
-        scorer, threshold, label_info = self._scorer_and_threshold(settings, inputs, context)
+        pair_features = PairFeatures(context, inputs, self.reranker(settings), settings.progress)
+        features = pair_features(li, ri)
+        scorer, threshold, label_info = self._scorer_and_threshold(settings, inputs, pair_features)
         scores = scorer.score(features)
         scored = ScoredCandidates(li, ri, scores, features, context)
         matches, edges = _best_per_left(scored, inputs, threshold.value, settings)
@@ -249,21 +270,25 @@ class Matcher:
         return MatchResult(matches, rejects, unmatched, clusters, summary, threshold, scorer, inputs.within)
 
     def _scorer_and_threshold(self, settings: MatchSettings, inputs: MatchInputs,
-                              context: PairContext) -> tuple[PairScorer, Threshold, dict[str, Any] | None]:
-        labels = inputs.labels
+                              features: "PairFeatures") -> tuple[PairScorer, Threshold, dict[str, Any] | None]:
+        labels, names = inputs.labels, features.names
         if labels is None:
-            value = settings.threshold if settings.threshold is not None else DEFAULT_THRESHOLD
-            how = "given" if settings.threshold is not None else "default (no labelled pairs)"
-            return default_scorer(), threshold_at(value, source=how), None
-        x = context.features(labels.left, labels.right)
+            if settings.threshold is not None:
+                value, how = settings.threshold, "given"
+            elif features.reranker is not None:
+                value, how = features.reranker.threshold, "the re-ranker's (best F1 on its validation pairs)"
+            else:
+                value, how = DEFAULT_THRESHOLD, "default (no labelled pairs)"
+            return default_scorer(names), threshold_at(value, source=how), None
+        x = features(labels.left, labels.right)
         y = labels.labels.astype(int)
         if can_fit(y):
-            held_out = out_of_fold_scores(x, y, labels.left, settings.scorer, seed=settings.seed)
-            scorer = fit_scorer(x, y, settings.scorer, seed=settings.seed)
+            held_out = out_of_fold_scores(x, y, labels.left, settings.scorer, seed=settings.seed, names=names)
+            scorer = fit_scorer(x, y, settings.scorer, seed=settings.seed, names=names)
             where = f"{len(y)} labelled pairs, out-of-fold (cross-validated)"
             info = {"Labelled pairs": len(y), "Labelled matches": int(y.sum()), "Weights": "fitted on the labelled pairs"}
         else:
-            scorer = default_scorer()
+            scorer = default_scorer(names)
             held_out = scorer.score(x)
             where = f"{len(y)} labelled pairs"
             info = {"Labelled pairs": len(y), "Labelled matches": int(y.sum()),
@@ -316,6 +341,9 @@ class Matcher:
             ("Score", scorer.describe()),
             ("Threshold", threshold.as_dict()),
         ]
+        reranker = self.reranker(settings)
+        if reranker is not None:
+            rows.insert(len(rows) - 2, ("Re-ranker", reranker.describe()))
         if label_info is not None:
             rows += [("Labels file", str(inputs.labels.path)), ("Labels rows", inputs.labels.n_records),
                      ("Labelled rows unusable", len(inputs.labels.rejects)), *label_info.items()]
@@ -337,6 +365,33 @@ class Matcher:
                  ("Encode seconds", round(embedder.stats["seconds"], 2)),
                  ("Run seconds", round(seconds, 2))]
         return rows
+
+
+@dataclass
+class PairFeatures:
+    """The feature rows of (left, right) pairs: :meth:`PairContext.features`, plus the re-ranker's
+    probability (:data:`migrate.matching.reranker.FEATURE`) as a last column when there is one."""
+
+    context: PairContext
+    inputs: MatchInputs
+    reranker: Reranker | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reranker is not None:
+            self.left_records = serialise(self.inputs.left)
+            self.right_records = self.left_records if self.inputs.within else serialise(self.inputs.right)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return FEATURES if self.reranker is None else (*FEATURES, RERANKER_FEATURE)
+
+    def __call__(self, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+        features = self.context.features(li, ri)
+        if self.reranker is None:
+            return features
+        rerank = pair_scores(self.reranker, self.left_records, self.right_records, li, ri, progress=self.progress)
+        return np.hstack([features, rerank[:, None].astype(features.dtype)])
 
 
 def _candidate_pairs(nn_ids: np.ndarray, by_code: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -49,26 +49,33 @@ CV_FOLDS = 5
 
 @dataclass
 class PairScorer:
-    """Scores feature rows. ``kind``: ``default`` (fixed weights), ``logistic`` or ``boosting`` (fitted)."""
+    """Scores feature rows. ``kind``: ``default`` (fixed weights), ``logistic`` or ``boosting``
+    (fitted), ``reranker`` (the re-ranker's probability, the last of ``names``, as it is).
+    ``names``: the feature columns, :data:`FEATURES` plus the re-ranker's when there is one."""
 
     kind: str
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     intercept: float = DEFAULT_INTERCEPT
     model: Any = None
+    names: tuple[str, ...] = FEATURES
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Match probability per row, 0-1."""
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
+        if self.kind == "reranker":
+            return features[:, len(self.names) - 1].astype(np.float64)
         if self.kind == "boosting":
             with _one_openmp_thread():
                 return self.model.predict_proba(features)[:, 1]
-        w = np.array([self.weights[f] for f in FEATURES])
+        w = np.array([self.weights[f] for f in self.names])
         z = features.astype(np.float64) @ w + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 
     def describe(self) -> dict[str, Any]:
         """For the Summary: the kind and, for logistic scorers, the weights."""
+        if self.kind == "reranker":
+            return {"kind": "the cross-encoder re-ranker's probability (no labelled pairs to fit weights on)"}
         if self.kind == "boosting":
             return {"kind": "gradient boosting (HistGradientBoostingClassifier), fitted on the labelled pairs"}
         how = ("logistic, default weights (fitted on the Abt-Buy and Amazon-Google train splits with the base model)"
@@ -76,8 +83,10 @@ class PairScorer:
         return {"kind": how, **{k: round(v, 3) for k, v in self.weights.items()}, "intercept": round(self.intercept, 3)}
 
 
-def default_scorer() -> PairScorer:
-    return PairScorer("default")
+def default_scorer(names: tuple[str, ...] = FEATURES) -> PairScorer:
+    """The scorer without labelled pairs: :data:`DEFAULT_WEIGHTS`, or the re-ranker's probability
+    when ``names`` has a re-ranker column (the default weights know nothing of it)."""
+    return PairScorer("default") if names == FEATURES else PairScorer("reranker", names=names)
 
 
 def _estimator(kind: str, seed: int):
@@ -100,13 +109,15 @@ def _one_openmp_thread():
     return threadpool_limits(limits=1, user_api="openmp")
 
 
-def fit_scorer(features: np.ndarray, labels: np.ndarray, kind: str = "logistic", *, seed: int = 0) -> PairScorer:
-    """A scorer fitted on labelled feature rows."""
+def fit_scorer(features: np.ndarray, labels: np.ndarray, kind: str = "logistic", *, seed: int = 0,
+               names: tuple[str, ...] = FEATURES) -> PairScorer:
+    """A scorer fitted on labelled feature rows (columns ``names``)."""
     with _one_openmp_thread():
         model = _estimator(kind, seed).fit(features, labels)
     if kind == "logistic":
-        return PairScorer("logistic", dict(zip(FEATURES, map(float, model.coef_[0]))), float(model.intercept_[0]))
-    return PairScorer("boosting", model=model)
+        return PairScorer("logistic", dict(zip(names, map(float, model.coef_[0]))), float(model.intercept_[0]),
+                          names=names)
+    return PairScorer("boosting", model=model, names=names)
 
 
 def can_fit(labels: np.ndarray) -> bool:
@@ -116,7 +127,7 @@ def can_fit(labels: np.ndarray) -> bool:
 
 
 def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, kind: str = "logistic", *,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, names: tuple[str, ...] = FEATURES) -> np.ndarray:
     """Each labelled pair scored by a scorer fitted without its fold (folds keep a left product's
     pairs together, so its other pairs do not leak its answer)."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -127,9 +138,9 @@ def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, groups: np.ndar
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(features, labels, groups):
         if labels[train].min() == labels[train].max():  # a fold without one class: cannot fit, use defaults
-            out[test] = default_scorer().score(features[test])
+            out[test] = default_scorer(names).score(features[test])
             continue
-        out[test] = fit_scorer(features[train], labels[train], kind, seed=seed).score(features[test])
+        out[test] = fit_scorer(features[train], labels[train], kind, seed=seed, names=names).score(features[test])
     return out
 
 

@@ -1,0 +1,155 @@
+"""Train a cross-encoder re-ranker for ``taxmig match --reranker`` (``taxmig train-match --cross-encoder``).
+
+sentence-transformers' own stack for cross-encoders: ``CrossEncoder`` initialised from the
+encoder's transformer weights (the bundled all-MiniLM-L6-v2 by default: no download) with a new
+one-logit head, ``CrossEncoderTrainer`` with ``BinaryCrossEntropyLoss`` (positives weighted by the
+non-match/match ratio of the pairs), and ``CrossEncoderClassificationEvaluator`` on the validation
+pairs (average precision, its primary metric) choosing the best checkpoint and stopping early.
+The records are serialised as the re-ranker reads them in ``match``
+(:func:`migrate.matching.reranker.serialise`). After training, the threshold of best F1 on the
+validation pairs is written to ``reranker.json`` beside the model: ``match --reranker`` without
+``--labels`` uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from migrate.errors import ModelError, TaxmigError
+from migrate.matching.reranker import RECORD, SERIALISATION, Reranker, serialise
+from migrate.matching.scoring import choose_threshold
+from models import fingerprint, resolve_model
+from train.finetune import TrainConfig, TrainResult, _jsonable, quiet_trainer, training_args
+from train.match import MatchPairs, _write_card, read_training_pairs, training_record
+
+log = logging.getLogger(__name__)
+
+LOSS = "BinaryCrossEntropyLoss"
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "README.md")
+"""Files of a sentence-transformers folder that would make ``CrossEncoder`` load it as a bi-encoder."""
+
+
+def transformer_folder(location: str, staging: Path) -> str:
+    """A folder with only the transformer of the sentence-transformers model at ``location``
+    (links, no copies), so ``CrossEncoder`` puts a fresh classification head on its weights. A
+    plain transformers folder is returned as it is."""
+    root = Path(location)
+    modules = root / "modules.json"
+    if not modules.is_file():
+        return location
+    entries = json.loads(modules.read_text())
+    transformer = next((e for e in entries if e.get("type", "").endswith("Transformer")), None)
+    if transformer is None:
+        raise ModelError(f"{location}: no transformer module to start a cross-encoder from",
+                         hint="give --base-model a transformer-based sentence-transformers or transformers folder")
+    source = root / transformer.get("path", "")
+    for item in source.iterdir():
+        if item.is_file() and item.name not in SENTENCE_TRANSFORMERS_FILES:
+            os.symlink(item.resolve(), staging / item.name)
+    return str(staging)
+
+
+def _dataset(pairs: MatchPairs):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"sentence1": pairs.sentence1, "sentence2": pairs.sentence2,
+                              "label": [float(y) for y in pairs.labels]})
+
+
+def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
+                        pairs_path: str | Path | Sequence[str | Path], output_dir: str | Path, config: TrainConfig, *,
+                        valid: str | Path | None = None, within: bool = False, left_id: str | None = None,
+                        left_text: str | None = None, right_id: str | None = None, right_text: str | None = None,
+                        encoding: str = "utf-8") -> TrainResult:
+    """Train a re-ranker on the labelled pairs (as :func:`train.match.train_match_encoder` reads
+    them); save the model, ``reranker.json`` (threshold, metrics), ``metrics.json`` and a card."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderClassificationEvaluator
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import EarlyStoppingCallback
+
+    output_dir = Path(output_dir)
+    data = read_training_pairs(left_path, right_path, pairs_path, output_dir, config, valid=valid, within=within,
+                               left_id=left_id, left_text=left_text, right_id=right_id, right_text=right_text,
+                               encoding=encoding, texts=serialise)
+    counts = data.train.counts()
+    if not counts["match"] or not counts["non_match"]:
+        raise TaxmigError(f"{data.labelled.path}: the training pairs need matches and non-matches "
+                          f"({counts['match']} and {counts['non_match']})", hint="label pairs of both kinds")
+    ref = resolve_model(config.base_model)
+    base_fp = fingerprint(ref.location) if ref.is_local else ref.name
+    eval_pairs = [[a, b] for a, b in zip(data.eval.sentence1, data.eval.sentence2)]
+    evaluator = CrossEncoderClassificationEvaluator(eval_pairs, data.eval.labels, name="valid",
+                                                    batch_size=config.batch_size, show_progress_bar=False,
+                                                    write_csv=False)
+    with tempfile.TemporaryDirectory() as staging:
+        try:
+            model = CrossEncoder(transformer_folder(ref.location, Path(staging)), num_labels=1,
+                                 max_length=config.max_seq_length, local_files_only=ref.is_local)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot start a cross-encoder from '{ref.name}': {str(exc).splitlines()[0][:200]}",
+                             hint="check that the folder holds a complete model") from None
+        before = evaluator(model)
+        steps = math.ceil(len(data.train) / config.batch_size * config.epochs)
+        pos_weight = counts["non_match"] / counts["match"]
+        log.info("training a cross-encoder on %d pairs (%d steps, positives weighted %.2f), evaluating on %d",
+                 len(data.train), steps, pos_weight, len(data.eval))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        record = training_record(data, config, base=ref.name, location=ref.location, fingerprint=base_fp,
+                                 valid=valid, within=within)
+        metric = f"eval_{evaluator.primary_metric}"
+        trainer = CrossEncoderTrainer(
+            model=model, args=training_args(config, output_dir, steps, metric, CrossEncoderTrainingArguments),
+            train_dataset=_dataset(data.train), evaluator=evaluator,
+            loss=BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight)),
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
+        quiet_trainer(trainer)
+        started = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - started
+    after = evaluator(model)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" is noise
+    model.save_pretrained(str(output_dir))
+    probabilities = Reranker(model, output_dir, 0.5, record, config.batch_size).score(data.eval.sentence1,
+                                                                                      data.eval.sentence2)
+    threshold = choose_threshold(probabilities, np.asarray(data.eval.labels), source="validation pairs")
+    metrics: dict[str, Any] = {
+        "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
+        "train_pairs": len(data.train), "train_examples": len(data.train), "eval_pairs": len(data.eval),
+        "steps": trainer.state.global_step, "train_seconds": round(train_seconds, 1),
+        "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+        "log_history": trainer.state.log_history, "unusable_label_rows": len(data.labelled.rejects),
+        "threshold": threshold.as_dict(),
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+    reranker_record = {**record, "kind": "cross-encoder re-ranker", "serialisation": SERIALISATION,
+                       "max_length": config.max_seq_length, "threshold": threshold.value,
+                       "valid": {"pairs": len(data.eval), "precision": threshold.precision,
+                                 "recall": threshold.recall, "f1": threshold.f1,
+                                 evaluator.primary_metric: after.get(evaluator.primary_metric)}}
+    (output_dir / RECORD).write_text(json.dumps(_jsonable(reranker_record), indent=2))
+    from train.plots import plot_training
+
+    plots = plot_training(trainer.state.log_history, output_dir)
+    _write_card(output_dir, record, metrics, counts, LOSS, plots,
+                intro="A cross-encoder re-ranker trained by `taxmig train-match --cross-encoder` on labelled "
+                      f"product pairs, for `taxmig match --reranker {output_dir}`; threshold "
+                      f"{threshold.value:.3f} (best F1 on the validation pairs).")
+    key = evaluator.primary_metric
+    log.info("saved %s (%s %.4f -> %.4f; threshold %.3f)", output_dir, key, before[key], after[key], threshold.value)
+    return TrainResult(output_dir, metrics, counts)
+
