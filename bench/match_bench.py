@@ -273,10 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--max-pairs", type=int, default=None)
     parser.add_argument("--evaluations", type=int, default=8)
-    parser.add_argument("--ce-epochs", type=float, default=3.0, help="cross-encoder epochs")
+    parser.add_argument("--ce-epochs", type=float, default=2.0, help="cross-encoder epochs")
     parser.add_argument("--ce-batch-size", type=int, default=16)
-    parser.add_argument("--ce-learning-rate", type=float, default=5e-5)
-    parser.add_argument("--ce-max-length", type=int, default=128, help="cross-encoder tokens per pair")
+    parser.add_argument("--ce-learning-rate", type=float, default=1.5e-4)
+    parser.add_argument("--ce-max-length", type=int, default=64, help="cross-encoder tokens per pair")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "out" / "match_bench_models")
     parser.add_argument("--print-default-weights", action="store_true",
                         help="fit the no-labels default weights on both train splits (base model) and print them")

@@ -747,16 +747,18 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--learning-rate", type=float, default=3e-5, show_default=True)
 @click.option("--max-seq-length", type=int, default=None,
-              help="Tokens per text [default: 64; 128 per pair with --cross-encoder].")
+              help="Tokens per text [default: 64; per pair with --cross-encoder].")
 @click.option("--max-pairs", type=int, default=None, help="Cap on training pairs (deterministic subsample).")
+@click.option("--evaluations", type=click.IntRange(1), default=8, show_default=True,
+              help="Validation runs (and checkpoints) spread over training; the best is kept.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True)
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", count=True)
 def train_match(left, right, pairs, valid, output, within, left_id, left_text, right_id, right_text, base_model,
-                cross_encoder, loss, epochs, batch_size, learning_rate, max_seq_length, max_pairs, seed, report_to,
-                encoding, quiet, verbose) -> None:
+                cross_encoder, loss, epochs, batch_size, learning_rate, max_seq_length, max_pairs, evaluations, seed,
+                report_to, encoding, quiet, verbose) -> None:
     """Fine-tune an encoder for 'taxmig match' on labelled pairs of LEFT and RIGHT products.
 
     \b
@@ -778,8 +780,8 @@ def train_match(left, right, pairs, valid, output, within, left_id, left_text, r
     if max_seq_length is None:
         max_seq_length = MAX_LENGTH if cross_encoder else 64
     config = TrainConfig(base_model=base_model, loss=loss, epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, max_seq_length=max_seq_length, max_pairs=max_pairs, seed=seed,
-                         report_to=report_to)
+                         learning_rate=learning_rate, max_seq_length=max_seq_length, max_pairs=max_pairs,
+                         evaluations=evaluations, seed=seed, report_to=report_to)
     if cross_encoder:
         from train.cross_encoder import train_cross_encoder as train_model
     else:

@@ -101,16 +101,19 @@ def test_cli_engine_ray_writes_the_folder_and_says_what_it_did(local_ray, files,
     small = tmp_path / "small.parquet"
     pl.read_parquet(files / "parts" / "a.parquet").head(60).write_parquet(small)
     out = tmp_path / "mapped"
+    out.mkdir()
+    (out / "stale.txt").write_text("an earlier run's file")
     args = ["migrate", str(small), "--target-catalog", str(files / "target.csv"), "--target-category",
             "category,sub_category", "--engine", "ray", "--workers", "1", "-o", str(out), "--quiet"]
-    result = CliRunner().invoke(main, args)
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and "already exists" in refused.output
+    result = CliRunner().invoke(main, [*args, "--overwrite"])  # replaces the folder as a whole
     assert result.exit_code == 0, result.output
     assert "mapped 60 of 60 source rows (0 rejected)" in result.output
     assert pl.read_parquet(out / "mapping").height == 60
     assert sorted(p.name for p in out.iterdir()) == ["crosswalk.parquet", "mapping", "rejects.parquet", "summary.json"]
     again = CliRunner().invoke(main, args)
     assert again.exit_code != 0 and "already exists" in again.output
-    assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
     state = CliRunner().invoke(main, [*args, "--overwrite", "--state", str(tmp_path / "st")])
     assert state.exit_code != 0 and "--state works with the local engine" in state.output
     local_folder = CliRunner().invoke(main, ["migrate", str(files / "parts"), "--target-catalog",

@@ -37,7 +37,11 @@ RECORD = "reranker.json"
 """What ``train-match --cross-encoder`` wrote beside the model: base model, serialisation,
 threshold chosen on the validation pairs, metrics."""
 SERIALISATION = "ditto-v1"  # [COL] name [VAL] value; a re-ranker trained on another format is refused
-MAX_LENGTH = 128  # tokens per pair: both records' title, brand and code fit; long descriptions are cut
+MAX_LENGTH = 64
+"""Tokens per pair: both records' title, brand and code fit, descriptions are cut. 128 made each
+training step 1.9x slower on 2 CPU cores (3.0 vs 1.6 s per 16 pairs, Abt-Buy) and learned no
+faster in the first 63 steps (validation average precision 0.25 vs 0.29; /tmp experiments
+2026-12-03, the bench run in BENCHMARKS.md uses 64)."""
 DEFAULT_BATCH = 32
 
 
