@@ -48,6 +48,8 @@ from migrate.core.encoder import Encoder  # noqa: E402
 from migrate.matching.features import FEATURES  # noqa: E402
 from migrate.matching.inputs import load_labels, load_match_catalog  # noqa: E402
 from migrate.matching.matcher import Matcher, MatchInputs  # noqa: E402
+from migrate.matching.reranker import LEARNING_RATE as RERANKER_LEARNING_RATE  # noqa: E402
+from migrate.matching.reranker import MAX_LENGTH as RERANKER_MAX_LENGTH  # noqa: E402
 from migrate.matching.scoring import (DEFAULT_THRESHOLD, choose_threshold, default_scorer, fit_scorer,  # noqa: E402
                                    out_of_fold_scores, quality)
 from models import load_encoder, resolve_model  # noqa: E402
@@ -275,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluations", type=int, default=8)
     parser.add_argument("--ce-epochs", type=float, default=2.0, help="cross-encoder epochs")
     parser.add_argument("--ce-batch-size", type=int, default=16)
-    parser.add_argument("--ce-learning-rate", type=float, default=1.5e-4)
-    parser.add_argument("--ce-max-length", type=int, default=64, help="cross-encoder tokens per pair")
+    parser.add_argument("--ce-learning-rate", type=float, default=RERANKER_LEARNING_RATE)
+    parser.add_argument("--ce-max-length", type=int, default=RERANKER_MAX_LENGTH, help="cross-encoder tokens per pair")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "out" / "match_bench_models")
     parser.add_argument("--print-default-weights", action="store_true",
                         help="fit the no-labels default weights on both train splits (base model) and print them")

@@ -39,9 +39,13 @@ threshold chosen on the validation pairs, metrics."""
 SERIALISATION = "ditto-v1"  # [COL] name [VAL] value; a re-ranker trained on another format is refused
 MAX_LENGTH = 64
 """Tokens per pair: both records' title, brand and code fit, descriptions are cut. 128 made each
-training step 1.9x slower on 2 CPU cores (3.0 vs 1.6 s per 16 pairs, Abt-Buy) and learned no
-faster in the first 63 steps (validation average precision 0.25 vs 0.29; /tmp experiments
-2026-12-03, the bench run in BENCHMARKS.md uses 64)."""
+training step 1.8x slower on 2 CPU cores (189 vs 108 s for 63 steps of 16 Abt-Buy pairs) and did
+not learn faster in them (validation average precision 0.25 at learning rate 1e-4 vs 0.29 at
+2e-4 with 64; 2026-12-03). The bench's cross-encoder rows in BENCHMARKS.md use 64."""
+LEARNING_RATE = 1.5e-4
+"""``train-match --cross-encoder``'s default: the fresh one-logit head learns slowly at the
+bi-encoder's 3e-5 (validation average precision 0.21 after 89 steps at 5e-5 on Abt-Buy); the
+bench's cross-encoder rows use this value."""
 DEFAULT_BATCH = 32
 
 
