@@ -430,7 +430,8 @@ def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, re
     metrics = json.loads((out / "metrics.json").read_text())
     ev = metrics["eval"]
     assert ev["primary_metric"] == "valid_average_precision"
-    assert ev["after"]["valid_average_precision"] > ev["before"]["valid_average_precision"] + 0.3  # 0.20 -> 0.77
+    before, after = ev["before"]["valid_average_precision"], ev["after"]["valid_average_precision"]
+    assert after > max(before + 0.15, 0.6), (before, after)  # seeded head; 20 of the 80 pairs match
     record = json.loads((out / "reranker.json").read_text())
     assert record["serialisation"] == "ditto-v1" and record["max_length"] == 64
     assert 0 < record["threshold"] < 1 and round(record["threshold"], 4) == metrics["threshold"]["threshold"]

@@ -93,6 +93,9 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
     evaluator = CrossEncoderClassificationEvaluator(eval_pairs, data.eval.labels, name="valid",
                                                     batch_size=config.batch_size, show_progress_bar=False,
                                                     write_csv=False)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # the new head's initial weights, hence "before" and the run, repeat
     with tempfile.TemporaryDirectory() as staging:
         try:
             model = CrossEncoder(transformer_folder(ref.location, Path(staging)), num_labels=1,
