@@ -474,7 +474,13 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     assert np.allclose(rows["score"].to_numpy(), direct, atol=1.01e-4)  # the score is the re-ranker's probability
     clear = rows.filter((pl.col("score") - threshold).abs() > 1e-4)  # scores are written to 4 decimals
     assert clear["is_match"].to_list() == (clear["score"] >= threshold).to_list() and clear.height > 40
-    fitted = matcher.run(_settings(abt_buy["folder"], reranker=out, labels=abt_buy["folder"] / "labels.csv"))
+    settings = _settings(abt_buy["folder"], reranker=out, labels=abt_buy["folder"] / "labels.csv")
+    reranker, read = matcher.reranker(settings), []
+    score = reranker.score
+    reranker.score = lambda a, b, **kw: read.extend(zip(a, b)) or score(a, b, **kw)
+    fitted = matcher.run(settings)
+    reranker.score = score
+    assert len(read) == len(set(read)) > fitted.summary_dict()["Candidate pairs scored"]  # each pair read once
     assert fitted.scorer.kind == "logistic" and FEATURE in fitted.scorer.weights
     assert fitted.scorer.weights[FEATURE] > 0  # a higher re-ranker probability, a likelier match
     with pytest.raises(TaxmigError, match="not a re-ranker folder"):

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "con
 
 def transformer_folder(location: str, staging: Path) -> str:
     """A folder with only the transformer of the sentence-transformers model at ``location``
-    (links, no copies), so ``CrossEncoder`` puts a fresh classification head on its weights. A
+    (links, copies where links cannot be made), so ``CrossEncoder`` puts a fresh classification head on its weights. A
     plain transformers folder is returned as it is."""
     root = Path(location)
     modules = root / "modules.json"
@@ -55,7 +56,10 @@ def transformer_folder(location: str, staging: Path) -> str:
     source = root / transformer.get("path", "")
     for item in source.iterdir():
         if item.is_file() and item.name not in SENTENCE_TRANSFORMERS_FILES:
-            os.symlink(item.resolve(), staging / item.name)
+            try:
+                os.symlink(item.resolve(), staging / item.name)
+            except OSError:  # Windows without the symlink privilege
+                shutil.copy2(item, staging / item.name)
     return str(staging)
 
 

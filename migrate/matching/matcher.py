@@ -37,7 +37,7 @@ from migrate.matching.features import FEATURES, PairContext, Side
 from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
 from migrate.matching.reranker import FEATURE as RERANKER_FEATURE
 from migrate.matching.reranker import RECORD as RERANKER_RECORD
-from migrate.matching.reranker import Reranker, pair_scores, serialise
+from migrate.matching.reranker import Reranker, serialise
 from migrate.matching.scoring import (DEFAULT_THRESHOLD, SCORERS, PairScorer, Threshold, can_fit, choose_threshold,
                                    default_scorer, fit_scorer, out_of_fold_scores, threshold_at)
 
@@ -378,6 +378,8 @@ class PairFeatures:
     progress: bool = False
 
     def __post_init__(self) -> None:
+        self._read: dict[tuple[str, str], float] = {}  # read once: labelled pairs are often candidates too,
+        # and products with the same record (a catalog's duplicates) are one pair
         if self.reranker is not None:
             self.left_records = serialise(self.inputs.left)
             self.right_records = self.left_records if self.inputs.within else serialise(self.inputs.right)
@@ -390,8 +392,13 @@ class PairFeatures:
         features = self.context.features(li, ri)
         if self.reranker is None:
             return features
-        rerank = pair_scores(self.reranker, self.left_records, self.right_records, li, ri, progress=self.progress)
-        return np.hstack([features, rerank[:, None].astype(features.dtype)])
+        pairs = [(self.left_records[i], self.right_records[j]) for i, j in zip(np.asarray(li).tolist(),
+                                                                                np.asarray(ri).tolist())]
+        new = list(dict.fromkeys(p for p in pairs if p not in self._read))
+        scores = self.reranker.score([a for a, _ in new], [b for _, b in new], progress=self.progress)
+        self._read.update(zip(new, scores.tolist()))
+        rerank = np.array([self._read[p] for p in pairs], dtype=features.dtype)
+        return np.hstack([features, rerank[:, None]])
 
 
 def _candidate_pairs(nn_ids: np.ndarray, by_code: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

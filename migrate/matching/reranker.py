@@ -109,15 +109,3 @@ class Reranker:
         return (f"{self.path.name} (cross-encoder from {self.record.get('base_model')}, threshold "
                 f"{self.threshold:.3f} chosen on {valid.get('pairs', '?')} validation pairs)")
 
-
-def pair_scores(reranker: Reranker, left_texts: list[str], right_texts: list[str], li: np.ndarray,
-                ri: np.ndarray, *, progress: bool = False) -> np.ndarray:
-    """The re-ranker's probability for each pair (li[n], ri[n]) of serialised records, each distinct
-    pair read once."""
-    li, ri = np.asarray(li, dtype=np.int64), np.asarray(ri, dtype=np.int64)
-    if not len(li):
-        return np.zeros(0, dtype=np.float32)
-    pairs, inverse = np.unique(np.stack([li, ri], axis=1), axis=0, return_inverse=True)
-    scores = reranker.score([left_texts[i] for i in pairs[:, 0]], [right_texts[j] for j in pairs[:, 1]],
-                            progress=progress)
-    return scores[inverse.reshape(-1)]
