@@ -245,3 +245,27 @@ def test_target_row_with_an_empty_category_level_is_rejected_not_shortened(real,
     target = load_catalog(path, role="target", category_required=True)
     assert [r.row for r in target.rejects] == [5]
     assert all(" > " in c for c in target.categories)
+
+
+def test_texts_ids_and_paths_fold_every_whitespace_character_as_python_does(tmp_path):
+    """The catalog is built column-wise in polars, whose regex ``\\s`` is not Python's (U+001C-U+001F);
+    stored content hashes and cached vectors depend on the texts being exactly what they were."""
+    import re
+    import sys
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF and chr(c).isspace()]
+    assert len(spaces) == 29 and "\x1c" in spaces and "\u3000" in spaces
+    rows = [["id", "name", "brand", "top", "sub"]]
+    for i, ch in enumerate(spaces):
+        rows.append([f"{ch}p{i}{ch}", f"{ch}Dark{ch}{ch}Chocolate{ch}", f"{ch}", f"{ch}Food{ch}>{ch}",
+                     f"{ch}>{ch}Snacks{ch}{ch}Bars{ch}"])
+    rows.append(["q1", "Tea", "Tata\u200b", "Drinks", ">  >Tea "])  # a zero-width space is not whitespace
+    path = tmp_path / "spaces.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    cat = load_catalog(path, role="target", id="id", text=["name", "brand"], category=["top", "sub"],
+                       category_required=True)
+    assert cat.ids == [f"p{i}" for i in range(len(spaces))] + ["q1"]
+    assert cat.texts == ["Dark Chocolate"] * len(spaces) + ["Tea | Tata\u200b"]
+    assert cat.categories == ["Food > Snacks Bars"] * len(spaces) + ["Drinks > Tea"]
+    assert all(re.sub(r"\s+", " ", t).strip() == t for t in cat.texts)
