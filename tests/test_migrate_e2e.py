@@ -321,6 +321,6 @@ def test_half_precision_encodes_close_to_fp32_and_is_fingerprinted_apart(migrato
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_gpu_fp16_maps_the_sample_as_the_cpu_does(sample_result):
     """On a GPU with fp16 the demo sample maps (almost) row for row as fp32 on the CPU."""
-    gpu = run_migration(sample_settings(device="cuda", precision="fp16"))
+    gpu = run_migration(sample_settings(encoder=EncoderSettings(device="cuda", precision="fp16")))
     same = np.mean([a == b for a, b in zip(gpu.mapping["target_category"], sample_result.mapping["target_category"])])
     assert same > 0.95, same
