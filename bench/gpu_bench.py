@@ -1,14 +1,17 @@
-"""The transformer on a CUDA GPU against the CPU, in one run: encode rate and mapping results per
-device and precision (``--device cuda``, ``--precision fp16|bf16``; README "GPU").
+"""The transformer per device and precision, in one run: encode rate and mapping results
+(``--device cuda``, ``--precision fp16|bf16``; README "GPU" and "Speed tiers").
 
-Rows: CPU fp32 (the reference), CUDA fp32, CUDA fp16, CUDA bf16, all with the bundled
-all-MiniLM-L6-v2. Per row: the raw encode rate on every BigBasket text (batch ``--batch-size``,
+Rows (``--runs``): by default CPU fp32 (the reference), CUDA fp32, CUDA fp16, CUDA bf16, all with
+the bundled all-MiniLM-L6-v2; ``--runs cpu:fp32,cpu:bf16`` compares precisions on the CPU alone
+(bf16 is fast where the CPU has AMX or AVX512-BF16). Per row: the raw encode rate on every BigBasket text (batch ``--batch-size``,
 after a warm-up); the labelled-target migration BigBasket 80/20 (bench/common.py split: top-1,
 unflagged precision and share, products/s end to end); zero-shot BigBasket two-level and Instacart
 aisles (bench/zeroshot_bench.py's sets, self-trained); and how many of the labelled run's rows name
-the same category and carry the same flags as the CPU fp32 run. Exits 2 on a machine without CUDA.
+the same category and carry the same flags as the first run. Exits 2 when a run asks for CUDA on a
+machine without it.
 
     python bench/gpu_bench.py                  # appends to BENCHMARKS.md
+    python bench/gpu_bench.py --runs cpu:fp32,cpu:bf16
     python bench/gpu_bench.py --limit 3000 --no-write
 """
 
@@ -30,7 +33,7 @@ from bench.common import bigbasket_split, publish, write_split  # noqa: E402
 from bench.migrate_bench import evaluate, text_of, unflagged_precision  # noqa: E402
 from bench.scale_bench import zero_shot  # noqa: E402
 
-RUNS = (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "fp16"), ("cuda", "bf16"))
+RUNS = "cpu:fp32,cuda:fp32,cuda:fp16,cuda:bf16"
 
 
 def encode_rate(model, texts: list[str], batch_size: int) -> float:
@@ -64,6 +67,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, help="a random subset of this many products per set")
     parser.add_argument("--batch-size", type=int, default=256, help="encode batch (the GPU wants large ones)")
+    parser.add_argument("--runs", default=RUNS, help="device:precision pairs, the first the reference")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -74,15 +78,16 @@ def main() -> int:
     from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
 
-    if not torch.cuda.is_available():
-        print("no CUDA GPU here: nothing to compare", file=sys.stderr)
+    runs = [tuple(run.split(":")) for run in args.runs.split(",")]
+    if any(device == "cuda" for device, _ in runs) and not torch.cuda.is_available():
+        print("no CUDA GPU here: pass --runs cpu:fp32,cpu:bf16 to compare precisions on the CPU", file=sys.stderr)
         return 2
     target, source = bigbasket_split(args.limit)
     texts = text_of(pl.concat([target, source]))
     rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for device, precision in RUNS:
+        for device, precision in runs:
             ref = resolve_model(None)
             model, fp = load_encoder(ref, device=device, precision=precision)
             if device == "cuda":
@@ -107,9 +112,9 @@ def main() -> int:
                 torch.cuda.empty_cache()
     base = rows[0]
     zs_keys = [k for k in base if k.startswith("zs_")]
-    lines = ["| run | encode texts/s | x CPU fp32 | labelled top-1 | unflagged precision | unflagged share | "
+    lines = [f"| run | encode texts/s | x {base['run']} | labelled top-1 | unflagged precision | unflagged share | "
              "end-to-end products/s | " + " | ".join(f"zero-shot top-1 {k[3:]}" for k in zs_keys)
-             + " | same category as CPU fp32 | same flags | peak GPU MB |",
+             + f" | same category as {base['run']} | same flags | peak GPU MB |",
              "|---|---|---|---|---|---|---|" + "---|" * len(zs_keys) + "---|---|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['encode']:.0f} | {r['encode'] / base['encode']:.1f}x | {r['top1']:.3f} "
@@ -122,15 +127,30 @@ def main() -> int:
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("torch", "transformers",
                                                                           "sentence-transformers", "faiss-cpu")
                          if _installed(p))
-    notes = (f"GPU: {torch.cuda.get_device_name(0)}; faiss sees {gpu_count()} GPU(s) (0: faiss-cpu, the "
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    notes = (f"GPU: {gpu}; faiss sees {gpu_count()} GPU(s) (0: faiss-cpu, the "
              f"index searched on the CPU). Encode rate on all {len(texts)} BigBasket texts, batch {args.batch_size}. "
              f"Labelled: BigBasket 80/20 ({target.height} target products, {source.height} source), products/s "
              "end to end counts source and target products per second of the run (model load excluded). "
-             "Zero-shot: taxonomy files only, self-trained. Brackets: points against CPU fp32. "
-             "Same category / flags: share of the labelled run's rows equal to CPU fp32's. Environment: "
+             "Zero-shot: taxonomy files only, self-trained. Brackets: points against the first run. "
+             "Same category / flags: share of the labelled run's rows equal to the first run's. CPU: "
+             f"{_cpu()}. Environment: "
              + versions + ".")
-    publish("GPU: CUDA against the CPU, BigBasket", "\n".join(lines), notes, write=not args.no_write)
+    title = ("GPU: CUDA against the CPU, BigBasket" if any(d == "cuda" for d, _ in runs)
+             else "torch precisions on the CPU, BigBasket")
+    publish(title, "\n".join(lines), notes, write=not args.no_write)
     return 0
+
+
+def _cpu() -> str:
+    """The CPU's model name and its bf16 matrix instructions, as /proc/cpuinfo names them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return f"{name} ({', '.join(f for f in ('avx512_bf16', 'amx_bf16') if f in flags) or 'no bf16 instructions'})"
 
 
 def _installed(package: str) -> bool:

@@ -86,7 +86,8 @@ def fingerprint(location: str | os.PathLike) -> str:
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-"""Encoding precisions: fp32 (default); fp16/bf16 halve the weights and speed up encoding on a GPU."""
+"""Encoding precisions: fp32 (default); fp16/bf16 halve the weights (README "GPU": on an H200 they
+saved memory but encoded MiniLM slower than fp32; "Speed tiers": bf16 on a CPU with AMX)."""
 
 BACKENDS = ("torch", "openvino")
 """Inference backends (sentence-transformers' ``backend=``): torch, or OpenVINO (the extra
@@ -98,11 +99,21 @@ EXPORTS_ENV = "TAXMIG_CACHE_DIR"
 OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where sentence-transformers saves an OpenVINO model
 
 
+def cache_dir() -> Path:
+    """taxmig's cache folder: ``$TAXMIG_CACHE_DIR``, by default ``~/.cache/taxmig``."""
+    return Path(os.environ.get(EXPORTS_ENV) or Path.home() / ".cache" / "taxmig").expanduser()
+
+
 def exports_dir() -> Path:
     """Where exported backend models are cached: ``$TAXMIG_CACHE_DIR/exports``, by default
     ``~/.cache/taxmig/exports`` (one folder per weights fingerprint and backend)."""
-    root = os.environ.get(EXPORTS_ENV) or Path.home() / ".cache" / "taxmig"
-    return Path(root).expanduser() / "exports"
+    return cache_dir() / "exports"
+
+
+def compiled_dir() -> Path:
+    """Where OpenVINO keeps models compiled for this machine (its ``CACHE_DIR``, blobs named by a
+    hash of the model, the device and the settings): ``$TAXMIG_CACHE_DIR/openvino-compiled``."""
+    return cache_dir() / "openvino-compiled"
 
 
 def has_backend_files(folder: str | os.PathLike, backend: str) -> bool:
