@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from models.registry import compiled_dir
+
 log = logging.getLogger(__name__)
 
 IR_FILE = "openvino/openvino_model.xml"  # where sentence-transformers saves (and taxmig quantize writes) the IR
@@ -34,6 +36,21 @@ LEGACY_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_to
                         "pooling_mode_max_tokens": "max"}
 # optimum-intel's default compile setting for an OpenVINO model (OVBaseModel._set_ov_config_parameters)
 COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+
+
+def _compile_config() -> dict[str, str]:
+    """:data:`COMPILE_CONFIG`, plus OpenVINO's model cache where it can be written: a process that
+    reads the compiled blob skips compiling, 0.15 s instead of 0.35-0.40 s for MiniLM here (most of a
+    small night's model load). The cache leaves the vectors as they are (tests/test_backends.py)."""
+    config = dict(COMPILE_CONFIG)
+    folder = compiled_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.info("OpenVINO model cache %s cannot be made (%s); compiling every run", folder, exc)
+    else:
+        config["CACHE_DIR"] = str(folder)
+    return config
 
 
 def _read_json(path: Path) -> dict:
@@ -113,7 +130,7 @@ class OpenVINORuntimeEncoder:
         pooling = _read_json(root / modules[1]["path"] / "config.json")
         self.pooling = _pooling_mode(pooling)
         self.normalize = len(modules) == 3
-        self.model = openvino.Core().compile_model(str(root / IR_FILE), "CPU", COMPILE_CONFIG)
+        self.model = openvino.Core().compile_model(str(root / IR_FILE), "CPU", _compile_config())
         self.input_names = [port.get_any_name() for port in self.model.inputs]
         output = next((port for port in self.model.outputs if "last_hidden_state" in port.get_names()),
                       self.model.outputs[0])

@@ -278,6 +278,10 @@ def test_runtime_encoder_gives_sentence_transformers_vectors(openvino_model, exp
     ours = runtime.encode(texts, batch_size=64, normalize_embeddings=True)
     theirs = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     assert np.abs(ours - theirs).max() < 1e-5, np.abs(ours - theirs).max()  # 7e-8 when written
+    # the next process reads the model compiled for this machine, and gets the same vectors
+    assert any((export_cache / "openvino-compiled").iterdir())
+    again = OpenVINORuntimeEncoder(export_cache / "exports" / fp).encode(texts, batch_size=64, normalize_embeddings=True)
+    assert np.array_equal(again, ours)
 
 
 @needs_openvino
