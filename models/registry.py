@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,15 +194,11 @@ def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | No
     The export (sentence-transformers' own, through optimum-intel) takes about 10 s for MiniLM
     here; it is written to a temporary folder and renamed into place, so a crash never leaves half a
     model, and a cached export is never replaced (another run may be reading it)."""
-    import shutil
-    import tempfile
-
     final = exports_dir() / backend_fingerprint(weights_fingerprint or fingerprint(ref.location), backend)
     if _complete_export(final, backend):
         return str(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+
+    def write(staging: Path) -> None:
         log.info("exporting %s to %s (once; cached in %s)", ref.name, backend, final)
         exported = _load(ref, ref.location, device="cpu", trust_remote_code=False, backend=backend,
                          allow_download=False)
@@ -211,16 +207,30 @@ def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | No
         if not has_backend_files(staging, backend):
             raise ModelError(f"exporting '{ref.name}' to {backend} wrote no model file",
                              hint="check that optimum-intel and openvino are installed: pip install 'taxmig[openvino]'")
+
+    _publish_export(final, write, lambda folder: has_backend_files(folder, backend))
+    return str(final)
+
+
+def _publish_export(final: Path, write: Callable[[Path], None], complete: Callable[[Path], bool]) -> None:
+    """``write`` an export into a temporary folder beside ``final`` and rename it into place, so a
+    crash never leaves half a model; an export another run published meanwhile is kept."""
+    import shutil
+    import tempfile
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        write(staging)
         try:
             staging.rename(final)
         except OSError:  # another run exported it meanwhile
-            if not has_backend_files(final, backend):
+            if not complete(final):
                 raise
             shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return str(final)
 
 
 def _complete_export(folder: Path, backend: str) -> bool:
@@ -309,29 +319,88 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     """``(LazyModel, fingerprint)`` for a local folder (its fingerprint needs no load); None for a
     hub id, whose weights must be loaded to be fingerprinted. ``options`` go to :func:`load_encoder`.
 
-    With ``backend="openvino"`` on the CPU and an IR already on disk, the first use loads
-    :class:`~models.openvino_runtime.OpenVINORuntimeEncoder` (same vectors, no torch import: 0.5 s
-    instead of 8-9 s for a nightly run that encodes a few changed products)."""
+    The first use loads a runtime encoder where one gives the same vectors without importing
+    sentence-transformers (a nightly run that encodes a few changed products pays for its imports,
+    not its encoding): with ``backend="openvino"`` on the CPU and an IR already on disk,
+    :class:`~models.runtime.OpenVINORuntimeEncoder` (0.5 s instead of 6-9 s); with torch on the
+    CPU in fp32, :class:`~models.runtime.TorchScriptRuntimeEncoder` once the model has been traced
+    -- which the first load through sentence-transformers does, into the exports cache."""
     if not ref.is_local:
         return None
     weights = fingerprint(ref.location)
-    fp = backend_fingerprint(weights, options.get("backend", "torch"), options.get("precision", "fp32"))
+    backend, precision = options.get("backend", "torch"), options.get("precision", "fp32")
+    fp = backend_fingerprint(weights, backend, precision)
+    plain = not options.get("trust_remote_code") and options.get("device") in (None, "cpu")
 
     def load():
-        if (options.get("backend") == "openvino" and options.get("device") in (None, "cpu")
-                and not options.get("trust_remote_code")):
+        if plain and backend == "openvino":
             runtime = _openvino_runtime(ref, weights)
             if runtime is not None:
                 return runtime
-        return load_encoder(ref, **options)[0]
+        traceable = plain and backend == "torch" and precision == "fp32" and _on_cpu(options.get("device"))
+        if traceable:
+            runtime = _torchscript_runtime(ref, weights)
+            if runtime is not None:
+                return runtime
+        model = load_encoder(ref, **options)[0]
+        if traceable:
+            _export_torchscript(ref, weights, model)
+        return model
 
     return LazyModel(load), fp
+
+
+def _on_cpu(device: str | None) -> bool:
+    """Whether torch encodes on the CPU for ``device`` (None: CUDA when torch sees a GPU)."""
+    if device == "cpu":
+        return True
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def torchscript_dir(weights: str) -> Path:
+    """Where the TorchScript export of the weights ``weights`` lives: under :func:`exports_dir`, per
+    torch version (a trace is read back by the torch that wrote it)."""
+    import torch
+
+    return exports_dir() / f"{weights}-torchscript-torch{torch.__version__}"
+
+
+def _torchscript_runtime(ref: ModelRef, weights: str):
+    """The TorchScript runtime encoder for ``ref`` when its export is on disk; None otherwise."""
+    from models.runtime import TORCHSCRIPT_FILE, TorchScriptRuntimeEncoder
+
+    folder = torchscript_dir(weights)
+    if not (folder / TORCHSCRIPT_FILE).is_file():
+        return None
+    try:
+        return TorchScriptRuntimeEncoder(folder)
+    except Exception as exc:  # a damaged or foreign file: sentence-transformers loads the model instead
+        log.info("TorchScript export %s not used (%s)", folder, exc)
+        return None
+
+
+def _export_torchscript(ref: ModelRef, weights: str, model) -> None:
+    """Trace ``model`` into the exports cache for the next run (about 1-2 s for MiniLM, once per
+    model and torch version); a model the tracer cannot reproduce is left to sentence-transformers."""
+    from models.runtime import TORCHSCRIPT_FILE, export_torchscript
+
+    final = torchscript_dir(weights)
+    if (final / TORCHSCRIPT_FILE).is_file():
+        return
+    try:
+        _publish_export(final, lambda staging: export_torchscript(model, ref.location, staging),
+                        lambda folder: (folder / TORCHSCRIPT_FILE).is_file())
+        log.info("traced %s to TorchScript in %s: later runs load it without sentence-transformers", ref.name, final)
+    except Exception as exc:  # the cache is an optimisation: a failed trace costs the next run time only
+        log.info("%s not traced to TorchScript (%s); later runs load it with sentence-transformers", ref.name, exc)
 
 
 def _openvino_runtime(ref: ModelRef, weights: str):
     """The OpenVINO-runtime encoder for ``ref`` when its IR is already on disk (the folder's own or
     the cached export) and of the plain layout; None otherwise (sentence-transformers loads it)."""
-    from models.openvino_runtime import OpenVINORuntimeEncoder, runtime_problem
+    from models.runtime import OpenVINORuntimeEncoder, runtime_problem
 
     export = exports_dir() / backend_fingerprint(weights, "openvino")
     folder = (Path(ref.location) if has_backend_files(ref.location, "openvino")

@@ -69,6 +69,17 @@ def migrator():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """taxmig's cache (exports, traces, compiled models) in a folder of the session's own, for the
+    commands run in-process and the processes the tests start alike; never the user's."""
+    from models.registry import EXPORTS_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(EXPORTS_ENV, str(tmp_path_factory.mktemp("taxmig-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def session_model_for_commands(migrator):
     """Commands run in-process (click's CliRunner, run_migration, reconcile) get the session's
     bundled model instead of loading it again, when they ask for exactly it (torch, fp32, the
@@ -88,6 +99,7 @@ def session_model_for_commands(migrator):
         return original(ref, device=device, allow_download=allow_download, trust_remote_code=trust_remote_code,
                         precision=precision, backend=backend)
 
+    load_encoder.__wrapped__ = original  # for the tests of loading itself
     patch = pytest.MonkeyPatch()
     patch.setattr(registry, "load_encoder", load_encoder)
     patch.setattr(core_encoder, "load_encoder", load_encoder)

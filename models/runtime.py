@@ -1,0 +1,297 @@
+"""Encode an exported model folder without sentence-transformers: the OpenVINO runtime or a
+TorchScript file, with ``tokenizers`` and numpy around it.
+
+Why it exists: a nightly reconcile that must encode a handful of changed products spent most of
+its time importing the model stack, not encoding. Measured here (2 cores, fresh process):
+importing sentence-transformers with transformers and torch and loading MiniLM takes 6-9 s;
+importing ``openvino`` + ``tokenizers``, reading the tokenizer and compiling the same IR takes
+0.4-0.5 s (``python /tmp/ovlight.py`` in the closing note of issue 15); importing torch +
+``tokenizers`` and loading MiniLM traced to TorchScript takes about 1 s (``/usr/bin/time python
+/tmp/ts_run.py 200``: 2.1 s wall with reading BigBasket and encoding 200 names, in the closing note
+of 2026-12-04). So a night encodes with these classes: :class:`OpenVINORuntimeEncoder` when its
+state was made with ``--backend openvino``, :class:`TorchScriptRuntimeEncoder` with torch on the
+CPU in fp32.
+
+Both run what sentence-transformers runs -- the same IR compiled with optimum-intel's setting
+(``PERFORMANCE_HINT=LATENCY``), or the model's own transformer traced by ``torch.jit.trace`` --
+on the same tokenisation (the folder's ``tokenizer.json``, truncated to the model's
+``max_seq_length``), the same length-sorted batches and the same pooling, so they give the same
+vectors (tests/test_backends.py holds each to sentence-transformers within 1e-5). Only the plain
+layout is supported -- Transformer, then mean/CLS/max Pooling, then optionally Normalize, no
+prompts, no lower-casing flag; :func:`runtime_problem` says why any other folder is left to
+sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from models.registry import compiled_dir
+
+log = logging.getLogger(__name__)
+
+IR_FILE = "openvino/openvino_model.xml"  # where sentence-transformers saves (and taxmig quantize writes) the IR
+TORCHSCRIPT_FILE = "torchscript/model.pt"  # where export_torchscript writes the traced transformer
+TORCHSCRIPT_INPUTS = "torchscript/inputs.json"  # the traced module's input names, in order
+POOLING_MODES = ("mean", "cls", "max")
+# what sentence-transformers' Pooling config calls each mode in the older, flag-per-mode format
+LEGACY_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                        "pooling_mode_max_tokens": "max"}
+# optimum-intel's default compile setting for an OpenVINO model (OVBaseModel._set_ov_config_parameters)
+COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+
+
+def _compile_config() -> dict[str, str]:
+    """:data:`COMPILE_CONFIG`, plus OpenVINO's model cache where it can be written: a process that
+    reads the compiled blob skips compiling, 0.15 s instead of 0.35-0.40 s for MiniLM here (most of a
+    small night's model load). The cache leaves the vectors as they are (tests/test_backends.py)."""
+    config = dict(COMPILE_CONFIG)
+    folder = compiled_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.info("OpenVINO model cache %s cannot be made (%s); compiling every run", folder, exc)
+    else:
+        config["CACHE_DIR"] = str(folder)
+    return config
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _module_kind(entry: dict) -> str:
+    return str(entry.get("type", "")).rsplit(".", 1)[-1]
+
+
+def _pooling_mode(config: dict) -> str | None:
+    if "pooling_mode" in config:
+        return config["pooling_mode"]
+    modes = [mode for flag, mode in LEGACY_POOLING_FLAGS.items() if config.get(flag)]
+    others = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in LEGACY_POOLING_FLAGS]
+    return modes[0] if len(modes) == 1 and not others else None
+
+
+def runtime_problem(folder: str | Path, model_file: str | None = IR_FILE) -> str | None:
+    """Why ``folder`` cannot be encoded by a runtime encoder (None when it can): ``model_file`` is
+    the file the encoder runs (:data:`IR_FILE` or :data:`TORCHSCRIPT_FILE`); None checks the
+    layout alone (a folder about to be exported)."""
+    root = Path(folder)
+    if model_file and not (root / model_file).is_file():
+        return f"no {model_file}"
+    if not (root / "tokenizer.json").is_file():
+        return "no tokenizer.json"
+    try:
+        modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+        kinds = [_module_kind(m) for m in modules]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return f"modules {kinds} are not Transformer, Pooling[, Normalize]"
+        if modules[0].get("path", "") != "":
+            return "the Transformer module is not at the folder's root"
+        pooling = _read_json(root / modules[1]["path"] / "config.json")
+        if _pooling_mode(pooling) not in POOLING_MODES or pooling.get("include_prompt", True) is not True:
+            return f"pooling {pooling} is not plain mean, cls or max"
+        if _read_json(root / "sentence_bert_config.json").get("do_lower_case"):
+            return "do_lower_case is set"
+        st_config = _read_json(root / "config_sentence_transformers.json")
+        if st_config.get("default_prompt_name") or any((st_config.get("prompts") or {}).values()):
+            return "the model has prompts"
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"unreadable sentence-transformers config ({exc})"
+    return None
+
+
+def _max_length(root: Path) -> int:
+    """sentence-transformers' rule: the Transformer config's max_seq_length, else the tokenizer's
+    model_max_length, capped by the model's position embeddings."""
+    length = _read_json(root / "sentence_bert_config.json").get("max_seq_length")
+    if not length:
+        length = _read_json(root / "tokenizer_config.json").get("model_max_length")
+    positions = _read_json(root / "config.json").get("max_position_embeddings")
+    if not length or length > 1_000_000:  # transformers' "no limit" sentinel is a huge integer
+        length = positions or 512
+    return int(min(length, positions) if positions else length)
+
+
+class RuntimeEncoder:
+    """The subset of SentenceTransformer that taxmig's Embedder uses, over an exported folder:
+    tokenisation, length-sorted batches and pooling here, the transformer in a subclass."""
+
+    engine = ""  # for the log line
+
+    def __init__(self, folder: str | Path, model_file: str) -> None:
+        problem = runtime_problem(folder, model_file)
+        if problem:
+            raise ValueError(f"{folder}: {problem}")
+        from tokenizers import Tokenizer
+
+        root = Path(folder)
+        self.folder = str(root)
+        self.max_seq_length = _max_length(root)
+        self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_seq_length)
+        pad = _read_json(root / "tokenizer_config.json").get("pad_token") or "[PAD]"
+        pad_id = self.tokenizer.token_to_id(pad)
+        self.tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad)
+        modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+        pooling = _read_json(root / modules[1]["path"] / "config.json")
+        self.pooling = _pooling_mode(pooling)
+        self.normalize = len(modules) == 3
+        self.dimension = int(pooling.get("embedding_dimension") or pooling.get("word_embedding_dimension") or 0)
+        self._load(root)
+        log.info("loaded %s with the %s runtime (%s pooling, max %d tokens)",
+                 self.folder, self.engine, self.pooling, self.max_seq_length)
+
+    def _load(self, root: Path) -> None:
+        raise NotImplementedError
+
+    def _token_vectors(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The transformer's last hidden state, (batch, tokens, dim) float32."""
+        raise NotImplementedError
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dimension
+
+    get_embedding_dimension = get_sentence_embedding_dimension
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32, normalize_embeddings: bool = False,
+               convert_to_numpy: bool = True, show_progress_bar: bool = False, **_: object) -> np.ndarray:
+        """float32 array (len(texts), dim); longest texts first in batches, as sentence-transformers does."""
+        texts = [str(t) for t in texts]
+        order = np.argsort([-len(t) for t in texts])
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Batches")
+        for start in starts:
+            rows = order[start:start + batch_size]
+            out[rows] = self._encode_batch([texts[i] for i in rows])
+        if normalize_embeddings or self.normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.maximum(norms, 1e-12)
+        return out
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+        tokens = self._token_vectors(feed)
+        mask = feed["attention_mask"][..., None].astype(np.float32)
+        if self.pooling == "cls":
+            return tokens[:, 0]
+        if self.pooling == "max":
+            return np.where(mask > 0, tokens, -1e9).max(axis=1)
+        return (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+
+
+class OpenVINORuntimeEncoder(RuntimeEncoder):
+    """An OpenVINO IR folder (sentence-transformers' export or ``taxmig quantize``'s) on the CPU."""
+
+    engine = "OpenVINO"
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder, IR_FILE)
+
+    def _load(self, root: Path) -> None:
+        import openvino
+
+        self.model = openvino.Core().compile_model(str(root / IR_FILE), "CPU", _compile_config())
+        self.input_names = [port.get_any_name() for port in self.model.inputs]
+        self.output = next((port for port in self.model.outputs if "last_hidden_state" in port.get_names()),
+                           self.model.outputs[0])
+        self.dimension = self.dimension or int(self.output.get_partial_shape()[-1].get_length())
+
+    def _token_vectors(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model({name: feed[name] for name in self.input_names})[self.output]
+
+
+class TorchScriptRuntimeEncoder(RuntimeEncoder):
+    """A folder written by :func:`export_torchscript`: the transformer traced to TorchScript, run by
+    torch alone (no transformers, no sentence-transformers) on the CPU."""
+
+    engine = "TorchScript"
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder, TORCHSCRIPT_FILE)
+
+    def _load(self, root: Path) -> None:
+        import torch
+
+        self._torch = torch
+        self.model = torch.jit.load(str(root / TORCHSCRIPT_FILE), map_location="cpu").eval()
+        self.input_names = json.loads((root / TORCHSCRIPT_INPUTS).read_text(encoding="utf-8"))
+        if not self.dimension:
+            raise ValueError(f"{root}: the pooling config names no embedding dimension")
+
+    def _token_vectors(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.model(*(torch.from_numpy(feed[name]) for name in self.input_names))
+        return out.float().numpy()
+
+
+# a padded batch to trace with (the attention mask must carry padding, or the tracer may record the
+# no-padding branch of the mask code) and a differently shaped one to check the trace against
+TRACE_TEXTS = ("Dark Chocolate 70% Cocoa Bar, 100 g", "tea")
+CHECK_TEXTS = ("Wireless Bluetooth Earbuds with Charging Case and Noise Cancelling Microphone", "Basmati Rice 5 kg",
+               "Chocolate Creme Body Lotion")
+TRACE_TOLERANCE = 1e-5  # largest difference to the model's own output accepted (3e-8 measured for MiniLM)
+
+
+def export_torchscript(model, source_folder: str | Path, staging: Path) -> None:
+    """Write ``model`` (a SentenceTransformer on the CPU in fp32, loaded from ``source_folder``) to
+    ``staging`` as a :class:`TorchScriptRuntimeEncoder` folder: the folder's configuration and
+    tokenizer files, its transformer traced by ``torch.jit.trace``, the input names in order.
+    Raises ValueError when the layout is not plain or the trace does not reproduce the model."""
+    import shutil
+    import warnings
+
+    import torch
+
+    problem = runtime_problem(source_folder, None)
+    if problem:
+        raise ValueError(problem)
+    source = Path(source_folder)
+    for path in source.rglob("*"):  # configuration and tokenizer, not the weights or other exports
+        relative = path.relative_to(source)
+        if (path.is_file() and path.suffix not in (".safetensors", ".bin", ".pt", ".onnx", ".xml")
+                and relative.parts[0] not in ("openvino", "onnx", "torchscript")):
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, staging / relative)
+    transformer = model[0].auto_model.eval()
+    tokenizer = model[0].tokenizer
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+
+    def batch(texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        features = tokenizer(list(texts), padding=True, truncation=True, max_length=model.max_seq_length,
+                             return_tensors="pt")
+        return tuple(features[n] for n in names)
+
+    wrapped = LastHiddenState(transformer).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants
+        traced = torch.jit.trace(wrapped, batch(TRACE_TEXTS), check_trace=False)
+        for texts in (CHECK_TEXTS, CHECK_TEXTS[:1]):  # other shapes, and one batch with no padding
+            check = batch(texts)
+            gap = float((traced(*check) - wrapped(*check)).abs().max())
+            if not gap <= TRACE_TOLERANCE:
+                raise ValueError(f"the traced model differs from the model by {gap:.2g}")
+    (staging / TORCHSCRIPT_FILE).parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(traced, str(staging / TORCHSCRIPT_FILE))
+    (staging / TORCHSCRIPT_INPUTS).write_text(json.dumps(names), encoding="utf-8")
