@@ -390,8 +390,9 @@ def _export_torchscript(ref: ModelRef, weights: str, model) -> None:
     if (final / TORCHSCRIPT_FILE).is_file():
         return
     try:
-        _publish_export(final, lambda staging: export_torchscript(model, ref.location, staging),
-                        lambda folder: (folder / TORCHSCRIPT_FILE).is_file())
+        with quiet_backend_logs():  # transformers' notes while tracing are nothing a user can act on
+            _publish_export(final, lambda staging: export_torchscript(model, ref.location, staging),
+                            lambda folder: (folder / TORCHSCRIPT_FILE).is_file())
         log.info("traced %s to TorchScript in %s: later runs load it without sentence-transformers", ref.name, final)
     except Exception as exc:  # the cache is an optimisation: a failed trace costs the next run time only
         log.info("%s not traced to TorchScript (%s); later runs load it with sentence-transformers", ref.name, exc)

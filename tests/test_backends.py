@@ -150,6 +150,35 @@ def test_lazy_openvino_load_without_the_extra_names_it(monkeypatch, tmp_path):
     assert "taxmig[openvino]" in caught.value.hint
 
 
+def _edited_night_in_a_fresh_process(tmp_path: Path, cache: Path, *init_options: str) -> tuple[list[str], dict]:
+    """A state started in-process on the demo sample (``init_options`` added), then a night with
+    three product names edited in a fresh process: (the heavy modules it imported, its report)."""
+    import os
+    import subprocess
+
+    import polars as pl
+
+    frame = pl.read_csv(SAMPLE, infer_schema=False)
+    frame.write_csv(tmp_path / "night1.csv")
+    frame.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(pl.col("product") + " - Pack of 2")
+                       .otherwise(pl.col("product")).alias("product")).write_csv(tmp_path / "night2.csv")
+    state = tmp_path / "state"
+    first = CliRunner().invoke(main, ["reconcile", str(tmp_path / "night1.csv"), "--state", str(state), "--init",
+                                      "--target-taxonomy", str(TAXONOMY), "--source-category", "category,sub_category",
+                                      *init_options, "-o", str(tmp_path / "r1.xlsx"), "-q"])
+    assert first.exit_code in (0, 2), first.output
+    night = ("import sys, json; from migrate.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit as done:\n    code = done.code\n"
+             "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+             "print(json.dumps({'code': code, 'heavy': heavy}))")
+    done = subprocess.run([sys.executable, "-c", night, "reconcile", str(tmp_path / "night2.csv"), "--state", str(state),
+                           "-o", str(tmp_path / "r2.xlsx"), "-q"], capture_output=True, text=True,
+                          env={**os.environ, EXPORTS_ENV: str(cache)}, cwd=Path(__file__).resolve().parents[1])
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["code"] in (0, 2), done.stderr
+    return outcome["heavy"], json.loads((tmp_path / "r2.json").read_text())
+
+
 # --- the TorchScript runtime (torch on the CPU, everywhere) ------------------------------------
 
 def _transformers_version() -> tuple[int, ...]:
@@ -250,31 +279,8 @@ def test_torch_night_encodes_without_importing_sentence_transformers(torchscript
     """A night that encodes a few changed products of a torch state, in a fresh process, with the
     trace in the cache: torch runs the trace; transformers and sentence-transformers are never
     imported (importing them was most of such a night)."""
-    import os
-    import subprocess
-
-    import polars as pl
-
-    cache, _ = torchscript_cache
-    frame = pl.read_csv(SAMPLE, infer_schema=False)
-    frame.write_csv(tmp_path / "night1.csv")
-    frame.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(pl.col("product") + " - Pack of 2")
-                       .otherwise(pl.col("product")).alias("product")).write_csv(tmp_path / "night2.csv")
-    state = tmp_path / "state"
-    first = CliRunner().invoke(main, ["reconcile", str(tmp_path / "night1.csv"), "--state", str(state), "--init",
-                                      "--target-taxonomy", str(TAXONOMY), "--source-category", "category,sub_category",
-                                      "-o", str(tmp_path / "r1.xlsx"), "-q"])
-    assert first.exit_code in (0, 2), first.output
-    night = ("import sys, json; from migrate.cli import main\n"
-             "try:\n    main(sys.argv[1:])\nexcept SystemExit as done:\n    code = done.code\n"
-             "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
-             "print(json.dumps({'code': code, 'heavy': heavy}))")
-    done = subprocess.run([sys.executable, "-c", night, "reconcile", str(tmp_path / "night2.csv"), "--state", str(state),
-                           "-o", str(tmp_path / "r2.xlsx"), "-q"], capture_output=True, text=True,
-                          env={**os.environ, EXPORTS_ENV: str(cache)}, cwd=Path(__file__).resolve().parents[1])
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    assert outcome == {"code": outcome["code"], "heavy": ["torch"]} and outcome["code"] in (0, 2), done.stderr
-    report = json.loads((tmp_path / "r2.json").read_text())
+    heavy, report = _edited_night_in_a_fresh_process(tmp_path, torchscript_cache[0])
+    assert heavy == ["torch"]
     assert report["embedding"]["encoded"] == 3 and report["counts"]["text_changed"] == 3
 
 
@@ -417,29 +423,6 @@ def test_openvino_night_encodes_without_importing_torch(export_cache, tmp_path):
     """A night that encodes a few changed products of an --backend openvino state runs in a fresh
     process that never imports torch, transformers or sentence-transformers (the 8-9 s they cost
     is most of such a night)."""
-    import os
-    import subprocess
-
-    import polars as pl
-
-    frame = pl.read_csv(SAMPLE, infer_schema=False)
-    frame.write_csv(tmp_path / "night1.csv")
-    edited = frame.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(pl.col("product") + " - Pack of 2")
-                                .otherwise(pl.col("product")).alias("product"))
-    edited.write_csv(tmp_path / "night2.csv")
-    state = tmp_path / "state"
-    first = CliRunner().invoke(main, ["reconcile", str(tmp_path / "night1.csv"), "--state", str(state), "--init",
-                                      "--target-taxonomy", str(TAXONOMY), "--source-category", "category,sub_category",
-                                      "--backend", "openvino", "-o", str(tmp_path / "r1.xlsx"), "-q"])
-    assert first.exit_code in (0, 2), first.output
-    night = ("import sys, json; from migrate.cli import main\n"
-             "try:\n    main(sys.argv[1:])\nexcept SystemExit as done:\n    code = done.code\n"
-             "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
-             "print(json.dumps({'code': code, 'heavy': heavy}))")
-    done = subprocess.run([sys.executable, "-c", night, "reconcile", str(tmp_path / "night2.csv"), "--state", str(state),
-                           "-o", str(tmp_path / "r2.xlsx"), "-q"], capture_output=True, text=True,
-                          env={**os.environ, EXPORTS_ENV: str(export_cache)}, cwd=Path(__file__).resolve().parents[1])
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    assert outcome == {"code": outcome["code"], "heavy": []} and outcome["code"] in (0, 2), done.stderr
-    report = json.loads((tmp_path / "r2.json").read_text())
+    heavy, report = _edited_night_in_a_fresh_process(tmp_path, export_cache, "--backend", "openvino")
+    assert heavy == []
     assert report["embedding"]["encoded"] == 3 and report["counts"]["text_changed"] == 3
