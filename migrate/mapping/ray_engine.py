@@ -190,7 +190,9 @@ class TaskMapper:
         self.settings, self.spec = settings, spec
         self.side: TargetSide = ray.get(side_ref[0])
         self.duplicates: dict[str, int] = ray.get(duplicates_ref[0])
-        self.encoder = load_model(settings.encoder)
+        # lazy: on the CPU a worker runs the model's TorchScript trace when its node has one
+        # (models.registry.lazy_encoder), importing torch alone instead of sentence-transformers
+        self.encoder = load_model(settings.encoder, lazy=True)
         self.empty = _empty_scored(self.side)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
