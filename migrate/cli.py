@@ -666,7 +666,12 @@ MATCH_COLUMN_OPTIONS = [
 @click.option("--candidates", type=click.IntRange(1, 200), default=10, show_default=True,
               help="Nearest right products (by encoder cosine) scored per left product.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="Score from which a pair is a match [default: chosen on --labels, else 0.5].")
+              help="Score from which a pair is a match [default: chosen on --labels; without: 0.1 for the mutual "
+                   "best (one to one), 0.5 with --many-to-one].")
+@click.option("--one-to-one/--many-to-one", "one_to_one", default=None,
+              help="One to one: a pair is a match only when each product is the other's best candidate (the default "
+                   "for two catalogs without --labels or --reranker). Many to one: each left product's best "
+                   "candidate, several may share a right product.")
 @click.option("--min-precision", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="With --labels: the lowest threshold reaching this precision instead of the best F1.")
 @click.option("--scorer", type=click.Choice(["logistic", "boosting"]), default="logistic", show_default=True,
@@ -685,7 +690,8 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
 
     Each left product's candidates (nearest by encoder cosine, plus right products sharing a model
     number) are scored from the cosine, rapidfuzz title similarity and identifier agreement; the
-    best is a match when its score reaches the threshold.
+    best is a match when its score reaches the threshold -- and, without labelled pairs, when the
+    left product is also the right product's best (one to one).
 
     \b
     Examples:

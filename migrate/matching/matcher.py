@@ -38,15 +38,22 @@ from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, lo
 from migrate.matching.reranker import FEATURE as RERANKER_FEATURE
 from migrate.matching.reranker import RECORD as RERANKER_RECORD
 from migrate.matching.reranker import Reranker, serialise
-from migrate.matching.scoring import (DEFAULT_THRESHOLD, SCORERS, PairScorer, Threshold, can_fit, choose_threshold,
-                                   default_scorer, fit_scorer, out_of_fold_scores, threshold_at)
+from migrate.matching.scoring import (DEFAULT_THRESHOLD, NO_LABEL_FLOOR, SCORERS, PairScorer, Threshold, can_fit,
+                                   choose_threshold, default_scorer, fit_scorer, mutual_best, out_of_fold_scores,
+                                   threshold_at)
 
 log = logging.getLogger(__name__)
 
-FLAG_ORDER = ("BORDERLINE", "AMBIGUOUS", "CODE_CONFLICT", "LARGE_CLUSTER")
+FLAG_ORDER = ("BORDERLINE", "AMBIGUOUS", "WEAK_SCORE", "CONTESTED", "CODE_CONFLICT", "LARGE_CLUSTER")
 """- BORDERLINE: the best score is within ``review_margin`` of the threshold;
 - AMBIGUOUS (two catalogs): a second candidate also reaches the threshold, within
   :data:`AMBIGUITY_MARGIN` of the best;
+- WEAK_SCORE (one-to-one pairing without labelled pairs): a match because each product is the
+  other's best candidate, whose score is below :data:`~migrate.matching.scoring.DEFAULT_THRESHOLD`
+  -- the score alone would not call it a match (a product with no counterpart pairs with its
+  nearest look-alike this way);
+- CONTESTED (one-to-one pairing): the best candidate reaches the threshold but is another left
+  product's better match, so this one is left unmatched (a duplicate listing on the left?);
 - CODE_CONFLICT: a match whose model numbers disagree (a variant: colour, size, region?);
 - LARGE_CLUSTER (``within``): the product's cluster is larger than ``max_cluster_size`` (chained
   matches?)."""
@@ -88,6 +95,11 @@ class MatchSettings:
     max_cluster_size: int = 10
     reranker: str | Path | None = None
     """A folder from ``taxmig train-match --cross-encoder``: its probability joins the features."""
+    one_to_one: bool | None = None
+    """A pair is a match only when each product is the other's best candidate (and the score reaches
+    the threshold). None: one to one for two catalogs without labelled pairs or a re-ranker, whose
+    scores are uncalibrated (:data:`~migrate.matching.scoring.NO_LABEL_FLOOR`); False: the best
+    candidate of each left product (several left products may match one right product)."""
     progress: bool = True
     seed: int = 0
 
@@ -112,6 +124,8 @@ class MatchSettings:
             problems.append(f"--scorer must be one of {', '.join(SCORERS)}")
         if not 0 <= self.review_margin < 1:
             problems.append("--review-margin must be in [0, 1)")
+        if self.within and self.one_to_one:
+            problems.append("--one-to-one pairs two catalogs: not with --within")
         if self.max_cluster_size < 2:
             problems.append("--max-cluster-size must be at least 2")
         if self.reranker is not None and not (Path(self.reranker) / RERANKER_RECORD).is_file():
@@ -120,6 +134,13 @@ class MatchSettings:
         if problems:
             raise TaxmigError("; ".join(problems), hint="see taxmig match --help")
         return self
+
+    @property
+    def pairs_one_to_one(self) -> bool:
+        """Whether matches pair one to one (:attr:`one_to_one`, or its default)."""
+        if self.one_to_one is not None:
+            return self.one_to_one
+        return not self.within and self.labels is None and self.reranker is None
 
 
 @dataclass
@@ -254,13 +275,15 @@ class Matcher:
         scorer, threshold, label_info = self._scorer_and_threshold(settings, inputs, pair_features)
         scores = scorer.score(features)
         scored = ScoredCandidates(li, ri, scores, features, context)
-        matches, edges = _best_per_left(scored, inputs, threshold.value, settings)
+        mutual = mutual_best(li, ri, scores) if settings.pairs_one_to_one else None
+        matches, edges = _best_per_left(scored, inputs, threshold.value, settings, mutual)
         clusters = None
         if inputs.within:
             ids, sizes = cluster_ids(len(inputs.left), *edges)
             matches = matches.with_columns(pl.Series("cluster_id", ids), pl.Series("cluster_size", sizes))
             clusters = _cluster_table(matches)
-        matches = _add_flags(matches, threshold.value, settings, inputs.within)
+        weak = DEFAULT_THRESHOLD if mutual is not None and threshold.value < DEFAULT_THRESHOLD else None
+        matches = _add_flags(matches, threshold.value, settings, inputs.within, weak)
         unmatched = None if inputs.within else _unmatched_right(inputs.right, matches, scored)
         rejects = _rejects_frame(inputs)
         if label_info is not None:
@@ -277,6 +300,8 @@ class Matcher:
                 value, how = settings.threshold, "given"
             elif features.reranker is not None:
                 value, how = features.reranker.threshold, "the re-ranker's (best F1 on its validation pairs)"
+            elif settings.pairs_one_to_one:
+                value, how = NO_LABEL_FLOOR, "default without labelled pairs: one to one, the mutual best at least this"
             else:
                 value, how = DEFAULT_THRESHOLD, "default (no labelled pairs)"
             return default_scorer(names), threshold_at(value, source=how), None
@@ -340,6 +365,11 @@ class Matcher:
             ("Candidate pairs scored", n_pairs),
             ("Score", scorer.describe()),
             ("Threshold", threshold.as_dict()),
+            ("Pairing", "duplicates: every pair reaching the threshold joins a cluster" if inputs.within else
+             "one to one: a pair is a match only when each product is the other's best candidate (--many-to-one: "
+             "the best candidate of each left product)" if settings.pairs_one_to_one else
+             "the best candidate of each left product (several may match one right product; --one-to-one pairs "
+             "them one to one)"),
         ]
         reranker = self.reranker(settings)
         if reranker is not None:
@@ -413,15 +443,19 @@ def _candidate_pairs(nn_ids: np.ndarray, by_code: list[list[int]]) -> tuple[np.n
     return np.asarray(li, np.int64), np.asarray(ri, np.int64)
 
 
-def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: float,
-                   settings: MatchSettings) -> tuple[pl.DataFrame, tuple[np.ndarray, np.ndarray]]:
-    """One row per left product: its best candidate and alternatives; plus the edges >= threshold."""
+def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: float, settings: MatchSettings,
+                   mutual: np.ndarray | None = None) -> tuple[pl.DataFrame, tuple[np.ndarray, np.ndarray]]:
+    """One row per left product: its best candidate and alternatives; plus the edges >= threshold.
+    ``mutual`` (one-to-one pairing): per scored pair, whether it is both products' best; the best
+    candidate is then a match only when it is mutual, and a column ``_contested`` says where it
+    reached the threshold but was not (read by :func:`_add_flags`)."""
     left, right = inputs.left, inputs.right
     n = len(left)
     order = np.lexsort((-scored.scores, scored.left))  # by left, best score first
     starts = np.searchsorted(scored.left[order], np.arange(n + 1))
     col = {f: i for i, f in enumerate(FEATURES)}
     data: dict[str, list] = {c: [] for c in MATCH_COLUMNS}
+    contested: list[bool] = []
     for i in range(n):
         picks = order[starts[i]:starts[i + 1]]
         best = picks[0] if len(picks) else None
@@ -443,7 +477,10 @@ def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: flo
             data["title_similarity"].append(round(float(f[col["title_similarity"]]), 4))
             data["code_agreement"].append(float(f[col["code_agreement"]]))
             data["brand_agreement"].append(float(f[col["brand_agreement"]]))
-        data["is_match"].append(best is not None and bool(scored.scores[best] >= threshold))
+        reaches = best is not None and bool(scored.scores[best] >= threshold)
+        mutual_pair = mutual is None or (best is not None and bool(mutual[best]))
+        data["is_match"].append(reaches and mutual_pair)
+        contested.append(reaches and not mutual_pair)
         for a in range(1, N_ALTERNATIVES + 1):
             alt = picks[a] if len(picks) > a else None
             data[f"alt{a}_right_id"].append(right.ids[int(scored.right[alt])] if alt is not None else "")
@@ -452,7 +489,10 @@ def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: flo
         data["needs_review"].append(False)
         data["flags"].append("")
     frame = pl.DataFrame(data, schema={c: _dtype(c) for c in MATCH_COLUMNS})
+    frame = frame.with_columns(pl.Series("_contested", contested, dtype=pl.Boolean))
     above = scored.scores >= threshold
+    if mutual is not None:
+        above &= mutual
     return frame, (scored.left[above], scored.right[above])
 
 
@@ -467,22 +507,26 @@ def _dtype(column: str) -> pl.DataType:
     return pl.String
 
 
-def _add_flags(matches: pl.DataFrame, threshold: float, settings: MatchSettings, within: bool) -> pl.DataFrame:
+def _add_flags(matches: pl.DataFrame, threshold: float, settings: MatchSettings, within: bool,
+               weak_below: float | None = None) -> pl.DataFrame:
     """Fill ``flags`` (comma separated, :data:`FLAG_ORDER`) and ``needs_review``; cluster columns
-    move next to ``is_match``."""
+    move next to ``is_match``. ``weak_below``: matches scoring below it are WEAK_SCORE."""
     score = pl.col("score")
     has = pl.col("right_id") != ""
     conditions = {
         "BORDERLINE": has & ((score - threshold).abs() < settings.review_margin),
         "AMBIGUOUS": (pl.lit(not within) & pl.col("alt1_score").is_not_null()
                       & (pl.col("alt1_score") >= threshold) & (score - pl.col("alt1_score") < AMBIGUITY_MARGIN)),
+        "WEAK_SCORE": pl.lit(weak_below is not None) & pl.col("is_match") & (score < (weak_below or 0.0)),
+        "CONTESTED": pl.col("_contested"),
         "CODE_CONFLICT": pl.col("is_match") & (pl.col("code_agreement") == 0.0),
     }
     if within:
         conditions["LARGE_CLUSTER"] = pl.col("cluster_size") > settings.max_cluster_size
     flags = pl.concat_str([pl.when(cond.fill_null(False)).then(pl.lit(name + ",")).otherwise(pl.lit(""))
                            for name, cond in conditions.items()]).str.strip_chars_end(",")
-    out = matches.with_columns(flags.alias("flags")).with_columns((pl.col("flags") != "").alias("needs_review"))
+    out = (matches.with_columns(flags.alias("flags")).with_columns((pl.col("flags") != "").alias("needs_review"))
+           .drop("_contested"))
     if within:
         cols = [c for c in MATCH_COLUMNS if c not in CLUSTER_COLUMNS]
         at = cols.index("is_match") + 1

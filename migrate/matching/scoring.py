@@ -37,10 +37,20 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 the fitted weights lean on the gaps to each product's best candidate and on identifiers rather than
 on raw similarity; with labels of your own (``--labels``) the weights are refitted. Fitted on one
 benchmark and scored on the other, these features give F1 50.9 on Abt-Buy and 63.4 on
-Amazon-Google at threshold 0.5 (``python bench/match_bench.py --methods rapidfuzz,base``,
-2026-12-03): what the defaults promise on catalogs they were not fitted on."""
+Amazon-Google at threshold 0.5, and 92.4 and 72.8 paired one to one (:data:`NO_LABEL_FLOOR`;
+``python bench/match_bench.py --methods rapidfuzz,base``, 2026-12-04): what the defaults promise
+on catalogs they were not fitted on."""
 DEFAULT_INTERCEPT = -2.87
 DEFAULT_THRESHOLD = 0.5
+NO_LABEL_FLOOR = 0.1
+"""Without labelled pairs, two catalogs pair one to one: a pair is a match when each product is
+the other's best-scoring candidate (:func:`mutual_best`) and its score is at least this. Weights
+fitted on one benchmark rank the other's candidates well but their scores do not transfer (at 0.5,
+Abt-Buy with Amazon-Google's weights: precision 0.973, recall 0.345); the mutual best does. Chosen
+on the two benchmarks' *valid* splits with leave-one-benchmark-out weights: floors 0.0 and 0.1 gave
+the same F1 (Abt-Buy 93.6, Amazon-Google 70.4), 0.3 gave 83.8 / 68.1, 0.5 gave 48.0 / 60.3 (a
+throwaway loop over ``bench/match_bench.py``'s features, 2026-12-04; the test rows are in
+BENCHMARKS.md). The floor keeps a product whose best candidate is plainly different unmatched."""
 SCORERS = ("logistic", "boosting")
 MIN_LABELS_TO_FIT = 10
 """Matches and non-matches (each) needed to refit the weights; fewer only choose the threshold."""
@@ -198,6 +208,24 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, *, min_precision: f
     value = float(cuts[k])
     p, r, f = quality(scores, labels, value)
     return Threshold(value, how, p, r, f, len(labels), int(labels.sum()))
+
+
+def mutual_best(left: np.ndarray, right: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per scored pair (flat arrays): whether it is its left product's best-scoring pair *and* its
+    right product's best-scoring pair (among the pairs scored; ties go to the first listed).
+
+    >>> mutual_best(np.array([0, 0, 1, 1]), np.array([5, 6, 5, 6]), np.array([0.9, 0.4, 0.8, 0.3])).tolist()
+    [True, False, False, False]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    best = []
+    for side in (np.asarray(left), np.asarray(right)):
+        mask = np.zeros(len(scores), dtype=bool)
+        _, first = np.unique(side[order], return_index=True)
+        mask[order[first]] = True
+        best.append(mask)
+    return best[0] & best[1]
 
 
 def threshold_at(value: float, scores: np.ndarray | None = None, labels: np.ndarray | None = None, *,
