@@ -28,8 +28,8 @@ from migrate.core.cells import set_text
 from migrate.core.files import atomic_path, check_output, write_table_file
 from migrate.core.hashing import ROW_KEY_COLUMN, row_key
 from migrate.core.rejects import REJECT_COLUMNS
-from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, highlight_flagged,
-                            save_workbook, write_summary, write_table)
+from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, fit_print_width,
+                            highlight_flagged, save_workbook, write_summary, write_table)
 from migrate.errors import OutputExistsError
 from migrate.matching.matcher import CLUSTER_SHEET_COLUMNS, MATCH_COLUMNS, UNMATCHED_COLUMNS, MatchResult
 
@@ -84,6 +84,7 @@ def write_match_workbook(result: MatchResult, path: Path) -> None:
     summary = wb.create_sheet("Summary")
     write_summary(summary, result.summary)
     set_text(summary.cell(1, 1), "taxmig match summary")
+    fit_print_width(summary)  # printed, Item and Value on one page (as migrate's Summary)
     for name, frame in (("Matches", result.matches), ("Review", result.review())):
         _review_table(wb.create_sheet(name), frame, result.run_id)
     if result.within:
