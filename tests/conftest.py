@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -28,44 +27,17 @@ def bigbasket() -> pl.DataFrame:
     return pl.read_csv(data_file("bigbasket", "products.csv"), infer_schema=False)
 
 
-class RememberingModel:
-    """The session's model with a memory of what it encoded: tests map the same samples and the
-    same taxonomy labels (1,499 categories x 3 templates) again and again, and a text encoded once
-    is not encoded again. Only the call the library's Embedder makes -- a list of texts, unit
-    vectors as numpy -- is remembered; anything else, and every other attribute, goes to the model."""
-
-    EMBEDDER_OPTIONS = {"batch_size", "normalize_embeddings", "convert_to_numpy", "show_progress_bar"}
-
-    def __init__(self, model) -> None:
-        self._model = model
-        self._memory: dict[str, np.ndarray] = {}
-
-    def encode(self, sentences, *args, **kwargs):
-        if (args or set(kwargs) - self.EMBEDDER_OPTIONS or not kwargs.get("normalize_embeddings")
-                or not kwargs.get("convert_to_numpy", True) or isinstance(sentences, str)):
-            return self._model.encode(sentences, *args, **kwargs)
-        missing = [t for t in dict.fromkeys(sentences) if t not in self._memory]
-        if missing:
-            vectors = self._model.encode(missing, **kwargs)
-            self._memory.update(zip(missing, np.asarray(vectors, dtype=np.float32)))
-        if not sentences:
-            return self._model.encode(sentences, **kwargs)
-        return np.stack([self._memory[t] for t in sentences])
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-
 @pytest.fixture(scope="session")
 def migrator():
     """The bundled base encoder, loaded once for the whole session (remembering what it encoded)."""
+    from migrate.core.embedding import RememberingModel
     from migrate.core.encoder import Encoder
     from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
 
     ref = resolve_model(None)
     model, fp = load_encoder(ref)
-    return Migrator(Encoder(RememberingModel(model), ref.name, fp))
+    return Migrator(Encoder(RememberingModel(model), ref.name, fp))  # tests map the same samples again and again
 
 
 @pytest.fixture(autouse=True, scope="session")

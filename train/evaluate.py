@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from migrate.core.catalog import load_catalog
+from migrate.core.embedding import RememberingModel
 from migrate.core.encoder import Encoder
 from migrate.core.files import atomic_path, escaped_text
 from migrate.core.index import build_index, search
@@ -148,6 +149,9 @@ def _evaluate_one(enc: Encoder, pairs, src_path: Path, tgt_path: Path, truth: di
                   ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
     """(metrics, matched/mismatched held-out cosines, predicted category per held-out id) of one model."""
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    if not isinstance(enc.model, RememberingModel):  # the migration and the curves read the same texts
+        enc = Encoder(RememberingModel(enc.model), enc.name, enc.fingerprint)
 
     p = pairs.pairs
     evaluator = EmbeddingSimilarityEvaluator(p["sentence1"].to_list(), p["sentence2"].to_list(),

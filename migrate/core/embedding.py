@@ -90,3 +90,32 @@ class Embedder:
             self.cache.put(self.cache_key, [texts[i] for i in chunk], vectors)
             out[chunk] = vectors
         return out
+
+
+class RememberingModel:
+    """A model with a memory of the unit vectors it encoded, for work that encodes the same texts
+    several times with one model (``taxmig evaluate`` runs the similarity evaluator, a migration and
+    a Matryoshka curve over the same held-out texts; the tests map the same samples again and again).
+    Only the call the :class:`Embedder` makes -- a list of texts, unit vectors as numpy -- is
+    remembered; any other call, and every other attribute, goes to the model."""
+
+    EMBEDDER_OPTIONS = {"batch_size", "normalize_embeddings", "convert_to_numpy", "show_progress_bar"}
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self._memory: dict[str, np.ndarray] = {}
+
+    def encode(self, sentences, *args, **kwargs):
+        if (args or set(kwargs) - self.EMBEDDER_OPTIONS or not kwargs.get("normalize_embeddings")
+                or not kwargs.get("convert_to_numpy", True) or isinstance(sentences, str)):
+            return self._model.encode(sentences, *args, **kwargs)
+        missing = [t for t in dict.fromkeys(sentences) if t not in self._memory]
+        if missing:
+            vectors = self._model.encode(missing, **kwargs)
+            self._memory.update(zip(missing, np.asarray(vectors, dtype=np.float32)))
+        if not sentences:
+            return self._model.encode(sentences, **kwargs)
+        return np.stack([self._memory[t] for t in sentences])
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
