@@ -721,8 +721,9 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
                    f"{result.threshold.n_pairs} labelled pairs)")
     what = (f"{info.get('Duplicate clusters (2+ products)', 0)} duplicate clusters" if within
             else f"{info['Matches']} matches")
+    pairing = " (one to one)" if settings.pairs_one_to_one else ""
     click.echo(f"matched {result.matches.height} products ({rejected} rejected): {what} at threshold "
-               f"{result.threshold.value:.3f}{quality}; {info['Rows needing review']} need review; "
+               f"{result.threshold.value:.3f}{pairing}{quality}; {info['Rows needing review']} need review; "
                f"wrote {', '.join(str(p) for p in written)}")
 
 

@@ -594,6 +594,9 @@ def test_without_labels_two_catalogs_pair_one_to_one(abt_buy, migrator):
     # measured when written: 35 unflagged at precision 0.943 against 32 at 0.938; recall 0.860 vs 0.791
     assert unflagged_one.height >= unflagged_many.height and precision(unflagged_one) >= 0.9
     assert _gold_quality(one, abt_buy)[1] > _gold_quality(many, abt_buy)[1]
+    said = CliRunner().invoke(main, ["match", str(abt_buy["folder"] / "abt.csv"), str(abt_buy["folder"] / "buy.csv"),
+                                     "-o", str(abt_buy["folder"] / "one.csv"), "-q"])
+    assert said.exit_code == 0 and f"{len(matched)} matches at threshold 0.100 (one to one)" in said.output, said.output
     refused = CliRunner().invoke(main, ["match", str(abt_buy["folder"] / "abt.csv"), "--within", "--one-to-one",
                                         "-o", "x.csv"])
     assert refused.exit_code != 0 and "--one-to-one pairs two catalogs" in refused.output
