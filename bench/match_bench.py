@@ -53,8 +53,7 @@ from migrate.matching.inputs import load_labels, load_match_catalog  # noqa: E40
 from migrate.matching.matcher import Matcher, MatchInputs  # noqa: E402
 from migrate.matching.reranker import LEARNING_RATE as RERANKER_LEARNING_RATE  # noqa: E402
 from migrate.matching.reranker import MAX_LENGTH as RERANKER_MAX_LENGTH  # noqa: E402
-from migrate.matching.candidates import code_candidates  # noqa: E402
-from migrate.matching.matcher import _candidate_pairs  # noqa: E402
+from migrate.matching.candidates import candidate_pairs, code_candidates  # noqa: E402
 from migrate.matching.scoring import (DEFAULT_THRESHOLD, NO_LABEL_FLOOR, choose_threshold,  # noqa: E402
                                    default_scorer, fit_scorer, mutual_best, out_of_fold_scores, quality)
 from models import load_encoder, resolve_model  # noqa: E402
@@ -141,7 +140,7 @@ def hybrid_features(enc: Encoder, inputs: MatchInputs, labels, k: int) -> dict[s
     pairs as ``taxmig match`` scores them: ``(left, right, features)``."""
     context, forward, _ = Matcher(enc).context(inputs, k=k, batch_size=64, progress=False)
     feats: dict = {s: context.features(labels[s].left, labels[s].right) for s in SPLITS}
-    li, ri = _candidate_pairs(forward.ids, code_candidates(context.left.codes, context.right.codes))
+    li, ri = candidate_pairs(forward.ids, code_candidates(context.left.codes, context.right.codes))
     feats["candidates"] = (li, ri, context.features(li, ri))
     return feats
 

@@ -86,3 +86,15 @@ def code_candidates(left_codes: list[frozenset[str]], right_codes: list[frozense
                 found.update(dict.fromkeys(j for j in sharers if not (within and j == i)))
         out.append(list(found))
     return out
+
+
+def candidate_pairs(nn_ids: np.ndarray, by_code: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (left, right) candidate pairs: nearest neighbours, then code sharers not already listed."""
+    li: list[int] = []
+    ri: list[int] = []
+    for i, row in enumerate(nn_ids.tolist()):
+        seen = dict.fromkeys(j for j in row if j >= 0)
+        seen.update(dict.fromkeys(by_code[i]))
+        li.extend([i] * len(seen))
+        ri.extend(seen)
+    return np.asarray(li, np.int64), np.asarray(ri, np.int64)

@@ -31,7 +31,7 @@ from migrate.core.embedding import Embedder
 from migrate.core.encoder import EncoderSettings, load_model
 from migrate.core.rejects import rejects_table
 from migrate.errors import TaxmigError
-from migrate.matching.candidates import code_candidates, search_candidates
+from migrate.matching.candidates import candidate_pairs, code_candidates, search_candidates
 from migrate.matching.clusters import cluster_ids
 from migrate.matching.features import FEATURES, PairContext, Side
 from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
@@ -269,7 +269,7 @@ class Matcher:
         context, forward, embedder = self.context(inputs, k=settings.candidates, batch_size=settings.encoder.batch_size,
                                                   progress=settings.progress)
         by_code = code_candidates(context.left.codes, context.right.codes, within=inputs.within)
-        li, ri = _candidate_pairs(forward.ids, by_code)
+        li, ri = candidate_pairs(forward.ids, by_code)
         pair_features = PairFeatures(context, inputs, self.reranker(settings), settings.progress)
         features = pair_features(li, ri)
         scorer, threshold, label_info = self._scorer_and_threshold(settings, inputs, pair_features)
@@ -429,18 +429,6 @@ class PairFeatures:
         self._read.update(zip(new, scores.tolist()))
         rerank = np.array([self._read[p] for p in pairs], dtype=features.dtype)
         return np.hstack([features, rerank[:, None]])
-
-
-def _candidate_pairs(nn_ids: np.ndarray, by_code: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat (left, right) candidate pairs: nearest neighbours, then code sharers not already listed."""
-    li: list[int] = []
-    ri: list[int] = []
-    for i, row in enumerate(nn_ids.tolist()):
-        seen = dict.fromkeys(j for j in row if j >= 0)
-        seen.update(dict.fromkeys(by_code[i]))
-        li.extend([i] * len(seen))
-        ri.extend(seen)
-    return np.asarray(li, np.int64), np.asarray(ri, np.int64)
 
 
 def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: float, settings: MatchSettings,
