@@ -48,9 +48,9 @@ the other's best-scoring candidate (:func:`mutual_best`) and its score is at lea
 fitted on one benchmark rank the other's candidates well but their scores do not transfer (at 0.5,
 Abt-Buy with Amazon-Google's weights: precision 0.973, recall 0.345); the mutual best does. Chosen
 on the two benchmarks' *valid* splits with leave-one-benchmark-out weights: floors 0.0 and 0.1 gave
-the same F1 (Abt-Buy 93.6, Amazon-Google 70.4), 0.3 gave 83.8 / 68.1, 0.5 gave 48.0 / 60.3 (a
-throwaway loop over ``bench/match_bench.py``'s features, 2026-12-04; the test rows are in
-BENCHMARKS.md). The floor keeps a product whose best candidate is plainly different unmatched."""
+the same F1 (Abt-Buy 93.6, Amazon-Google 70.4), 0.3 gave 83.8 / 68.1, 0.5 gave 48.0 / 60.3
+(``python bench/match_bench.py --methods rapidfuzz,base``, its floor table, BENCHMARKS.md
+2026-12-04 18:27). The floor keeps a product whose best candidate is plainly different unmatched."""
 SCORERS = ("logistic", "boosting")
 MIN_LABELS_TO_FIT = 10
 """Matches and non-matches (each) needed to refit the weights; fewer only choose the threshold."""
