@@ -5,10 +5,12 @@ Why it exists: a nightly reconcile that must encode a handful of changed product
 its time importing the model stack, not encoding. Measured here (2 cores, fresh process):
 importing sentence-transformers with transformers and torch and loading MiniLM takes 6-9 s;
 importing ``openvino`` + ``tokenizers``, reading the tokenizer and compiling the same IR takes
-0.4-0.5 s (``python /tmp/ovlight.py`` in the closing note of issue 15); importing torch +
-``tokenizers`` and loading MiniLM traced to TorchScript takes about 1 s (``/usr/bin/time python
-/tmp/ts_run.py 200``: 2.1 s wall with reading BigBasket and encoding 200 names, in the closing note
-of 2026-12-04). So a night encodes with these classes: :class:`OpenVINORuntimeEncoder` when its
+0.4-0.5 s (``python /tmp/ovlight.py`` in the closing note of issue 15). A fresh process that loads
+the bundled model lazily and encodes 200 texts, ``/usr/bin/time python -c "from models.registry
+import lazy_encoder, resolve_model; m, _ = lazy_encoder(resolve_model(None)); m.encode(['Amul
+Taaza Toned Milk 1 L'] * 200, normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``:
+7.8 s the first time (sentence-transformers, and the trace written), 2.0 s each time after (the
+trace; 2026-12-04). So a night encodes with these classes: :class:`OpenVINORuntimeEncoder` when its
 state was made with ``--backend openvino``, :class:`TorchScriptRuntimeEncoder` with torch on the
 CPU in fp32.
 
