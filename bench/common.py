@@ -9,8 +9,10 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TAXMIG_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -34,6 +36,8 @@ def in_test_split(name: str | None, test_percent: int = 20) -> bool:
 
 def bigbasket_split(limit: int | None = None, test_percent: int = 20) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(target 80%, source 20%) of BigBasket, split by normalised product name; columns as in the file."""
+    import polars as pl
+
     frame = pl.read_csv(BIGBASKET, infer_schema=False).select(
         ["index", "product", "category", "sub_category", "brand"])
     if limit:
@@ -46,6 +50,8 @@ def bigbasket_split(limit: int | None = None, test_percent: int = 20) -> tuple[p
 def instacart_products(limit: int | None = None) -> pl.DataFrame:
     """Instacart's products with their aisle and department names, ``missing``/``other`` left out
     (no category to be right about); ``limit`` samples that many (seed 0)."""
+    import polars as pl
+
     folder = DATA / "instacart"
     frame = (pl.read_csv(folder / "products.csv").join(pl.read_csv(folder / "aisles.csv"), on="aisle_id")
              .join(pl.read_csv(folder / "departments.csv"), on="department_id")

@@ -3,7 +3,8 @@
 
 Rows (``--runs``): by default CPU fp32 (the reference), CUDA fp32, CUDA fp16, CUDA bf16, all with
 the bundled all-MiniLM-L6-v2; ``--runs cpu:fp32,cpu:bf16`` compares precisions on the CPU alone
-(bf16 is fast where the CPU has AMX or AVX512-BF16). Per row: the raw encode rate on every BigBasket text (batch ``--batch-size``,
+(bf16 is fast where the CPU has AMX or AVX512-BF16); ``cpu:fp32:torchscript`` runs the model's
+TorchScript trace without sentence-transformers, as nightly runs do (models/runtime.py). Per row: the raw encode rate on every BigBasket text (batch ``--batch-size``,
 after a warm-up); the labelled-target migration BigBasket 80/20 (bench/common.py split: top-1,
 unflagged precision and share, products/s end to end); zero-shot BigBasket two-level and Instacart
 aisles (bench/zeroshot_bench.py's sets, self-trained); and how many of the labelled run's rows name
@@ -12,6 +13,7 @@ machine without it.
 
     python bench/gpu_bench.py                  # appends to BENCHMARKS.md
     python bench/gpu_bench.py --runs cpu:fp32,cpu:bf16
+    python bench/gpu_bench.py --runs cpu:fp32,cpu:fp32:torchscript
     python bench/gpu_bench.py --limit 3000 --no-write
 """
 
@@ -78,8 +80,8 @@ def main() -> int:
     from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
 
-    runs = [tuple(run.split(":")) for run in args.runs.split(",")]
-    if any(device == "cuda" for device, _ in runs) and not torch.cuda.is_available():
+    runs = [(*run.split(":"), "")[:3] for run in args.runs.split(",")]
+    if any(device == "cuda" for device, _, _ in runs) and not torch.cuda.is_available():
         print("no CUDA GPU here: pass --runs cpu:fp32,cpu:bf16 to compare precisions on the CPU", file=sys.stderr)
         return 2
     target, source = bigbasket_split(args.limit)
@@ -87,13 +89,19 @@ def main() -> int:
     rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for device, precision in runs:
+        for device, precision, engine in runs:
             ref = resolve_model(None)
             model, fp = load_encoder(ref, device=device, precision=precision)
+            if engine == "torchscript":  # the trace a night runs, made from the model just loaded
+                from models.runtime import TorchScriptRuntimeEncoder, export_torchscript
+
+                (tmp / "trace").mkdir()
+                export_torchscript(model, ref.location, tmp / "trace")
+                model = TorchScriptRuntimeEncoder(tmp / "trace")
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             migrator = Migrator(Encoder(model, ref.name, fp))
-            row = {"run": f"{device} {precision}", "encode": encode_rate(model, texts, args.batch_size)}
+            row = {"run": " ".join(x for x in (device, precision, engine) if x), "encode": encode_rate(model, texts, args.batch_size)}
             mapping, scores = labelled(migrator, tmp, target, source, args.batch_size)
             row.update(scores)
             row.update({f"zs_{k}": v for k, v in zero_shot(migrator, tmp, args.limit).items()})
@@ -136,8 +144,9 @@ def main() -> int:
              "Same category / flags: share of the labelled run's rows equal to the first run's. CPU: "
              f"{_cpu()}. Environment: "
              + versions + ".")
-    title = ("GPU: CUDA against the CPU, BigBasket" if any(d == "cuda" for d, _ in runs)
-             else "torch precisions on the CPU, BigBasket")
+    title = ("GPU: CUDA against the CPU, BigBasket" if any(d == "cuda" for d, _, _ in runs)
+             else "the TorchScript trace against sentence-transformers, BigBasket and Instacart"
+             if any(e for _, _, e in runs) else "torch precisions on the CPU, BigBasket")
     publish(title, "\n".join(lines), notes, write=not args.no_write)
     return 0
 
