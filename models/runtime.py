@@ -50,8 +50,10 @@ COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
 
 def _compile_config() -> dict[str, str]:
     """:data:`COMPILE_CONFIG`, plus OpenVINO's model cache where it can be written: a process that
-    reads the compiled blob skips compiling, 0.15 s instead of 0.35-0.40 s for MiniLM here (most of a
-    small night's model load). The cache leaves the vectors as they are (tests/test_backends.py)."""
+    reads the compiled blob skips compiling. Constructing the MiniLM runtime encoder in a fresh
+    process (``python -c "...; OpenVINORuntimeEncoder(export_folder)"`` timed around the call, in
+    taxmig[openvino]'s environment, 2026-12-04): 0.35-0.67 s with the compiled blobs deleted first,
+    0.21 s reading them. The cache leaves the vectors as they are (tests/test_backends.py)."""
     config = dict(COMPILE_CONFIG)
     folder = compiled_dir()
     try:
