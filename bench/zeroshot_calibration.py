@@ -85,7 +85,7 @@ def main() -> None:
     features = np.vstack([f for f, _ in sets.values()])
     correct = np.concatenate([c for _, c in sets.values()])
     pooled = ConfidenceCalibrator().fit(features, correct)
-    coefficients = ", ".join(f"{v:.4f}" for v in pooled.model.coef_[0])
+    coefficients = ", ".join(f"{v:.4f}" for v in pooled.coef[0])
     notes = (f"Bundled base model; BigBasket sets use every product (no split: nothing here is trained on products), "
              f"Instacart leaves out missing/other. Pooled fit (all three sets, {len(correct)} products): "
              f"coefficients ({coefficients}), intercept {pooled.model.intercept_[0]:.4f} -- the values of "

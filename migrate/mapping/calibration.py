@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from scipy.special import expit
 
 
 @dataclass
@@ -34,15 +34,26 @@ class LeaveOneOut:
 
 
 class ConfidenceCalibrator:
-    """Logistic calibration of score features; ``fitted`` is False until :meth:`fit` saw both classes."""
+    """Logistic calibration of score features; ``fitted`` is False until :meth:`fit` saw both classes.
+
+    Fitted with scikit-learn's LogisticRegression; what it keeps is the regression's coefficients
+    and intercept, applied in :meth:`predict` as scikit-learn's ``predict_proba`` does, so a night
+    with a kept calibrator need not import scikit-learn (migrate.mapping.sparse_text says why).
+    """
 
     def __init__(self) -> None:
-        self.model: LogisticRegression | None = None
+        self.coef: np.ndarray | None = None  # (1, features)
+        self.intercept: np.ndarray | None = None  # (1,)
         self.constant: float | None = None
 
     @property
     def fitted(self) -> bool:
-        return self.model is not None or self.constant is not None
+        return self.coef is not None or self.constant is not None
+
+    @property
+    def logistic(self) -> bool:
+        """True when a regression was fitted (not a constant, not the raw score)."""
+        return self.coef is not None
 
     def fit(self, features: np.ndarray, correct: np.ndarray) -> "ConfidenceCalibrator":
         correct = np.asarray(correct, dtype=bool)
@@ -51,13 +62,16 @@ class ConfidenceCalibrator:
         if correct.all() or not correct.any():
             self.constant = float(correct.mean())
             return self
-        self.model = LogisticRegression(C=10.0, max_iter=1000).fit(features, correct)
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=10.0, max_iter=1000).fit(features, correct)
+        self.coef, self.intercept = model.coef_.copy(), model.intercept_.copy()
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Probability of being right per row; the raw top score when not fitted."""
-        if self.model is not None:
-            return self.model.predict_proba(features)[:, 1]
+        if self.coef is not None:
+            return expit((np.asarray(features) @ self.coef.T + self.intercept).reshape(-1))
         if self.constant is not None:
             return np.full(len(features), self.constant)
         return np.clip(features[:, 0], 0.0, 1.0)

@@ -22,13 +22,14 @@ import logging
 import os
 
 import numpy as np
+from dataclasses import dataclass
+
 from loky import ProcessPoolExecutor
 from scipy.sparse import hstack
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.svm import LinearSVC
 
-from migrate.mapping.lexical import fit_words, word_tfidf
+from migrate.mapping.lexical import fit_words
 from migrate.mapping.scoring import top_columns
+from migrate.mapping.sparse_text import FittedTfidf, fit_tfidf
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,15 @@ class TextFeatures:
     """
 
     def __init__(self) -> None:
-        self.words: TfidfVectorizer | None = word_tfidf()
-        self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, min_df=2,
-                                     dtype=np.float32)
+        self.words: FittedTfidf | None = None
+        self.chars: FittedTfidf | None = None
 
     def fit_transform(self, texts: list[str]):
-        words = fit_words(self.words, texts)
-        if words is None:
-            self.words = None
+        self.words, words = fit_words(texts)
         try:
-            chars = self.chars.fit_transform(texts)
+            self.chars, chars = fit_tfidf(texts, analyzer="char_wb", ngram_range=(3, 4), min_df=2)
         except ValueError:  # no n-gram occurs twice
-            chars = self.chars.set_params(min_df=1).fit_transform(texts)
+            self.chars, chars = fit_tfidf(texts, analyzer="char_wb", ngram_range=(3, 4), min_df=1)
         return hstack([words, chars]).tocsr() if words is not None else chars.tocsr()
 
     def transform(self, texts: list[str]):
@@ -76,13 +74,31 @@ def _softmax_top(decision: np.ndarray, classes: np.ndarray, temperature: float, 
     return out_probs, out_cats
 
 
+@dataclass
+class LinearDecision:
+    """A fitted linear classifier as data (scikit-learn's ``coef_``, ``intercept_``, ``classes_``),
+    applied as its ``decision_function`` is, without importing scikit-learn at night."""
+
+    coef: np.ndarray  # (classes, features); one row for two classes
+    intercept: np.ndarray
+    classes: np.ndarray
+
+    @classmethod
+    def from_sklearn(cls, model) -> "LinearDecision":
+        return cls(np.asarray(model.coef_), np.asarray(model.intercept_), np.asarray(model.classes_))
+
+    def decision_function(self, matrix) -> np.ndarray:
+        scores = np.asarray(matrix @ self.coef.T) + self.intercept
+        return scores.reshape(-1) if scores.shape[1] == 1 else scores
+
+
 class CategoryClassifier:
     """Linear SVM over :class:`TextFeatures`; ``usable`` is False when fewer than two categories."""
 
     def __init__(self, temperature: float = 0.3, features: TextFeatures | None = None) -> None:
         self.temperature = temperature
         self.features = features
-        self.model: LinearSVC | None = None
+        self.model: LinearDecision | None = None
 
     @property
     def usable(self) -> bool:
@@ -102,7 +118,9 @@ class CategoryClassifier:
         """
         categories = np.asarray(categories, dtype=np.int64)
         if len(np.unique(categories)) >= 2:
-            self.model = LinearSVC(C=1.0, tol=1e-2, random_state=0).fit(matrix, categories)
+            from sklearn.svm import LinearSVC
+
+            self.model = LinearDecision.from_sklearn(LinearSVC(C=1.0, tol=1e-2, random_state=0).fit(matrix, categories))
         return self
 
     def vote_matrix(self, matrix, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +128,7 @@ class CategoryClassifier:
         n = matrix.shape[0]
         if self.model is None or n == 0:
             return np.zeros((n, top)), np.full((n, top), -1, dtype=np.int64)
-        parts = [_softmax_top(self._decision(matrix[s:s + CHUNK]), self.model.classes_, self.temperature, top)
+        parts = [_softmax_top(self._decision(matrix[s:s + CHUNK]), self.model.classes, self.temperature, top)
                  for s in range(0, n, CHUNK)]
         return np.vstack([p for p, _ in parts]), np.vstack([c for _, c in parts])
 

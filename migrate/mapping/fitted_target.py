@@ -27,8 +27,10 @@ from migrate.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-"""Bumped when what is stored changes: an older file misses every key."""
+FORMAT = 2
+"""Bumped when what is stored changes: an older file misses every key. 2 (2026-12-04): the
+classifier, lexical index and calibrator are kept as arrays (migrate.mapping.sparse_text), not
+scikit-learn objects, so reading them imports no scikit-learn."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Lexical nearest neighbours: TF-IDF cosine between product texts (scikit-learn), top-k per query.
+"""Lexical nearest neighbours: TF-IDF cosine between product texts, top-k per query.
 
 The encoder's neighbours and these complement each other: the encoder knows that "earbuds" and
 "headphones" are alike, word overlap knows brands and product-line names the encoder blurs
@@ -15,34 +15,34 @@ BENCHMARKS.md).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
+
+from migrate.mapping.sparse_text import FittedTfidf, fit_tfidf
 
 CHUNK = 2048
 
-
-def word_tfidf() -> TfidfVectorizer:
-    """The word TF-IDF both the lexical neighbours and the classifier use (sublinear tf, one-letter words kept)."""
-    return TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
+WORDS = r"(?u)\b\w+\b"
+"""The word TF-IDF's tokens, which the lexical neighbours and the classifier share: one-letter words kept."""
 
 
-def fit_words(vectorizer: TfidfVectorizer, texts: list[str]):
-    """``vectorizer.fit_transform(texts)``, or None when no text has a word ("-", "+")."""
+def fit_words(texts: list[str]) -> tuple[FittedTfidf | None, object]:
+    """Word TF-IDF (sublinear tf) fitted on ``texts``: (vectorizer, rows), or (None, None) when no
+    text has a word ("-", "+")."""
     try:
-        return vectorizer.fit_transform(texts)
+        return fit_tfidf(texts, token_pattern=WORDS)
     except ValueError:  # empty vocabulary
-        return None
+        return None, None
 
 
 class LexicalIndex:
     """Word TF-IDF (sublinear tf, unit rows) over the indexed texts."""
 
     def __init__(self) -> None:
-        self.vectorizer = word_tfidf()
+        self.vectorizer: FittedTfidf | None = None
         self._matrix_t = None
         self.size = 0
 
     def fit(self, texts: list[str]) -> "LexicalIndex":
-        matrix = fit_words(self.vectorizer, texts)
+        self.vectorizer, matrix = fit_words(texts)
         if matrix is None:  # no text has a word: nothing to search, every query finds nothing
             self._matrix_t, self.size = None, 0
             return self

@@ -349,7 +349,7 @@ class Migrator:
             thresholds = replace(thresholds, min_confidence=1.0 + 1e-9)
         scored = scored_now if len(todo) == len(source) else kept.merged(source_columns(source), positions, scored_now)
         flags = compute_flags(**flag_inputs(scored), has_products=side is not None,
-                              calibrated=calibrator.model is not None or self_trained,
+                              calibrated=calibrator.logistic or self_trained,
                               all_targets=targets.categories, thresholds=thresholds)
         mapping = with_flags(scored, flags)
         rejects = rejects_frame(source.rejects, targets.rejects)
@@ -363,7 +363,7 @@ class Migrator:
             summary.append((TARGET_SIDE, TARGET_SIDE_FITTED if side.fitted_here else TARGET_SIDE_READ))
         return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk_frame(mapping), summary=summary,
                                target_categories=list(targets.categories),
-                               thresholds=thresholds.as_dict(), calibrated=calibrator.model is not None,
+                               thresholds=thresholds.as_dict(), calibrated=calibrator.logistic,
                                kept_scores=KeptScores.from_scored(key, scored, keys) if keep_scores else None)
 
     def _score_taxonomy(self, source: Catalog, targets: Targets, src_vec: np.ndarray, labels: CategoryLabels,
@@ -514,10 +514,10 @@ class Migrator:
         flag_counts = Counter(f for fl in mapping["flags"].to_list() for f in fl.split(",") if f)
         unflagged = mapping.filter(~pl.col("needs_review"))
         rows: list[tuple[str, Any]] = [
-            ("At a glance", _at_a_glance(mapping, unflagged, calibrator.model is not None or self_trained,
+            ("At a glance", _at_a_glance(mapping, unflagged, calibrator.logistic or self_trained,
                                          thresholds.target_precision)),
             *([("Accepting the most confident rows", accept_tradeoff(mapping["confidence"].to_numpy()))]
-              if calibrator.model is not None or self_trained else []),
+              if calibrator.logistic or self_trained else []),
             ("Run id", uuid.uuid4().hex[:12]),
             ("Run time (UTC)", when.isoformat()),
             ("taxmig version", __version__),
@@ -564,7 +564,7 @@ class Migrator:
             ("Flag counts", {f: int(flag_counts.get(f, 0)) for f in FLAG_ORDER}),
             ("Estimated accuracy of unflagged rows",
              round(float(unflagged["confidence"].mean()), 4)
-             if unflagged.height and (calibrator.model is not None or self_trained)
+             if unflagged.height and (calibrator.logistic or self_trained)
              else "not estimated (confidence not calibrated)" if not self_trained else "n/a (no row unflagged)"),
             ("Texts encoded (distinct)", int(encode_stats["encoded"])),
             *([("Texts read from the embedding cache", int(encode_stats["cached"]))] if cached else []),
@@ -636,7 +636,7 @@ def _at_a_glance(mapping: pl.DataFrame, unflagged: pl.DataFrame, estimated: bool
 
 def _calibration_text(calibrator: ConfidenceCalibrator, has_products: bool, self_trained: bool) -> str:
     """What the confidence column promises, in words for the Summary."""
-    if calibrator.model is not None:
+    if calibrator.logistic:
         return "yes: leave-one-out on the target catalog"
     if self_trained:
         return ("estimated: a calibration fitted on public proxy tasks (zero-shot BigBasket and Instacart products "
@@ -650,7 +650,7 @@ def _calibration_text(calibrator: ConfidenceCalibrator, has_products: bool, self
 def _min_confidence_text(settings: MigrationSettings, calibrator: ConfidenceCalibrator, loo: LeaveOneOut | None,
                          self_trained: bool) -> str:
     """Where the LOW_CONFIDENCE threshold came from, in words for the Summary."""
-    if calibrator.model is not None:
+    if calibrator.logistic:
         return loo.min_confidence_source if loo is not None else "given"
     if self_trained:
         if settings.thresholds.min_confidence is not None:

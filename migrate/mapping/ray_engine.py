@@ -284,7 +284,7 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
     embedder = Embedder(migrator.encoder.model, batch_size=settings.encoder.batch_size, progress=settings.progress)
     side = migrator.fit_target_side(settings, targets, embedder, source_has_categories=bool(plan.spec.category))
     thresholds = side.loo.thresholds if side.loo is not None else settings.thresholds
-    calibrated = side.calibrator.model is not None
+    calibrated = side.calibrator.logistic
 
     quiet = logging.INFO if settings.progress else logging.WARNING
     if not ray.is_initialized():

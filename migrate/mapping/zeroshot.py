@@ -61,11 +61,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from sklearn.feature_extraction.text import CountVectorizer
 from tqdm.auto import tqdm
 
 from migrate.core.index import SEARCH_CHUNK, build_index, search
 from migrate.mapping.scoring import ScoringParams, softmax_rows
+from migrate.mapping.sparse_text import binary_word_matrix
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +147,7 @@ class WordModel:
     """Multinomial naive Bayes over binary word counts, fitted on seed rows, scored leave-one-out."""
 
     def __init__(self, texts: list[str]) -> None:
-        vectorizer = CountVectorizer(token_pattern=r"(?u)\b\w\w+\b", binary=True, dtype=np.float64)
-        try:
-            self.matrix = vectorizer.fit_transform(texts).tocsr()
-        except ValueError:  # no text has a word of two letters
-            self.matrix = None
+        self.matrix = binary_word_matrix(texts)  # None when no text has a word of two letters
         self.lengths = np.asarray(self.matrix.sum(axis=1)).ravel() if self.matrix is not None else None
 
     @property

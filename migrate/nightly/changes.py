@@ -190,11 +190,26 @@ def category_counts(before: pl.DataFrame | None, after: pl.DataFrame) -> pl.Data
 DRIFT_COLUMNS = ("confidence", "margin", "score")
 
 
+def ks_two_sample(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov (statistic, two-sided p-value): the statistic as
+    ``scipy.stats.ks_2samp`` computes it, the p-value from Kolmogorov's limiting distribution
+    (``scipy.special.kolmogorov`` at sqrt(n m / (n + m)) times the statistic). Not
+    ``ks_2samp`` itself: importing scipy.stats costs 0.7 s, a tenth of a night with 1% changed
+    (``python -X importtime``, 2026-12-04); drift over thousands of scores needs no exact tail."""
+    from scipy.special import kolmogorov
+
+    before, after = np.sort(before), np.sort(after)
+    both = np.concatenate([before, after])
+    gaps = (np.searchsorted(before, both, side="right") / len(before)
+            - np.searchsorted(after, both, side="right") / len(after))
+    statistic = float(max(gaps.max(), -gaps.min(), 0.0))
+    effective = len(before) * len(after) / (len(before) + len(after))
+    return statistic, float(np.clip(kolmogorov(np.sqrt(effective) * statistic), 0.0, 1.0))
+
+
 def score_drift(before: pl.DataFrame | None, after: pl.DataFrame) -> pl.DataFrame:
     """Distribution of confidence, margin and score, last night vs tonight, with the two-sample
-    Kolmogorov-Smirnov statistic (scipy) as the drift measure."""
-    from scipy.stats import ks_2samp
-
+    Kolmogorov-Smirnov statistic as the drift measure (:func:`ks_two_sample`)."""
     rows = []
     for col in DRIFT_COLUMNS:
         now = after[col].drop_nulls().to_numpy().astype(float)
@@ -205,8 +220,7 @@ def score_drift(before: pl.DataFrame | None, after: pl.DataFrame) -> pl.DataFram
                 row[f"{label}_{name}"] = float(np.percentile(values, q)) if values.size else None
             row[f"{label}_mean"] = float(values.mean()) if values.size else None
         if old.size and now.size:
-            test = ks_2samp(old, now, method="asymp")
-            row["ks_statistic"], row["ks_pvalue"] = float(test.statistic), float(test.pvalue)
+            row["ks_statistic"], row["ks_pvalue"] = ks_two_sample(old, now)
         else:
             row["ks_statistic"] = row["ks_pvalue"] = None
         rows.append(row)
