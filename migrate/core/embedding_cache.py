@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS embeddings (
 ) WITHOUT ROWID
 """
 LOOKUP_CHUNK = 900  # below SQLite's default limit of host parameters per statement
+SCAN_SHARE = 0.25
+"""When the texts asked for are at least this share of a model's cached vectors, :meth:`EmbeddingCache.get`
+reads all of them in one scan instead of looking each up: on a nightly state of 29,865 vectors the
+lookups of 27,254 texts took 0.53 s, the scan 0.10 s (cProfile of a BigBasket night, 2026-12-04); a
+scan costs about a fifth of a lookup per row, so it wins from a fifth of the rows, and 0.25 leaves
+room."""
+SCAN_FROM = 1000  # below this many texts the lookups are quick, and counting the cache is not worth it
 
 
 class EmbeddingCache:
@@ -70,16 +77,25 @@ class EmbeddingCache:
         blobs: list[bytes] = []
         dim = 0
         distinct = list(dict.fromkeys(hashes))
-        for start in range(0, len(distinct), LOOKUP_CHUNK):
-            chunk = distinct[start:start + LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT text_hash, dim, vector FROM embeddings WHERE model = ? AND text_hash IN ({marks})",
-                [model, *chunk])
+        if len(distinct) >= SCAN_FROM and len(distinct) >= SCAN_SHARE * self.count(model):
+            wanted = set(distinct)
+            rows = self._db.execute("SELECT text_hash, dim, vector FROM embeddings WHERE model = ?", [model])
             for h, d, blob in rows:
-                position[h] = len(blobs)
-                blobs.append(blob)
-                dim = d
+                if h in wanted:
+                    position[h] = len(blobs)
+                    blobs.append(blob)
+                    dim = d
+        else:
+            for start in range(0, len(distinct), LOOKUP_CHUNK):
+                chunk = distinct[start:start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT text_hash, dim, vector FROM embeddings WHERE model = ? AND text_hash IN ({marks})",
+                    [model, *chunk])
+                for h, d, blob in rows:
+                    position[h] = len(blobs)
+                    blobs.append(blob)
+                    dim = d
         missing = [i for i, h in enumerate(hashes) if h not in position]
         if not blobs:
             return np.zeros((0, 0), np.float32), missing
