@@ -52,6 +52,29 @@ def test_embedding_cache_encodes_each_text_once_per_model(tmp_path):
         assert cache.count("fp-a") == len(set(texts)) + 1 and cache.count("fp-b") == 5
 
 
+def test_embedding_cache_scan_and_lookups_give_the_same_vectors(tmp_path, monkeypatch):
+    """Many texts are read in one scan of the model's rows, few by lookups: the same rows either way,
+    in the order asked, repeats and missing texts included, other models' vectors never mixed in."""
+    import migrate.core.embedding_cache as embedding_cache
+
+    texts = pl.read_csv(SAMPLES / "bigbasket_sample.csv", infer_schema=False)["product"].to_list()
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(texts), 8)).astype(np.float32)
+    asked = [*texts[:40], "not cached", texts[3], *texts[-30:]]
+    with EmbeddingCache(tmp_path / "e.sqlite") as cache:
+        cache.put("fp-a", texts, vectors)
+        cache.put("fp-b", texts, -vectors)
+        monkeypatch.setattr(embedding_cache, "SCAN_FROM", 10 ** 9)
+        looked_up, missing = cache.get("fp-a", asked)
+        monkeypatch.setattr(embedding_cache, "SCAN_FROM", 1)
+        monkeypatch.setattr(embedding_cache, "SCAN_SHARE", 0.0)
+        scanned, missing_scanned = cache.get("fp-a", asked)
+    assert missing == missing_scanned == [40]
+    np.testing.assert_array_equal(scanned, looked_up)
+    first = {t: i for i, t in reversed(list(enumerate(texts)))}
+    np.testing.assert_array_equal(scanned, vectors[[first[t] for t in asked if t != "not cached"]])
+
+
 def _generation(n: int, run: str) -> NewGeneration:
     products = pl.DataFrame({"product_id": [str(i) for i in range(n)], "needs_review": [False] * n})
     return NewGeneration(meta={"run": {"run_id": run}}, products=products,
