@@ -120,11 +120,19 @@ def diff_targets(before: pl.DataFrame, after: pl.DataFrame) -> TargetChanges:
     return changes
 
 
+PRODUCT_READ = ("product_id", "source_text", "content_hash", "final_category", "flags", "needs_review", "decision",
+                "decided_by", "decision_text")
+"""The products table's columns :func:`product_changes` reads: rows as dicts of these alone (every
+column cost 0.16 s of a 27k-product night, cProfile, 2026-12-04)."""
+
+
 def product_changes(before: pl.DataFrame | None, after: pl.DataFrame, *, rejected: dict[str, str],
                     target: TargetChanges, model_changed: bool, stale_ratio: dict[str, float],
                     carried: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per change of a product (a product may have several: text, assignment, flags)."""
     rows: list[dict[str, Any]] = []
+    before = before.select(PRODUCT_READ) if before is not None else None
+    after = after.select(PRODUCT_READ)
     prev = {r["product_id"]: r for r in before.iter_rows(named=True)} if before is not None else {}
     now_ids = set(after["product_id"].to_list())
 
