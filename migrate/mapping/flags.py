@@ -117,24 +117,31 @@ def compute_flags(*, confidence: np.ndarray, margin: np.ndarray, nearest_sim: np
     groups, lexical = context.groups, context.lexical
     min_confidence = thresholds.min_confidence if calibrated and thresholds.min_confidence is not None \
         else thresholds.min_raw_score
+    # the threshold tests as whole arrays first, then Python lists: numpy scalars row by row cost
+    # 0.09 s of a 27k-product night (cProfile, 2026-12-04)
+    far_rows = np.asarray(far).tolist()
+    low_confidence = (np.asarray(confidence) < min_confidence).tolist()
+    low_margin = (np.asarray(margin) < thresholds.min_margin).tolist()
+    backed = np.asarray(backed_off).tolist() if backed_off is not None else [False] * n
+    totals = {src: sum(counts.values()) for src, counts in groups.items()}
     for i in range(n):
         row = flags[i]
-        if far[i]:
+        if far_rows[i]:
             row.append("NO_MATCH")
-        if confidence[i] < min_confidence:
+        if low_confidence[i]:
             row.append("LOW_CONFIDENCE")
-        if margin[i] < thresholds.min_margin:
+        if low_margin[i]:
             row.append("LOW_MARGIN")
         src, tgt = source_categories[i], target_categories[i]
         if src:
             counts = groups.get(src, Counter())
-            total = sum(counts.values())
+            total = totals.get(src, 0)
             if total >= thresholds.split_min_products and len(counts) > 1 \
                     and counts[tgt] / total < thresholds.split_min_share:
                 row.append("SOURCE_SPLIT")
             hit = lexical.get(src)
             if hit and not _related(hit, tgt):
                 row.append("LEXICAL_CONFLICT")
-        if backed_off is not None and backed_off[i]:
+        if backed[i]:
             row.append("PARENT_BACKOFF")
     return flags

@@ -126,15 +126,33 @@ PRODUCT_READ = ("product_id", "source_text", "content_hash", "final_category", "
 column cost 0.16 s of a 27k-product night, cProfile, 2026-12-04)."""
 
 
+def _changed_pairs(before: pl.DataFrame | None, after: pl.DataFrame):
+    """(tonight's row, last night's row or None) of each product that may have changed: new, or
+    a different text, final category, review need or flags -- a superset of what
+    :func:`product_changes` reports, found by a join instead of a loop over every product. None
+    before the first night."""
+    if before is None:
+        return
+    old_names = {c: f"{c}__old" for c in PRODUCT_READ if c != "product_id"}
+    joined = after.join(before.rename(old_names).with_columns(pl.lit(True).alias("__had")), on="product_id",
+                        how="left", maintain_order="left")
+    differs = pl.lit(False)
+    for column in PRODUCT_READ[1:]:
+        differs = differs | pl.col(column).ne_missing(pl.col(old_names[column]))
+    for row in joined.filter(pl.col("__had").is_null() | differs).iter_rows(named=True):
+        now = {c: row[c] for c in PRODUCT_READ}
+        old = {c: row[old_names.get(c, c)] for c in PRODUCT_READ} if row["__had"] else None
+        yield now, old
+
+
 def product_changes(before: pl.DataFrame | None, after: pl.DataFrame, *, rejected: dict[str, str],
                     target: TargetChanges, model_changed: bool, stale_ratio: dict[str, float],
                     carried: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per change of a product (a product may have several: text, assignment, flags)."""
     rows: list[dict[str, Any]] = []
-    before = before.select(PRODUCT_READ) if before is not None else None
     after = after.select(PRODUCT_READ)
-    prev = {r["product_id"]: r for r in before.iter_rows(named=True)} if before is not None else {}
-    now_ids = set(after["product_id"].to_list())
+    if before is not None:
+        before = before.select(PRODUCT_READ).unique("product_id", keep="last", maintain_order=True)
 
     def add(change: str, now: dict | None, old: dict | None, reason: str) -> None:
         rows.append({"change": change, "product_id": (now or old)["product_id"],
@@ -143,12 +161,9 @@ def product_changes(before: pl.DataFrame | None, after: pl.DataFrame, *, rejecte
                      "category": (now or {}).get("final_category", ""), "flags": (now or {}).get("flags", ""),
                      "reason": reason})
 
-    for now in after.iter_rows(named=True):
-        old = prev.get(now["product_id"])
-        if before is not None and old is None:
-            add("new", now, None, "first seen tonight" + (f"; flags {now['flags']}" if now["flags"] else ""))
-            continue
+    for now, old in _changed_pairs(before, after):
         if old is None:
+            add("new", now, None, "first seen tonight" + (f"; flags {now['flags']}" if now["flags"] else ""))
             continue
         text_changed = old["content_hash"] != now["content_hash"]
         if text_changed:
@@ -164,10 +179,13 @@ def product_changes(before: pl.DataFrame | None, after: pl.DataFrame, *, rejecte
         if "DECISION_STALE" in (now["flags"] or "") and "DECISION_STALE" not in (old["flags"] or ""):
             add("decision_stale", now, old, f"decided '{now['decision']}' by {now['decided_by'] or 'unknown'} on "
                                             f"'{now['decision_text']}'; the text changed materially")
-    for pid, old in prev.items():
-        if pid not in now_ids:
+    if before is not None:
+        for old in before.filter(~pl.col("product_id").is_in(after["product_id"].implode())).iter_rows(named=True):
+            pid = old["product_id"]
             add("removed", None, old, f"rejected tonight: {rejected[pid]}" if pid in rejected
                 else "not in tonight's catalog")
+    prev = ({r["product_id"]: r for r in before.filter(pl.col("product_id").is_in([c["product_id"] for c in carried]))
+             .iter_rows(named=True)} if before is not None and carried else {})
     by_id = {r["product_id"]: r for r in after.iter_rows(named=True)} if carried else {}
     for c in carried:
         add("decision_carried", by_id.get(c["product_id"]), prev.get(c["product_id"]),
