@@ -60,6 +60,25 @@ def test_self_training_beats_the_label_scores_alone(encoded):
     assert (off[:, 0] == ids[:, 0]).all()  # no rounds: the label ranking as it was
 
 
+def test_refine_finishes_only_the_rows_asked_for_with_the_same_results(encoded):
+    """A night's new products self-train among their context and only they are finished: their
+    probabilities, categories and report equal the whole run's rows, with and without rounds."""
+    texts, vectors, labels, paths, _ = encoded
+    sims, ids = labels.search(vectors, 50)
+    ancestors = listed_ancestors(paths)
+    keep = np.array([40, 3, 17, len(texts) - 1])
+    for params in (ScoringParams(), replace(ScoringParams(), self_training_rounds=0)):
+        full_probs, full_ids, full = refine(sims, ids, vectors, texts, len(paths), params, None, ancestors)
+        probs, top, part = refine(sims, ids, vectors, texts, len(paths), params, None, ancestors, keep=keep)
+        np.testing.assert_array_equal(probs, full_probs[keep])
+        np.testing.assert_array_equal(top, full_ids[keep])
+        for name in ("prior_top", "words_top", "neighbours_top"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(full, name)[keep])
+        assert part.seeds == full.seeds and part.rounds == full.rounds
+        if full.backed_off is not None:
+            np.testing.assert_array_equal(part.backed_off, full.backed_off[keep])
+
+
 def test_confidence_is_an_estimate_that_ranks(encoded):
     texts, vectors, labels, paths, truth = encoded
     sims, ids = labels.search(vectors, 50)

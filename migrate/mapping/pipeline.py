@@ -339,8 +339,8 @@ class Migrator:
                 context = self_training_context(src_vec, todo, size=SELF_TRAINING_CONTEXT,
                                                 neighbours=2 * params.self_training_neighbours, seed=settings.seed)
                 scored_now = self._score_taxonomy(_rows_of(source, context), targets, src_vec[context], labels,
-                                                  calibrator, params, settings.progress)
-                scored_now = scored_now[np.searchsorted(context, todo)]
+                                                  calibrator, params, settings.progress,
+                                                  keep=np.searchsorted(context, todo))
         self_trained = side is None and params.self_training_rounds > 0
         thresholds = loo.thresholds if loo is not None else settings.thresholds
         if self_trained and thresholds.min_confidence is None:
@@ -367,25 +367,28 @@ class Migrator:
                                kept_scores=KeptScores.from_scored(key, scored, keys) if keep_scores else None)
 
     def _score_taxonomy(self, source: Catalog, targets: Targets, src_vec: np.ndarray, labels: CategoryLabels,
-                        calibrator: ConfidenceCalibrator, params: ScoringParams, progress: bool) -> pl.DataFrame:
+                        calibrator: ConfidenceCalibrator, params: ScoringParams, progress: bool, *,
+                        keep: np.ndarray | None = None) -> pl.DataFrame:
         """The scored frame of every source product onto a taxonomy (label scores, refined by
-        self-training unless it is switched off)."""
+        self-training unless it is switched off); ``keep``: of the products at these positions
+        alone (the others are a night's context: they self-train with them, their scores are kept)."""
         if params.self_training_rounds > 0:
             source_groups = None
             if source.has_categories:
                 names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
                 source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
             scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
-                                                  source_groups, progress=progress)
+                                                  source_groups, progress=progress, keep=keep)
             confidence = proxy_confidence(features)
         else:
+            src_vec = src_vec if keep is None else src_vec[keep]
             label_sims, label_ids = labels.search(src_vec, params.label_candidates)
             scores = score_categories(len(targets.categories), params, nn_sims=None, nn_categories=None,
                                       label_sims=label_sims, label_ids=label_ids)
             confidence = calibrator.predict(scores.features())
         if labels.bias is not None:  # NO_MATCH reads the label score before centering
             scores.label_sim = labels.uncentered(scores.label_sim, scores.top_ids[:, 0])
-        return scored_frame(source, targets, scores, confidence, [])
+        return scored_frame(source if keep is None else _rows_of(source, keep), targets, scores, confidence, [])
 
     def fit_target_side(self, settings: MigrationSettings, targets: Targets, embedder: Embedder, *,
                         source_has_categories: bool,
@@ -454,8 +457,8 @@ class Migrator:
 
     @staticmethod
     def _self_trained(queries: np.ndarray, labels: CategoryLabels, texts: list[str], categories: list[str],
-                      params, groups: np.ndarray | None = None, *, progress: bool = False
-                      ) -> tuple[CategoryScores, np.ndarray]:
+                      params, groups: np.ndarray | None = None, *, progress: bool = False,
+                      keep: np.ndarray | None = None) -> tuple[CategoryScores, np.ndarray]:
         """Label scores refined by self-training over the source products (:mod:`migrate.mapping.zeroshot`;
         ``texts``: the products' own texts, for its word model; ``groups``: source category per row):
         the scores and the confidence features. The suggestion is the most specific category the
@@ -463,7 +466,9 @@ class Migrator:
         (:func:`migrate.mapping.zeroshot.prefer_specific`); ``progress``: bars over its long steps."""
         label_sims, label_ids = labels.search(queries, params.label_candidates, progress=progress)
         probs, ids, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
-                                    listed_ancestors(categories), progress=progress)
+                                    listed_ancestors(categories), progress=progress, keep=keep)
+        if keep is not None:
+            label_sims, label_ids = label_sims[keep], label_ids[keep]
         features = confidence_features(probs, ids, report, label_sims, label_ids)
         top_n = params.top_n
         top_ids = np.full((len(ids), top_n), -1, dtype=np.int64)

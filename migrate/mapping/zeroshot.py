@@ -298,7 +298,7 @@ def prefer_specific(probs: np.ndarray, ids: np.ndarray, ancestors: np.ndarray
 
 def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, texts: list[str],
            n_categories: int, params: ScoringParams | None = None, groups: np.ndarray | None = None,
-           ancestors: np.ndarray | None = None, *, progress: bool = False
+           ancestors: np.ndarray | None = None, *, progress: bool = False, keep: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
     """Self-trained (probabilities, category ids) per product over its label candidates, best first.
 
@@ -307,6 +307,8 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     texts (for the word model); ``ancestors`` (:func:`listed_ancestors`): hand inner categories'
     probability down to their candidate descendants at the end (:func:`prefer_specific`).
     ``progress``: bars over the neighbour search and the rounds (minutes for a million products).
+    ``keep``: positions of the products whose results are wanted (a night's new products among
+    their context): every product teaches, only these are finished and returned, in this order.
     """
     params = params or ScoringParams()
     n = len(label_ids)
@@ -318,6 +320,8 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     prior_top = np.take_along_axis(label_ids, p0.argmax(axis=1)[:, None], 1)[:, 0]
     empty = np.full(n, -1, dtype=np.int64)
     if n < 3 or params.self_training_rounds <= 0:
+        if keep is not None:
+            p0, label_ids, prior_top, empty = p0[keep], label_ids[keep], prior_top[keep], empty[keep]
         probs, ids = _sorted(p0, label_ids)
         return probs, ids, SelfTrainingReport(0, 0, 0, prior_top, empty, prior_top)
     # the (n, K) float64 arrays below take 400 MB each per million products: each is dropped as
@@ -358,6 +362,9 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
         del log_q, ll
     neighbours_top = np.take_along_axis(label_ids, np.where(valid, vote, -1).argmax(axis=1)[:, None], 1)[:, 0]
     del vote, prior_log, nn_sims, nn_ids
+    if keep is not None:  # the rest only taught: finish the products asked for
+        q, label_ids, valid = q[keep], label_ids[keep], valid[keep]
+        prior_top, words_top, neighbours_top = prior_top[keep], words_top[keep], neighbours_top[keep]
     q[~valid] = 0.0
     probs, ids = _sorted(q, label_ids)
     del q
