@@ -69,6 +69,9 @@ def test_embedding_cache_scan_and_lookups_give_the_same_vectors(tmp_path, monkey
         monkeypatch.setattr(embedding_cache, "SCAN_FROM", 1)
         monkeypatch.setattr(embedding_cache, "SCAN_SHARE", 0.0)
         scanned, missing_scanned = cache.get("fp-a", asked)
+        assert cache._size("fp-a") == cache.count("fp-a") == len(set(texts))  # the size hint, counted once
+        cache.put("fp-a", ["a text not seen before", texts[0]], vectors[:2])  # one new, one kept as it was
+        assert cache._size("fp-a") == cache.count("fp-a") == len(set(texts)) + 1
     assert missing == missing_scanned == [40]
     np.testing.assert_array_equal(scanned, looked_up)
     first = {t: i for i, t in reversed(list(enumerate(texts)))}
