@@ -324,19 +324,27 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapp
       taxmig reconcile live.csv --state state/ -o r.xlsx --target-taxonomy taxonomy-2026.txt
       taxmig reconcile live.csv --state state/ -o reports/$(date +%F).xlsx --mapping feed/final_mapping.parquet
     """
-    from migrate.nightly.reconcile import reconcile as run_reconcile
+    from migrate.nightly.state import may_encode_with_torch
+    from models import side_worker
 
     _setup_logging(verbose, quiet)
-    if init:
-        if params["target_catalog"] is None and params["target_taxonomy"] is None:
-            raise click.UsageError("--init needs the target: --target-catalog FILE and/or --target-taxonomy FILE")
-        outcome = run_reconcile(catalog, state, output, init_settings=settings_from_params(catalog, params, quiet),
-                                stale_below=stale_below, overwrite=overwrite, progress=not quiet,
-                                review_scope=review_scope, mapping=mapping)
-    else:
-        outcome = run_reconcile(catalog, state, output, overrides=explicit_overrides(ctx), stale_below=stale_below,
-                                overwrite=overwrite, progress=not quiet, review_scope=review_scope, mapping=mapping,
-                                rescore_all=rescore_all)
+    if not init and may_encode_with_torch(state, catalog, explicit_overrides(ctx).get("encoder", {})):
+        side_worker.start()  # imports torch on another core while the night reads its inputs
+    try:
+        from migrate.nightly.reconcile import reconcile as run_reconcile
+
+        if init:
+            if params["target_catalog"] is None and params["target_taxonomy"] is None:
+                raise click.UsageError("--init needs the target: --target-catalog FILE and/or --target-taxonomy FILE")
+            outcome = run_reconcile(catalog, state, output, init_settings=settings_from_params(catalog, params, quiet),
+                                    stale_below=stale_below, overwrite=overwrite, progress=not quiet,
+                                    review_scope=review_scope, mapping=mapping)
+        else:
+            outcome = run_reconcile(catalog, state, output, overrides=explicit_overrides(ctx), stale_below=stale_below,
+                                    overwrite=overwrite, progress=not quiet, review_scope=review_scope,
+                                    mapping=mapping, rescore_all=rescore_all)
+    finally:
+        side_worker.stop()
     click.echo(outcome.message)
     ctx.exit(outcome.exit_code)
 

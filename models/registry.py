@@ -324,7 +324,8 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     not its encoding): with ``backend="openvino"`` on the CPU and an IR already on disk,
     :class:`~models.runtime.OpenVINORuntimeEncoder` (0.5 s instead of 6-9 s); with torch on the
     CPU in fp32, :class:`~models.runtime.TorchScriptRuntimeEncoder` once the model has been traced
-    -- which the first load through sentence-transformers does, into the exports cache."""
+    -- which the first load through sentence-transformers does, into the exports cache -- in the
+    encoder worker process when the nightly job started one (:mod:`models.side_worker`)."""
     if not ref.is_local:
         return None
     weights = fingerprint(ref.location)
@@ -335,6 +336,10 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     def load():
         if plain and backend == "openvino":
             runtime = _openvino_runtime(ref, weights)
+            if runtime is not None:
+                return runtime
+        if plain and backend == "torch" and precision == "fp32":
+            runtime = _side_runtime(weights, options.get("device"))
             if runtime is not None:
                 return runtime
         traceable = plain and backend == "torch" and precision == "fp32" and _on_cpu(options.get("device"))
@@ -359,12 +364,37 @@ def _on_cpu(device: str | None) -> bool:
     return not torch.cuda.is_available()
 
 
-def torchscript_dir(weights: str) -> Path:
+def torchscript_dir(weights: str, torch_version: str | None = None) -> Path:
     """Where the TorchScript export of the weights ``weights`` lives: under :func:`exports_dir`, per
-    torch version (a trace is read back by the torch that wrote it)."""
-    import torch
+    torch version (a trace is read back by the torch that wrote it; by default this process's)."""
+    if torch_version is None:
+        import torch
 
-    return exports_dir() / f"{weights}-torchscript-torch{torch.__version__}"
+        torch_version = torch.__version__
+    return exports_dir() / f"{weights}-torchscript-torch{torch_version}"
+
+
+def _side_runtime(weights: str, device: str | None):
+    """The TorchScript export loaded in the encoder worker process (:mod:`models.side_worker`) when
+    one was started, its torch encodes on the CPU and the export is on disk; None otherwise."""
+    from models import side_worker
+    from models.runtime import TORCHSCRIPT_FILE
+
+    worker = side_worker.current()
+    if worker is None:
+        return None
+    try:
+        if not worker.on_cpu(device):
+            return None
+        folder = torchscript_dir(weights, worker.torch_version)
+        if not (folder / TORCHSCRIPT_FILE).is_file():
+            return None
+        encoder = worker.encoder(str(folder))
+        log.info("loaded %s with the %s runtime", folder, encoder.engine)
+        return encoder
+    except Exception as exc:  # the worker is an optimisation: the night loads the model itself
+        log.info("encoder worker process not used (%s)", exc)
+        return None
 
 
 def _torchscript_runtime(ref: ModelRef, weights: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from dataclasses import replace
@@ -21,7 +22,7 @@ from migrate import MigrationSettings, run_migration
 from migrate.core.encoder import EncoderSettings
 from migrate.cli import main
 from migrate.errors import ModelError, TaxmigError
-from models import fingerprint, load_encoder, resolve_model
+from models import fingerprint, load_encoder, resolve_model, side_worker
 from models.quantize import RECORD
 from models.runtime import IR_FILE, OpenVINORuntimeEncoder, runtime_problem
 from models.registry import EXPORTS_ENV, backend_fingerprint, check_backend, exports_dir, lazy_encoder
@@ -150,9 +151,11 @@ def test_lazy_openvino_load_without_the_extra_names_it(monkeypatch, tmp_path):
     assert "taxmig[openvino]" in caught.value.hint
 
 
-def _edited_night_in_a_fresh_process(tmp_path: Path, cache: Path, *init_options: str) -> tuple[list[str], dict]:
+def _edited_night_in_a_fresh_process(tmp_path: Path, cache: Path, *init_options: str,
+                                     env: dict[str, str] | None = None) -> tuple[list[str], dict]:
     """A state started in-process on the demo sample (``init_options`` added), then a night with
-    three product names edited in a fresh process: (the heavy modules it imported, its report)."""
+    three product names edited in a fresh process (``env`` added to its environment): (the heavy
+    modules it imported, its report)."""
     import os
     import subprocess
 
@@ -176,7 +179,8 @@ def _edited_night_in_a_fresh_process(tmp_path: Path, cache: Path, *init_options:
              "print(json.dumps({'code': code, 'heavy': heavy}))")
     done = subprocess.run([sys.executable, "-c", night, "reconcile", str(tmp_path / "night2.csv"), "--state", str(state),
                            "-o", str(tmp_path / "r2.xlsx"), "-q"], capture_output=True, text=True,
-                          env={**os.environ, EXPORTS_ENV: str(cache)}, cwd=Path(__file__).resolve().parents[1])
+                          env={**os.environ, EXPORTS_ENV: str(cache), **(env or {})},
+                          cwd=Path(__file__).resolve().parents[1])
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["code"] in (0, 2), done.stderr
     return outcome["heavy"], json.loads((tmp_path / "r2.json").read_text())
@@ -278,13 +282,69 @@ def test_a_model_the_tracer_cannot_reproduce_stays_with_sentence_transformers(mo
 
 
 @traceable
-def test_torch_night_encodes_without_importing_sentence_transformers(torchscript_cache, tmp_path):
+@pytest.mark.parametrize("worker", ["1", "0"])
+def test_torch_night_encodes_without_importing_sentence_transformers(torchscript_cache, tmp_path, worker):
     """A night that encodes a few changed products of a torch state, in a fresh process, with the
     trace in the cache: torch runs the trace; transformers and sentence-transformers are never
-    imported (importing them was most of such a night)."""
-    heavy, report = _edited_night_in_a_fresh_process(tmp_path, torchscript_cache[0])
-    assert heavy == ["torch"]
+    imported (importing them was most of such a night). With the encoder worker (the default on
+    two or more cores) the night's own process does not even import torch."""
+    heavy, report = _edited_night_in_a_fresh_process(tmp_path, torchscript_cache[0], env={side_worker.ENV: worker})
+    assert heavy == ([] if worker == "1" and (os.cpu_count() or 1) >= 2 else ["torch"])
     assert report["embedding"]["encoded"] == 3 and report["counts"]["text_changed"] == 3
+
+
+@traceable
+def test_the_encoder_worker_gives_the_runtime_vectors(torchscript_cache, bigbasket):
+    """The trace loaded and run in the worker process: the very vectors of the trace run here."""
+    from models.runtime import TorchScriptRuntimeEncoder
+
+    _, folder = torchscript_cache
+    texts = [*bigbasket["product"].drop_nulls().head(40).to_list(), "", "x " * 400]
+    worker = side_worker.SideWorker()
+    try:
+        assert worker.on_cpu("cpu") and worker.torch_version == __import__("torch").__version__
+        remote = worker.encoder(str(folder))
+        assert remote.get_embedding_dimension() == 384
+        np.testing.assert_array_equal(remote.encode(texts, batch_size=16, normalize_embeddings=True),
+                                      TorchScriptRuntimeEncoder(folder).encode(texts, batch_size=16,
+                                                                               normalize_embeddings=True))
+    finally:
+        worker.close()
+
+
+def test_the_encoder_worker_ends_with_the_night_that_started_it(tmp_path):
+    """A night killed (SIGKILL: no clean-up runs) leaves no worker behind holding the model's memory."""
+    import signal
+    import subprocess
+    import time
+
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("SIGKILL is POSIX")
+    night = ("import os, sys, time; from models.side_worker import SideWorker\n"
+             "worker = SideWorker(); worker.on_cpu('cpu')\n"
+             "print(worker._pool.submit(os.getpid).result(), flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", night], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    child = int(parent.stdout.readline())
+
+    def alive(pid: int) -> bool:  # a process that has exited but is not yet reaped (a zombie) is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        stat = Path(f"/proc/{pid}/stat")
+        return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
+
+    assert alive(child)  # while its night is
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not alive(child):
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the encoder worker outlived its night by 10 s")
 
 
 # --- with taxmig[openvino] ---------------------------------------------------------------------

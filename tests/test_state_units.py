@@ -186,3 +186,29 @@ def test_the_cli_encoder_options_are_the_encoder_settings_fields():
     from migrate.core.encoder import ENCODER_FIELDS
 
     assert ENCODER_PARAMS == ENCODER_FIELDS
+
+
+def test_a_night_guesses_whether_it_will_encode_with_torch(tmp_path):
+    """The encoder worker is started when tonight's catalog differs from the last night's file and
+    the remembered (or given) encoder is torch in fp32; any doubt about the state answers yes."""
+    from migrate.core.hashing import file_fingerprint
+    from migrate.nightly.state import GENERATIONS, may_encode_with_torch
+
+    catalog = tmp_path / "live.csv"
+    catalog.write_text("id,product\n1,Amul Butter\n")
+    state = tmp_path / "state"
+    assert may_encode_with_torch(state, catalog, {})  # no state to read: yes
+    folder = state / GENERATIONS / "g1"
+    folder.mkdir(parents=True)
+    (state / "CURRENT").write_text("g1")
+    meta = {"settings": {"encoder": {"backend": "torch", "precision": "fp32"}},
+            "run": {"inputs": {"catalog_fingerprint": file_fingerprint(catalog)}}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert not may_encode_with_torch(state, catalog, {})  # the same file as last night
+    catalog.write_text("id,product\n1,Amul Butter 500 g\n")
+    assert may_encode_with_torch(state, catalog, {})
+    assert not may_encode_with_torch(state, catalog, {"backend": "openvino"})
+    assert not may_encode_with_torch(state, catalog, {"precision": "bf16"})
+    assert not may_encode_with_torch(state, tmp_path / "missing.csv", {})  # the night reports it
+    (folder / "meta.json").write_text("{not json")
+    assert may_encode_with_torch(state, catalog, {})

@@ -107,6 +107,29 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
                          for c, t in schema.items()])
 
 
+def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_overrides: dict[str, Any]) -> bool:
+    """A quick guess, from the current generation's meta.json alone, whether tonight's run will
+    encode with torch in fp32 -- the case of the encoder worker process (:mod:`models.side_worker`):
+    the catalog file differs from the last night's, and the remembered (or given) encoder is torch,
+    fp32, without remote code. An unreadable or older meta answers True; a guess, never a decision."""
+    from migrate.core.hashing import file_fingerprint
+
+    store = StateStore(state_dir)
+    try:
+        meta = json.loads((store.root / GENERATIONS / store.current_name() / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, StateError):
+        return True
+    encoder = {**((meta.get("settings") or {}).get("encoder") or {}), **encoder_overrides}
+    if (encoder.get("backend") or "torch") != "torch" or (encoder.get("precision") or "fp32") != "fp32" \
+            or encoder.get("trust_remote_code"):
+        return False
+    last = ((meta.get("run") or {}).get("inputs") or {}).get("catalog_fingerprint")
+    try:
+        return last is None or last != file_fingerprint(catalog)
+    except OSError:  # the night itself reports the missing file
+        return False
+
+
 @dataclass
 class Generation:
     """One committed snapshot of the state."""
