@@ -81,6 +81,7 @@ class SideEncoder:
     def __init__(self, pool, folder: str) -> None:
         self.folder = folder
         self._pool = pool
+        self._here = None  # the same runtime in this process, once the worker has failed
         self.dimension = pool.submit(_load, folder).result()
 
     def get_sentence_embedding_dimension(self) -> int:
@@ -89,7 +90,16 @@ class SideEncoder:
     get_embedding_dimension = get_sentence_embedding_dimension
 
     def encode(self, texts: Sequence[str], **options: Any) -> np.ndarray:
-        return self._pool.submit(_encode, self.folder, [str(t) for t in texts], options).result()
+        texts = [str(t) for t in texts]
+        if self._here is None:
+            try:
+                return self._pool.submit(_encode, self.folder, texts, options).result()
+            except Exception as exc:  # the worker died (killed, out of memory): encode here instead
+                log.warning("encoder worker process failed (%s); loading the model in this process", exc)
+                from models.runtime import TorchScriptRuntimeEncoder
+
+                self._here = TorchScriptRuntimeEncoder(self.folder)
+        return self._here.encode(texts, **options)
 
 
 class SideWorker:
@@ -98,7 +108,9 @@ class SideWorker:
     def __init__(self) -> None:
         from loky import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(1, timeout=IDLE_TIMEOUT)
+        # loky restarts a worker whose memory grew 300 MB past its first task's (a leak, it assumes,
+        # when psutil is installed); this one grows by the model it loads, by design
+        self._pool = ProcessPoolExecutor(1, timeout=IDLE_TIMEOUT, env={"LOKY_MAX_MEMORY_LEAK_SIZE": "1e15"})
         self._torch = self._pool.submit(_prepare, os.getpid())
 
     def on_cpu(self, device: str | None) -> bool:

@@ -295,7 +295,10 @@ def test_torch_night_encodes_without_importing_sentence_transformers(torchscript
 
 @traceable
 def test_the_encoder_worker_gives_the_runtime_vectors(torchscript_cache, bigbasket):
-    """The trace loaded and run in the worker process: the very vectors of the trace run here."""
+    """The trace loaded and run in the worker process: the very vectors of the trace run here, from
+    the same worker all night, and from this process when the worker dies."""
+    import time
+
     from models.runtime import TorchScriptRuntimeEncoder
 
     _, folder = torchscript_cache
@@ -305,9 +308,14 @@ def test_the_encoder_worker_gives_the_runtime_vectors(torchscript_cache, bigbask
         assert worker.on_cpu("cpu") and worker.torch_version == __import__("torch").__version__
         remote = worker.encoder(str(folder))
         assert remote.get_embedding_dimension() == 384
-        np.testing.assert_array_equal(remote.encode(texts, batch_size=16, normalize_embeddings=True),
-                                      TorchScriptRuntimeEncoder(folder).encode(texts, batch_size=16,
-                                                                               normalize_embeddings=True))
+        here = TorchScriptRuntimeEncoder(folder).encode(texts, batch_size=16, normalize_embeddings=True)
+        np.testing.assert_array_equal(remote.encode(texts, batch_size=16, normalize_embeddings=True), here)
+        pid = worker._pool.submit(os.getpid).result()
+        time.sleep(1.1)  # past loky's memory check: a worker holding a model is not restarted as a leak
+        remote.encode(texts[:5])
+        assert worker._pool.submit(os.getpid).result() == pid
+        os.kill(pid, 9)  # the worker dies mid-night: encoded here instead
+        np.testing.assert_array_equal(remote.encode(texts, batch_size=16, normalize_embeddings=True), here)
     finally:
         worker.close()
 
