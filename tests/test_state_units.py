@@ -209,6 +209,7 @@ def test_a_night_guesses_whether_it_will_encode_with_torch(tmp_path):
     assert may_encode_with_torch(state, catalog, {})
     assert not may_encode_with_torch(state, catalog, {"backend": "openvino"})
     assert not may_encode_with_torch(state, catalog, {"precision": "bf16"})
+    assert not may_encode_with_torch(state, catalog, {"device": "cuda"})
     assert not may_encode_with_torch(state, tmp_path / "missing.csv", {})  # the night reports it
     (folder / "meta.json").write_text("{not json")
     assert may_encode_with_torch(state, catalog, {})

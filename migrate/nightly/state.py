@@ -111,7 +111,7 @@ def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_ov
     """A quick guess, from the current generation's meta.json alone, whether tonight's run will
     encode with torch in fp32 -- the case of the encoder worker process (:mod:`models.side_worker`):
     the catalog file differs from the last night's, and the remembered (or given) encoder is torch,
-    fp32, without remote code. An unreadable or older meta answers True; a guess, never a decision."""
+    fp32, without remote code, on the CPU or no device named. An unreadable or older meta answers True; a guess, never a decision."""
     from migrate.core.hashing import file_fingerprint
 
     store = StateStore(state_dir)
@@ -121,7 +121,7 @@ def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_ov
         return True
     encoder = {**((meta.get("settings") or {}).get("encoder") or {}), **encoder_overrides}
     if (encoder.get("backend") or "torch") != "torch" or (encoder.get("precision") or "fp32") != "fp32" \
-            or encoder.get("trust_remote_code"):
+            or encoder.get("trust_remote_code") or encoder.get("device") not in (None, "cpu"):
         return False
     last = ((meta.get("run") or {}).get("inputs") or {}).get("catalog_fingerprint")
     try:
