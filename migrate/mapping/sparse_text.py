@@ -57,11 +57,12 @@ class FittedTfidf:
                    vectorizer.analyzer, vectorizer.token_pattern, tuple(vectorizer.ngram_range),
                    bool(vectorizer.sublinear_tf))
 
-    def analyze(self, text: str) -> list[str]:
-        """The features of one text, as scikit-learn's analyzer gives them (repeats kept)."""
+    def analyze(self, text: str, words: re.Pattern | None = None) -> list[str]:
+        """The features of one text, as scikit-learn's analyzer gives them (repeats kept);
+        ``words``: the token pattern compiled, by a caller analysing many texts."""
         text = text.lower()
         if self.analyzer == "word":
-            return _pattern(self.token_pattern).findall(text)
+            return (words or re.compile(self.token_pattern)).findall(text)
         low, high = self.ngram_range
         grams: list[str] = []
         for word in _WHITESPACE.sub(" ", text).split():
@@ -76,12 +77,13 @@ class FittedTfidf:
         """TF-IDF rows of ``texts`` (float of the idf's type, unit length; empty rows for texts
         with no known feature)."""
         vocabulary = self.vocabulary
+        words = re.compile(self.token_pattern)
         indices: list[int] = []
         counts: list[int] = []
         indptr = [0]
         for text in texts:
             row: dict[int, int] = {}
-            for feature in self.analyze(text):
+            for feature in self.analyze(text, words):
                 column = vocabulary.get(feature)
                 if column is not None:
                     row[column] = row.get(column, 0) + 1
@@ -104,10 +106,6 @@ class FittedTfidf:
         return matrix
 
 
-def _pattern(token_pattern: str) -> re.Pattern:
-    return re.compile(token_pattern)
-
-
 def fit_tfidf(texts: list[str], **params) -> tuple[FittedTfidf, csr_matrix]:
     """Fit scikit-learn's ``TfidfVectorizer(**params)`` (float32, sublinear tf unless said) on
     ``texts``: (the fitted vectorizer as :class:`FittedTfidf`, the texts' rows). Raises
@@ -123,7 +121,7 @@ def binary_word_matrix(texts: list[str], token_pattern: str = WORDS_OF_TWO) -> c
     """Which words (lower-cased ``token_pattern`` matches; columns in sorted word order) each text
     has, as 1.0 -- scikit-learn's ``CountVectorizer(binary=True)`` fitted and applied on
     ``texts`` -- or None when no text has a word."""
-    pattern = _pattern(token_pattern)
+    pattern = re.compile(token_pattern)
     rows = [set(pattern.findall(text.lower())) for text in texts]
     words = sorted(set().union(*rows)) if rows else []
     if not words:
