@@ -149,7 +149,6 @@ def resolve_products(mapping: pl.DataFrame, *, run_id: str, previous: pl.DataFra
         "flags": list(model_flags),
     }
     columns["first_seen_run"], columns["text_changed_run"] = _run_columns(ids, hashes, previous, run_id)
-    model_row = {k: None for k in ("target_category", "needs_review")}
     carried: list[dict[str, Any]] = []
     ratios: dict[str, float] = {}
     needs_review = mapping["needs_review"].to_list()
@@ -157,8 +156,7 @@ def resolve_products(mapping: pl.DataFrame, *, run_id: str, previous: pl.DataFra
         d = decided.get(pid)
         inherited = covering(cats[i], suggested[i] or "", by_category) if d is None and by_category else None
         if inherited is not None:
-            model_row.update(target_category=suggested[i], needs_review=needs_review[i])
-            fields = _inherit(inherited, model_row, categories, renamed)
+            fields = _inherit(inherited, suggested[i], needs_review[i], categories, renamed)
         elif d is not None:
             fields, moved, ratio = _decided(d, pid, texts[i], cats[i], hashes[i], categories, renamed, stale_below,
                                             sims.get(pid))
@@ -227,9 +225,10 @@ def _decided(d: dict[str, Any], pid: str, text: str, cat: str, chash: str, categ
     return fields, carried, (ratio if d["content_hash"] != chash else None)
 
 
-def _inherit(decision: dict[str, Any], m: dict[str, Any], categories: set[str],
+def _inherit(decision: dict[str, Any], suggested: str | None, model_needs_review: bool, categories: set[str],
              renamed: dict[str, str]) -> dict[str, Any]:
-    """The decision fields of a product that inherits a category decision: flagged
+    """The decision fields of a product that inherits a category decision (``suggested``: the
+    model's category for it; ``model_needs_review``: whether the model flagged it): flagged
     ``CATEGORY_DECISION``; also ``CATEGORY_DISAGREES`` (for a person) when the model suggests
     another category and would have left it unflagged; ``DECISION_CATEGORY_GONE`` when the
     decided category left the target (carried to its new name on a reliable rename)."""
@@ -242,7 +241,7 @@ def _inherit(decision: dict[str, Any], m: dict[str, Any], categories: set[str],
             final = renamed.get(final, "")
             if not final:
                 flags.append(DECISION_CATEGORY_GONE)
-    if final and m["target_category"] and m["target_category"] != final and not m["needs_review"]:
+    if final and suggested and suggested != final and not model_needs_review:
         flags.append(CATEGORY_DISAGREES)
     return {"decision": final if final else decision["decision"], "decided_by": decision["decided_by"] or "",
             "decided_at": decision["decided_at"] or "", "decision_note": decision["note"] or "",
