@@ -328,7 +328,8 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapp
     from models import side_worker
 
     _setup_logging(verbose, quiet)
-    if not init and may_encode_with_torch(state, catalog, explicit_overrides(ctx).get("encoder", {})):
+    overrides = explicit_overrides(ctx)
+    if not init and may_encode_with_torch(state, catalog, overrides.get("encoder", {})):
         side_worker.start()  # imports torch on another core while the night reads its inputs
     try:
         from migrate.nightly.reconcile import reconcile as run_reconcile
@@ -340,7 +341,7 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapp
                                     stale_below=stale_below, overwrite=overwrite, progress=not quiet,
                                     review_scope=review_scope, mapping=mapping)
         else:
-            outcome = run_reconcile(catalog, state, output, overrides=explicit_overrides(ctx), stale_below=stale_below,
+            outcome = run_reconcile(catalog, state, output, overrides=overrides, stale_below=stale_below,
                                     overwrite=overwrite, progress=not quiet, review_scope=review_scope,
                                     mapping=mapping, rescore_all=rescore_all)
     finally:

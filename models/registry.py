@@ -322,7 +322,7 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     The first use loads a runtime encoder where one gives the same vectors without importing
     sentence-transformers (a nightly run that encodes a few changed products pays for its imports,
     not its encoding): with ``backend="openvino"`` on the CPU and an IR already on disk,
-    :class:`~models.runtime.OpenVINORuntimeEncoder` (0.5 s instead of 6-9 s); with torch on the
+    :class:`~models.runtime.OpenVINORuntimeEncoder` (the module doc says what each costs); with torch on the
     CPU in fp32, :class:`~models.runtime.TorchScriptRuntimeEncoder` once the model has been traced
     -- which the first load through sentence-transformers does, into the exports cache -- in the
     encoder worker process when the nightly job started one (:mod:`models.side_worker`)."""

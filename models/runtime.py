@@ -3,9 +3,8 @@ TorchScript file, with ``tokenizers`` and numpy around it.
 
 Why it exists: a nightly reconcile that must encode a handful of changed products spent most of
 its time importing the model stack, not encoding. Measured here (2 cores, fresh process):
-importing sentence-transformers with transformers and torch and loading MiniLM takes 6-9 s;
-importing ``openvino`` + ``tokenizers``, reading the tokenizer and compiling the same IR takes
-0.4-0.5 s (``python /tmp/ovlight.py`` in the closing note of issue 15). A fresh process that loads
+constructing :class:`OpenVINORuntimeEncoder` (importing ``openvino``, reading the tokenizer,
+compiling or reading the compiled IR) 0.21-0.67 s (the command under :func:`_compile_config`). A fresh process that loads
 the bundled model lazily and encodes 200 texts, ``/usr/bin/time python -c "from models.registry
 import lazy_encoder, resolve_model; m, _ = lazy_encoder(resolve_model(None)); m.encode(['Amul
 Taaza Toned Milk 1 L'] * 200, normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``:

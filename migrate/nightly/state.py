@@ -52,6 +52,7 @@ READABLE_FORMATS = (1, 2)
 KEEP_GENERATIONS = 5
 CURRENT = "CURRENT"
 GENERATIONS = "generations"
+META = "meta.json"  # a generation's settings and run record
 SCORES_FILE = "scores.parquet"
 """A generation's kept scores (:mod:`migrate.mapping.kept_scores`): the next night scores only what changed."""
 HISTORY = "history.jsonl"
@@ -116,7 +117,7 @@ def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_ov
 
     store = StateStore(state_dir)
     try:
-        meta = json.loads((store.root / GENERATIONS / store.current_name() / "meta.json").read_text(encoding="utf-8"))
+        meta = store.read_meta(store.current_name())
     except (OSError, ValueError, StateError):
         return True
     encoder = {**((meta.get("settings") or {}).get("encoder") or {}), **encoder_overrides}
@@ -263,11 +264,15 @@ class StateStore:
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
             if folder.exists() else []
 
+    def read_meta(self, name: str) -> dict[str, Any]:
+        """Generation ``name``'s meta.json alone (settings and last run, no tables)."""
+        return json.loads((self.root / GENERATIONS / name / META).read_text(encoding="utf-8"))
+
     def load(self, name: str | None = None) -> Generation:
         name = name or self.current_name()
         folder = self.root / GENERATIONS / name
         try:
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            meta = self.read_meta(name)
             if meta.get("state_format") not in READABLE_FORMATS:
                 raise StateError(f"{folder}: state format {meta.get('state_format')} is not {STATE_FORMAT}",
                                  hint="use the taxmig version that wrote it, or start a new state folder")
@@ -303,7 +308,7 @@ class StateStore:
             for file_name, writer in new.files.items():
                 writer(tmp / file_name)
             fault_point("generation-files")
-            _write_json(tmp / "meta.json", meta)
+            _write_json(tmp / META, meta)
             for child in tmp.iterdir():
                 with open(child, "rb") as fh:
                     os.fsync(fh.fileno())
