@@ -39,15 +39,16 @@ CREATE TABLE IF NOT EXISTS sizes (
 )
 """
 # ``sizes``: how many vectors each model has, so :meth:`EmbeddingCache.get` can choose between a
-# scan and lookups without counting them (a count reads every row: 0.08 s of 29,865, as long as the
-# scan). Written on the first count, kept up by :meth:`EmbeddingCache.put`; only ever a hint.
+# scan and lookups without counting them (a count reads every row, as the scan does). Written on the first count, kept up by :meth:`EmbeddingCache.put`; only ever a hint.
 LOOKUP_CHUNK = 900  # below SQLite's default limit of host parameters per statement
 SCAN_SHARE = 0.25
 """When the texts asked for are at least this share of a model's cached vectors, :meth:`EmbeddingCache.get`
-reads all of them in one scan instead of looking each up: on a nightly state of 29,865 vectors the
-lookups of 27,254 texts took 0.53 s, the scan 0.10 s (cProfile of a BigBasket night, 2026-12-04); a
-scan costs about a fifth of a lookup per row, so it wins from a fifth of the rows, and 0.25 leaves
-room."""
+reads all of them in one scan instead of looking each up: on a nightly state of 29,865 vectors,
+reading 27,254 texts took 0.62 s with lookups and 0.26 s with a count and the scan (``get``'s
+cumulative time in ``python -m cProfile -o night.prof -m migrate.cli reconcile night2.csv --state
+STATE -o r2.xlsx -q`` on bench/reconcile_bench.py's 1% night onto the taxonomy, 2026-12-04). A scan
+reads a row for less than a lookup costs, so it wins well before half the rows are asked for;
+0.25 is a round share on the safe side of that."""
 SCAN_FROM = 1000  # below this many texts the lookups are quick, and counting the cache is not worth it
 
 
