@@ -96,10 +96,10 @@ def test_tiny_or_wordless_catalogs_still_get_features(texts):
     assert found.shape == (2, 2) and ((found >= 0) == (sims > 0)).all()
 
 
-def test_the_same_inputs_give_the_same_votes(subset):
+def test_the_same_inputs_give_the_same_votes_in_a_pool_or_not(subset):
     texts, cats, groups, _ = subset
     sample = np.arange(0, len(texts), 3)
-    runs = [fit_with_out_of_fold_votes(texts, cats, sample, groups, top=3, temperature=0.3) for _ in range(2)]
+    runs = [fit_with_out_of_fold_votes(texts, cats, sample, groups, top=3, temperature=0.3, workers=w) for w in (2, 1)]
     (first, (p1, c1)), (second, (p2, c2)) = runs
     assert np.array_equal(c1, c2) and np.array_equal(p1, p2)
     assert np.array_equal(first.vote(texts[:500], top=3)[0], second.vote(texts[:500], top=3)[0])
@@ -127,5 +127,5 @@ def test_no_worker_process_outlives_the_fit(subset):
     texts, cats, groups, _ = subset
     before = set(_children())
     fit_with_out_of_fold_votes(texts[:2000], cats[:2000], np.arange(0, 2000, 2), groups[:2000], top=3,
-                               temperature=0.3)
+                               temperature=0.3, workers=2)
     assert set(_children()) <= before

@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 CHUNK = 2048
 FOLDS = 3
+POOL_FROM = 8_000
+"""Target products from which the final fit and the folds' fits run in worker processes: starting
+the pool (processes that import scikit-learn) costs about 1.4 s here, which the second core wins
+back only on large catalogs. ``python bench/classifier_pool.py`` (BENCHMARKS.md, 2026-12-04, 2
+cores), pool vs in-process, same votes: 400 products 1.48 vs 0.10 s, 2,000 1.80 vs 0.66 s, 5,000
+2.71 vs 2.36 s, 7,000 3.37 vs 3.45 s, 10,000 4.47 vs 5.63 s, 15,000 6.58 vs 9.53 s."""
 
 
 class TextFeatures:
@@ -152,13 +158,15 @@ def _fit_job(matrix, categories: np.ndarray, train: np.ndarray | None, rows: np.
 
 
 def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray, groups: np.ndarray, *,
-                               top: int, temperature: float, folds: int = FOLDS, seed: int = 0
+                               top: int, temperature: float, folds: int = FOLDS, seed: int = 0,
+                               workers: int | None = None
                                ) -> tuple[CategoryClassifier, tuple[np.ndarray, np.ndarray]]:
     """The classifier on all target ``texts``, and votes for the target rows ``sample`` each from a
     model fitted without its group's rows (``groups``: same-name group of every target product; the
-    sample is cut into ``folds`` folds by group). The final fit and the folds' fits run side by side
-    in worker processes, one per core; the pool ends with the call, so no worker outlives the run
-    (a lingering worker would hold the caller's stdout/stderr pipes open).
+    sample is cut into ``folds`` folds by group). From :data:`POOL_FROM` target products the final
+    fit and the folds' fits run side by side in worker processes, one per core (``workers``: how many,
+    1 for none; default by size); the pool ends with the call, so no worker outlives the run (a
+    lingering worker would hold the caller's stdout/stderr pipes open). Both ways give the same votes.
     """
     categories = np.asarray(categories, dtype=np.int64)
     features = TextFeatures()
@@ -169,7 +177,9 @@ def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray,
     fold = fold_of_distinct[np.searchsorted(distinct, sample_groups)]
     held = [np.flatnonzero(fold == f) for f in range(min(folds, len(distinct)))]
     jobs = [(None, None)] + [(~np.isin(groups, sample_groups[h]), sample[h]) for h in held]
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(texts) >= POOL_FROM else 1
+    workers = max(1, min(len(jobs), workers))
     if workers == 1:
         results = [_fit_job(matrix, categories, train, rows, top, temperature) for train, rows in jobs]
     else:  # loky: fresh processes, no fork of torch's threads, no `__main__` guard needed
