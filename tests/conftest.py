@@ -59,6 +59,7 @@ def session_model_for_commands(migrator):
     own copy (``models.load_encoder``, not patched): it changes the weights it trains."""
     import migrate.core.encoder as core_encoder
     import models.registry as registry
+    from models import side_worker
 
     original = registry.load_encoder
     bundled = registry.resolve_model(None).location
@@ -75,5 +76,8 @@ def session_model_for_commands(migrator):
     patch = pytest.MonkeyPatch()
     patch.setattr(registry, "load_encoder", load_encoder)
     patch.setattr(core_encoder, "load_encoder", load_encoder)
+    # no encoder worker process for a `reconcile` run in-process: it would load the model a second
+    # time; test_backends tests the worker itself, and nights in real processes start theirs
+    patch.setattr(side_worker, "start", lambda: None)
     yield
     patch.undo()
