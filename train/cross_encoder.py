@@ -29,7 +29,7 @@ from migrate.errors import ModelError, TaxmigError
 from migrate.matching.reranker import RECORD, SERIALISATION, Reranker, serialise
 from migrate.matching.scoring import choose_threshold
 from models import fingerprint, resolve_model
-from train.finetune import TrainConfig, TrainResult, _jsonable, quiet_trainer, training_args
+from train.finetune import TrainConfig, TrainResult, _jsonable, final_metrics, quiet_trainer, training_args
 from train.match import MatchPairs, _write_card, read_training_pairs, training_record
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
         started = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - started
-    after = evaluator(model)
+    after = final_metrics(trainer, evaluator, model)
     os.environ["HF_HUB_OFFLINE"] = "1"  # saving otherwise looks the base model up on the hub
     from transformers.utils import logging as hf_logging
 
