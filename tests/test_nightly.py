@@ -558,13 +558,14 @@ def test_two_runs_at_once_the_second_is_refused_with_exit_3(small_state):
 
 
 def test_migrate_with_state_then_reconcile_and_exit_codes(data, tmp_path):
-    """`migrate --state` then a night, as real processes (the exit codes a scheduler sees); the
+    """`migrate --state`, then a night as a real process (the exit code a scheduler sees); the
     refusals, in-process."""
     n1 = tmp_path / "n1.csv"
     data["live"].head(25).write_csv(n1)
-    first = _cli("migrate", n1, "--target-catalog", data["folder"] / "target.csv", "--target-category",
-                 "category,sub_category", "-o", tmp_path / "m.xlsx", "--state", tmp_path / "st", "-q")
-    assert first.returncode == 0, first.stderr
+    first = CliRunner().invoke(main, ["migrate", str(n1), "--target-catalog", str(data["folder"] / "target.csv"),
+                                      "--target-category", "category,sub_category", "-o", str(tmp_path / "m.xlsx"),
+                                      "--state", str(tmp_path / "st"), "-q"])
+    assert first.exit_code == 0, first.output
     assert "started state" in first.stdout
     again = CliRunner().invoke(main, ["migrate", str(n1), "--target-catalog", str(data["folder"] / "target.csv"),
                                       "-o", str(tmp_path / "m2.xlsx"), "--state", str(tmp_path / "st"), "-q"])

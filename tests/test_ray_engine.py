@@ -31,7 +31,7 @@ def local_ray():
 @pytest.fixture(scope="module")
 def files(bigbasket, tmp_path_factory):
     """A 400-row BigBasket source as two Parquet files (a folder) and as one file; an id repeated
-    from the first file in the second and an empty name; 2,000 other products as the target."""
+    from the first file in the second and an empty name; 1,000 other products as the target."""
     folder = tmp_path_factory.mktemp("ray")
     source = bigbasket.slice(0, 400).select("index", "product", "brand", "category", "sub_category")
     at = pl.int_range(pl.len())
@@ -41,7 +41,7 @@ def files(bigbasket, tmp_path_factory):
     source.slice(0, 200).write_parquet(folder / "parts" / "a.parquet")
     source.slice(200).write_parquet(folder / "parts" / "b.parquet")
     source.write_parquet(folder / "whole.parquet")
-    bigbasket.slice(5000, 2000).write_csv(folder / "target.csv")
+    bigbasket.slice(5000, 1000).write_csv(folder / "target.csv")
     return folder
 
 
