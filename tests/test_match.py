@@ -417,7 +417,7 @@ def reranker_dir(abt_buy, tmp_path_factory):
     pl.concat([labels.filter(pl.col("label") == "1").head(20), labels.filter(pl.col("label") == "0").head(60)]) \
         .write_csv(valid)
     result, _ = _cli("train-match", folder / "abt.csv", folder / "buy.csv", "--pairs", folder / "labels.csv",
-                     "--valid", valid, "--cross-encoder", "--epochs", "2", "--batch-size", "16", "--max-pairs", "192",
+                     "--valid", valid, "--cross-encoder", "--epochs", "2", "--batch-size", "16", "--max-pairs", "128",
                      "--learning-rate", "2e-4", "--max-seq-length", "64", "--evaluations", "2", "-o", out, "-q")
     assert result.exit_code == 0, result.output
     return out, result.output

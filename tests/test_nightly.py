@@ -371,8 +371,12 @@ def test_onto_a_taxonomy_untouched_products_keep_their_suggestions(data, migrato
     n1 = tmp_path / "n1.csv"
     live.write_csv(n1)
     state = tmp_path / "state"
-    settings = MigrationSettings(source=n1, target_taxonomy=ROOT / "sample_catalogs" / "google_taxonomy_subset.txt",
-                                 source_category="category,sub_category", progress=False)
+    taxonomy = tmp_path / "taxonomy.txt"  # the sample taxonomy's two branches these products belong to
+    taxonomy.write_text("".join(line for line in (ROOT / "sample_catalogs" / "google_taxonomy_subset.txt")
+                                .read_text().splitlines(keepends=True)
+                                if line.split(" - ", 1)[-1].startswith(("Food, Beverages", "Health & Beauty"))))
+    settings = MigrationSettings(source=n1, target_taxonomy=taxonomy, source_category="category,sub_category",
+                                 progress=False)
     reconcile(n1, state, tmp_path / "r1.xlsx", init_settings=settings, migrator=migrator, progress=False)
     first = StateStore.open(state).load().products
     n2 = _night_with(n1, tmp_path, "n2.csv")

@@ -36,9 +36,19 @@ def _config(**kw) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def trained(small_catalog, tmp_path_factory):
+def decision_state(small_catalog, tmp_path_factory):
+    """A state folder with a reviewer's decisions on products of the sample (and those decisions)."""
+    return _state_with_decisions(tmp_path_factory.mktemp("decisions"), small_catalog)
+
+
+@pytest.fixture(scope="module")
+def trained(small_catalog, decision_state, tmp_path_factory):
+    """One short run, with the reviewer's decisions as extra pairs (the module's tests share it)."""
+    from train.decisions import load_decisions
+
     out = tmp_path_factory.mktemp("model") / "retail-test"
-    return train_encoder(small_catalog, out, _config(), category="category,sub_category")
+    return train_encoder(small_catalog, out, _config(), category="category,sub_category",
+                         decisions=load_decisions(decision_state[0]))
 
 
 def test_training_lowers_the_loss_and_writes_a_loadable_model_with_a_card(trained, small_catalog):
@@ -74,10 +84,13 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model_with_a_card(traine
     assert trained.pair_counts["positive"] > 0 and trained.pair_counts["negative"] > 0
 
 
-def test_resume_continues_from_the_last_checkpoint_and_refuses_another_base(trained, small_catalog, tmp_path):
+def test_resume_continues_from_the_last_checkpoint_and_refuses_another_base(trained, small_catalog, decision_state):
+    from train.decisions import load_decisions
+
     out = trained.output_dir
     steps = trained.metrics["steps"]
-    resumed = train_encoder(small_catalog, out, _config(epochs=1.5, resume=True), category="category,sub_category")
+    resumed = train_encoder(small_catalog, out, _config(epochs=1.5, resume=True), category="category,sub_category",
+                            decisions=load_decisions(decision_state[0]))
     assert resumed.metrics["steps"] > steps
     record = out / "taxmig_train.json"
     data = json.loads(record.read_text())
@@ -205,16 +218,13 @@ def test_reviewer_decisions_become_weighted_training_pairs(small_catalog, tmp_pa
     assert pairs.filter(pl.col("kind") == "correction_negative").height == 12
 
 
-def test_train_with_decisions_records_them(small_catalog, tmp_path):
+def test_train_with_decisions_records_them(trained, tmp_path):
     from train.decisions import load_decisions
 
-    state, _ = _state_with_decisions(tmp_path, small_catalog)
-    result = train_encoder(small_catalog, tmp_path / "m", _config(max_pairs=60, evaluations=1),
-                           category="category,sub_category", decisions=load_decisions(state))
-    used = result.metrics["reviewer_decisions"]
+    used = trained.metrics["reviewer_decisions"]
     # an accept: 5 positives; each correction (weight 2): 10 positives and 10 hard negatives
     assert (used["decisions"], used["corrections"], used["decision_pairs"]) == (3, 2, 5 + 2 * (10 + 10))
-    assert "| decision_pairs | 45 |" in (tmp_path / "m" / "README.md").read_text()
+    assert "| decision_pairs | 45 |" in (trained.output_dir / "README.md").read_text()
     with pytest.raises(TaxmigError, match="does not exist"):
         load_decisions(tmp_path / "nowhere")
 
