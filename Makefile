@@ -33,8 +33,10 @@ demo: install
 		-o $(DEMO_OUT) --overwrite
 	@echo "Open $(DEMO_OUT): Summary, Category decisions, Review, Mapping (decision drop-downs), Crosswalk, Rejects, Parameters."
 
+# one test process per core, each test file whole in one of them (its module fixtures built once),
+# the longest files first (tests/conftest.py orders them and gives each process one torch thread)
 test: install-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 $(VENV_OV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV_OV)
