@@ -235,8 +235,11 @@ def explicit_overrides(ctx: click.Context) -> dict:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="--engine ray: actors in the pool, each loading the model once "
                    "[default: one per GPU of the cluster, else one per CPU].")
+@click.option("--task-rows", type=click.IntRange(min=1), default=None,
+              help="--engine ray: source rows an actor maps per task; smaller tasks keep more actors busy on a "
+                   "small source, larger ones hold more vectors at once [default: 16384].")
 @options(COMMON_OPTIONS)
-def migrate(source, output, state, engine, workers, overwrite, quiet, verbose, **params) -> None:
+def migrate(source, output, state, engine, workers, task_rows, overwrite, quiet, verbose, **params) -> None:
     """Map every product of SOURCE to a target category and write a review-ready mapping.
 
     \b
@@ -259,14 +262,15 @@ def migrate(source, output, state, engine, workers, overwrite, quiet, verbose, *
         if state is not None:
             raise click.UsageError("--state works with the local engine: the nightly job keeps its state on one "
                                    "machine (drop --engine ray)")
-        run = run_ray_migration(settings, output, overwrite=overwrite, workers=workers)
+        run = run_ray_migration(settings, output, overwrite=overwrite, workers=workers,
+                                **({"task_rows": task_rows} if task_rows else {}))
         info = run.summary_dict()
         click.echo(f"mapped {run.mapped} of {info.get('Source rows')} source rows ({run.rejected} rejected); "
                    f"{info.get('Rows needing review', 0)} need review; wrote {output}/ "
                    f"(mapping/*.parquet, rejects.parquet, crosswalk.parquet, summary.json)")
         return
-    if workers is not None:
-        raise click.UsageError("--workers goes with --engine ray")
+    if workers is not None or task_rows is not None:
+        raise click.UsageError(f"--{'workers' if workers is not None else 'task-rows'} goes with --engine ray")
     check_output(output, overwrite=overwrite)  # fail before the slow part
     if state is not None:
         from migrate.nightly.reconcile import migrate_into_state

@@ -51,11 +51,21 @@ def settings_for(source, files, **kw) -> MigrationSettings:
 
 
 def test_ray_maps_a_folder_as_the_local_engine_maps_the_file(local_ray, files, migrator, tmp_path):
+    """Through the CLI, 2 actors, 3 tasks per file, into a folder an earlier run left (--overwrite
+    replaces it as a whole): the local engine's rows, rejects, crosswalk and Summary figures."""
     local = run_migration(settings_for(files / "whole.parquet", files), migrator)
-    run = run_ray_migration(settings_for(files / "parts", files), tmp_path / "out", workers=2, task_rows=90,
-                            migrator=migrator)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("an earlier run's file")
+    result = CliRunner().invoke(main, ["migrate", str(files / "parts"), "--target-catalog", str(files / "target.csv"),
+                                       "--target-category", "category,sub_category", "--source-category", "category",
+                                       "--engine", "ray", "--workers", "2", "--task-rows", "90", "-o", str(out),
+                                       "--overwrite", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "mapped 398 of 400 source rows (2 rejected)" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["crosswalk.parquet", "mapping", "rejects.parquet", "summary.json"]
     assert len(plan_source(settings_for(files / "parts", files), 90).tasks) == 6  # 3 tasks per 200-row file
-    got = pl.read_parquet(tmp_path / "out" / "mapping").sort("source_row")
+    got = pl.read_parquet(out / "mapping").sort("source_row")
     want = local.mapping
     assert got.columns == want.columns and got.height == want.height == 398
     for column in want.columns:
@@ -63,17 +73,16 @@ def test_ray_maps_a_folder_as_the_local_engine_maps_the_file(local_ray, files, m
             assert np.allclose(got[column].to_numpy(), want[column].to_numpy(), atol=1.01e-4), column
         else:
             assert got[column].to_list() == want[column].to_list(), column
-    assert pl.read_parquet(tmp_path / "out" / "rejects.parquet").equals(local.rejects)
+    assert pl.read_parquet(out / "rejects.parquet").equals(local.rejects)
     assert local.rejects["row"].to_list() == [121, 251]  # the empty name; the id repeated across the files
     assert "first at row 4" in local.rejects["reason"][1]
-    assert pl.read_parquet(tmp_path / "out" / "crosswalk.parquet").equals(local.crosswalk)
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert pl.read_parquet(out / "crosswalk.parquet").equals(local.crosswalk)
+    summary = json.loads((out / "summary.json").read_text())
     ours = local.summary_dict()
     for key in ("Source rows", "Source rows mapped", "Source rows rejected", "Rows needing review", "Rows unflagged",
                 "Flag counts", "Leave-one-out top-1 accuracy", "Target products used"):
         assert summary[key] == ours[key], key
     assert summary["Engine"].startswith("ray: 2 workers") and summary["Source files"] == 2
-    assert run.mapped + run.rejected == 400
 
 
 def test_ray_refuses_before_any_work(local_ray, files, tmp_path):
@@ -97,7 +106,9 @@ def test_ray_refuses_before_any_work(local_ray, files, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
 
 
-def test_cli_engine_ray_writes_the_folder_and_says_what_it_did(local_ray, files, tmp_path):
+def test_cli_engine_ray_refuses_what_it_cannot_do_before_any_work(local_ray, files, tmp_path):
+    from migrate.mapping.ray_engine import TASK_ROWS
+
     small = tmp_path / "small.parquet"
     pl.read_parquet(files / "parts" / "a.parquet").head(60).write_parquet(small)
     out = tmp_path / "mapped"
@@ -107,15 +118,13 @@ def test_cli_engine_ray_writes_the_folder_and_says_what_it_did(local_ray, files,
             "category,sub_category", "--engine", "ray", "--workers", "1", "-o", str(out), "--quiet"]
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code != 0 and "already exists" in refused.output
-    result = CliRunner().invoke(main, [*args, "--overwrite"])  # replaces the folder as a whole
-    assert result.exit_code == 0, result.output
-    assert "mapped 60 of 60 source rows (0 rejected)" in result.output
-    assert pl.read_parquet(out / "mapping").height == 60
-    assert sorted(p.name for p in out.iterdir()) == ["crosswalk.parquet", "mapping", "rejects.parquet", "summary.json"]
-    again = CliRunner().invoke(main, args)
-    assert again.exit_code != 0 and "already exists" in again.output
+    assert sorted(p.name for p in out.iterdir()) == ["stale.txt"]
     state = CliRunner().invoke(main, [*args, "--overwrite", "--state", str(tmp_path / "st")])
     assert state.exit_code != 0 and "--state works with the local engine" in state.output
     local_folder = CliRunner().invoke(main, ["migrate", str(files / "parts"), "--target-catalog",
                                              str(files / "target.csv"), "-o", str(tmp_path / "m.csv")])
     assert local_folder.exit_code != 0 and "is a folder" in local_folder.output
+    local_rows = CliRunner().invoke(main, ["migrate", str(small), "--target-catalog", str(files / "target.csv"),
+                                           "--task-rows", "90", "-o", str(tmp_path / "m.csv")])
+    assert local_rows.exit_code == 64 and "--task-rows goes with --engine ray" in local_rows.output
+    assert f"[default: {TASK_ROWS}]" in CliRunner().invoke(main, ["migrate", "--help"]).output.replace("\n", " ")
