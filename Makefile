@@ -14,13 +14,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip byte-compiles what it installs one file at a time; compileall does it on every core (from a
+# fresh clone on 2 cores: installs 58 s compiled by pip, 23 s + 24 s this way). Byte code is only a
+# cache: a file that does not compile (an old syntax in a package's tests) is left as pip leaves it.
+COMPILE = $(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
+
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
+	$(BIN)/python -m pip install --quiet --no-compile -e .
+	$(COMPILE)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev,static,ray]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,static,ray]'
+	$(COMPILE)
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,7 +42,9 @@ demo: install
 
 # one test process per core, each test file whole in one of them (its module fixtures built once),
 # the longest files first (tests/conftest.py orders them and gives each process one torch thread)
+# taxmig's own modules compiled first: the processes the tests start then read them as byte code
 test: install-dev
+	$(BIN)/python -m compileall -q -j 0 migrate models train
 	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 $(VENV_OV)/.installed: setup.cfg pyproject.toml
