@@ -25,10 +25,12 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(COMPILE)
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+# the test set-up installs everything in one go (a superset of install's), then marks both done
+$(VENV)/.installed-dev: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,static,ray]'
 	$(COMPILE)
-	touch $@
+	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
