@@ -71,6 +71,22 @@ def private_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session")
+def traced_bundled_model(migrator, private_cache) -> Path:
+    """The bundled model's TorchScript trace in the session's export cache, where the first night
+    on a machine leaves it: the nights and Ray actors the tests start as processes load it, as
+    later nights do (commands run in-process get the session's model and never trace it)."""
+    from models import resolve_model
+    from models.registry import torchscript_dir
+    from models.runtime import TORCHSCRIPT_FILE, export_torchscript
+
+    folder = torchscript_dir(migrator.encoder.fingerprint)
+    if not (folder / TORCHSCRIPT_FILE).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        export_torchscript(migrator.encoder.model._model, resolve_model(None).location, folder)
+    return folder
+
+
 @pytest.fixture(autouse=True, scope="session")
 def session_model_for_commands(migrator):
     """Commands run in-process (click's CliRunner, run_migration, reconcile) get the session's

@@ -487,7 +487,7 @@ def _rerun(catalog: Path, state: Path, output: Path):
 
 
 @pytest.fixture
-def small_state(data, migrator, tmp_path):
+def small_state(data, migrator, traced_bundled_model, tmp_path):
     n1 = tmp_path / "n1.csv"
     data["live"].head(30).write_csv(n1)
     state = tmp_path / "state"

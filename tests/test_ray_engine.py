@@ -21,7 +21,7 @@ ROUNDED = ("confidence", "margin", "score", "alt1_score", "alt2_score", "nearest
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(traced_bundled_model):
     ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False, log_to_driver=False,
              logging_level="WARNING")
     yield
