@@ -10,9 +10,9 @@ import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs a test process per core (pytest -n auto): torch's default of a thread per core
-    # in each of them oversubscribes the machine. On 2 cores, at 4746c29: 380 s with the default
-    # threads, 189 s with one, 233 s in one process (`pytest -n 2 --dist loadfile` with and
-    # without OMP_NUM_THREADS=1, and `pytest`). The processes the tests start inherit it.
+    # in each of them oversubscribes the machine. On 2 cores, at 1fd0284: 380 s with the default
+    # threads, 189-191 s with one (`pytest -n 2 --dist loadfile`, without and with
+    # OMP_NUM_THREADS=1), 221 s in one process (`pytest`). The processes the tests start inherit it.
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,12 +20,12 @@ DATA_DIR = Path(os.environ.get("TAXMIG_DATA_DIR", ROOT.parent / "shared" / "data
 SAMPLES = ROOT / "sample_catalogs"
 
 
-HEAVY_FIRST = ("test_match.py", "test_train.py", "test_migrate_e2e.py", "test_nightly.py", "test_backends.py",
-               "test_ray_engine.py", "test_distill.py", "test_classifier.py")
-"""The test files that take longest, longest first (``pytest -n 2 --dist loadfile --durations=0``
-summed per file on 2 cores, 2026-12-04: 56, 52, 48, 43, 32, 28, 28 and 11 s; every other file
-under 7 s). They run first, so that under ``make test``'s one process per core no process is left
-with a long file at the end while the others wait."""
+HEAVY_FIRST = ("test_train.py", "test_match.py", "test_migrate_e2e.py", "test_distill.py", "test_backends.py",
+               "test_ray_engine.py", "test_nightly.py", "test_classifier.py")
+"""The test files that take longest, longest first: 55, 50, 47, 37, 32, 30, 28 and 11 s, every
+other file under 6 s (``pytest -v -n 2 --dist loadfile --no-loadscope-reorder --durations=0``,
+durations summed per file, at a418731 on 2 cores). They start first, so that under ``make
+test``'s one process per core no process is left with a long file while the others wait."""
 
 
 def pytest_collection_modifyitems(config, items) -> None:
