@@ -340,8 +340,8 @@ TRAINER_EVAL_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_
 def final_metrics(trainer, evaluator, model) -> dict[str, float]:
     """The evaluator's metrics of the model training ended with: the best checkpoint's, which
     ``load_best_model_at_end`` loaded and whose evaluation the trainer logged at that step, so the
-    held-out set is not encoded once more (on CPU an evaluation of 2,000 held-out products is about
-    40 s); the evaluator runs again only when no evaluation of that checkpoint was logged."""
+    held-out set is not encoded once more (up to ~40 s on CPU, :data:`train.migration_evaluator.MAX_TARGET_PRODUCTS`
+    says why); the evaluator runs again only when no evaluation of that checkpoint was logged."""
     best = trainer.state.best_model_checkpoint
     if best:
         step = int(Path(best).name.rsplit("-", 1)[-1])
