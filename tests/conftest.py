@@ -28,6 +28,27 @@ durations summed per file, at a418731 on 2 cores). They start first, so that und
 test``'s one process per core no process is left with a long file while the others wait."""
 
 
+MAX_TEST_PROCESSES = 4
+"""At most this many test processes for ``-n auto``. Each repeats the session's set-up (torch, the
+model, the data) and reaches about 1.9 GB (peak RSS of ``/usr/bin/time -v pytest tests/test_train.py
+tests/test_migrate_e2e.py``), and the longest file is 55 s of about 320 s of test time
+(``HEAVY_FIRST``'s run): past 4 processes the wall time gains little and the memory grows."""
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``make test``'s ``-n auto``: the cores this process may run on -- its CPU affinity and, in a
+    container, the cgroup's CPU quota (xdist's own count, psutil's, is the host's cores and sees
+    neither) -- at most :data:`MAX_TEST_PROCESSES`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(cores, MAX_TEST_PROCESSES))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
