@@ -314,7 +314,8 @@ def reconcile(ctx, catalog, state, output, init, review_scope, stale_below, mapp
     """Nightly: map CATALOG against the remembered target, report what changed, keep decisions.
 
     Only products that are new or whose text changed are embedded (a cache in the state folder)
-    and scored (the others keep last night's scores; --rescore-all scores them all); a decision a person made wins until the product's text changes materially. The state is
+    and scored (the others keep last night's scores; --rescore-all scores them all); a decision a
+    person made wins until the product's text changes materially. The state is
     updated atomically under a lock; a killed run leaves the last good state, and running the
     same command again finishes the job.
 

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS sizes (
 )
 """
 # ``sizes``: how many vectors each model has, so :meth:`EmbeddingCache.get` can choose between a
-# scan and lookups without counting them (a count reads every row, as the scan does). Written on the first count, kept up by :meth:`EmbeddingCache.put`; only ever a hint.
+# scan and lookups without counting them (a count reads every row, as the scan does). Written on
+# the first count, kept up by :meth:`EmbeddingCache.put`; only ever a hint.
 LOOKUP_CHUNK = 900  # below SQLite's default limit of host parameters per statement
 SCAN_SHARE = 0.25
 """When the texts asked for are at least this share of a model's cached vectors, :meth:`EmbeddingCache.get`

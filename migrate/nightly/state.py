@@ -112,7 +112,8 @@ def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_ov
     """A quick guess, from the current generation's meta.json alone, whether tonight's run will
     encode with torch in fp32 -- the case of the encoder worker process (:mod:`models.side_worker`):
     the catalog file differs from the last night's, and the remembered (or given) encoder is torch,
-    fp32, without remote code, on the CPU or no device named. An unreadable or older meta answers True; a guess, never a decision."""
+    fp32, without remote code, on the CPU or no device named. An unreadable or older meta answers
+    True; a guess, never a decision."""
     from migrate.core.hashing import file_fingerprint
 
     store = StateStore(state_dir)
