@@ -764,10 +764,9 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
               show_default=True, help="OnlineContrastiveLoss or ContrastiveLoss on the pairs, or "
                                       "MultipleNegativesRankingLoss on triplets from the matches (the cross-encoder "
                                       "always trains BinaryCrossEntropyLoss).")
-@click.option("--epochs", type=float, default=2.0, show_default=True)
+@click.option("--epochs", type=float, default=None, help="[default: 2; 6 with --cross-encoder]")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--learning-rate", type=float, default=None,
-              help="[default: 3e-5; 1.5e-4 with --cross-encoder, whose classification head starts from scratch]")
+@click.option("--learning-rate", type=float, default=None, help="[default: 3e-5; 5e-5 with --cross-encoder]")
 @click.option("--max-seq-length", type=int, default=None,
               help="Tokens per text [default: 64; per pair with --cross-encoder].")
 @click.option("--max-pairs", type=int, default=None, help="Cap on training pairs (deterministic subsample).")
@@ -790,7 +789,7 @@ def train_match(left, right, pairs, valid, output, within, left_id, left_text, r
       taxmig train-match abt.csv buy.csv --pairs train.csv --pairs matches_reviewed.xlsx -o models/match-v2
       taxmig train-match abt.csv buy.csv --pairs train.csv --valid valid.csv --cross-encoder -o models/rerank-abt-buy
     """
-    from migrate.matching.reranker import LEARNING_RATE, MAX_LENGTH
+    from migrate.matching.reranker import EPOCHS, LEARNING_RATE, MAX_LENGTH
     from train.finetune import TrainConfig
     from train.match import train_match_encoder
 
@@ -803,6 +802,8 @@ def train_match(left, right, pairs, valid, output, within, left_id, left_text, r
         max_seq_length = MAX_LENGTH if cross_encoder else 64
     if learning_rate is None:
         learning_rate = LEARNING_RATE if cross_encoder else 3e-5
+    if epochs is None:
+        epochs = EPOCHS if cross_encoder else 2.0
     config = TrainConfig(base_model=base_model, loss=loss, epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, max_seq_length=max_seq_length, max_pairs=max_pairs,
                          evaluations=evaluations, seed=seed, report_to=report_to)

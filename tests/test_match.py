@@ -18,7 +18,8 @@ from migrate.cli import main
 from migrate.errors import InputError, TaxmigError
 from migrate.matching.candidates import code_candidates
 from migrate.matching.clusters import cluster_ids
-from migrate.matching.features import brand_agreement, code_agreement, model_codes, number_agreement, squash
+from migrate.core.encoder import Encoder
+from migrate.matching.features import FEATURES, brand_agreement, code_agreement, model_codes, number_agreement, squash
 from migrate.matching.matcher import Matcher, MatchSettings, read_match_inputs
 from migrate.matching.output import write_match_output
 from migrate.matching.scoring import choose_threshold, out_of_fold_scores, quality
@@ -425,6 +426,7 @@ def reranker_dir(abt_buy, tmp_path_factory):
 
 def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, reranker_dir):
     from migrate.matching.reranker import Reranker, serialise
+    from models import fingerprint, resolve_model
 
     out, output = reranker_dir
     metrics = json.loads((out / "metrics.json").read_text())
@@ -440,6 +442,12 @@ def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, re
     assert "BinaryCrossEntropyLoss" in card and "--reranker" in card and record["data_fingerprint"] in card
     names = pl.read_csv(abt_buy["folder"] / "abt.csv", infer_schema=False)["name"].to_list()
     assert not any(n in card for n in names if len(n) > 12)
+    join = record["join"]  # the joined score match scores by without labels (fit_join)
+    assert join["encoder_fingerprint"] == fingerprint(resolve_model(None).location) and join["hybrid"] == "boosting"
+    assert join["features"] == list(FEATURES) and join["hybrid_pairs"] == 128 and join["valid"]["pairs"] == 80
+    assert 0 < join["threshold"] < 1 and join["valid"]["f1"] > 0.5 and "joined score" in card
+    with np.load(out / "join_hybrid.npz") as saved:
+        assert saved["features"].shape == (128, len(FEATURES)) and set(saved["labels"].tolist()) == {0, 1}
     reranker = Reranker.load(out)
     inputs = read_match_inputs(_settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv"))
     left, right = serialise(inputs.left), serialise(inputs.right)
@@ -460,12 +468,27 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     from migrate.matching.reranker import FEATURE, Reranker, serialise
 
     out, _ = reranker_dir
+    record = json.loads((out / "reranker.json").read_text())
     matcher = Matcher(migrator.encoder)
+    joined = matcher.run(_settings(abt_buy["folder"], reranker=out))  # the encoder train-match joined with
+    assert joined.scorer.kind == "joined" and joined.threshold.value == record["join"]["threshold"]
+    assert "joined score" in joined.threshold.source and "joined" in joined.summary_dict()["Score"]["kind"]
+    assert joined.scorer.weights["hybrid"] > 0 and joined.scorer.weights["cross_encoder"] > 0
+    rows = joined.matches.filter(pl.col("right_id") != "")
+    clear = rows.filter((pl.col("score") - joined.threshold.value).abs() > 1e-4)
+    assert clear["is_match"].to_list() == (clear["score"] >= joined.threshold.value).to_list()
+    gold = set(zip(abt_buy["gold"]["ltable_id"], abt_buy["gold"]["rtable_id"]))
+    found = joined.matches.filter(pl.col("is_match"))
+    right = sum((a, b) in gold for a, b in zip(found["left_id"], found["right_id"]))
+    assert right >= 0.85 * found.height and right >= 0.8 * len(gold), (right, found.height, len(gold))
+    other = Encoder(migrator.encoder.model, "another encoder", "another fingerprint")  # no join for it
+    matcher = Matcher(other)
     alone = matcher.run(_settings(abt_buy["folder"], reranker=out))
     info = alone.summary_dict()
-    threshold = json.loads((out / "reranker.json").read_text())["threshold"]
+    threshold = record["threshold"]
     assert alone.scorer.kind == "reranker" and alone.threshold.value == threshold
     assert "re-ranker" in alone.threshold.source and info["Re-ranker"].startswith("rerank-abt-buy (cross-encoder")
+    assert "not this one" in info["Re-ranker"]
     inputs = read_match_inputs(_settings(abt_buy["folder"]))
     left, right = serialise(inputs.left), serialise(inputs.right)
     rows = alone.matches.filter(pl.col("right_id") != "")

@@ -7,8 +7,10 @@ non-match/match ratio of the pairs), and ``CrossEncoderClassificationEvaluator``
 pairs (average precision, its primary metric) choosing the best checkpoint and stopping early.
 The records are serialised as the re-ranker reads them in ``match``
 (:func:`migrate.matching.reranker.serialise`). After training, the threshold of best F1 on the
-validation pairs is written to ``reranker.json`` beside the model: ``match --reranker`` without
-``--labels`` uses it.
+validation pairs is written to ``reranker.json`` beside the model, and the joined score
+(:func:`migrate.matching.scoring.fit_join`: the hybrid's pair features, from the encoder ``match``
+uses by default or ``--base-model``, fitted on the training pairs and joined to the re-ranker on the
+validation pairs) that ``match --reranker`` without ``--labels`` scores by.
 """
 
 from __future__ import annotations
@@ -26,15 +28,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from migrate.errors import ModelError, TaxmigError
-from migrate.matching.reranker import RECORD, SERIALISATION, Reranker, serialise
-from migrate.matching.scoring import choose_threshold
+from migrate.matching.features import FEATURES
+from migrate.matching.reranker import JOIN_FILE, RECORD, SERIALISATION, Reranker, serialise
+from migrate.matching.scoring import JOIN_HYBRID, can_fit, choose_threshold, fit_join
 from models import fingerprint, resolve_model
 from train.finetune import TrainConfig, TrainResult, _jsonable, final_metrics, quiet_trainer, training_args
-from train.match import MatchPairs, _write_card, read_training_pairs, training_record
+from train.match import MatchPairs, TrainingPairs, _write_card, read_training_pairs, training_record
 
 log = logging.getLogger(__name__)
 
 LOSS = "BinaryCrossEntropyLoss"
+CPU_BF16 = True
+"""Train in bf16 mixed precision on a CPU that computes bf16 in hardware. Abt-Buy, all 5,743 train
+pairs, 3 epochs at learning rate 5e-5: 349 s and validation average precision 0.831 in bf16, 571 s
+and 0.829 in fp32 (this 2-core AMX machine, 2026-12-05, /tmp experiment; the bench's rows train this
+way)."""
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                                "README.md")
 """Files of a sentence-transformers folder that would make ``CrossEncoder`` load it as a bi-encoder."""
@@ -68,6 +76,37 @@ def _dataset(pairs: MatchPairs):
 
     return Dataset.from_dict({"sentence1": pairs.sentence1, "sentence2": pairs.sentence2,
                               "label": [float(y) for y in pairs.labels]})
+
+
+def fit_joined_score(data: TrainingPairs, config: TrainConfig, eval_probabilities: np.ndarray, output_dir: Path,
+                     within: bool) -> dict[str, Any] | None:
+    """Fit the joined score (:func:`~migrate.matching.scoring.fit_join`) on the run's pairs, keep the
+    training pairs' features in :data:`~migrate.matching.reranker.JOIN_FILE` and return what
+    ``reranker.json`` records of it; ``None`` (and a warning) when either set of pairs is too small."""
+    from migrate.core.encoder import Encoder
+    from migrate.matching.matcher import Matcher, MatchInputs, MatchSettings
+    from models import load_encoder
+
+    train_y, valid_y = np.asarray(data.train.labels), np.asarray(data.eval.labels)
+    if not (can_fit(train_y) and can_fit(valid_y)):
+        log.warning("too few matches or non-matches for a joined score: without --labels, 'match --reranker' will "
+                    "score by the re-ranker alone")
+        return None
+    ref = resolve_model(config.base_model)
+    model, fp = load_encoder(ref)
+    k = MatchSettings.candidates  # what match searches by default: the gap features depend on it
+    context, _, _ = Matcher(Encoder(model, ref.name, fp)).context(MatchInputs(data.left, data.right, within=within),
+                                                                  k=k, batch_size=config.batch_size)
+    train_x = context.features(data.train.left_rows, data.train.right_rows)
+    valid_x = np.column_stack([context.features(data.eval.left_rows, data.eval.right_rows), eval_probabilities])
+    scorer, threshold = fit_join(train_x, train_y, valid_x, valid_y, data.eval.left_rows, seed=config.seed)
+    np.savez(output_dir / JOIN_FILE, features=train_x, labels=train_y)
+    log.info("joined score: threshold %.3f, validation F1 %.3f out-of-fold", threshold.value, threshold.f1)
+    return {"encoder": ref.name, "encoder_fingerprint": fp, "candidates": k, "features": list(FEATURES),
+            "hybrid": JOIN_HYBRID, "hybrid_pairs": len(train_y), "seed": config.seed,
+            "weights": scorer.weights, "intercept": scorer.intercept, "threshold": threshold.value,
+            "valid": {"pairs": len(valid_y), "precision": threshold.precision, "recall": threshold.recall,
+                      "f1": threshold.f1, "chosen": threshold.source}}
 
 
 def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
@@ -117,7 +156,8 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
                                  valid=valid, within=within)
         metric = f"eval_{evaluator.primary_metric}"
         trainer = CrossEncoderTrainer(
-            model=model, args=training_args(config, output_dir, steps, metric, CrossEncoderTrainingArguments),
+            model=model, args=training_args(config, output_dir, steps, metric, CrossEncoderTrainingArguments,
+                                            cpu_bf16=CPU_BF16),
             train_dataset=_dataset(data.train), evaluator=evaluator,
             loss=BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight)),
             callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
@@ -134,20 +174,22 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
     probabilities = Reranker(model, output_dir, 0.5, record, config.batch_size).score(data.eval.sentence1,
                                                                                       data.eval.sentence2)
     threshold = choose_threshold(probabilities, np.asarray(data.eval.labels), source="validation pairs")
+    join = fit_joined_score(data, config, probabilities, output_dir, within)
     metrics: dict[str, Any] = {
         "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
         "train_pairs": len(data.train), "train_examples": len(data.train), "eval_pairs": len(data.eval),
         "steps": trainer.state.global_step, "train_seconds": round(train_seconds, 1),
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
         "log_history": trainer.state.log_history, "unusable_label_rows": len(data.labelled.rejects),
-        "threshold": threshold.as_dict(),
+        "threshold": threshold.as_dict(), "join": join,
     }
     (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
     reranker_record = {**record, "kind": "cross-encoder re-ranker", "serialisation": SERIALISATION,
                        "max_length": config.max_seq_length, "threshold": threshold.value,
                        "valid": {"pairs": len(data.eval), "precision": threshold.precision,
                                  "recall": threshold.recall, "f1": threshold.f1,
-                                 evaluator.primary_metric: after.get(evaluator.primary_metric)}}
+                                 evaluator.primary_metric: after.get(evaluator.primary_metric)},
+                       "join": join}
     (output_dir / RECORD).write_text(json.dumps(_jsonable(reranker_record), indent=2))
     from train.plots import plot_training
 
@@ -155,7 +197,12 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
     _write_card(output_dir, record, metrics, counts, LOSS, plots,
                 intro="A cross-encoder re-ranker trained by `taxmig train-match --cross-encoder` on labelled "
                       f"product pairs, for `taxmig match --reranker {output_dir}`; threshold "
-                      f"{threshold.value:.3f} (best F1 on the validation pairs).")
+                      f"{threshold.value:.3f} (best F1 on the validation pairs)"
+                      + ("." if join is None else
+                         f"; without `--labels`, `match` scores by the joined score (the hybrid's features, "
+                         f"gradient boosting fitted on the training pairs, joined to the re-ranker on the validation "
+                         f"pairs), threshold {join['threshold']:.3f}, F1 {join['valid']['f1']:.3f} out-of-fold "
+                         f"on the validation pairs, with the encoder {join['encoder']}."))
     key = evaluator.primary_metric
     log.info("saved %s (%s %.4f -> %.4f; threshold %.3f)", output_dir, key, before[key], after[key], threshold.value)
     return TrainResult(output_dir, metrics, counts)

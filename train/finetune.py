@@ -114,9 +114,19 @@ def _check_resume(output_dir: Path, base_fingerprint: str, objective: str = "pro
                           hint=f"resume with --objective {earlier.get('objective')}, or train into a new folder")
 
 
-def training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str, args_class=None):
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), so mixed precision pays."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str, args_class=None, *,
+                  cpu_bf16: bool = False):
     """The trainer arguments every taxmig training run shares: ``config.evaluations`` evaluations
-    and checkpoints spread over the run, the best by ``metric`` kept, bf16 on a GPU that has it.
+    and checkpoints spread over the run, the best by ``metric`` kept, bf16 on a GPU that has it --
+    and with ``cpu_bf16``, on a CPU that has it (:func:`cpu_has_bf16`) when there is no GPU.
     ``args_class``: sentence-transformers' arguments class (default: the bi-encoder's;
     ``CrossEncoderTrainingArguments`` for the re-ranker)."""
     import torch
@@ -124,7 +134,9 @@ def training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     every = max(1, steps // max(1, config.evaluations))
-    bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    on_cpu = not torch.cuda.is_available()
+    bf16 = bool(torch.cuda.is_bf16_supported() if not on_cpu else cpu_bf16 and cpu_has_bf16())
+    extra = {"use_cpu": True} if on_cpu and bf16 else {}  # transformers refuses bf16 without a GPU otherwise
     return (args_class or SentenceTransformerTrainingArguments)(
         output_dir=str(output_dir / CHECKPOINTS),
         num_train_epochs=config.epochs,
@@ -142,6 +154,7 @@ def training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str
         seed=config.seed, data_seed=config.seed,
         disable_tqdm=not log.isEnabledFor(logging.INFO),
         dataloader_pin_memory=torch.cuda.is_available(),
+        **extra,
     )
 
 

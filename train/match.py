@@ -44,6 +44,8 @@ class MatchPairs:
     sentence2: list[str]
     labels: list[int]
     left_ids: list[str]
+    left_rows: np.ndarray | None = None  # the pairs' products, as indices into the catalogs
+    right_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -88,7 +90,8 @@ def match_pairs(left_texts: list[str], right_texts: list[str], left_ids: list[st
     """The texts of the labelled pairs (``keep``: a boolean mask over them)."""
     idx = np.arange(len(labels)) if keep is None else np.flatnonzero(keep)
     return MatchPairs([left_texts[i] for i in labels.left[idx]], [right_texts[j] for j in labels.right[idx]],
-                      [int(y) for y in labels.labels[idx]], [left_ids[i] for i in labels.left[idx]])
+                      [int(y) for y in labels.labels[idx]], [left_ids[i] for i in labels.left[idx]],
+                      labels.left[idx], labels.right[idx])
 
 
 @dataclass
@@ -143,7 +146,8 @@ def read_training_pairs(left_path: str | Path, right_path: str | Path | None,
     if config.max_pairs is not None and len(train_pairs) > config.max_pairs:
         pick = np.sort(np.random.default_rng(config.seed).choice(len(train_pairs), config.max_pairs, replace=False))
         train_pairs = MatchPairs(*[[col[i] for i in pick] for col in (train_pairs.sentence1, train_pairs.sentence2,
-                                                                       train_pairs.labels, train_pairs.left_ids)])
+                                                                       train_pairs.labels, train_pairs.left_ids)],
+                                 train_pairs.left_rows[pick], train_pairs.right_rows[pick])
     return TrainingPairs(left, right, paths, labelled, train_pairs, eval_pairs)
 
 

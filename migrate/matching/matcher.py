@@ -296,15 +296,19 @@ class Matcher:
                               features: "PairFeatures") -> tuple[PairScorer, Threshold, dict[str, Any] | None]:
         labels, names = inputs.labels, features.names
         if labels is None:
+            joined = None if features.reranker is None else features.reranker.joined(self.encoder.fingerprint)
             if settings.threshold is not None:
                 value, how = settings.threshold, "given"
+            elif joined is not None:
+                value, how = joined[1], "the re-ranker's joined score's (best F1 out-of-fold on its validation pairs)"
             elif features.reranker is not None:
                 value, how = features.reranker.threshold, "the re-ranker's (best F1 on its validation pairs)"
             elif settings.pairs_one_to_one:
                 value, how = NO_LABEL_FLOOR, "default without labelled pairs: one to one, the mutual best at least this"
             else:
                 value, how = DEFAULT_THRESHOLD, "default (no labelled pairs)"
-            return default_scorer(names), threshold_at(value, source=how), None
+            scorer = default_scorer(names) if joined is None else joined[0]
+            return scorer, threshold_at(value, source=how), None
         x = features(labels.left, labels.right)
         y = labels.labels.astype(int)
         if can_fit(y):
@@ -373,7 +377,7 @@ class Matcher:
         ]
         reranker = self.reranker(settings)
         if reranker is not None:
-            rows.insert(len(rows) - 2, ("Re-ranker", reranker.describe()))
+            rows.insert(len(rows) - 2, ("Re-ranker", reranker.describe(self.encoder.fingerprint)))
         if label_info is not None:
             rows += [("Labels file", str(inputs.labels.path)), ("Labels rows", inputs.labels.n_records),
                      ("Labelled rows unusable", len(inputs.labels.rejects)), *label_info.items()]

@@ -7,9 +7,12 @@ a model number. This is what Ditto does (a fine-tuned cross-encoder over seriali
 follow its input format: every known attribute as ``[COL] name [VAL] value``, codes kept whole.
 
 The re-ranker's probability joins the pair features as ``cross_encoder`` (:data:`FEATURE`): with
-``--labels``, the matcher fits its weights with the others; without, the re-ranker's probability
-is the score and its threshold the one ``train-match`` chose on its validation pairs
-(``reranker.json``).
+``--labels``, the matcher fits its weights with the others; without, the score is the joined one
+``train-match`` fitted (:func:`migrate.matching.scoring.fit_join`: the hybrid fitted on the training
+pairs, whose features it keeps in :data:`JOIN_FILE`, joined to the re-ranker on the validation
+pairs), with its threshold. When ``match`` embeds with another encoder than the join was fitted
+with, the re-ranker's probability alone is the score, at the threshold of best F1 on the
+validation pairs (``reranker.json``).
 
 >>> from migrate.matching.reranker import serialise_parts
 >>> serialise_parts("Sony NP-FH100 battery", "Sony", ("NP-FH100",), "Sony NP-FH100 battery | 7.2 V pack")
@@ -28,12 +31,16 @@ import numpy as np
 
 from migrate.core.catalog import TEXT_SEPARATOR
 from migrate.errors import ModelError
+from migrate.matching.features import FEATURES
 from migrate.matching.inputs import MatchCatalog
 
 log = logging.getLogger(__name__)
 
 FEATURE = "cross_encoder"
 RECORD = "reranker.json"
+JOIN_FILE = "join_hybrid.npz"
+"""The pair features and labels of the training pairs the joined score's hybrid is fitted on (numbers
+only: refitted on loading, nothing unpickled)."""
 """What ``train-match --cross-encoder`` wrote beside the model: base model, serialisation,
 threshold chosen on the validation pairs, metrics."""
 SERIALISATION = "ditto-v1"  # [COL] name [VAL] value; a re-ranker trained on another format is refused
@@ -42,10 +49,16 @@ MAX_LENGTH = 64
 training step 1.8x slower on 2 CPU cores (189 vs 108 s for 63 steps of 16 Abt-Buy pairs) and did
 not learn faster in them (validation average precision 0.25 at learning rate 1e-4 vs 0.29 at
 2e-4 with 64; 2026-12-03). The bench's cross-encoder rows in BENCHMARKS.md use 64."""
-LEARNING_RATE = 1.5e-4
-"""``train-match --cross-encoder``'s default: the fresh one-logit head learns slowly at the
-bi-encoder's 3e-5 (validation average precision 0.21 after 89 steps at 5e-5 on Abt-Buy); the
-bench's cross-encoder rows use this value."""
+LEARNING_RATE = 5e-5
+"""``train-match --cross-encoder``'s default. At 1.5e-4 (the default until 2026-12-05, chosen on the
+first 89 steps) Abt-Buy's training loss stayed flat until the linear decay brought the rate below
+about 8e-5; at 5e-5 it learns from the first steps: validation average precision 0.39 after 134 steps
+(1.5e-4: 0.14-0.21) and 0.831 after 3 epochs (1.5e-4: 0.71-0.81); Amazon-Google 0.668 (2 epochs at
+1.5e-4: 0.51). All 5,743 / 6,874 train pairs, batch 16, 64 tokens, bf16 (2026-12-05, /tmp
+experiment). The bench's cross-encoder rows use this value."""
+EPOCHS = 6.0
+"""``train-match --cross-encoder``'s default epochs (the bi-encoder's is 2): see BENCHMARKS.md, match,
+2026-12-05."""
 DEFAULT_BATCH = 32
 
 
@@ -103,9 +116,31 @@ class Reranker:
                                     convert_to_numpy=True)
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
-    def describe(self) -> str:
-        """One line for the Summary."""
+    def joined(self, encoder_fingerprint: str) -> tuple[Any, float] | None:
+        """The joined scorer (:class:`~migrate.matching.scoring.PairScorer`) and its threshold, when
+        ``train-match`` fitted one with the encoder of this fingerprint; else ``None``."""
+        join = self.record.get("join")
+        if (not join or join.get("encoder_fingerprint") != encoder_fingerprint or join.get("features") != list(FEATURES)
+                or not (self.path / JOIN_FILE).is_file()):
+            return None
+        if not hasattr(self, "_joined"):
+            from migrate.matching.scoring import JOIN_COLUMNS, PairScorer, fit_scorer
+
+            with np.load(self.path / JOIN_FILE, allow_pickle=False) as saved:
+                hybrid = fit_scorer(saved["features"], saved["labels"], join["hybrid"], seed=join.get("seed", 0))
+            weights = {k: float(join["weights"][k]) for k in JOIN_COLUMNS}
+            self._joined = PairScorer("joined", weights, float(join["intercept"]), model=hybrid,
+                                      names=(*hybrid.names, FEATURE))
+        return self._joined, float(join["threshold"])
+
+    def describe(self, encoder_fingerprint: str | None = None) -> str:
+        """One line for the Summary: how its score is used with the encoder of ``encoder_fingerprint``."""
         valid = self.record.get("valid", {})
-        return (f"{self.path.name} (cross-encoder from {self.record.get('base_model')}, threshold "
+        join = self.record.get("join")
+        line = (f"{self.path.name} (cross-encoder from {self.record.get('base_model')}, threshold "
                 f"{self.threshold:.3f} chosen on {valid.get('pairs', '?')} validation pairs)")
+        if join and encoder_fingerprint is not None and self.joined(encoder_fingerprint) is None:
+            line += (f"; its joined score was fitted with the encoder {join.get('encoder')}, not this one: without "
+                     "--labels the re-ranker's probability alone is the score")
+        return line
 
