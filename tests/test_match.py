@@ -505,6 +505,7 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     reranker.score = score
     assert len(read) == len(set(read)) > fitted.summary_dict()["Candidate pairs scored"]  # each pair read once
     assert fitted.scorer.kind == "logistic" and FEATURE in fitted.scorer.weights
+    assert "re-ranker was trained on these labelled pairs" in fitted.summary_dict()["Warning"]
     assert fitted.scorer.weights[FEATURE] > 0  # a higher re-ranker probability, a likelier match
     with pytest.raises(TaxmigError, match="not a re-ranker folder"):
         _settings(abt_buy["folder"], reranker=abt_buy["folder"]).validate()

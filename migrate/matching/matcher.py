@@ -322,6 +322,11 @@ class Matcher:
             where = f"{len(y)} labelled pairs"
             info = {"Labelled pairs": len(y), "Labelled matches": int(y.sum()),
                     "Weights": "default (fewer than 10 matches or non-matches to refit them)"}
+        if features.reranker is not None and features.reranker.trained_on(settings.labels):
+            info["Warning"] = ("the re-ranker was trained on these labelled pairs: its weight and the threshold's "
+                               "quality are fitted to answers it learned. Give --labels pairs it did not learn from "
+                               "(its validation pairs), or no --labels to use the score train-match joined")
+            log.warning("--labels: %s", info["Warning"])
         if settings.threshold is not None:
             threshold = threshold_at(settings.threshold, held_out, y, source=f"given; quality on {where}")
         else:

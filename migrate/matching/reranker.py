@@ -116,6 +116,14 @@ class Reranker:
                                     convert_to_numpy=True)
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
+    def trained_on(self, path: str | Path | None) -> bool:
+        """Whether the labelled pairs file at ``path`` is one the re-ranker was trained on (by content)."""
+        if path is None or not Path(path).is_file():
+            return False
+        from migrate.core.hashing import file_fingerprint
+
+        return file_fingerprint(path) in str(self.record.get("data_fingerprint", "")).split(", ")
+
     def joined(self, encoder_fingerprint: str) -> tuple[Any, float] | None:
         """The joined scorer (:class:`~migrate.matching.scoring.PairScorer`) and its threshold, when
         ``train-match`` fitted one with the encoder of this fingerprint; else ``None``."""
