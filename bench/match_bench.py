@@ -54,15 +54,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA, ROOT, append_benchmark  # noqa: E402
 from migrate.core.encoder import Encoder  # noqa: E402
-from migrate.matching.features import FEATURES  # noqa: E402
+from migrate.matching.features import FEATURES, RERANKER_FEATURES  # noqa: E402
 from migrate.matching.inputs import load_labels, load_match_catalog  # noqa: E402
-from migrate.matching.matcher import Matcher, MatchInputs  # noqa: E402
+from migrate.matching.matcher import Matcher, MatchInputs, search_pairs  # noqa: E402
 from migrate.matching.reranker import EPOCHS as RERANKER_EPOCHS  # noqa: E402
 from migrate.matching.reranker import LEARNING_RATE as RERANKER_LEARNING_RATE  # noqa: E402
 from migrate.matching.reranker import MAX_LENGTH as RERANKER_MAX_LENGTH  # noqa: E402
-from migrate.matching.candidates import candidate_pairs, code_candidates  # noqa: E402
-from migrate.matching.scoring import (DEFAULT_THRESHOLD, JOIN_COLUMNS, NO_LABEL_FLOOR, choose_threshold,  # noqa: E402
-                                   default_scorer, fit_scorer, logit, mutual_best, out_of_fold_scores, quality)
+from migrate.matching.scoring import (DEFAULT_THRESHOLD, JOIN_COLUMNS, JOIN_HYBRID, JOIN_KIND,  # noqa: E402
+                                   NO_LABEL_FLOOR, choose_threshold, default_scorer, fit_scorer, join_inputs,
+                                   mutual_best, out_of_fold_scores, quality)
 from models import load_encoder, resolve_model  # noqa: E402
 
 log = logging.getLogger("match_bench")
@@ -147,7 +147,7 @@ def hybrid_features(enc: Encoder, inputs: MatchInputs, labels, k: int) -> dict[s
     pairs as ``taxmig match`` scores them: ``(left, right, features)``."""
     context, forward, _ = Matcher(enc).context(inputs, k=k, batch_size=64, progress=False)
     feats: dict = {s: context.features(labels[s].left, labels[s].right) for s in SPLITS}
-    li, ri = candidate_pairs(forward.ids, code_candidates(context.left.codes, context.right.codes))
+    li, ri = search_pairs(context, forward, inputs.within)
     feats["candidates"] = (li, ri, context.features(li, ri))
     return feats
 
@@ -328,48 +328,54 @@ def reranker_rows(dataset: str, reranker_dir: str, base_enc: Encoder, inputs: Ma
                   train_seconds: float) -> list[Row]:
     """The re-ranker alone (its threshold from valid, as ``train-match`` stored it); joined to the
     base hybrid's features with weights and threshold from the valid split (``match --labels``);
-    and the joined score ``train-match`` fitted (``match --reranker`` without labels), beside the
-    same join with a logistic hybrid."""
-    from migrate.matching.matcher import PairFeatures
+    the joined score ``train-match`` fitted (``match --reranker`` without labels); and beside it the
+    same join with one choice changed (:data:`JOIN_HYBRID`, :data:`JOIN_KIND`, the re-ranker's gaps)."""
+    from migrate.matching.matcher import PairFeatures, search_pairs
     from migrate.matching.reranker import Reranker
 
     t0 = time.perf_counter()
     reranker = Reranker.load(reranker_dir)
-    context, _, _ = Matcher(base_enc).context(inputs, k=k, batch_size=64, progress=False)
-    pair_features = PairFeatures(context, inputs, reranker)
+    context, forward, _ = Matcher(base_enc).context(inputs, k=k, batch_size=64, progress=False)
+    pair_features = PairFeatures(context, inputs, reranker, candidates=search_pairs(context, forward, inputs.within))
     feats = {s: pair_features(labels[s].left, labels[s].right) for s in ("valid", "test")}
     seconds = train_seconds + time.perf_counter() - t0
-    alone = feats["test"][:, -1]
+    ce = pair_features.names.index(RERANKER_FEATURES[0])
+    alone = feats["test"][:, ce]
     p, r, f = quality(alone, labels["test"].labels, reranker.threshold)
     rows = [Row(dataset, "cross-encoder re-ranker alone (MiniLM-L6; threshold from valid)", f, p, r,
                 reranker.threshold, seconds)]
     y = labels["valid"].labels.astype(int)
     names = pair_features.names
-    for kind in ("logistic", "boosting"):
-        held_out = out_of_fold_scores(feats["valid"], y, labels["valid"].left, kind, names=names)
+
+    def fitted_on_valid(x: dict[str, np.ndarray], kind: str, columns: tuple[str, ...]) -> tuple[float, ...]:
+        held_out = out_of_fold_scores(x["valid"], y, labels["valid"].left, kind, names=columns)
         t = choose_threshold(held_out, y, source="valid split, out-of-fold")
-        scorer = fit_scorer(feats["valid"], y, kind, names=names)
-        p, r, f = quality(scorer.score(feats["test"]), labels["test"].labels, t.value)
+        scorer = fit_scorer(x["valid"], y, kind, names=columns)
+        return (*quality(scorer.score(x["test"]), labels["test"].labels, t.value), t.value)
+
+    for kind in ("logistic", "boosting"):
+        p, r, f, t = fitted_on_valid(feats, kind, names)
         rows.append(Row(dataset, f"hybrid (base encoder) + cross-encoder re-ranker, {kind} weights fitted on valid "
-                                 f"(match --labels valid.csv --scorer {kind})", f, p, r, t.value,
+                                 f"(match --labels valid.csv --scorer {kind})", f, p, r, t,
                         time.perf_counter() - t0 + train_seconds))
     joined = reranker.joined(base_enc.fingerprint)
-    if joined is not None:
-        scorer, value = joined
-        p, r, f = quality(scorer.score(feats["test"]), labels["test"].labels, value)
-        rows.append(Row(dataset, "hybrid (base encoder) + cross-encoder re-ranker, joined as train-match fitted it "
-                                 "(match --reranker, no labels; hybrid boosted on train, join on valid)", f, p, r,
-                        value, time.perf_counter() - t0 + train_seconds))
-        # the same join with a logistic hybrid: what JOIN_HYBRID was chosen against
-        base_train = pair_features.context.features(labels["train"].left, labels["train"].right)
-        hybrid = fit_scorer(base_train, labels["train"].labels, "logistic")
-        stack = {s: np.column_stack([logit(hybrid.score(feats[s][:, :len(FEATURES)])), logit(feats[s][:, -1])])
-                 for s in ("valid", "test")}
-        held_out = out_of_fold_scores(stack["valid"], y, labels["valid"].left, "logistic", names=JOIN_COLUMNS)
-        t = choose_threshold(held_out, y, source="valid split, out-of-fold")
-        join = fit_scorer(stack["valid"], y, "logistic", names=JOIN_COLUMNS)
-        p, r, f = quality(join.score(stack["test"]), labels["test"].labels, t.value)
-        rows.append(Row(dataset, "the same join with a logistic hybrid (comparison)", f, p, r, t.value,
+    if joined is None:
+        return rows
+    scorer, value = joined
+    p, r, f = quality(scorer.score(feats["test"]), labels["test"].labels, value)
+    rows.append(Row(dataset, f"hybrid (base encoder) + cross-encoder re-ranker, joined as train-match fitted it (match "
+                             f"--reranker, no labels; hybrid {JOIN_HYBRID} on train, {JOIN_KIND} join on valid)",
+                    f, p, r, value, time.perf_counter() - t0 + train_seconds))
+    # the same join with one choice changed: what JOIN_HYBRID, JOIN_KIND and the gaps were chosen against
+    base_train = context.features(labels["train"].left, labels["train"].right)
+    variants = (("logistic hybrid on train", "logistic", JOIN_KIND, JOIN_COLUMNS),
+                ("logistic join on valid", JOIN_HYBRID, "logistic", JOIN_COLUMNS),
+                ("logistic join of the two logits, no re-ranker gaps", JOIN_HYBRID, "logistic", JOIN_COLUMNS[:2]))
+    for what, hybrid_kind, join_kind, columns in variants:
+        hybrid = fit_scorer(base_train, labels["train"].labels, hybrid_kind)
+        stack = {s: join_inputs(hybrid, feats[s])[:, :len(columns)] for s in ("valid", "test")}
+        p, r, f, t = fitted_on_valid(stack, join_kind, columns)
+        rows.append(Row(dataset, f"the same join, {what} (comparison)", f, p, r, t,
                         time.perf_counter() - t0 + train_seconds))
     return rows
 

@@ -19,10 +19,11 @@ from migrate.errors import InputError, TaxmigError
 from migrate.matching.candidates import code_candidates
 from migrate.matching.clusters import cluster_ids
 from migrate.core.encoder import Encoder
-from migrate.matching.features import FEATURES, brand_agreement, code_agreement, model_codes, number_agreement, squash
-from migrate.matching.matcher import Matcher, MatchSettings, read_match_inputs
+from migrate.matching.features import (FEATURES, RERANKER_FEATURES, brand_agreement, code_agreement, model_codes,
+                                       number_agreement, squash)
+from migrate.matching.matcher import Matcher, MatchSettings, PairFeatures, read_match_inputs, search_pairs
 from migrate.matching.output import write_match_output
-from migrate.matching.scoring import choose_threshold, out_of_fold_scores, quality
+from migrate.matching.scoring import JOIN_COLUMNS, choose_threshold, out_of_fold_scores, quality
 from tests.conftest import data_file
 
 N_LEFT = 50
@@ -445,9 +446,17 @@ def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, re
     join = record["join"]  # the joined score match scores by without labels (fit_join)
     assert join["encoder_fingerprint"] == fingerprint(resolve_model(None).location) and join["hybrid"] == "boosting"
     assert join["features"] == list(FEATURES) and join["hybrid_pairs"] == 128 and join["valid"]["pairs"] == 80
+    assert join["columns"] == list(JOIN_COLUMNS) and join["join"] == "boosting" and join["join_pairs"] == 80
     assert 0 < join["threshold"] < 1 and join["valid"]["f1"] > 0.5 and "joined score" in card
-    with np.load(out / "join_hybrid.npz") as saved:
-        assert saved["features"].shape == (128, len(FEATURES)) and set(saved["labels"].tolist()) == {0, 1}
+    with np.load(out / "joined_score.npz") as saved:
+        assert saved["train_features"].shape == (128, len(FEATURES)) and set(saved["train_labels"].tolist()) == {0, 1}
+        valid, matched = saved["valid_features"], saved["valid_labels"] == 1
+    assert valid.shape == (80, len(FEATURES) + len(RERANKER_FEATURES)) and matched.sum() == 20
+    probability, gaps = valid[:, len(FEATURES)], valid[:, len(FEATURES) + 1:]
+    assert ((probability >= 0) & (probability <= 1)).all() and (gaps <= 0).all() and (gaps == 0).any()
+    # a match is more often its products' best candidate than a non-match is
+    at_best = (gaps == 0).mean(axis=1)
+    assert at_best[matched].mean() > at_best[~matched].mean(), (at_best[matched].mean(), at_best[~matched].mean())
     reranker = Reranker.load(out)
     inputs = read_match_inputs(_settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv"))
     left, right = serialise(inputs.left), serialise(inputs.right)
@@ -473,7 +482,7 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     joined = matcher.run(_settings(abt_buy["folder"], reranker=out))  # the encoder train-match joined with
     assert joined.scorer.kind == "joined" and joined.threshold.value == record["join"]["threshold"]
     assert "joined score" in joined.threshold.source and "joined" in joined.summary_dict()["Score"]["kind"]
-    assert joined.scorer.weights["hybrid"] > 0 and joined.scorer.weights["cross_encoder"] > 0
+    assert joined.scorer.join.kind == "boosting" and joined.scorer.join.names == JOIN_COLUMNS
     rows = joined.matches.filter(pl.col("right_id") != "")
     clear = rows.filter((pl.col("score") - joined.threshold.value).abs() > 1e-4)
     assert clear["is_match"].to_list() == (clear["score"] >= joined.threshold.value).to_list()
@@ -489,6 +498,11 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     assert alone.scorer.kind == "reranker" and alone.threshold.value == threshold
     assert "re-ranker" in alone.threshold.source and info["Re-ranker"].startswith("rerank-abt-buy (cross-encoder")
     assert "not this one" in info["Re-ranker"]
+    loaded = Reranker.load(out)
+    older = Reranker(loaded.model, out, loaded.threshold, {**record, "join": {**record["join"], "columns": [
+        "hybrid", "cross_encoder"]}})  # a join fitted before the gaps: refused, not misread
+    assert older.joined(migrator.encoder.fingerprint) is None and "another version" in older.describe(
+        migrator.encoder.fingerprint)
     inputs = read_match_inputs(_settings(abt_buy["folder"]))
     left, right = serialise(inputs.left), serialise(inputs.right)
     rows = alone.matches.filter(pl.col("right_id") != "")
@@ -507,6 +521,15 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     assert fitted.scorer.kind == "logistic" and FEATURE in fitted.scorer.weights
     assert "re-ranker was trained on these labelled pairs" in fitted.summary_dict()["Warning"]
     assert fitted.scorer.weights[FEATURE] > 0  # a higher re-ranker probability, a likelier match
+    assert set(RERANKER_FEATURES) <= set(fitted.scorer.weights)
+    context, forward, _ = matcher.context(read_match_inputs(settings))
+    li, ri = search_pairs(context, forward, False)
+    features = PairFeatures(context, read_match_inputs(settings), reranker, candidates=(li, ri))(li, ri)
+    probability, gap_left = features[:, len(FEATURES)], features[:, len(FEATURES) + 1]
+    best = {}
+    for i, p in zip(li.tolist(), probability.tolist()):
+        best[i] = max(best.get(i, 0.0), p)
+    assert np.allclose(gap_left, probability - np.array([best[i] for i in li.tolist()]), atol=1e-6)
     with pytest.raises(TaxmigError, match="not a re-ranker folder"):
         _settings(abt_buy["folder"], reranker=abt_buy["folder"]).validate()
 

@@ -30,7 +30,7 @@ import numpy as np
 from migrate.errors import ModelError, TaxmigError
 from migrate.matching.features import FEATURES
 from migrate.matching.reranker import JOIN_FILE, RECORD, SERIALISATION, Reranker, serialise
-from migrate.matching.scoring import JOIN_HYBRID, can_fit, choose_threshold, fit_join
+from migrate.matching.scoring import JOIN_COLUMNS, JOIN_HYBRID, JOIN_KIND, can_fit, choose_threshold, fit_join
 from models import fingerprint, resolve_model
 from train.finetune import TrainConfig, TrainResult, _jsonable, final_metrics, quiet_trainer, training_args
 from train.match import MatchPairs, TrainingPairs, _write_card, read_training_pairs, training_record
@@ -78,13 +78,15 @@ def _dataset(pairs: MatchPairs):
                               "label": [float(y) for y in pairs.labels]})
 
 
-def fit_joined_score(data: TrainingPairs, config: TrainConfig, eval_probabilities: np.ndarray, output_dir: Path,
+def fit_joined_score(data: TrainingPairs, config: TrainConfig, reranker: Reranker, output_dir: Path,
                      within: bool) -> dict[str, Any] | None:
-    """Fit the joined score (:func:`~migrate.matching.scoring.fit_join`) on the run's pairs, keep the
-    training pairs' features in :data:`~migrate.matching.reranker.JOIN_FILE` and return what
-    ``reranker.json`` records of it; ``None`` (and a warning) when either set of pairs is too small."""
+    """Fit the joined score (:func:`~migrate.matching.scoring.fit_join`) on the run's pairs, keep both
+    sets' features in :data:`~migrate.matching.reranker.JOIN_FILE` and return what ``reranker.json``
+    records of it; ``None`` (and a warning) when either set of pairs is too small. The validation
+    pairs' re-ranker gaps are measured among the candidates ``match`` would score, so ``reranker``
+    reads those too."""
     from migrate.core.encoder import Encoder
-    from migrate.matching.matcher import Matcher, MatchInputs, MatchSettings
+    from migrate.matching.matcher import Matcher, MatchInputs, MatchSettings, PairFeatures, search_pairs
     from models import load_encoder
 
     train_y, valid_y = np.asarray(data.train.labels), np.asarray(data.eval.labels)
@@ -95,16 +97,20 @@ def fit_joined_score(data: TrainingPairs, config: TrainConfig, eval_probabilitie
     ref = resolve_model(config.base_model)
     model, fp = load_encoder(ref)
     k = MatchSettings.candidates  # what match searches by default: the gap features depend on it
-    context, _, _ = Matcher(Encoder(model, ref.name, fp)).context(MatchInputs(data.left, data.right, within=within),
-                                                                  k=k, batch_size=config.batch_size)
+    inputs = MatchInputs(data.left, data.right, within=within)
+    context, forward, _ = Matcher(Encoder(model, ref.name, fp)).context(inputs, k=k, batch_size=config.batch_size)
+    candidates = search_pairs(context, forward, within)
+    log.info("joined score: the re-ranker reads %d candidate pairs", len(candidates[0]))
+    features = PairFeatures(context, inputs, reranker, candidates=candidates)
     train_x = context.features(data.train.left_rows, data.train.right_rows)
-    valid_x = np.column_stack([context.features(data.eval.left_rows, data.eval.right_rows), eval_probabilities])
+    valid_x = features(data.eval.left_rows, data.eval.right_rows)
     scorer, threshold = fit_join(train_x, train_y, valid_x, valid_y, data.eval.left_rows, seed=config.seed)
-    np.savez(output_dir / JOIN_FILE, features=train_x, labels=train_y)
+    np.savez(output_dir / JOIN_FILE, train_features=train_x, train_labels=train_y, valid_features=valid_x,
+             valid_labels=valid_y)
     log.info("joined score: threshold %.3f, validation F1 %.3f out-of-fold", threshold.value, threshold.f1)
     return {"encoder": ref.name, "encoder_fingerprint": fp, "candidates": k, "features": list(FEATURES),
-            "hybrid": JOIN_HYBRID, "hybrid_pairs": len(train_y), "seed": config.seed,
-            "weights": scorer.weights, "intercept": scorer.intercept, "threshold": threshold.value,
+            "columns": list(JOIN_COLUMNS), "hybrid": JOIN_HYBRID, "join": JOIN_KIND, "hybrid_pairs": len(train_y),
+            "join_pairs": len(valid_y), "seed": config.seed, "threshold": threshold.value,
             "valid": {"pairs": len(valid_y), "precision": threshold.precision, "recall": threshold.recall,
                       "f1": threshold.f1, "chosen": threshold.source}}
 
@@ -171,10 +177,10 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
 
     hf_logging.disable_progress_bar()  # "Writing model shards" is noise
     model.save_pretrained(str(output_dir))
-    probabilities = Reranker(model, output_dir, 0.5, record, config.batch_size).score(data.eval.sentence1,
-                                                                                      data.eval.sentence2)
+    trained = Reranker(model, output_dir, 0.5, record, config.batch_size)
+    probabilities = trained.score(data.eval.sentence1, data.eval.sentence2)
     threshold = choose_threshold(probabilities, np.asarray(data.eval.labels), source="validation pairs")
-    join = fit_joined_score(data, config, probabilities, output_dir, within)
+    join = fit_joined_score(data, config, trained, output_dir, within)
     metrics: dict[str, Any] = {
         "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
         "train_pairs": len(data.train), "train_examples": len(data.train), "eval_pairs": len(data.eval),
@@ -200,8 +206,8 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
                       f"{threshold.value:.3f} (best F1 on the validation pairs)"
                       + ("." if join is None else
                          f"; without `--labels`, `match` scores by the joined score (the hybrid's features, "
-                         f"gradient boosting fitted on the training pairs, joined to the re-ranker on the validation "
-                         f"pairs), threshold {join['threshold']:.3f}, F1 {join['valid']['f1']:.3f} out-of-fold "
+                         f"gradient boosting fitted on the training pairs, joined to the re-ranker's probability and "
+                         f"its gaps by gradient boosting on the validation pairs), threshold {join['threshold']:.3f}, F1 {join['valid']['f1']:.3f} out-of-fold "
                          f"on the validation pairs, with the encoder {join['encoder']}."))
     key = evaluator.primary_metric
     log.info("saved %s (%s %.4f -> %.4f; threshold %.3f)", output_dir, key, before[key], after[key], threshold.value)

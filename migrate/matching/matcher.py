@@ -33,9 +33,8 @@ from migrate.core.rejects import rejects_table
 from migrate.errors import TaxmigError
 from migrate.matching.candidates import candidate_pairs, code_candidates, search_candidates
 from migrate.matching.clusters import cluster_ids
-from migrate.matching.features import FEATURES, PairContext, Side
+from migrate.matching.features import FEATURES, RERANKER_FEATURES, PairContext, Side
 from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
-from migrate.matching.reranker import FEATURE as RERANKER_FEATURE
 from migrate.matching.reranker import RECORD as RERANKER_RECORD
 from migrate.matching.reranker import Reranker, serialise
 from migrate.matching.scoring import (DEFAULT_THRESHOLD, NO_LABEL_FLOOR, SCORERS, PairScorer, Threshold, can_fit,
@@ -268,9 +267,8 @@ class Matcher:
         inputs = inputs or read_match_inputs(settings)
         context, forward, embedder = self.context(inputs, k=settings.candidates, batch_size=settings.encoder.batch_size,
                                                   progress=settings.progress)
-        by_code = code_candidates(context.left.codes, context.right.codes, within=inputs.within)
-        li, ri = candidate_pairs(forward.ids, by_code)
-        pair_features = PairFeatures(context, inputs, self.reranker(settings), settings.progress)
+        li, ri = search_pairs(context, forward, inputs.within)
+        pair_features = PairFeatures(context, inputs, self.reranker(settings), settings.progress, candidates=(li, ri))
         features = pair_features(li, ri)
         scorer, threshold, label_info = self._scorer_and_threshold(settings, inputs, pair_features)
         scores = scorer.score(features)
@@ -408,36 +406,72 @@ class Matcher:
 
 @dataclass
 class PairFeatures:
-    """The feature rows of (left, right) pairs: :meth:`PairContext.features`, plus the re-ranker's
-    probability (:data:`migrate.matching.reranker.FEATURE`) as a last column when there is one."""
+    """The feature rows of (left, right) pairs: :meth:`PairContext.features`, then, with a re-ranker,
+    :data:`~migrate.matching.features.RERANKER_FEATURES`: its probability and the probability's gaps
+    to the best each product reaches among ``candidates`` (the pairs ``match`` scores,
+    :func:`search_pairs`; needed with a re-ranker)."""
 
     context: PairContext
     inputs: MatchInputs
     reranker: Reranker | None = None
     progress: bool = False
+    candidates: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self._read: dict[tuple[str, str], float] = {}  # read once: labelled pairs are often candidates too,
         # and products with the same record (a catalog's duplicates) are one pair
+        self._best: tuple[np.ndarray, np.ndarray] | None = None
         if self.reranker is not None:
+            if self.candidates is None:
+                raise ValueError("PairFeatures with a re-ranker needs the candidate pairs (its gaps' context)")
             self.left_records = serialise(self.inputs.left)
             self.right_records = self.left_records if self.inputs.within else serialise(self.inputs.right)
 
     @property
     def names(self) -> tuple[str, ...]:
-        return FEATURES if self.reranker is None else (*FEATURES, RERANKER_FEATURE)
+        return FEATURES if self.reranker is None else (*FEATURES, *RERANKER_FEATURES)
 
-    def __call__(self, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
-        features = self.context.features(li, ri)
-        if self.reranker is None:
-            return features
+    def probabilities(self, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+        """The re-ranker's probability of each pair (each distinct pair of records read once)."""
         pairs = [(self.left_records[i], self.right_records[j]) for i, j in zip(np.asarray(li).tolist(),
                                                                                 np.asarray(ri).tolist())]
         new = list(dict.fromkeys(p for p in pairs if p not in self._read))
         scores = self.reranker.score([a for a, _ in new], [b for _, b in new], progress=self.progress)
         self._read.update(zip(new, scores.tolist()))
-        rerank = np.array([self._read[p] for p in pairs], dtype=features.dtype)
-        return np.hstack([features, rerank[:, None]])
+        return np.array([self._read[p] for p in pairs], dtype=np.float32)
+
+    def best(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each left and each right product's best re-ranker probability among the candidate pairs (0
+        when it is in none); within one catalog a product's best on either side."""
+        if self._best is None:
+            li, ri = self.candidates
+            p = self.probabilities(li, ri)
+            best_left = np.zeros(len(self.inputs.left), dtype=np.float32)
+            best_right = best_left.copy() if self.inputs.within else np.zeros(len(self.inputs.right), np.float32)
+            np.maximum.at(best_left, li, p)
+            np.maximum.at(best_right, ri, p)
+            if self.inputs.within:
+                best_left = best_right = np.maximum(best_left, best_right)
+            self._best = (best_left, best_right)
+        return self._best
+
+    def __call__(self, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+        features = self.context.features(li, ri)
+        if self.reranker is None:
+            return features
+        li, ri = np.asarray(li, dtype=np.int64), np.asarray(ri, dtype=np.int64)
+        best_left, best_right = self.best()
+        p = self.probabilities(li, ri)
+        gap_left = p - np.maximum(best_left[li], p)
+        gap_right = p - np.maximum(best_right[ri], p)
+        return np.hstack([features, np.column_stack([p, gap_left, gap_right]).astype(features.dtype)])
+
+
+def search_pairs(context: PairContext, forward: Any, within: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The (left, right) pairs ``match`` scores: each left product's nearest candidates (``forward``,
+    :meth:`Matcher.context`), then the products sharing a model code with it."""
+    by_code = code_candidates(context.left.codes, context.right.codes, within=within)
+    return candidate_pairs(forward.ids, by_code)
 
 
 def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: float, settings: MatchSettings,

@@ -6,11 +6,12 @@ can see that "NP-FH100" on one side is "npfh100" on the other, or that two title
 a model number. This is what Ditto does (a fine-tuned cross-encoder over serialised records); we
 follow its input format: every known attribute as ``[COL] name [VAL] value``, codes kept whole.
 
-The re-ranker's probability joins the pair features as ``cross_encoder`` (:data:`FEATURE`): with
-``--labels``, the matcher fits its weights with the others; without, the score is the joined one
+The re-ranker's probability joins the pair features as ``cross_encoder`` (:data:`FEATURE`), with its
+gaps to each product's best (:data:`~migrate.matching.features.RERANKER_FEATURES`): with
+``--labels``, the matcher fits their weights with the others; without, the score is the joined one
 ``train-match`` fitted (:func:`migrate.matching.scoring.fit_join`: the hybrid fitted on the training
-pairs, whose features it keeps in :data:`JOIN_FILE`, joined to the re-ranker on the validation
-pairs), with its threshold. When ``match`` embeds with another encoder than the join was fitted
+pairs, joined to the re-ranker on the validation pairs; both sets' features are kept in
+:data:`JOIN_FILE`), with its threshold. When ``match`` embeds with another encoder than the join was fitted
 with, the re-ranker's probability alone is the score, at the threshold of best F1 on the
 validation pairs (``reranker.json``).
 
@@ -31,18 +32,18 @@ import numpy as np
 
 from migrate.core.catalog import TEXT_SEPARATOR
 from migrate.errors import ModelError
-from migrate.matching.features import FEATURES
+from migrate.matching.features import FEATURES, RERANKER_FEATURES
 from migrate.matching.inputs import MatchCatalog
 
 log = logging.getLogger(__name__)
 
-FEATURE = "cross_encoder"
+FEATURE = RERANKER_FEATURES[0]
 RECORD = "reranker.json"
-JOIN_FILE = "join_hybrid.npz"
-"""The pair features and labels of the training pairs the joined score's hybrid is fitted on (numbers
-only: refitted on loading, nothing unpickled)."""
 """What ``train-match --cross-encoder`` wrote beside the model: base model, serialisation,
-threshold chosen on the validation pairs, metrics."""
+threshold chosen on the validation pairs, metrics, the joined score's record."""
+JOIN_FILE = "joined_score.npz"
+"""The pair features and labels the joined score is fitted on: the training pairs' (the hybrid half)
+and the validation pairs' (the join). Numbers only: refitted on loading, nothing unpickled."""
 SERIALISATION = "ditto-v1"  # [COL] name [VAL] value; a re-ranker trained on another format is refused
 MAX_LENGTH = 64
 """Tokens per pair: both records' title, brand and code fit, descriptions are cut. 128 made each
@@ -124,31 +125,41 @@ class Reranker:
 
         return file_fingerprint(path) in str(self.record.get("data_fingerprint", "")).split(", ")
 
+    def join_problem(self, encoder_fingerprint: str) -> str | None:
+        """Why the joined score cannot be used with the encoder of this fingerprint; ``None`` when it can."""
+        join = self.record.get("join")
+        if not join:
+            return "train-match fitted no joined score (too few matches or non-matches)"
+        from migrate.matching.scoring import JOIN_COLUMNS
+
+        if (join.get("features") != list(FEATURES) or join.get("columns") != list(JOIN_COLUMNS)
+                or not (self.path / JOIN_FILE).is_file()):
+            return "its joined score was fitted by another version of taxmig: train it again to use one"
+        if join.get("encoder_fingerprint") != encoder_fingerprint:
+            return f"its joined score was fitted with the encoder {join.get('encoder')}, not this one"
+        return None
+
     def joined(self, encoder_fingerprint: str) -> tuple[Any, float] | None:
         """The joined scorer (:class:`~migrate.matching.scoring.PairScorer`) and its threshold, when
         ``train-match`` fitted one with the encoder of this fingerprint; else ``None``."""
-        join = self.record.get("join")
-        if (not join or join.get("encoder_fingerprint") != encoder_fingerprint or join.get("features") != list(FEATURES)
-                or not (self.path / JOIN_FILE).is_file()):
+        if self.join_problem(encoder_fingerprint) is not None:
             return None
+        join = self.record["join"]
         if not hasattr(self, "_joined"):
-            from migrate.matching.scoring import JOIN_COLUMNS, PairScorer, fit_scorer
+            from migrate.matching.scoring import joined_scorer
 
             with np.load(self.path / JOIN_FILE, allow_pickle=False) as saved:
-                hybrid = fit_scorer(saved["features"], saved["labels"], join["hybrid"], seed=join.get("seed", 0))
-            weights = {k: float(join["weights"][k]) for k in JOIN_COLUMNS}
-            self._joined = PairScorer("joined", weights, float(join["intercept"]), model=hybrid,
-                                      names=(*hybrid.names, FEATURE))
+                self._joined = joined_scorer(saved["train_features"], saved["train_labels"],
+                                             saved["valid_features"], saved["valid_labels"], seed=join.get("seed", 0))
         return self._joined, float(join["threshold"])
 
     def describe(self, encoder_fingerprint: str | None = None) -> str:
         """One line for the Summary: how its score is used with the encoder of ``encoder_fingerprint``."""
         valid = self.record.get("valid", {})
-        join = self.record.get("join")
         line = (f"{self.path.name} (cross-encoder from {self.record.get('base_model')}, threshold "
                 f"{self.threshold:.3f} chosen on {valid.get('pairs', '?')} validation pairs)")
-        if join and encoder_fingerprint is not None and self.joined(encoder_fingerprint) is None:
-            line += (f"; its joined score was fitted with the encoder {join.get('encoder')}, not this one: without "
-                     "--labels the re-ranker's probability alone is the score")
+        problem = None if encoder_fingerprint is None else self.join_problem(encoder_fingerprint)
+        if problem is not None:
+            line += f"; {problem}: without --labels the re-ranker's probability alone is the score"
         return line
 

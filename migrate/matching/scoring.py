@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from migrate.errors import TaxmigError
-from migrate.matching.features import FEATURES
+from migrate.matching.features import FEATURES, RERANKER_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,17 @@ the same F1 (Abt-Buy 93.6, Amazon-Google 70.4), 0.3 gave 83.8 / 68.1, 0.5 gave 4
 (``python bench/match_bench.py --methods rapidfuzz,base``, its floor table, BENCHMARKS.md
 2026-12-04 18:27). The floor keeps a product whose best candidate is plainly different unmatched."""
 SCORERS = ("logistic", "boosting")
-JOIN_COLUMNS = ("hybrid", "cross_encoder")
-"""The joined score's inputs (:func:`fit_join`): the logit of the hybrid's score and of the re-ranker's
-probability."""
+JOIN_COLUMNS = ("hybrid", *RERANKER_FEATURES)
+"""The joined score's inputs (:func:`fit_join`): the logit of the hybrid's score, the logit of the
+re-ranker's probability and the probability's gaps to each product's best (:data:`RERANKER_FEATURES`)."""
 JOIN_HYBRID = "boosting"
-"""How the joined score's hybrid half is fitted on the re-ranker's training pairs. Gradient boosting
-over the pair features beat logistic weights joined to the same re-ranker on both benchmarks:
-Abt-Buy test F1 92.4 vs 89.5, Amazon-Google 76.9 vs 74.4 (3-epoch re-rankers, valid-split joins;
-/tmp experiment of 2026-12-05, the bench's rows in BENCHMARKS.md)."""
+"""How the joined score's hybrid half is fitted on the re-ranker's training pairs: gradient boosting
+over the pair features, which beat logistic weights under the same join on both benchmarks (the
+bench's comparison rows, BENCHMARKS.md, match, 2026-12-05)."""
+JOIN_KIND = "boosting"
+"""How the joined score itself is fitted on the validation pairs, over :data:`JOIN_COLUMNS`: gradient
+boosting, which beat a logistic regression of the same columns on both benchmarks (the bench's
+comparison rows, BENCHMARKS.md, match, 2026-12-05)."""
 MIN_LABELS_TO_FIT = 10
 """Matches and non-matches (each) needed to refit the weights; fewer only choose the threshold."""
 CV_FOLDS = 5
@@ -68,28 +71,26 @@ CV_FOLDS = 5
 @dataclass
 class PairScorer:
     """Scores feature rows. ``kind``: ``default`` (fixed weights), ``logistic`` or ``boosting``
-    (fitted), ``reranker`` (the re-ranker's probability, the last of ``names``, as it is), ``joined``
-    (:func:`fit_join`: ``model`` is the hybrid's scorer over :data:`FEATURES`, ``weights`` those of
-    :data:`JOIN_COLUMNS`). ``names``: the feature columns, :data:`FEATURES` plus the re-ranker's when
-    there is one."""
+    (fitted), ``reranker`` (the re-ranker's probability as it is), ``joined`` (:func:`fit_join`:
+    ``model`` is the hybrid's scorer over :data:`FEATURES`, ``join`` the scorer over
+    :data:`JOIN_COLUMNS`). ``names``: the feature columns, :data:`FEATURES` plus
+    :data:`RERANKER_FEATURES` when there is a re-ranker."""
 
     kind: str
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     intercept: float = DEFAULT_INTERCEPT
     model: Any = None
     names: tuple[str, ...] = FEATURES
+    join: "PairScorer | None" = None
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Match probability per row, 0-1."""
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
         if self.kind == "reranker":
-            return features[:, len(self.names) - 1].astype(np.float64)
+            return features[:, self.names.index(RERANKER_FEATURES[0])].astype(np.float64)
         if self.kind == "joined":
-            hybrid = self.model.score(features[:, :len(FEATURES)])
-            z = (self.weights["hybrid"] * logit(hybrid) + self.weights["cross_encoder"] * logit(features[:, -1])
-                 + self.intercept)
-            return 1.0 / (1.0 + np.exp(-z))
+            return self.join.score(join_inputs(self.model, features))
         if self.kind == "boosting":
             with _one_openmp_thread():
                 return self.model.predict_proba(features)[:, 1]
@@ -102,9 +103,9 @@ class PairScorer:
         if self.kind == "reranker":
             return {"kind": "the cross-encoder re-ranker's probability (no labelled pairs to fit weights on)"}
         if self.kind == "joined":
-            return {"kind": "the hybrid's score (gradient boosting fitted on the re-ranker's training pairs) joined to "
-                            "the re-ranker's probability, weights fitted on its validation pairs (train-match)",
-                    **{k: round(v, 3) for k, v in self.weights.items()}, "intercept": round(self.intercept, 3)}
+            return {"kind": f"joined score (train-match): {self.join.kind} over {', '.join(JOIN_COLUMNS)}, fitted "
+                            f"on the re-ranker's validation pairs; the hybrid's score is {self.model.kind} over the "
+                            "pair features, fitted on its training pairs"}
         if self.kind == "boosting":
             return {"kind": "gradient boosting (HistGradientBoostingClassifier), fitted on the labelled pairs"}
         how = ("logistic, default weights (fitted on the Abt-Buy and Amazon-Google train splits with the base model)"
@@ -155,24 +156,37 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def join_inputs(hybrid: PairScorer, features: np.ndarray) -> np.ndarray:
+    """The :data:`JOIN_COLUMNS` of feature rows (:data:`FEATURES` then :data:`RERANKER_FEATURES`)."""
+    n = len(FEATURES)
+    return np.column_stack([logit(hybrid.score(features[:, :n])), logit(features[:, n]),
+                            features[:, n + 1:n + len(RERANKER_FEATURES)]])
+
+
+def joined_scorer(train_features: np.ndarray, train_labels: np.ndarray, valid_features: np.ndarray,
+                  valid_labels: np.ndarray, *, seed: int = 0) -> PairScorer:
+    """The joined scorer of :func:`fit_join`, without its threshold (what loading a re-ranker refits)."""
+    hybrid = fit_scorer(train_features, train_labels, JOIN_HYBRID, seed=seed)
+    join = fit_scorer(join_inputs(hybrid, valid_features), valid_labels, JOIN_KIND, seed=seed, names=JOIN_COLUMNS)
+    return PairScorer("joined", {}, 0.0, model=hybrid, names=(*FEATURES, *RERANKER_FEATURES), join=join)
+
+
 def fit_join(train_features: np.ndarray, train_labels: np.ndarray, valid_features: np.ndarray,
              valid_labels: np.ndarray, valid_groups: np.ndarray, *, seed: int = 0) -> tuple[PairScorer, "Threshold"]:
     """The score ``taxmig match --reranker`` uses without labelled pairs, fitted by ``train-match
     --cross-encoder``: the hybrid (:data:`JOIN_HYBRID` over :data:`FEATURES`) fitted on the re-ranker's
-    training pairs, whose re-ranker probabilities are too good to trust, then one logistic regression
-    of the two logits on the validation pairs, which the re-ranker did not learn from (threshold: best
-    F1 out-of-fold there). ``*_features``: :data:`FEATURES` columns, ``valid_features`` with the
-    re-ranker's probability last. Refuses label sets :func:`can_fit` refuses."""
+    training pairs, whose re-ranker probabilities are too good to trust, then :data:`JOIN_KIND` over
+    :data:`JOIN_COLUMNS` on the validation pairs, which the re-ranker did not learn from (threshold:
+    best F1 out-of-fold there). ``train_features``: :data:`FEATURES` columns; ``valid_features``:
+    :data:`FEATURES` then :data:`RERANKER_FEATURES`. Refuses label sets :func:`can_fit` refuses."""
     if not (can_fit(train_labels) and can_fit(valid_labels)):
         raise TaxmigError(f"a joined score needs at least {MIN_LABELS_TO_FIT} matches and non-matches among the "
                           "training and the validation pairs", hint="label more pairs")
-    hybrid = fit_scorer(train_features, train_labels, JOIN_HYBRID, seed=seed)
-    stacked = np.column_stack([logit(hybrid.score(valid_features[:, :len(FEATURES)])), logit(valid_features[:, -1])])
-    held_out = out_of_fold_scores(stacked, valid_labels, valid_groups, "logistic", seed=seed, names=JOIN_COLUMNS)
+    scorer = joined_scorer(train_features, train_labels, valid_features, valid_labels, seed=seed)
+    stacked = join_inputs(scorer.model, valid_features)
+    held_out = out_of_fold_scores(stacked, valid_labels, valid_groups, JOIN_KIND, seed=seed, names=JOIN_COLUMNS)
     threshold = choose_threshold(held_out, valid_labels, source=f"{len(valid_labels)} validation pairs, out-of-fold")
-    join = fit_scorer(stacked, valid_labels, "logistic", seed=seed, names=JOIN_COLUMNS)
-    return PairScorer("joined", join.weights, join.intercept, model=hybrid,
-                      names=(*FEATURES, JOIN_COLUMNS[1])), threshold
+    return scorer, threshold
 
 
 def can_fit(labels: np.ndarray) -> bool:
