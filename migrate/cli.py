@@ -695,8 +695,9 @@ MATCH_COLUMN_OPTIONS = [
 @click.option("--max-cluster-size", type=click.IntRange(2), default=10, show_default=True,
               help="With --within: LARGE_CLUSTER on clusters larger than this.")
 @click.option("--reranker", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A cross-encoder from 'taxmig train-match --cross-encoder': it reads every candidate pair and its "
-                   "probability joins the score (weights fitted on --labels; without, its probability and threshold).")
+              help="A cross-encoder from 'taxmig train-match --cross-encoder': it reads every candidate pair; its "
+                   "probability and the gaps to each product's best join the features (fitted on --labels; without, "
+                   "the joined score train-match fitted, and its threshold).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV/JSONL inputs.")
 @options(COMMON_OPTIONS)
 def match(left, right, output, within, labels, overwrite, quiet, verbose, **params) -> None:

@@ -460,6 +460,10 @@ def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, re
     reranker = Reranker.load(out)
     inputs = read_match_inputs(_settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv"))
     left, right = serialise(inputs.left), serialise(inputs.right)
+    valid = pl.read_csv(out.parent / "valid.csv", infer_schema=False)
+    again = reranker.score([left[inputs.left.ids.index(i)] for i in valid["ltable_id"]],
+                           [right[inputs.right.ids.index(j)] for j in valid["rtable_id"]])
+    assert np.allclose(probability, again, atol=1e-4)  # the join was fitted on what match will read
     samsung = left[inputs.left.ids.index(SAMSUNG)]
     assert samsung.startswith("[COL] title [VAL] ") and "[COL] text [VAL] " in samsung
     labels = inputs.labels

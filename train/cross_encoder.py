@@ -177,7 +177,10 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
 
     hf_logging.disable_progress_bar()  # "Writing model shards" is noise
     model.save_pretrained(str(output_dir))
-    trained = Reranker(model, output_dir, 0.5, record, config.batch_size)
+    # score with the model as match loads it: the trained one still runs under the trainer's autocast
+    # (bf16 on CPU), whose probabilities differed by up to 0.11 from the saved model's on Abt-Buy
+    saved = CrossEncoder(str(output_dir), local_files_only=True, max_length=config.max_seq_length)
+    trained = Reranker(saved, output_dir, 0.5, record, config.batch_size)
     probabilities = trained.score(data.eval.sentence1, data.eval.sentence2)
     threshold = choose_threshold(probabilities, np.asarray(data.eval.labels), source="validation pairs")
     join = fit_joined_score(data, config, trained, output_dir, within)
