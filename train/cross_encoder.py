@@ -41,8 +41,9 @@ LOSS = "BinaryCrossEntropyLoss"
 CPU_BF16 = True
 """Train in bf16 mixed precision on a CPU that computes bf16 in hardware. Abt-Buy, all 5,743 train
 pairs, 3 epochs at learning rate 5e-5: 349 s and validation average precision 0.831 in bf16, 571 s
-and 0.829 in fp32 (this 2-core AMX machine, 2026-12-05, /tmp experiment; the bench's rows train this
-way)."""
+and 0.829 in fp32 (this 2-core AMX machine, 2026-12-05, an exploratory run of
+:func:`train_cross_encoder`, script not kept; the bench's rows train this way). Only training: the
+saved model is read in fp32."""
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                                "README.md")
 """Files of a sentence-transformers folder that would make ``CrossEncoder`` load it as a bi-encoder."""

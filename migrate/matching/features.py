@@ -47,9 +47,9 @@ FEATURES = ("cosine", "cosine_gap_left", "cosine_gap_right", "title_similarity",
             "title_gap_left", "title_gap_right", "code_agreement", "number_agreement", "brand_agreement")
 RERANKER_FEATURES = ("cross_encoder", "cross_encoder_gap_left", "cross_encoder_gap_right")
 """The columns a re-ranker adds after :data:`FEATURES` (``migrate.matching.matcher.PairFeatures``).
-The gaps lifted the joined score's test F1 from 75.3 to 79.9 on Amazon-Google and from 92.4 to 93.7
-on Abt-Buy (the same 6-epoch re-rankers, joins fitted on the valid splits; BENCHMARKS.md, match,
-2026-12-05)."""
+With the gaps the joined score reached test F1 93.40 on Abt-Buy and 79.12 on Amazon-Google; the same
+re-rankers joined without them 92.38 and 75.33 (``python bench/match_bench.py --methods
+rapidfuzz,base,crossencoder``, BENCHMARKS.md, match, 2026-12-05 02:57)."""
 UNKNOWN = 0.5
 MIN_CODE = 4
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")

@@ -55,11 +55,16 @@ LEARNING_RATE = 5e-5
 first 89 steps) Abt-Buy's training loss stayed flat until the linear decay brought the rate below
 about 8e-5; at 5e-5 it learns from the first steps: validation average precision 0.39 after 134 steps
 (1.5e-4: 0.14-0.21) and 0.831 after 3 epochs (1.5e-4: 0.71-0.81); Amazon-Google 0.668 (2 epochs at
-1.5e-4: 0.51). All 5,743 / 6,874 train pairs, batch 16, 64 tokens, bf16 (2026-12-05, /tmp
-experiment). The bench's cross-encoder rows use this value."""
+1.5e-4: 0.51). All 5,743 / 6,874 train pairs, batch 16, 64 tokens, bf16 (exploratory runs of
+``train.cross_encoder`` on the DeepMatcher splits, 2026-12-05, script not kept). The bench's
+cross-encoder rows use this value."""
 EPOCHS = 6.0
-"""``train-match --cross-encoder``'s default epochs (the bi-encoder's is 2): see BENCHMARKS.md, match,
-2026-12-05."""
+"""``train-match --cross-encoder``'s default epochs (the bi-encoder's is 2). At 6 epochs (learning
+rate 5e-5, bf16) the best checkpoint was the last one evaluated on both benchmarks, validation
+average precision 0.852 (Abt-Buy, 537 s of training) and 0.714 (Amazon-Google, 671 s) (``python
+bench/match_bench.py --methods rapidfuzz,base,crossencoder``, BENCHMARKS.md, match, 2026-12-05
+02:57); 3 epochs gave 0.831 and 0.668 (exploratory runs of ``train.cross_encoder`` on the same
+splits, 2026-12-05, script not kept)."""
 DEFAULT_BATCH = 32
 
 
