@@ -358,7 +358,7 @@ def reranker_rows(dataset: str, reranker_dir: str, base_enc: Encoder, inputs: Ma
         rows.append(Row(dataset, f"hybrid (base encoder) + cross-encoder re-ranker, {kind} weights fitted on valid "
                                  f"(match --labels valid.csv --scorer {kind})", f, p, r, t,
                         time.perf_counter() - t0 + train_seconds))
-    joined = reranker.joined(base_enc.fingerprint)
+    joined = reranker.joined(base_enc.fingerprint, inputs.within)
     if joined is None:
         return rows
     scorer, value = joined

@@ -111,7 +111,7 @@ def fit_joined_score(data: TrainingPairs, config: TrainConfig, reranker: Reranke
     log.info("joined score: threshold %.3f, validation F1 %.3f out-of-fold", threshold.value, threshold.f1)
     return {"encoder": ref.name, "encoder_fingerprint": fp, "candidates": k, "features": list(FEATURES),
             "columns": list(JOIN_COLUMNS), "hybrid": JOIN_HYBRID, "join": JOIN_KIND, "hybrid_pairs": len(train_y),
-            "join_pairs": len(valid_y), "seed": config.seed, "threshold": threshold.value,
+            "join_pairs": len(valid_y), "within": within, "seed": config.seed, "threshold": threshold.value,
             "valid": {"pairs": len(valid_y), "precision": threshold.precision, "recall": threshold.recall,
                       "f1": threshold.f1, "chosen": threshold.source}}
 

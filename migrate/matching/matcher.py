@@ -294,7 +294,8 @@ class Matcher:
                               features: "PairFeatures") -> tuple[PairScorer, Threshold, dict[str, Any] | None]:
         labels, names = inputs.labels, features.names
         if labels is None:
-            joined = None if features.reranker is None else features.reranker.joined(self.encoder.fingerprint)
+            reranker = features.reranker
+            joined = None if reranker is None else reranker.joined(self.encoder.fingerprint, inputs.within)
             if settings.threshold is not None:
                 value, how = settings.threshold, "given"
             elif joined is not None:
@@ -380,7 +381,7 @@ class Matcher:
         ]
         reranker = self.reranker(settings)
         if reranker is not None:
-            rows.insert(len(rows) - 2, ("Re-ranker", reranker.describe(self.encoder.fingerprint)))
+            rows.insert(len(rows) - 2, ("Re-ranker", reranker.describe(self.encoder.fingerprint, inputs.within)))
         if label_info is not None:
             rows += [("Labels file", str(inputs.labels.path)), ("Labels rows", inputs.labels.n_records),
                      ("Labelled rows unusable", len(inputs.labels.rejects)), *label_info.items()]

@@ -130,8 +130,11 @@ class Reranker:
 
         return file_fingerprint(path) in str(self.record.get("data_fingerprint", "")).split(", ")
 
-    def join_problem(self, encoder_fingerprint: str) -> str | None:
-        """Why the joined score cannot be used with the encoder of this fingerprint; ``None`` when it can."""
+    def join_problem(self, encoder_fingerprint: str, within: bool = False) -> str | None:
+        """Why the joined score cannot be used with the encoder of this fingerprint, matching two
+        catalogs (or, ``within``, one catalog's duplicates); ``None`` when it can. A join fitted on
+        two catalogs' pairs misreads a catalog against itself, where every product's best candidate
+        is another product."""
         join = self.record.get("join")
         if not join:
             return "train-match fitted no joined score (too few matches or non-matches)"
@@ -142,12 +145,15 @@ class Reranker:
             return "its joined score was fitted by another version of taxmig: train it again to use one"
         if join.get("encoder_fingerprint") != encoder_fingerprint:
             return f"its joined score was fitted with the encoder {join.get('encoder')}, not this one"
+        if bool(join.get("within")) != within:
+            fitted = "duplicates within one catalog" if join.get("within") else "two catalogs"
+            return f"its joined score was fitted on {fitted}, not what this run matches"
         return None
 
-    def joined(self, encoder_fingerprint: str) -> tuple[Any, float] | None:
+    def joined(self, encoder_fingerprint: str, within: bool = False) -> tuple[Any, float] | None:
         """The joined scorer (:class:`~migrate.matching.scoring.PairScorer`) and its threshold, when
-        ``train-match`` fitted one with the encoder of this fingerprint; else ``None``."""
-        if self.join_problem(encoder_fingerprint) is not None:
+        ``train-match`` fitted one with the encoder of this fingerprint in this mode; else ``None``."""
+        if self.join_problem(encoder_fingerprint, within) is not None:
             return None
         join = self.record["join"]
         if not hasattr(self, "_joined"):
@@ -158,12 +164,13 @@ class Reranker:
                                              saved["valid_features"], saved["valid_labels"], seed=join.get("seed", 0))
         return self._joined, float(join["threshold"])
 
-    def describe(self, encoder_fingerprint: str | None = None) -> str:
-        """One line for the Summary: how its score is used with the encoder of ``encoder_fingerprint``."""
+    def describe(self, encoder_fingerprint: str | None = None, within: bool = False) -> str:
+        """One line for the Summary: how its score is used with the encoder of ``encoder_fingerprint``
+        (``within``: on one catalog's duplicates)."""
         valid = self.record.get("valid", {})
         line = (f"{self.path.name} (cross-encoder from {self.record.get('base_model')}, threshold "
                 f"{self.threshold:.3f} chosen on {valid.get('pairs', '?')} validation pairs)")
-        problem = None if encoder_fingerprint is None else self.join_problem(encoder_fingerprint)
+        problem = None if encoder_fingerprint is None else self.join_problem(encoder_fingerprint, within)
         if problem is not None:
             line += f"; {problem}: without --labels the re-ranker's probability alone is the score"
         return line
