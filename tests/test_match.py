@@ -510,6 +510,7 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     assert record["join"]["within"] is False and loaded.joined(migrator.encoder.fingerprint) is not None
     assert loaded.joined(migrator.encoder.fingerprint, within=True) is None  # fitted on two catalogs' pairs
     assert "fitted on two catalogs" in loaded.describe(migrator.encoder.fingerprint, within=True)
+    assert loaded.mode_problem(within=False) is None and "--within" in loaded.mode_problem(within=True)
     inputs = read_match_inputs(_settings(abt_buy["folder"]))
     left, right = serialise(inputs.left), serialise(inputs.right)
     rows = alone.matches.filter(pl.col("right_id") != "")

@@ -382,6 +382,9 @@ class Matcher:
         reranker = self.reranker(settings)
         if reranker is not None:
             rows.insert(len(rows) - 2, ("Re-ranker", reranker.describe(self.encoder.fingerprint, inputs.within)))
+            if (problem := reranker.mode_problem(inputs.within)) is not None:
+                rows.insert(len(rows) - 2, ("Re-ranker warning", problem))
+                log.warning("--reranker: %s", problem)
         if label_info is not None:
             rows += [("Labels file", str(inputs.labels.path)), ("Labels rows", inputs.labels.n_records),
                      ("Labelled rows unusable", len(inputs.labels.rejects)), *label_info.items()]

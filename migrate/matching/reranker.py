@@ -150,6 +150,21 @@ class Reranker:
             return f"its joined score was fitted on {fitted}, not what this run matches"
         return None
 
+    def mode_problem(self, within: bool) -> str | None:
+        """A warning when the re-ranker learned from pairs of another kind than this run matches: one
+        trained across two catalogs, read on one catalog's duplicates, took colour and model variants
+        for duplicates (Abt's first 300 products, no duplicates among them: 30 clusters at 0.99, 18
+        without a re-ranker; ``taxmig match abt300.csv --within --reranker rerank-abt_buy``,
+        2026-12-05)."""
+        trained_within = self.record.get("right_file") is None
+        if trained_within == within:
+            return None
+        if within:
+            return ("it learned from pairs across two catalogs: within one catalog it may take variants (colours, "
+                    "sizes, models of one series) for duplicates. Train one on duplicates with train-match --within")
+        return ("it learned from duplicates within one catalog, not from pairs across two: check its matches, or "
+                "train one on pairs of these catalogs")
+
     def joined(self, encoder_fingerprint: str, within: bool = False) -> tuple[Any, float] | None:
         """The joined scorer (:class:`~migrate.matching.scoring.PairScorer`) and its threshold, when
         ``train-match`` fitted one with the encoder of this fingerprint in this mode; else ``None``."""
