@@ -190,20 +190,26 @@ def hybrid_rows(dataset: str, label: str, feats, labels, seconds: float, kinds=(
     return rows
 
 
+def fitted_on_valid(feats, labels, kind: str, names: tuple[str, ...] = FEATURES) -> tuple[float, float, float, float]:
+    """(test precision, recall, F1, threshold) of a ``kind`` scorer over the columns ``names`` fitted
+    on the valid split, its threshold from 5-fold out-of-fold scores there (``match --labels``)."""
+    y = labels["valid"].labels.astype(int)
+    held_out = out_of_fold_scores(feats["valid"], y, labels["valid"].left, kind, names=names)
+    t = choose_threshold(held_out, y, source="valid split, out-of-fold")
+    scorer = fit_scorer(feats["valid"], y, kind, names=names)
+    return (*quality(scorer.score(feats["test"]), labels["test"].labels, t.value), t.value)
+
+
 def heldout_rows(dataset: str, label: str, feats, labels, seconds: float, kinds=("logistic", "boosting")) -> list[Row]:
     """Weights and threshold from the valid split, as ``taxmig match --labels valid.csv`` does: the
     threshold on 5-fold out-of-fold scores, the weights refitted on all of it. (The fine-tuned encoder
     has seen the train pairs: weights fitted on them would over-trust its cosine.)"""
     rows = []
-    y = labels["valid"].labels.astype(int)
     for kind in kinds:
         start = time.perf_counter()
-        held_out = out_of_fold_scores(feats["valid"], y, labels["valid"].left, kind)
-        t = choose_threshold(held_out, y, source="valid split, out-of-fold")
-        scorer = fit_scorer(feats["valid"], y, kind)
-        p, r, f = quality(scorer.score(feats["test"]), labels["test"].labels, t.value)
+        p, r, f, t = fitted_on_valid(feats, labels, kind)
         name = label if kind == "logistic" else f"{label}, boosted scorer"
-        rows.append(Row(dataset, name, f, p, r, t.value, seconds + time.perf_counter() - start))
+        rows.append(Row(dataset, name, f, p, r, t, seconds + time.perf_counter() - start))
     return rows
 
 
@@ -344,17 +350,8 @@ def reranker_rows(dataset: str, reranker_dir: str, base_enc: Encoder, inputs: Ma
     p, r, f = quality(alone, labels["test"].labels, reranker.threshold)
     rows = [Row(dataset, "cross-encoder re-ranker alone (MiniLM-L6; threshold from valid)", f, p, r,
                 reranker.threshold, seconds)]
-    y = labels["valid"].labels.astype(int)
-    names = pair_features.names
-
-    def fitted_on_valid(x: dict[str, np.ndarray], kind: str, columns: tuple[str, ...]) -> tuple[float, ...]:
-        held_out = out_of_fold_scores(x["valid"], y, labels["valid"].left, kind, names=columns)
-        t = choose_threshold(held_out, y, source="valid split, out-of-fold")
-        scorer = fit_scorer(x["valid"], y, kind, names=columns)
-        return (*quality(scorer.score(x["test"]), labels["test"].labels, t.value), t.value)
-
     for kind in ("logistic", "boosting"):
-        p, r, f, t = fitted_on_valid(feats, kind, names)
+        p, r, f, t = fitted_on_valid(feats, labels, kind, pair_features.names)
         rows.append(Row(dataset, f"hybrid (base encoder) + cross-encoder re-ranker, {kind} weights fitted on valid "
                                  f"(match --labels valid.csv --scorer {kind})", f, p, r, t,
                         time.perf_counter() - t0 + train_seconds))
@@ -374,7 +371,7 @@ def reranker_rows(dataset: str, reranker_dir: str, base_enc: Encoder, inputs: Ma
     for what, hybrid_kind, join_kind, columns in variants:
         hybrid = fit_scorer(base_train, labels["train"].labels, hybrid_kind)
         stack = {s: join_inputs(hybrid, feats[s])[:, :len(columns)] for s in ("valid", "test")}
-        p, r, f, t = fitted_on_valid(stack, join_kind, columns)
+        p, r, f, t = fitted_on_valid(stack, labels, join_kind, columns)
         rows.append(Row(dataset, f"the same join, {what} (comparison)", f, p, r, t,
                         time.perf_counter() - t0 + train_seconds))
     return rows

@@ -79,13 +79,13 @@ def _dataset(pairs: MatchPairs):
                               "label": [float(y) for y in pairs.labels]})
 
 
-def fit_joined_score(data: TrainingPairs, config: TrainConfig, reranker: Reranker, output_dir: Path,
-                     within: bool) -> dict[str, Any] | None:
+def fit_joined_score(data: TrainingPairs, config: TrainConfig, reranker: Reranker, eval_probabilities: np.ndarray,
+                     output_dir: Path, within: bool) -> dict[str, Any] | None:
     """Fit the joined score (:func:`~migrate.matching.scoring.fit_join`) on the run's pairs, keep both
     sets' features in :data:`~migrate.matching.reranker.JOIN_FILE` and return what ``reranker.json``
     records of it; ``None`` (and a warning) when either set of pairs is too small. The validation
     pairs' re-ranker gaps are measured among the candidates ``match`` would score, so ``reranker``
-    reads those too."""
+    reads those too (``eval_probabilities``: what it gave the validation pairs)."""
     from migrate.core.encoder import Encoder
     from migrate.matching.matcher import Matcher, MatchInputs, MatchSettings, PairFeatures, search_pairs
     from models import load_encoder
@@ -103,6 +103,7 @@ def fit_joined_score(data: TrainingPairs, config: TrainConfig, reranker: Reranke
     candidates = search_pairs(context, forward, within)
     log.info("joined score: the re-ranker reads %d candidate pairs", len(candidates[0]))
     features = PairFeatures(context, inputs, reranker, candidates=candidates)
+    features.remember(data.eval.left_rows, data.eval.right_rows, eval_probabilities)
     train_x = context.features(data.train.left_rows, data.train.right_rows)
     valid_x = features(data.eval.left_rows, data.eval.right_rows)
     scorer, threshold = fit_join(train_x, train_y, valid_x, valid_y, data.eval.left_rows, seed=config.seed)
@@ -184,7 +185,7 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
     trained = Reranker(saved, output_dir, 0.5, record, config.batch_size)
     probabilities = trained.score(data.eval.sentence1, data.eval.sentence2)
     threshold = choose_threshold(probabilities, np.asarray(data.eval.labels), source="validation pairs")
-    join = fit_joined_score(data, config, trained, output_dir, within)
+    join = fit_joined_score(data, config, trained, probabilities, output_dir, within)
     metrics: dict[str, Any] = {
         "eval": {"before": before, "after": after, "primary_metric": evaluator.primary_metric},
         "train_pairs": len(data.train), "train_examples": len(data.train), "eval_pairs": len(data.eval),
@@ -211,8 +212,9 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
                       + ("." if join is None else
                          f"; without `--labels`, `match` scores by the joined score (the hybrid's features, "
                          f"gradient boosting fitted on the training pairs, joined to the re-ranker's probability and "
-                         f"its gaps by gradient boosting on the validation pairs), threshold {join['threshold']:.3f}, F1 {join['valid']['f1']:.3f} out-of-fold "
-                         f"on the validation pairs, with the encoder {join['encoder']}."))
+                         f"its gaps by gradient boosting on the validation pairs), threshold {join['threshold']:.3f}, "
+                         f"F1 {join['valid']['f1']:.3f} out-of-fold on the validation pairs, with the encoder "
+                         f"{join['encoder']}."))
     key = evaluator.primary_metric
     log.info("saved %s (%s %.4f -> %.4f; threshold %.3f)", output_dir, key, before[key], after[key], threshold.value)
     return TrainResult(output_dir, metrics, counts)

@@ -444,6 +444,11 @@ class PairFeatures:
         self._read.update(zip(new, scores.tolist()))
         return np.array([self._read[p] for p in pairs], dtype=np.float32)
 
+    def remember(self, li: np.ndarray, ri: np.ndarray, probabilities: np.ndarray) -> None:
+        """Take the re-ranker's probabilities of these pairs as already read (train-match has them)."""
+        for i, j, p in zip(np.asarray(li).tolist(), np.asarray(ri).tolist(), np.asarray(probabilities).tolist()):
+            self._read[(self.left_records[i], self.right_records[j])] = float(p)
+
     def best(self) -> tuple[np.ndarray, np.ndarray]:
         """Each left and each right product's best re-ranker probability among the candidate pairs (0
         when it is in none); within one catalog a product's best on either side."""

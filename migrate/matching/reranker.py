@@ -11,9 +11,10 @@ gaps to each product's best (:data:`~migrate.matching.features.RERANKER_FEATURES
 ``--labels``, the matcher fits their weights with the others; without, the score is the joined one
 ``train-match`` fitted (:func:`migrate.matching.scoring.fit_join`: the hybrid fitted on the training
 pairs, joined to the re-ranker on the validation pairs; both sets' features are kept in
-:data:`JOIN_FILE`), with its threshold. When ``match`` embeds with another encoder than the join was fitted
-with, the re-ranker's probability alone is the score, at the threshold of best F1 on the
-validation pairs (``reranker.json``).
+:data:`JOIN_FILE`), with its threshold. When ``match`` embeds with another encoder than the join was
+fitted with, or matches in another mode (two catalogs, duplicates within one) than it was trained
+in, the re-ranker's probability alone is the score, at the threshold of best F1 on the validation
+pairs (``reranker.json``).
 
 >>> from migrate.matching.reranker import serialise_parts
 >>> serialise_parts("Sony NP-FH100 battery", "Sony", ("NP-FH100",), "Sony NP-FH100 battery | 7.2 V pack")
@@ -122,6 +123,11 @@ class Reranker:
                                     convert_to_numpy=True)
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
+    @property
+    def within(self) -> bool:
+        """Whether it was trained on duplicates within one catalog (``train-match --within``)."""
+        return self.record.get("right_file") is None
+
     def trained_on(self, path: str | Path | None) -> bool:
         """Whether the labelled pairs file at ``path`` is one the re-ranker was trained on (by content)."""
         if path is None or not Path(path).is_file():
@@ -145,8 +151,8 @@ class Reranker:
             return "its joined score was fitted by another version of taxmig: train it again to use one"
         if join.get("encoder_fingerprint") != encoder_fingerprint:
             return f"its joined score was fitted with the encoder {join.get('encoder')}, not this one"
-        if bool(join.get("within")) != within:
-            fitted = "duplicates within one catalog" if join.get("within") else "two catalogs"
+        if self.within != within:
+            fitted = "duplicates within one catalog" if self.within else "two catalogs"
             return f"its joined score was fitted on {fitted}, not what this run matches"
         return None
 
@@ -156,8 +162,7 @@ class Reranker:
         for duplicates (Abt's first 300 products, no duplicates among them: 30 clusters at 0.99, 18
         without a re-ranker; ``taxmig match abt300.csv --within --reranker rerank-abt_buy``,
         2026-12-05)."""
-        trained_within = self.record.get("right_file") is None
-        if trained_within == within:
+        if self.within == within:
             return None
         if within:
             return ("it learned from pairs across two catalogs: within one catalog it may take variants (colours, "
