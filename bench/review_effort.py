@@ -80,9 +80,10 @@ def _majority(truths: list[str]) -> tuple[str, int]:
     return label, n
 
 
-def _finish(final: dict[str, str], truth: dict[str, str], fixable: list[str], decisions: int) -> tuple[int, float]:
-    """Fix wrong rows of ``fixable`` in order (one decision each) until the mapping is 99% right."""
-    need = math.ceil(TARGET_ACCURACY * len(final))
+def _finish(final: dict[str, str], truth: dict[str, str], fixable: list[str], decisions: int,
+            target: float = TARGET_ACCURACY) -> tuple[int, float]:
+    """Fix wrong rows of ``fixable`` in order (one decision each) until the mapping is ``target`` right."""
+    need = math.ceil(target * len(final))
     right = sum(final[p] == truth[p] for p in final)
     for pid in fixable:
         if right >= need:
@@ -109,7 +110,7 @@ def row_review(mapping: pl.DataFrame, truth: dict[str, str]) -> dict:
                 category_decisions=0)
 
 
-def category_review(mapping: pl.DataFrame, truth: dict[str, str]) -> dict:
+def category_review(mapping: pl.DataFrame, truth: dict[str, str], accuracy: float = TARGET_ACCURACY) -> dict:
     rows = {r["source_id"]: r for r in mapping.iter_rows(named=True)}
     table = category_table(mapping)
     chosen: list[dict] = []
@@ -142,7 +143,7 @@ def category_review(mapping: pl.DataFrame, truth: dict[str, str]) -> dict:
         options.append(picks)
         options.append([])  # (c) no category decision: rows only
         chosen.extend(min(options, key=lambda p: _cost(p, members, truth)))
-    return _apply(chosen, rows, truth)
+    return _apply(chosen, rows, truth, accuracy)
 
 
 def _covered(picks: list[dict], members: list[dict]) -> dict[str, str]:
@@ -169,7 +170,7 @@ def _cost(picks: list[dict], members: list[dict], truth: dict[str, str]) -> int:
     return cost
 
 
-def _apply(chosen: list[dict], rows: dict[str, dict], truth: dict[str, str]) -> dict:
+def _apply(chosen: list[dict], rows: dict[str, dict], truth: dict[str, str], target: float = TARGET_ACCURACY) -> dict:
     covered = _covered(chosen, list(rows.values()))
     final = {pid: covered.get(pid, r["target_category"] or "") for pid, r in rows.items()}
     decisions, corrections = len(chosen), 0
@@ -181,7 +182,7 @@ def _apply(chosen: list[dict], rows: dict[str, dict], truth: dict[str, str]) -> 
             corrections += 1
     order = sorted(rows, key=lambda p: (rows[p]["confidence"] if rows[p]["confidence"] is not None else 0.0))
     before = decisions
-    decisions, accuracy = _finish(final, truth, order, decisions)
+    decisions, accuracy = _finish(final, truth, order, decisions, target)
     return dict(decisions=decisions, corrections=corrections + decisions - before, accuracy=accuracy,
                 category_decisions=len(chosen))
 

@@ -238,8 +238,11 @@ def explicit_overrides(ctx: click.Context) -> dict:
 @click.option("--task-rows", type=click.IntRange(min=1), default=None,
               help="--engine ray: source rows an actor maps per task; smaller tasks keep more actors busy on a "
                    "small source, larger ones hold more vectors at once [default: 16384].")
+@click.option("--ask", type=click.IntRange(min=0), default=None,
+              help="Onto a taxonomy: questions the Review sheet opens with, the answers that teach most "
+                   "(see 'review apply --next') [default: 2% of the products, 20 to 500].")
 @options(COMMON_OPTIONS)
-def migrate(source, output, state, engine, workers, task_rows, overwrite, quiet, verbose, **params) -> None:
+def migrate(source, output, state, engine, workers, task_rows, ask, overwrite, quiet, verbose, **params) -> None:
     """Map every product of SOURCE to a target category and write a review-ready mapping.
 
     \b
@@ -256,6 +259,10 @@ def migrate(source, output, state, engine, workers, task_rows, overwrite, quiet,
 
     _setup_logging(verbose, quiet)
     settings = settings_from_params(source, params, quiet)
+    if ask is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, ask=ask)
     if engine == "ray":
         from migrate.mapping.ray_engine import run_ray_migration
 
@@ -392,8 +399,17 @@ def review() -> None:
               help="Final mapping of every live product (.csv, .parquet or .xlsx).")
 @click.option("--reviewer", default=None,
               help="Who decided [default: the workbook's last-modified-by, else the login name].")
+@click.option("--next", "next_workbook", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Onto a taxonomy: learn from every decision in force, map the undecided products again and "
+                   "write the next round's workbook (.xlsx) here.")
+@click.option("--ask", type=click.IntRange(min=0), default=None,
+              help="With --next: questions the next round asks [default: 2% of the products, 20 to 500].")
+@click.option("--target-precision", type=click.FloatRange(0, 1), default=None,
+              help="With --next: the precision the unflagged rows must reach, measured on the decisions held "
+                   "out [default: the state's, first 0.97].")
 @options(COMMON_OPTIONS)
-def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -> None:
+def review_apply(workbook, state, output, reviewer, next_workbook, ask, target_precision, overwrite, quiet,
+                 verbose) -> None:
     """Apply the decisions in a reviewed WORKBOOK (Mapping, Review and Category decisions sheets).
 
     A row decision decides its product; a Category decisions row every other product of its
@@ -401,14 +417,23 @@ def review_apply(workbook, state, output, reviewer, overwrite, quiet, verbose) -
     unchanged product id and text or category row, product still in the catalog, one decision per
     product or category); any problem stops the whole apply with a list of the cells to fix.
 
+    With --next (a state onto a taxonomy), every decided product teaches the rest at once: the
+    undecided products are mapped again from the cached embeddings, and the next round's workbook
+    opens with the questions whose answers teach most.
+
     \b
     Examples:
       taxmig review apply reviewed.xlsx --state state/ -o final_mapping.csv
+      taxmig review apply round1.xlsx --state state/ -o final.csv --next round2.xlsx
     """
     from migrate.nightly.review import apply_review
 
     _setup_logging(verbose, quiet)
-    outcome = apply_review(workbook, state, output, reviewer=reviewer, overwrite=overwrite)
+    if next_workbook is None and (ask is not None or target_precision is not None):
+        raise click.UsageError(f"--{'ask' if ask is not None else 'target-precision'} goes with --next")
+    outcome = apply_review(workbook, state, output, reviewer=reviewer, overwrite=overwrite,
+                           next_workbook=next_workbook, ask=ask, target_precision=target_precision,
+                           progress=not quiet)
     click.echo(outcome.message)
 
 

@@ -30,8 +30,11 @@ from migrate.core.taxonomy import Taxonomy, load_taxonomy
 from migrate.errors import TaxmigError
 from migrate.mapping.calibration import ConfidenceCalibrator, LeaveOneOut, choose_min_confidence
 from migrate.mapping.classifier import fit_with_out_of_fold_votes
+from migrate.mapping.feedback import FEATURES as FEEDBACK_FEATURES
+from migrate.mapping.feedback import (Feedback, FeedbackModel, Unflagging, ZeroShot, choose_questions,
+                                      default_ask, fit_feedback, unflag_threshold)
 from migrate.mapping.fitted_target import FittedTarget, FittedTargetStore, fit_settings, fitted_target_key
-from migrate.mapping.flags import FLAG_ORDER, compute_flags
+from migrate.mapping.flags import FLAG_ORDER, Thresholds, compute_flags
 from migrate.mapping.kept_scores import SOURCE_COLUMNS, KeptScores, row_keys, scoring_key
 from migrate.mapping.labels import PLAIN, CategoryLabels
 from migrate.mapping.lexical import LexicalIndex
@@ -284,14 +287,18 @@ class Migrator:
 
     def run(self, settings: MigrationSettings, inputs: "Inputs | None" = None, *,
             cache: EmbeddingCache | None = None, fitted_targets: FittedTargetStore | None = None,
-            kept: KeptScores | None = None, keep_scores: bool = False) -> MigrationResult:
+            kept: KeptScores | None = None, keep_scores: bool = False,
+            feedback: Feedback | None = None) -> MigrationResult:
         """Map ``settings.source``; ``inputs`` are the already-read files (read here if not given);
         with a ``cache``, texts embedded before under this model are not encoded again; with
         ``fitted_targets``, a labelled target's classifier and calibration fitted before on the same
         target, model and settings are read back instead of fitted (:mod:`migrate.mapping.fitted_target`);
         with ``kept`` (last night's ``result.kept_scores``), products whose inputs did not change keep
         their scores and only the others are scored (:mod:`migrate.mapping.kept_scores`);
-        ``keep_scores``: return this run's scores as ``result.kept_scores``."""
+        ``keep_scores``: return this run's scores as ``result.kept_scores``; ``feedback``: a
+        reviewer's decisions so far, onto a taxonomy (:mod:`migrate.mapping.feedback`): every
+        undecided product is mapped again with them, decided products keep their decision
+        (flag ``DECIDED``), the confidence threshold is chosen on the decisions held out."""
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         inputs = inputs or read_inputs(settings)
@@ -314,6 +321,8 @@ class Migrator:
         todo = np.flatnonzero(positions < 0)
         scored_now: pl.DataFrame | None = None
         side: TargetSide | None = None
+        learned: FeedbackModel | None = None
+        src_vec = None
         if targets.catalog is not None:  # the target side first, then the source chunk by chunk
             side = self.fit_target_side(settings, targets, embedder, source_has_categories=source.has_categories,
                                         fitted_targets=fitted_targets)
@@ -333,16 +342,25 @@ class Migrator:
             labels.center(src_vec, params.zero_shot_label_centering)
             calibrator, loo = ConfidenceCalibrator(), None
             if len(todo) == len(source):
-                scored_now = self._score_taxonomy(source, targets, src_vec, labels, calibrator, params,
-                                                  settings.progress)
+                # zero decisions: exactly the run without feedback (its Summary still says what was measured)
+                teach = feedback if feedback is not None and feedback.decisions else None
+                scored_now, learned = self._score_taxonomy(source, targets, src_vec, labels, calibrator, params,
+                                                           settings.progress, feedback=teach, seed=settings.seed)
             elif len(todo):  # the kept products keep their scores: self-train the others among a context
                 context = self_training_context(src_vec, todo, size=SELF_TRAINING_CONTEXT,
                                                 neighbours=2 * params.self_training_neighbours, seed=settings.seed)
-                scored_now = self._score_taxonomy(_rows_of(source, context), targets, src_vec[context], labels,
-                                                  calibrator, params, settings.progress,
-                                                  keep=np.searchsorted(context, todo))
+                scored_now, _ = self._score_taxonomy(_rows_of(source, context), targets, src_vec[context], labels,
+                                                     calibrator, params, settings.progress,
+                                                     keep=np.searchsorted(context, todo))
         self_trained = side is None and params.self_training_rounds > 0
         thresholds = loo.thresholds if loo is not None else settings.thresholds
+        learned_threshold: Unflagging | None = None
+        if learned is not None and learned.fitted_on and thresholds.min_confidence is None:
+            open_rows = np.flatnonzero(learned.decided < 0)
+            learned_threshold = unflag_threshold(learned, scored_now["_confidence"].to_numpy(), open_rows,
+                                                 thresholds.target_precision)
+            chosen = learned_threshold.threshold
+            thresholds = replace(thresholds, min_confidence=chosen if chosen is not None else 1.0 + 1e-9)
         if self_trained and thresholds.min_confidence is None:
             # no threshold has kept a precision on a taxonomy the calibration was not fitted on
             # (bench/zeroshot_calibration.py): a person looks at every row unless told otherwise
@@ -351,12 +369,33 @@ class Migrator:
         flags = compute_flags(**flag_inputs(scored), has_products=side is not None,
                               calibrated=calibrator.logistic or self_trained,
                               all_targets=targets.categories, thresholds=thresholds)
+        decided = learned.decided >= 0 if learned is not None else np.zeros(len(source), dtype=bool)
+        for i in np.flatnonzero(decided):
+            flags[i] = []
         mapping = with_flags(scored, flags)
+        if decided.any():
+            mapping = mapping.with_columns(flags=pl.when(pl.Series(decided)).then(pl.lit(DECIDED))
+                                           .otherwise(pl.col("flags")))
+        questions = None
+        if self_trained and src_vec is not None and len(todo) == len(source):
+            open_rows = np.flatnonzero(mapping["needs_review"].to_numpy() & ~decided)
+            asked = choose_questions(src_vec, mapping["confidence"].to_numpy(), open_rows,
+                                     settings.ask if settings.ask is not None else default_ask(len(source)),
+                                     seed=settings.seed + (feedback.round if feedback is not None else 0))
+            questions = pl.DataFrame({"source_id": [source.ids[i] for i in asked.rows],
+                                      "question": np.arange(1, len(asked.rows) + 1, dtype=np.int64),
+                                      "why": asked.why, "audit": asked.audit},
+                                     schema={"source_id": pl.String, "question": pl.Int64, "why": pl.String,
+                                             "audit": pl.Boolean})
         rejects = rejects_frame(source.rejects, targets.rejects)
         seconds = time.perf_counter() - started
         summary = self.summary(settings, thresholds, when, source, targets, mapping, calibrator, loo,
                                labels, side.product_index if side else None, embedder.stats,
                                embedder.cache is not None, seconds)
+        if feedback is not None:
+            summary[0:0] = feedback_summary(feedback, learned, questions, thresholds, learned_threshold)
+        elif questions is not None:
+            summary[0:0] = [(THIS_ROUND, _asking(questions))]
         if kept is not None:
             summary.append((SCORES_KEPT, int(len(source) - len(todo))))
         if side is not None and fitted_targets is not None:
@@ -364,22 +403,27 @@ class Migrator:
         return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=crosswalk_frame(mapping), summary=summary,
                                target_categories=list(targets.categories),
                                thresholds=thresholds.as_dict(), calibrated=calibrator.logistic,
-                               kept_scores=KeptScores.from_scored(key, scored, keys) if keep_scores else None)
+                               kept_scores=KeptScores.from_scored(key, scored, keys) if keep_scores else None,
+                               questions=questions)
 
     def _score_taxonomy(self, source: Catalog, targets: Targets, src_vec: np.ndarray, labels: CategoryLabels,
                         calibrator: ConfidenceCalibrator, params: ScoringParams, progress: bool, *,
-                        keep: np.ndarray | None = None) -> pl.DataFrame:
+                        keep: np.ndarray | None = None, feedback: Feedback | None = None,
+                        seed: int = 0) -> tuple[pl.DataFrame, FeedbackModel | None]:
         """The scored frame of every source product onto a taxonomy (label scores, refined by
         self-training unless it is switched off); ``keep``: of the products at these positions
-        alone (the others are a night's context: they self-train with them, their scores are kept)."""
+        alone (the others are a night's context: they self-train with them, their scores are kept);
+        ``feedback``: decisions to learn from (:mod:`migrate.mapping.feedback`), and the fitted mix."""
+        learned = None
         if params.self_training_rounds > 0:
             source_groups = None
             if source.has_categories:
                 names = {c: i for i, c in enumerate(dict.fromkeys(c for c in source.categories if c))}
                 source_groups = np.array([names.get(c, -1) for c in source.categories], dtype=np.int64)
-            scores, features = self._self_trained(src_vec, labels, source.texts, targets.categories, params,
-                                                  source_groups, progress=progress, keep=keep)
-            confidence = proxy_confidence(features)
+            scores, features, learned = self._self_trained(
+                src_vec, labels, source.texts, targets.categories, params, source_groups, progress=progress,
+                keep=keep, feedback=feedback, ids=source.ids, seed=seed)
+            confidence = proxy_confidence(features) if learned is None else scores.top_scores[:, 0].copy()
         else:
             src_vec = src_vec if keep is None else src_vec[keep]
             label_sims, label_ids = labels.search(src_vec, params.label_candidates)
@@ -388,7 +432,8 @@ class Migrator:
             confidence = calibrator.predict(scores.features())
         if labels.bias is not None:  # NO_MATCH reads the label score before centering
             scores.label_sim = labels.uncentered(scores.label_sim, scores.top_ids[:, 0])
-        return scored_frame(source if keep is None else _rows_of(source, keep), targets, scores, confidence, [])
+        frame = scored_frame(source if keep is None else _rows_of(source, keep), targets, scores, confidence, [])
+        return frame, learned
 
     def fit_target_side(self, settings: MigrationSettings, targets: Targets, embedder: Embedder, *,
                         source_has_categories: bool,
@@ -458,26 +503,50 @@ class Migrator:
     @staticmethod
     def _self_trained(queries: np.ndarray, labels: CategoryLabels, texts: list[str], categories: list[str],
                       params, groups: np.ndarray | None = None, *, progress: bool = False,
-                      keep: np.ndarray | None = None) -> tuple[CategoryScores, np.ndarray]:
+                      keep: np.ndarray | None = None, feedback: Feedback | None = None,
+                      ids: list[str] | None = None, seed: int = 0
+                      ) -> tuple[CategoryScores, np.ndarray, FeedbackModel | None]:
         """Label scores refined by self-training over the source products (:mod:`migrate.mapping.zeroshot`;
         ``texts``: the products' own texts, for its word model; ``groups``: source category per row):
-        the scores and the confidence features. The suggestion is the most specific category the
-        evidence points into, or a broader one where its children cannot be told apart
-        (:func:`migrate.mapping.zeroshot.prefer_specific`); ``progress``: bars over its long steps."""
+        the scores, the confidence features and (with ``feedback``: decisions on the products
+        ``ids``) the mix fitted on them (:mod:`migrate.mapping.feedback`). The suggestion is the most
+        specific category the evidence points into, or a broader one where its children cannot be
+        told apart (:func:`migrate.mapping.zeroshot.prefer_specific`); ``progress``: bars over its long steps."""
         label_sims, label_ids = labels.search(queries, params.label_candidates, progress=progress)
-        probs, ids, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
-                                    listed_ancestors(categories), progress=progress, keep=keep)
+        ancestors = listed_ancestors(categories)
+        probs, cats, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
+                                     ancestors, progress=progress, keep=keep)
         if keep is not None:
             label_sims, label_ids = label_sims[keep], label_ids[keep]
-        features = confidence_features(probs, ids, report, label_sims, label_ids)
+        learned = None
+        if feedback is not None and keep is None:
+            decided, weights = feedback.arrays(ids, categories)
+            learned = fit_feedback(queries, texts, ZeroShot(probs, cats), decided, weights,
+                                   n_categories=len(categories), parents=ancestors[:, 0],
+                                   audited=feedback.audit_mask(ids), seed=seed)
+            probs, cats = learned.predict()
+            rows = np.flatnonzero(decided >= 0)  # a decided product: its decision, for certain
+            probs[rows], cats[rows] = 0.0, -1
+            probs[rows, 0], cats[rows, 0] = 1.0, decided[rows]
+            report.backed_off = None
+            features = np.zeros((len(cats), 5))
+            hit = (label_ids == cats[:, :1]) & (label_ids >= 0)
+            features[:, 3] = np.where(hit.any(axis=1), np.where(hit, label_sims, -np.inf).max(axis=1), np.nan)
+            missing = np.flatnonzero(np.isnan(features[:, 3]) & (cats[:, 0] >= 0))
+            for start in range(0, len(missing), 1024):  # the chosen category outside the label candidates
+                part = missing[start:start + 1024]
+                features[part, 3] = labels.scores(queries[part])[np.arange(len(part)), cats[part, 0]]
+            features[:, 3] = np.nan_to_num(features[:, 3], nan=0.0)
+        else:
+            features = confidence_features(probs, cats, report, label_sims, label_ids)
         top_n = params.top_n
-        top_ids = np.full((len(ids), top_n), -1, dtype=np.int64)
-        top_scores = np.zeros((len(ids), top_n))
-        width = min(top_n, ids.shape[1])
-        top_ids[:, :width], top_scores[:, :width] = ids[:, :width], probs[:, :width]
-        scores = CategoryScores(top_ids, top_scores, np.full(len(ids), np.nan), np.full(len(ids), -1, dtype=np.int64),
+        top_ids = np.full((len(cats), top_n), -1, dtype=np.int64)
+        top_scores = np.zeros((len(cats), top_n))
+        width = min(top_n, cats.shape[1])
+        top_ids[:, :width], top_scores[:, :width] = cats[:, :width], probs[:, :width]
+        scores = CategoryScores(top_ids, top_scores, np.full(len(cats), np.nan), np.full(len(cats), -1, dtype=np.int64),
                                 features[:, 3], backed_off=report.backed_off)
-        return scores, features
+        return scores, features, learned
 
     @staticmethod
     def _calibrate(side: "TargetSide", tgt_vec: np.ndarray, settings: MigrationSettings, sample: np.ndarray,
@@ -517,10 +586,14 @@ class Migrator:
         seconds), ``cached``: whether an embedding cache was used."""
         self_trained = product_index is None and settings.scoring.self_training_rounds > 0
         flag_counts = Counter(f for fl in mapping["flags"].to_list() for f in fl.split(",") if f)
+        decided = mapping.filter(pl.col("flags") == DECIDED).height
+        mapping = mapping.filter(pl.col("flags") != DECIDED)  # what follows is the model's rows
         unflagged = mapping.filter(~pl.col("needs_review"))
+        glance = _at_a_glance(mapping, unflagged, calibrator.logistic or self_trained, thresholds.target_precision)
+        if decided:
+            glance = {"Rows a person decided (kept as decided, flag DECIDED)": decided, **glance}
         rows: list[tuple[str, Any]] = [
-            ("At a glance", _at_a_glance(mapping, unflagged, calibrator.logistic or self_trained,
-                                         thresholds.target_precision)),
+            ("At a glance", glance),
             *([("Accepting the most confident rows", accept_tradeoff(mapping["confidence"].to_numpy()))]
               if calibrator.logistic or self_trained else []),
             ("Run id", uuid.uuid4().hex[:12]),
@@ -528,7 +601,7 @@ class Migrator:
             ("taxmig version", __version__),
             ("Source file", str(source.path)),
             ("Source rows", source.n_records),
-            ("Source rows mapped", mapping.height),
+            ("Source rows mapped", mapping.height + decided),
             ("Source rows rejected", len(source.rejects)),
             ("Source columns", source.spec.describe()),
         ]
@@ -566,6 +639,7 @@ class Migrator:
         rows += [
             ("Rows needing review", int(mapping["needs_review"].sum())),
             ("Rows unflagged", unflagged.height),
+            *([("Rows decided in earlier rounds", decided)] if decided else []),
             ("Flag counts", {f: int(flag_counts.get(f, 0)) for f in FLAG_ORDER}),
             ("Estimated accuracy of unflagged rows",
              round(float(unflagged["confidence"].mean()), 4)
@@ -579,6 +653,55 @@ class Migrator:
              round((source.n_records + (targets.catalog.n_records if targets.catalog else 0)) / max(seconds, 1e-9), 1)),
         ]
         return rows
+
+
+DECIDED = "DECIDED"
+"""The flags of a row a person decided in an earlier round (its category is the decision)."""
+THIS_ROUND = "This round asks for"
+LAST_ROUND = "Last round's answers showed"
+LEARNED = "Learned from the decisions"
+
+
+def _asking(questions: pl.DataFrame) -> str:
+    """The Summary's line on this round's questions."""
+    n, audits = questions.height, int(questions["audit"].sum())
+    if not n:
+        return "no answers: no open row left"
+    return (f"{n} answers: the first {n} rows of the Review sheet (column 'question'): {n - audits} chosen to "
+            f"teach the most (one per group of similar uncertain products, the most uncertain groups first) and "
+            f"{audits} random checks of the suggestions. Decide them, then: taxmig review apply THIS.xlsx "
+            f"--state DIR -o FINAL --next NEXT.xlsx maps every undecided row again with the answers")
+
+
+def feedback_summary(feedback: Feedback, learned: FeedbackModel | None, questions: pl.DataFrame | None,
+                     thresholds: Thresholds, chosen: Unflagging | None) -> list[tuple[str, Any]]:
+    """The Summary rows of a round that learned from decisions (:mod:`migrate.mapping.feedback`)."""
+    rows: list[tuple[str, Any]] = []
+    if questions is not None:
+        rows.append((THIS_ROUND, _asking(questions)))
+    rows.append((LAST_ROUND, feedback.measured or "nothing measured: no row decision in the last round"))
+    if learned is None:
+        return rows
+    decided = int((learned.decided >= 0).sum())
+    info: dict[str, Any] = {"Round": feedback.round, "Products decided (kept as decided, flag DECIDED)": decided}
+    if learned.fitted_on:
+        info["Held-out top-1 of the decisions (each predicted without its own fold)"] = round(learned.held_out_top1, 4)
+        info["Zero-shot top-1 of the same products"] = round(learned.zero_shot_top1, 4)
+        info["Mix (fitted on the decisions)"] = {k: round(float(v), 3) for k, v in zip(FEEDBACK_FEATURES,
+                                                                                       learned.weights)}
+        if chosen is not None and chosen.threshold is not None:
+            info["Unflagged when"] = (
+                f"confidence >= {chosen.threshold:.4f}: {chosen.share:.1%} of the undecided rows, estimated precision "
+                f"{chosen.estimated_precision:.3f} (target {thresholds.target_precision:g}; calibrated on "
+                f"{chosen.checks} random checks answered, {chosen.measured})")
+        elif chosen is not None:
+            info["Unflagged when"] = f"never: every undecided row flagged ({chosen.reason})"
+        else:
+            info["Unflagged when"] = f"confidence >= {thresholds.min_confidence} (given)"
+    else:
+        info["Mix"] = "; ".join(learned.notes) or "zero-shot evidence alone"
+    rows.append((LEARNED, info))
+    return rows
 
 
 TRADEOFF_ACCURACIES = (0.95, 0.90, 0.80)  # the trade-off the Summary shows (issue 14: e.g. 0.95 / 0.90 / 0.80)

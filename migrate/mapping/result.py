@@ -51,10 +51,21 @@ class MigrationResult:
     thresholds: dict[str, float] = field(default_factory=dict)
     calibrated: bool = False
     kept_scores: KeptScores | None = None  # when the run was asked to keep them (the nightly job)
+    questions: pl.DataFrame | None = None
+    """Onto a taxonomy: the rows this round asks a person about (``source_id``, ``question`` 1..N,
+    ``why``, ``audit``), in asking order (:func:`migrate.mapping.feedback.choose_questions`)."""
 
     def review(self) -> pl.DataFrame:
-        """Flagged rows in the order that saves a reviewer time (:func:`review_order`)."""
-        return review_order(self.mapping)
+        """Flagged rows in the order that saves a reviewer time: the questions first, in their
+        order (with a ``question`` column), then :func:`review_order`."""
+        ordered = review_order(self.mapping)
+        if self.questions is None or not self.questions.height:
+            return ordered
+        asked = self.questions.select("source_id", pl.format("{} ({})", "question", "why").alias("question"),
+                                      pl.col("question").alias("_rank"))
+        return (ordered.join(asked, on="source_id", how="left", maintain_order="left")
+                .with_row_index("_order").sort(pl.col("_rank").fill_null(2 ** 62), "_order")
+                .drop("_rank", "_order"))
 
     def summary_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.summary}

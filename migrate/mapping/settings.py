@@ -39,6 +39,7 @@ class MigrationSettings:
     scoring: ScoringParams = field(default_factory=ScoringParams)
     thresholds: Thresholds = field(default_factory=Thresholds)
     calibration_limit: int = 20_000
+    ask: int | None = None  # questions a taxonomy-only round asks (None: feedback.default_ask)
     progress: bool = True
     seed: int = 0
 
@@ -59,6 +60,8 @@ class MigrationSettings:
             problems.append("--top-k must be at least 1")
         if self.scoring.k < 1:
             problems.append("--neighbours must be at least 1")
+        if self.ask is not None and self.ask < 0:
+            problems.append("--ask must be at least 0")
         if self.scoring.label_ancestor_weight < 0:
             problems.append("scoring label_ancestor_weight must be at least 0")
         if not self.scoring.zero_shot_label_templates or not all(
@@ -80,7 +83,7 @@ class MigrationSettings:
 
     # --- persistence (the nightly job's state remembers these) -------------------------------
 
-    REMEMBERED_EXCLUDE = ("source", "progress")
+    REMEMBERED_EXCLUDE = ("source", "progress", "ask")
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the source file and progress, JSON-ready; file paths made absolute.

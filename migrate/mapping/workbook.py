@@ -93,7 +93,7 @@ def write_workbook(result: MigrationResult, path: Path) -> None:
 
 # The Review sheet's first columns: what a reviewer reads to decide, then the decision itself; the
 # print area ends with them (the rest of the row follows on screen).
-REVIEW_FIRST = ("source_text", "source_category", "target_category", "confidence", "flags", "alt1_category",
+REVIEW_FIRST = ("question", "source_text", "source_category", "target_category", "confidence", "flags", "alt1_category",
                 "alt2_category")
 
 

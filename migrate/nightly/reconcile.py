@@ -322,6 +322,8 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
     settings_dict["encoder"]["model"] = model_for_state(settings.encoder.model)
     meta = {
         "settings": settings_dict, "model": model, "stale_below": stale_below,
+        # the random checks a review in rounds answered (migrate.nightly.next_round.AUDITED_KEY): kept
+        "audited": previous.meta.get("audited", []) if previous is not None else [],
         "run": {"run_id": run_id, "kind": "reconcile", "started": night.started,
                 "catalog": str(Path(settings.source).resolve()), "inputs": _inputs_record(settings, inputs),
                 "inputs_fingerprint": night.fingerprint, "counts": counts, "exit_code": exit_code,
@@ -436,6 +438,7 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
     folder (settings, products, target snapshot, embedding cache) for later nights."""
     from migrate.core.files import check_fits, check_output
     from migrate.mapping.output import write_output
+    from migrate.nightly.next_round import QUESTIONS_KEY, questions_record
 
     with RunLock(state_dir, command="migrate"):
         store = StateStore.create(state_dir)
@@ -461,7 +464,7 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
                 "run": {"run_id": result.run_id, "kind": "migrate", "started": started,
                         "catalog": str(Path(settings.source).resolve()), "inputs": _inputs_record(settings, inputs),
                         "counts": counts, "exit_code": EXIT_OK, "publish": [],
-                        "outputs": [str(p) for p in written]}}
+                        "outputs": [str(p) for p in written], QUESTIONS_KEY: questions_record(result)}}
         generation = store.commit(NewGeneration(meta=meta, products=products, decisions=empty(DECISION_SCHEMA),
                                                 targets=_target_snapshot(inputs),
                                                 files={SCORES_FILE: result.kept_scores.write}))

@@ -253,13 +253,24 @@ def _category_items(resolved: list[dict[str, Any]], products: dict[str, dict[str
 
 
 def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path, *, reviewer: str | None = None,
-                 overwrite: bool = False) -> ApplyOutcome:
+                 overwrite: bool = False, next_workbook: str | Path | None = None, ask: int | None = None,
+                 target_precision: float | None = None, progress: bool = True) -> ApplyOutcome:
     """Validate and apply a reviewed workbook; write the final mapping to ``output``.
 
     Row decisions (Mapping, Review) decide their product; category decisions (Category decisions
     sheet) every other product of their source category or pair, except products a person
-    decided on their own (:mod:`migrate.mapping.category_decisions`)."""
+    decided on their own (:mod:`migrate.mapping.category_decisions`). With ``next_workbook``
+    (a state onto a taxonomy): every undecided product is mapped again, learning from every
+    decision in force, and the next round's workbook is written there (:mod:`migrate.nightly.next_round`;
+    ``ask``: its questions, ``target_precision``: what its unflagged rows must reach)."""
     output = Path(output)
+    if next_workbook is not None:
+        next_workbook = Path(next_workbook)
+        if next_workbook.suffix.lower() != ".xlsx":
+            raise TaxmigError(f"{next_workbook}: the next round's workbook is an .xlsx file",
+                              hint="end the --next path in .xlsx")
+        if next_workbook.resolve() == output.resolve():
+            raise TaxmigError(f"{next_workbook}: -o and --next name the same file", hint="give two paths")
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
         raise TaxmigError(f"{output}: unknown output format '{output.suffix or '(none)'}'",
@@ -269,8 +280,9 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
     with RunLock(state_dir, command=f"review apply {workbook}") as lock:
         store = StateStore.open(state_dir)
         finish_interrupted(store, lock)
-        if output.exists() and not overwrite:
-            raise OutputExistsError(output)
+        for path in (output, next_workbook):
+            if path is not None and path.exists() and not overwrite:
+                raise OutputExistsError(path)
         current = store.load()
         categories = current.targets.filter(pl.col("kind") == "category")["key"].to_list()
         known = {h.get("run_id") for h in store.history() if h.get("run_id")} | {current.run_id}
@@ -292,6 +304,11 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
             kind = decision_kind(item["decision"], item["suggested"])
             chash = content_hash(item["text"], product["source_category"] or "")
             before = in_force.get(pid)
+            if before is not None and before["decision"] != item["decision"]:
+                log.info("%s: product '%s' was decided '%s' (%s, %s); now '%s': the later decision holds, both "
+                         "stay in the decision log", item["row"].cell, pid, before["decision"], before["decided_by"],
+                         before["decided_at"], item["decision"])
+                counts["replaced_earlier"] = counts.get("replaced_earlier", 0) + 1
             if before is not None and (before["decision"], before["note"] or "", before["content_hash"],
                                        before["scope"] or SCOPE_ROW) == \
                     (item["decision"], item["note"], chash, item["scope"]):
@@ -315,19 +332,31 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
             if new_rows else current.decisions
         category_log, covered_list = _category_log(resolved_categories, covered, who, when, book, run_id)
         table = pl.DataFrame(list(products.values()), schema=current.products.schema)
-        final = final_mapping(table)
+        category_decisions = pl.concat([current.category_decisions, category_log])
         file_name = f"final{suffix}"
         counts["category_decisions"] = len(resolved_categories)
         counts["covered_by_category_decisions"] = sum(covered.values())
+        run: dict[str, Any] = {"run_id": run_id, "kind": "review", "started": when,
+                               "workbook": str(book.path.resolve()), "workbook_run": book.run_id, "reviewer": who,
+                               "counts": counts, "exit_code": 0, "covered": covered_list,
+                               "publish": [{"file": file_name, "dest": str(output.resolve())}]}
+        files: dict[str, Any] = {}
+        if next_workbook is not None:
+            table, files = _next_round(store, current, book, table, decisions, category_decisions, items, run,
+                                       ask=ask, target_precision=target_precision, progress=progress)
+            files = {**files}
+            run["publish"].append({"file": NEXT_FILE, "dest": str(next_workbook.resolve())})
+        else:
+            files = current.carry_scores(files)
+        final = final_mapping(table)
+        files[file_name] = lambda p: write_frame(final, p, "Final mapping")
         meta = {**{k: v for k, v in current.meta.items() if k not in ("run", "generation", "state_format")},
-                "run": {"run_id": run_id, "kind": "review", "started": when, "workbook": str(book.path.resolve()),
-                        "workbook_run": book.run_id, "reviewer": who, "counts": counts, "exit_code": 0,
-                        "covered": covered_list,
-                        "publish": [{"file": file_name, "dest": str(output.resolve())}]}}
+                "run": run}
+        if "audited" in run:  # the random checks answered so far, for every later round (next_round.AUDITED_KEY)
+            meta["audited"] = run.pop("audited")
         generation = store.commit(NewGeneration(
             meta=meta, products=table, decisions=decisions, targets=current.targets,
-            category_decisions=pl.concat([current.category_decisions, category_log]),
-            files=current.carry_scores({file_name: lambda p: write_frame(final, p, "Final mapping")})))
+            category_decisions=category_decisions, files=files))
         written = publish_reports(generation, meta["run"]["publish"])
         store.append_history(history_record(generation.meta, "ok", stale_lock=lock.stale))
     applied = counts["accept"] + counts["override"] + counts["new_category"]
@@ -337,11 +366,60 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
         more = f", and {len(covered_list) - 10} more" if len(covered_list) > 10 else ""
         by_category = (f"; {len(covered_list)} category decision(s) covered {counts['covered_by_category_decisions']} "
                        f"product(s) ({shown}{more})")
+    replaced = f", {counts['replaced_earlier']} replacing an earlier decision" if counts.get("replaced_earlier") else ""
+    learned = ""
+    if "next_round" in counts:
+        nr = counts["next_round"]
+        learned = (f"; round {nr['round']}: {nr['remapped']} undecided product(s) mapped again from "
+                   f"{nr['decided']} decided, {nr['unflagged']} left unflagged, {nr['asked']} question(s) asked")
     message = (f"applied {applied} decision(s) from {book.path.name} by {who} ({counts['accept']} accepted, "
                f"{counts['override']} changed, {counts['new_category']} new category needed, "
-               f"{counts['unchanged']} already in force){by_category}; wrote {', '.join(str(p) for p in written)}")
+               f"{counts['unchanged']} already in force{replaced}){by_category}{learned}; "
+               f"wrote {', '.join(str(p) for p in written)}")
     log.info(message)
     return ApplyOutcome(run_id, counts, written, message, covered_list)
+
+
+NEXT_FILE = "next.xlsx"  # the next round's workbook inside the generation, published to --next
+
+
+def _next_round(store: StateStore, current, book: ReviewedWorkbook, table: pl.DataFrame, decisions: pl.DataFrame,
+                category_decisions: pl.DataFrame, items: list[dict[str, Any]], run: dict[str, Any], *,
+                ask: int | None, target_precision: float | None, progress: bool
+                ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Map the undecided products again with every decision in force (``table``: the products with
+    this apply's decisions); (the new products table, the generation's files: the next workbook
+    and the re-mapped scores). Records the round and its questions in ``run``."""
+    from migrate.mapping.workbook import write_workbook
+    from migrate.nightly.decisions import resolve_products
+    from migrate.nightly.next_round import (AUDITED_KEY, QUESTIONS_KEY, ROUND_KEY, audited_now, feedback_from,
+                                            measure_answers, next_round, questions_record)
+    from migrate.nightly.state import SCORES_FILE
+
+    measured = measure_answers(items, current, book.run_id)
+    round_number = int(current.meta.get("run", {}).get(ROUND_KEY, 0) or 0) + 1
+    audited = audited_now(items, current, book.run_id)
+    feedback = feedback_from(table, round_number=round_number, measured=measured, ask=ask, audited=audited)
+    result = next_round(store, current, table, feedback, run_id=run["run_id"], target_precision=target_precision,
+                        progress=progress)
+    latest = (decisions.with_row_index("_order").group_by("product_id", maintain_order=True).last()
+              .drop("_order"))
+    categories = current.targets.filter(pl.col("kind") == "category")["key"].to_list()
+    products = resolve_products(result.mapping, run_id=run["run_id"], previous=current.products, decisions=latest,
+                                categories=set(categories), renamed={}, category_decisions=category_decisions).products
+    run[ROUND_KEY] = round_number
+    run[AUDITED_KEY] = sorted(audited)  # moved to the generation's meta by apply_review
+    run[QUESTIONS_KEY] = questions_record(result)
+    run["measured"] = measured
+    decided = len(feedback.decisions)
+    run["counts"]["next_round"] = {
+        "round": round_number, "decided": decided, "remapped": result.mapping.height - decided,
+        "unflagged": int((~result.mapping["needs_review"]).sum()) - decided,
+        "asked": len(run[QUESTIONS_KEY]["asked"])}
+    files = {NEXT_FILE: lambda p: write_workbook(result, p)}
+    if result.kept_scores is not None:
+        files[SCORES_FILE] = result.kept_scores.write
+    return products, files
 
 
 def _category_log(resolved: list[dict[str, Any]], covered: dict[str, int], who: str, when: str,

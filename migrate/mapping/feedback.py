@@ -1,0 +1,473 @@
+"""Learning from a reviewer's decisions: the decided products teach the undecided ones, at once.
+
+Onto a taxonomy nobody labelled, every product starts with its zero-shot distribution over
+candidate categories (:mod:`migrate.mapping.zeroshot`). Each product a person decides is a
+labelled example of its category (a row decision with weight 1, a product covered by a category
+or pair decision with :data:`COVERED_WEIGHT`: the reviewer judged the majority, and exceptions
+hide there). Every undecided product is then scored again by one model over its candidates --
+its zero-shot candidates plus the categories of its nearest decided products -- with these
+features per candidate category ``c``:
+
+- ``zero_shot``: log of the zero-shot (self-trained) probability of ``c``;
+- ``vote``: log of the similarity-weighted vote of the nearest decided products for ``c``
+  (weights ``exp((sim - best) / VOTE_TEMPERATURE)``, times each decision's weight);
+- ``nearest``: the cosine of the nearest decided product of ``c`` minus that of the nearest
+  decided product of any category (0 for the closest category, negative for the others, and
+  :data:`NO_NEIGHBOUR` when none of ``c``'s decided products is among the neighbours);
+- ``words``: log of a naive Bayes word model's probability of ``c``, its counts from the decided
+  products' words (the labelled-catalog path's lexical evidence);
+- ``covered``: 1 when some product of ``c`` was decided anywhere.
+
+The score is a conditional logit over the candidates, ``P(c) = softmax_c(w . f(c))``: the weights
+``w`` are fitted on the decisions themselves, out of fold (each decided product scored by the
+other folds' decisions, so its own category is often one with few or no other decisions -- just
+as for an undecided product), never by hand. Categories with no decided product keep their
+zero-shot evidence; how much a category with a few decisions may draw its neighbours' products is
+the weight of ``covered``, ``vote`` and ``nearest``, measured on held-out decisions. With no
+decisions the zero-shot distribution is returned unchanged.
+
+>>> import numpy as np
+>>> _union(np.array([[3, 1, -1]]), np.array([[1, 7, 7]])).tolist()  # candidates: zero-shot's, then the neighbours'
+[[3, 1, 7]]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.sparse import csr_matrix
+
+from migrate.core.index import build_index, search
+from migrate.mapping.scoring import softmax_rows
+from migrate.mapping.sparse_text import binary_word_matrix
+
+log = logging.getLogger(__name__)
+
+ROW_WEIGHT = 1.0
+COVERED_WEIGHT = 0.5
+"""Weight of a product decided by a category or pair decision (a row decision counts 1)."""
+NEIGHBOURS = 20          # decided products that vote for each product
+VOTE_TEMPERATURE = 0.05  # as the labelled-catalog path's neighbour vote (ScoringParams.vote_temperature)
+NO_NEIGHBOUR = -0.5      # ``nearest`` of a category none of whose decided products is a neighbour
+ZERO_SHOT_FLOOR = 1e-4   # probability of a candidate outside the zero-shot list
+VOTE_FLOOR = 1e-3
+WORD_SMOOTHING = 0.1
+FOLDS = 5
+L2 = 1e-2                # ridge on the weights, per decided product
+FEATURES = ("zero_shot", "vote", "nearest", "words", "covered", "parent_vote")
+DEFAULT_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+"""The zero-shot distribution alone: what a round with too few decisions to fit on uses."""
+MIN_DECISIONS = 20       # fewer decisions than this: too few to fit the mix on; zero-shot alone
+
+
+@dataclass
+class Feedback:
+    """What a round learns from: the decision in force per product id (a target category) and its
+    weight (:data:`ROW_WEIGHT` or :data:`COVERED_WEIGHT`); ``measured``: what this round's answers
+    showed of the previous round's suggestions (for the Summary); ``ask``: questions to ask."""
+
+    decisions: dict[str, str]
+    weights: dict[str, float]
+    round: int = 1
+    measured: dict[str, Any] = field(default_factory=dict)
+    ask: int | None = None
+    audited: set[str] = field(default_factory=set)
+    """Decided products that were random checks when answered (:data:`WHY_AUDIT`): the unbiased
+    sample the unflagging threshold is calibrated on (:func:`unflag_threshold`)."""
+
+    def arrays(self, ids: list[str], categories: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(decided category index per product, -1 undecided or not a target category; weights)."""
+        index = {c: i for i, c in enumerate(categories)}
+        decided = np.array([index.get(self.decisions.get(pid, ""), -1) for pid in ids], dtype=np.int64)
+        weights = np.array([self.weights.get(pid, ROW_WEIGHT) for pid in ids], dtype=np.float64)
+        return decided, np.where(decided >= 0, weights, 0.0)
+
+    def audit_mask(self, ids: list[str]) -> np.ndarray:
+        """(n,) whether each product is a decided random check."""
+        return np.array([pid in self.audited for pid in ids], dtype=bool)
+
+
+@dataclass
+class ZeroShot:
+    """Each product's zero-shot distribution: (n, K) probabilities over (n, K) category ids (-1 pad)."""
+
+    probs: np.ndarray
+    ids: np.ndarray
+
+
+@dataclass
+class Candidates:
+    """Per product, the candidate categories (``ids``, -1 pad) and their features (n, W, F)."""
+
+    ids: np.ndarray
+    features: np.ndarray
+
+
+@dataclass
+class FeedbackModel:
+    """The fitted mix and what it was fitted on (:func:`fit_feedback`)."""
+
+    weights: np.ndarray
+    candidates: Candidates
+    decided: np.ndarray            # (n,) decided category per product, -1 undecided
+    fitted_on: int                 # decided products the weights were fitted on (0: defaults)
+    held_out_top1: float = float("nan")  # out-of-fold top-1 of the decided products under the fit
+    zero_shot_top1: float = float("nan")  # the zero-shot top-1 of the same products
+    held_out_confidence: np.ndarray | None = None  # (decided,) out-of-fold top probability
+    held_out_correct: np.ndarray | None = None     # (decided,) out-of-fold top == the decision
+    held_out_audit: np.ndarray | None = None  # (decided,) a random check when it was answered
+    notes: list[str] = field(default_factory=list)
+
+    def predict(self) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, category ids) per product, best first, over its candidates."""
+        return _sorted(conditional_logit(self.candidates.features, self.candidates.ids, self.weights),
+                       self.candidates.ids)
+
+
+def _sorted(probs: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-probs, axis=1, kind="stable")
+    p, i = np.take_along_axis(probs, order, 1), np.take_along_axis(ids, order, 1)
+    return p, np.where(p > 0, i, -1)
+
+
+def conditional_logit(features: np.ndarray, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n, W) softmax over each row's valid candidates of ``features @ weights``."""
+    return softmax_rows(features @ weights, 1.0, ids >= 0)
+
+
+class _Words:
+    """Naive Bayes over binary word counts, its counts from decided products."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.matrix = binary_word_matrix(texts)
+        self.lengths = np.asarray(self.matrix.sum(axis=1)).ravel() if self.matrix is not None else None
+
+    def counts(self, labelled: np.ndarray, labels: np.ndarray, weights: np.ndarray, n_categories: int
+               ) -> tuple[csr_matrix, np.ndarray] | None:
+        """(log-smoothed word counts per category, log denominators) of the ``labelled`` products."""
+        if self.matrix is None or not len(labelled):
+            return None
+        X = self.matrix
+        assign = csr_matrix((weights, (labels, labelled)), shape=(n_categories, X.shape[0]))
+        counts = (assign @ X).tocsr()
+        totals = np.asarray(counts.sum(axis=1)).ravel()
+        counts.data = np.log1p(counts.data / WORD_SMOOTHING)
+        return counts.T.tocsr(), np.log(totals + WORD_SMOOTHING * X.shape[1])
+
+    def log_probs(self, rows: np.ndarray, ids: np.ndarray, fitted: tuple[csr_matrix, np.ndarray] | None
+                  ) -> np.ndarray:
+        """(len(rows), W) log P(c | words) normalised over each row's candidates ``ids``."""
+        if fitted is None:
+            return np.zeros(ids.shape)
+        log_counts_t, denom = fitted
+        dense = (self.matrix[rows] @ log_counts_t).toarray() - self.lengths[rows, None] * denom[None, :]
+        out = np.where(ids >= 0, np.take_along_axis(dense, np.clip(ids, 0, None), axis=1), -np.inf)
+        top = out.max(axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        out = out - top - np.log(np.maximum(np.exp(out - top).sum(axis=1, keepdims=True), 1e-300))
+        return np.where(ids >= 0, out, 0.0)
+
+
+def _zero_shot_feature(zs: ZeroShot, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log zero-shot probability of each candidate (``ZERO_SHOT_FLOOR`` outside the list)."""
+    zids, zp = zs.ids[rows], zs.probs[rows]
+    hit = (ids[:, :, None] == zids[:, None, :]) & (ids[:, :, None] >= 0)
+    p = np.where(hit, zp[:, None, :], 0.0).sum(axis=2)
+    return np.log(np.maximum(p, ZERO_SHOT_FLOOR))
+
+
+def _union(first: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """Per row, ``first``'s ids then ``extra``'s ids not already there (-1 padded)."""
+    both = np.concatenate([first, extra], axis=1)
+    # a later repeat of an id on the same row is dropped: sort by id, mark repeats, keep first positions
+    order = np.argsort(both, axis=1, kind="stable")
+    sorted_ids = np.take_along_axis(both, order, 1)
+    repeat = np.zeros_like(both, dtype=bool)
+    repeat[:, 1:] = sorted_ids[:, 1:] == sorted_ids[:, :-1]
+    drop = np.zeros_like(repeat)
+    np.put_along_axis(drop, order, repeat, axis=1)
+    both = np.where(drop | (both < 0), -1, both)
+    keep_order = np.argsort(both < 0, axis=1, kind="stable")
+    out = np.take_along_axis(both, keep_order, 1)
+    width = max(1, int((out >= 0).sum(axis=1).max()))
+    return out[:, :width]
+
+
+CHUNK = 4096  # products whose candidate features are built at once: (CHUNK, W, k) arrays stay small
+
+
+def build_candidates(vectors: np.ndarray, words: _Words, zs: ZeroShot, rows: np.ndarray,
+                     labelled: np.ndarray, labels: np.ndarray, weights: np.ndarray, n_categories: int,
+                     parents: np.ndarray | None = None, *, folds: np.ndarray | None = None) -> Candidates:
+    """Candidates and features of the products at ``rows``, taught by the ``labelled`` products
+    (their categories ``labels`` and decision ``weights``); ``parents``: each category's parent
+    category (-1 none). ``folds`` (out-of-fold fitting; ``rows`` are then the labelled products):
+    a row is taught only by the labelled products of other folds."""
+    k = min(NEIGHBOURS, len(labelled))
+    if k == 0:
+        ids = zs.ids[rows]
+        features = np.zeros((len(rows), ids.shape[1], len(FEATURES)))
+        features[:, :, 0] = _zero_shot_feature(zs, rows, ids)
+        return Candidates(ids, features)
+    index = build_index(vectors[labelled])
+    extra = 0 if folds is None else 2 * k
+    sims, nn = search(index, vectors[rows], min(k + extra, len(labelled)))
+    if folds is not None:
+        same = (nn < 0) | (folds[np.clip(nn, 0, None)] == folds[:, None])
+        order = np.argsort(same, axis=1, kind="stable")[:, :k]
+        keep = ~np.take_along_axis(same, order, 1)
+        nn = np.where(keep, np.take_along_axis(nn, order, 1), -1)
+        sims = np.where(keep, np.take_along_axis(sims, order, 1), 0.0)
+    nn_cats = np.where(nn >= 0, labels[np.clip(nn, 0, None)], -1)
+    ids = _union(zs.ids[rows], nn_cats)
+    vote_w = softmax_rows(sims.astype(np.float64), VOTE_TEMPERATURE, nn >= 0) * \
+        np.where(nn >= 0, weights[np.clip(nn, 0, None)], 0.0)
+    groups = [(np.arange(len(rows)), np.ones(len(labelled), dtype=bool))] if folds is None else \
+        [(np.flatnonzero(folds == g), folds != g) for g in np.unique(folds)]
+    features = np.zeros((len(rows), ids.shape[1], len(FEATURES)))
+    for part, others in groups:  # out of fold: each fold's words and coverage without the fold
+        fitted = words.counts(labelled[others], labels[others], weights[others], n_categories)
+        covered = np.zeros(n_categories, dtype=bool)
+        covered[labels[others]] = True
+        for start in range(0, len(part), CHUNK):
+            at = part[start:start + CHUNK]
+            features[at] = _features(zs, rows[at], ids[at], nn_cats[at], sims[at], nn[at] >= 0, vote_w[at],
+                                     words.log_probs(rows[at], ids[at], fitted), covered, parents)
+    features[ids < 0] = 0.0
+    return Candidates(ids, features)
+
+
+def _features(zs: ZeroShot, rows: np.ndarray, ids: np.ndarray, nn_cats: np.ndarray, sims: np.ndarray,
+              found: np.ndarray, vote_w: np.ndarray, words: np.ndarray, covered: np.ndarray,
+              parents: np.ndarray | None) -> np.ndarray:
+    """(len(rows), W, len(FEATURES)) for one chunk of rows (:data:`FEATURES`, in order)."""
+    out = np.zeros((len(rows), ids.shape[1], len(FEATURES)))
+    out[:, :, 0] = _zero_shot_feature(zs, rows, ids)
+    match = (ids[:, :, None] == nn_cats[:, None, :]) & (ids[:, :, None] >= 0)   # (m, W, k)
+    total = np.maximum(vote_w.sum(axis=1, keepdims=True), 1e-12)
+    out[:, :, 1] = np.log(np.einsum("mwk,mk->mw", match, vote_w) / total + VOTE_FLOOR)
+    best_any = np.where(found, sims, -np.inf).max(axis=1)
+    best_c = np.where(match, sims[:, None, :], -np.inf).max(axis=2)
+    out[:, :, 2] = np.where(np.isfinite(best_c), best_c - best_any[:, None], NO_NEIGHBOUR)
+    out[:, :, 3] = words
+    out[:, :, 4] = covered[np.clip(ids, 0, None)] & (ids >= 0)
+    if parents is not None:  # the vote for the candidate's parent: decided siblings and cousins
+        pc = parents[np.clip(ids, 0, None)]
+        pn = np.where(nn_cats >= 0, parents[np.clip(nn_cats, 0, None)], -2)
+        pmatch = (pc[:, :, None] == pn[:, None, :]) & (pc[:, :, None] >= 0)
+        out[:, :, 5] = np.log(np.einsum("mwk,mk->mw", pmatch, vote_w) / total + VOTE_FLOOR)
+    return out
+
+
+def _fit_weights(features: np.ndarray, ids: np.ndarray, truth_pos: np.ndarray, sample_weight: np.ndarray
+                 ) -> np.ndarray:
+    """Maximum likelihood weights of the conditional logit (ridge ``L2`` towards the defaults)."""
+    rows = np.flatnonzero(truth_pos >= 0)
+    F, valid = features[rows], ids[rows] >= 0
+    t, sw = truth_pos[rows], sample_weight[rows]
+    prior = DEFAULT_WEIGHTS
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = np.where(valid, F @ w, -np.inf)
+        z_max = z.max(axis=1, keepdims=True)
+        e = np.where(valid, np.exp(z - z_max), 0.0)
+        s = e.sum(axis=1, keepdims=True)
+        p = e / s
+        ll = (z[np.arange(len(t)), t] - z_max[:, 0] - np.log(s[:, 0]))
+        grad_rows = F[np.arange(len(t)), t] - np.einsum("rw,rwf->rf", p, F)
+        total = sw.sum()
+        value = -(sw * ll).sum() / total + L2 * ((w - prior) ** 2).sum()
+        grad = -(sw[:, None] * grad_rows).sum(axis=0) / total + 2 * L2 * (w - prior)
+        return value, grad
+
+    result = minimize(loss, prior.copy(), jac=True, method="L-BFGS-B")
+    return result.x
+
+
+def fit_feedback(vectors: np.ndarray, texts: list[str], zs: ZeroShot, decided: np.ndarray, weights: np.ndarray,
+                 *, n_categories: int, parents: np.ndarray | None = None, audited: np.ndarray | None = None,
+                 seed: int = 0) -> FeedbackModel:
+    """Fit the mix on the decided products (``decided``: category per product, -1 undecided;
+    ``weights``: each decision's weight; ``audited``: (n,) decided as a random check) out of fold,
+    and build every product's candidates taught by all of them. With fewer than
+    :data:`MIN_DECISIONS` decisions the zero-shot weights stand."""
+    n = len(decided)
+    labelled = np.flatnonzero(decided >= 0)
+    labels = decided[labelled]
+    lw = weights[labelled].astype(np.float64)
+    words = _Words(texts)
+    everything = build_candidates(vectors, words, zs, np.arange(n), labelled, labels, lw, n_categories, parents)
+    if len(labelled) < MIN_DECISIONS:
+        return FeedbackModel(DEFAULT_WEIGHTS.copy(), everything, decided, 0,
+                             notes=[f"{len(labelled)} decisions: too few to learn from (at least {MIN_DECISIONS})"])
+    folds = np.random.default_rng(seed).permutation(len(labelled)) % FOLDS
+    held = build_candidates(vectors, words, zs, labelled, labelled, labels, lw, n_categories, parents, folds=folds)
+    hit = held.ids == labels[:, None]
+    truth_pos = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+    w = _fit_weights(held.features, held.ids, truth_pos, lw)
+    probs = conditional_logit(held.features, held.ids, w)
+    best = probs.argmax(axis=1)
+    top = np.take_along_axis(held.ids, best[:, None], 1)[:, 0]
+    model = FeedbackModel(w, everything, decided, len(labelled),
+                          held_out_top1=float(np.average(top == labels, weights=lw)),
+                          zero_shot_top1=float(np.average(zs.ids[labelled, 0] == labels, weights=lw)),
+                          held_out_confidence=probs[np.arange(len(best)), best], held_out_correct=top == labels,
+                          held_out_audit=(audited[labelled] if audited is not None
+                                          else np.zeros(len(labelled), dtype=bool)) & (lw >= ROW_WEIGHT))
+    log.info("feedback: %d decisions, weights %s, held-out top-1 %.3f (zero-shot %.3f)", len(labelled),
+             dict(zip(FEATURES, np.round(w, 3))), model.held_out_top1, model.zero_shot_top1)
+    return model
+
+
+# --- when a row may go unflagged ---------------------------------------------------------------
+
+PLATT_PRIOR = 10.0
+"""Weight of the prior that the mix's confidence is calibrated as it is (slope 1, shift 0), in
+answers: a few dozen random checks move the calibration, a handful cannot swing it."""
+MIN_CHECKS = 30
+"""Random checks answered (held out) before any row is left unflagged: fewer cannot calibrate."""
+
+
+@dataclass
+class Unflagging:
+    """The confidence above which undecided rows come out unflagged, and the evidence for it."""
+
+    threshold: float | None   # None: every undecided row stays flagged
+    checks: int               # random checks the calibration was fitted on
+    estimated_precision: float = float("nan")  # of the undecided rows above the threshold
+    share: float = 0.0                          # of the undecided rows above the threshold
+    measured: str = ""        # the random checks above the threshold: "k of m right"
+    reason: str = ""
+
+
+def platt_scaling(log_odds: np.ndarray, right: np.ndarray, prior: float = PLATT_PRIOR) -> tuple[float, float]:
+    """(slope, shift) of ``P(right) = sigmoid(slope * log_odds + shift)``, the maximum a posteriori
+    fit with a Gaussian prior of weight ``prior`` around (1, 0): the confidence as it is.
+
+    >>> slope, shift = platt_scaling(np.array([2.0] * 10), np.array([1.0] * 5 + [0.0] * 5))
+    >>> bool(1 / (1 + np.exp(-(2 * slope + shift))) < 0.88)  # half of them right: pulled down from 0.88
+    True
+    """
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = w[0] * log_odds + w[1]
+        p = 1 / (1 + np.exp(-z))
+        nll = np.logaddexp(0, z) - right * z
+        grad = np.array([((p - right) * log_odds).sum(), (p - right).sum()])
+        reg = w - np.array([1.0, 0.0])
+        return float(nll.sum() + prior * (reg ** 2).sum()), grad + 2 * prior * reg
+
+    result = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    return float(result.x[0]), float(result.x[1])
+
+
+def unflag_threshold(model: FeedbackModel, confidence: np.ndarray, open_rows: np.ndarray,
+                     target_precision: float) -> Unflagging:
+    """The lowest confidence at which the open rows above it reach ``target_precision``.
+
+    The chosen questions are hard products: the held-out decisions' precision at a confidence is
+    below the open rows' at the same confidence, so they cannot measure it. The random checks can
+    (an unbiased sample of the open rows when they were asked): a logistic calibration of
+    correctness on the log-odds of their held-out confidence (:func:`platt_scaling`) is fitted on
+    them, and the open rows' precision above a threshold is the mean of their calibrated confidence.
+    Needs :data:`MIN_CHECKS` random checks among the decisions."""
+    if model.held_out_audit is None or model.held_out_confidence is None:
+        return Unflagging(None, 0, reason="too few decisions to learn from")
+    checks = model.held_out_audit
+    m = int(checks.sum())
+    if m < MIN_CHECKS:
+        return Unflagging(None, m, reason=f"{m} random checks answered so far; {MIN_CHECKS} are needed to "
+                                          "measure the precision of the confident rows")
+    conf = np.clip(model.held_out_confidence[checks], 1e-6, 1 - 1e-6)
+    right = model.held_out_correct[checks].astype(np.float64)
+    slope, shift = platt_scaling(np.log(conf / (1 - conf)), right)
+    open_conf = np.clip(confidence[open_rows], 1e-6, 1 - 1e-6)
+    order = np.argsort(-open_conf, kind="stable")
+    calibrated = 1 / (1 + np.exp(-(slope * np.log(open_conf[order] / (1 - open_conf[order])) + shift)))
+    precision = np.cumsum(calibrated) / np.arange(1, len(order) + 1)
+    last_of_tie = np.r_[open_conf[order][1:] != open_conf[order][:-1], True]
+    ok = np.flatnonzero((precision >= target_precision) & last_of_tie)
+    if not ok.size:
+        return Unflagging(None, m, reason=f"no open rows reach precision {target_precision:g} under the calibration "
+                                          f"fitted on {m} random checks")
+    k = int(ok[-1])
+    threshold = float(open_conf[order][k])
+    above = conf >= threshold
+    return Unflagging(threshold, m, float(precision[k]), (k + 1) / len(open_rows),
+                      f"{int(right[above].sum())} of {int(above.sum())} random checks at or above it right")
+
+
+# --- which questions to ask -----------------------------------------------------------------------
+
+ASK_SHARE = 0.02  # the default --ask: this share of the products, within ASK_BOUNDS
+ASK_BOUNDS = (20, 500)
+UNCERTAIN_SHARE = 0.5
+"""Questions are drawn from the least confident half of the open rows (bench/review_rounds.py)."""
+AUDIT_SHARE = 0.1
+"""This share of the questions are open rows drawn at random: a check of the suggestions as they
+are, which the next round measures its accuracy on without the bias of the chosen questions."""
+WHY_CLUSTER = "stands for {n} similar open products"
+WHY_AUDIT = "random check of the suggestions"
+
+
+def default_ask(products: int) -> int:
+    """The questions a round asks for when ``--ask`` is not given (:data:`ASK_SHARE`, :data:`ASK_BOUNDS`)."""
+    low, high = ASK_BOUNDS
+    return int(min(max(low, round(ASK_SHARE * products)), high, products))
+
+
+@dataclass
+class Questions:
+    """The rows a round asks a person about, in asking order, and why each."""
+
+    rows: np.ndarray     # positions in the mapping
+    why: list[str]
+    audit: np.ndarray    # (len(rows),) bool: a random check, not a chosen question
+
+
+def choose_questions(vectors: np.ndarray, confidence: np.ndarray, open_rows: np.ndarray, n: int,
+                     seed: int = 0) -> Questions:
+    """Up to ``n`` questions among ``open_rows`` (positions): the answers that would move the most
+    other rows first. The least confident :data:`UNCERTAIN_SHARE` of the open rows are clustered
+    into as many groups as there are questions to choose (spherical k-means on the embeddings);
+    each group asks once, through the product nearest its centre, the groups with the most
+    uncertainty (their rows' summed 1 - confidence) first -- one question for 50 near-duplicates,
+    not 50. :data:`AUDIT_SHARE` of the questions are open rows drawn at random (:data:`WHY_AUDIT`)."""
+    import faiss
+
+    open_rows = np.asarray(open_rows, dtype=np.int64)
+    n = int(min(n, len(open_rows)))
+    if n <= 0:
+        return Questions(np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=bool))
+    rng = np.random.default_rng(seed)
+    n_audit = int(round(AUDIT_SHARE * n)) if n >= 10 else 0
+    audit = rng.choice(open_rows, size=n_audit, replace=False) if n_audit else np.zeros(0, dtype=np.int64)
+    pool = np.setdiff1d(open_rows, audit)
+    conf = confidence[pool]
+    pool = pool[conf <= np.quantile(conf, UNCERTAIN_SHARE)] if len(pool) > 2 * n else pool
+    k = min(n - n_audit, len(pool))
+    chosen, why = [], []
+    if k > 0:
+        x = np.ascontiguousarray(vectors[pool], dtype=np.float32)
+        if k < len(pool):
+            km = faiss.Kmeans(x.shape[1], k, niter=10, seed=seed + 1, spherical=True, verbose=False,
+                               min_points_per_centroid=1)
+            km.train(x)
+            _, assign = km.index.search(x, 1)
+            assign, centres = assign[:, 0], km.centroids
+        else:
+            assign, centres = np.arange(len(pool)), x
+        uncertainty = np.bincount(assign, weights=1.0 - confidence[pool], minlength=k)
+        sizes = np.bincount(assign, minlength=k)
+        for c in np.argsort(-uncertainty, kind="stable"):
+            members = np.flatnonzero(assign == c)
+            if not len(members):
+                continue
+            chosen.append(pool[members[np.argmax(x[members] @ centres[c])]])
+            why.append(WHY_CLUSTER.format(n=int(sizes[c])))
+    rows = np.asarray(chosen + list(audit), dtype=np.int64)
+    return Questions(rows, why + [WHY_AUDIT] * len(audit),
+                     np.r_[np.zeros(len(chosen), dtype=bool), np.ones(len(audit), dtype=bool)])
