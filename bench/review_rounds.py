@@ -118,6 +118,33 @@ def run_strategy(migrator: Migrator, settings: MigrationSettings, inputs, cache:
     return rows
 
 
+def plot(curves: dict[str, dict[str, list[dict]]], path: Path) -> None:
+    """The learning curve: undecided rows' top-1 against the share of products decided, per set and
+    question strategy (a small PNG for the README)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:red"])
+    for name, by_strategy in curves.items():
+        colour = next(colours)
+        for strategy, rows in by_strategy.items():
+            ax.plot([100 * r["decided"] for r in rows], [r["top1"] for r in rows], marker="o", markersize=3,
+                    color=colour, linestyle="-" if strategy == "taxmig" else ":",
+                    label=f"{name}: {'questions taxmig asks' if strategy == 'taxmig' else 'random questions'}")
+    ax.set_xlabel("products decided by the reviewer (%)")
+    ax.set_ylabel("top-1 of the undecided rows")
+    ax.set_title("Review in rounds: every answer teaches the rest", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    print("wrote", path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default="instacart,bigbasket")
@@ -125,7 +152,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--limit", type=int, default=None, help="sample this many products per set")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; do not append to BENCHMARKS.md nor draw docs/review_rounds.png")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     lines = ["| set | questions | round | decided | undecided top-1 | unflagged (of undecided) | its precision "
@@ -135,6 +163,7 @@ def main() -> None:
                "(best stop) | random questions, same | top-1 at round 0 / at 5% (taxmig, random) / at 10% |",
                "|---|---:|---:|---:|---:|---|"]
     migrator = None
+    curves: dict[str, dict[str, list[dict]]] = {}
     makers = {"instacart": instacart_case, "bigbasket": bigbasket_case}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets.split(","):
@@ -155,6 +184,7 @@ def main() -> None:
                         lines.append(f"| {case['name']} | {strategy} | {row['round']} | {row['decided']:.3f} "
                                      f"| {row['top1']:.3f} | {row['unflagged']:.3f} | {row['precision']:.3f} "
                                      f"| {row['effort']:.0f} | {row.get('next_seconds', float('nan')):.1f} |")
+            curves[name] = by_strategy
             tool, rand = by_strategy["taxmig"], by_strategy["random"]
             best = min(tool, key=lambda r: r["effort"])
             best_random = min(rand, key=lambda r: r["effort"])
@@ -173,6 +203,8 @@ def main() -> None:
              "bench/review_effort.py's category review of the open rows, until the whole mapping is 99% right; "
              "round 0 of 'taxmig' is today's one-shot category review. 're-map s': the round's "
              "whole `Migrator.run` with the decisions, every text read from the embedding cache.")
+    if not args.no_write:
+        plot(curves, Path(__file__).resolve().parents[1] / "docs" / "review_rounds.png")
     publish("Review in rounds (bench/review_rounds.py)", "\n".join(summary) + "\n\n" + "\n".join(lines), notes,
             write=not args.no_write)
 

@@ -432,11 +432,11 @@ def choose_questions(vectors: np.ndarray, confidence: np.ndarray, open_rows: np.
                      seed: int = 0) -> Questions:
     """Up to ``n`` questions among ``open_rows`` (positions): the answers that would move the most
     other rows first. The least confident :data:`UNCERTAIN_SHARE` of the open rows are clustered
-    into as many groups as there are questions to choose (spherical k-means on the embeddings);
+    into as many groups as there are questions to choose (k-means on the unit embeddings);
     each group asks once, through the product nearest its centre, the groups with the most
     uncertainty (their rows' summed 1 - confidence) first -- one question for 50 near-duplicates,
     not 50. :data:`AUDIT_SHARE` of the questions are open rows drawn at random (:data:`WHY_AUDIT`)."""
-    import faiss
+    from sklearn.cluster import KMeans
 
     open_rows = np.asarray(open_rows, dtype=np.int64)
     n = int(min(n, len(open_rows)))
@@ -452,12 +452,9 @@ def choose_questions(vectors: np.ndarray, confidence: np.ndarray, open_rows: np.
     chosen, why = [], []
     if k > 0:
         x = np.ascontiguousarray(vectors[pool], dtype=np.float32)
-        if k < len(pool):
-            km = faiss.Kmeans(x.shape[1], k, niter=10, seed=seed + 1, spherical=True, verbose=False,
-                               min_points_per_centroid=1)
-            km.train(x)
-            _, assign = km.index.search(x, 1)
-            assign, centres = assign[:, 0], km.centroids
+        if k < len(pool):  # k-means++ seeding: faiss's random seeding merged well-separated groups
+            km = KMeans(k, init="k-means++", n_init=1, max_iter=20, random_state=seed).fit(x)
+            assign, centres = km.labels_, km.cluster_centers_
         else:
             assign, centres = np.arange(len(pool)), x
         uncertainty = np.bincount(assign, weights=1.0 - confidence[pool], minlength=k)

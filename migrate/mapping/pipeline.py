@@ -322,6 +322,7 @@ class Migrator:
         scored_now: pl.DataFrame | None = None
         side: TargetSide | None = None
         learned: FeedbackModel | None = None
+        decided = np.zeros(len(source), dtype=bool)  # products a person decided (flag DECIDED)
         src_vec = None
         if targets.catalog is not None:  # the target side first, then the source chunk by chunk
             side = self.fit_target_side(settings, targets, embedder, source_has_categories=source.has_categories,
@@ -346,16 +347,29 @@ class Migrator:
                 teach = feedback if feedback is not None and feedback.decisions else None
                 scored_now, learned = self._score_taxonomy(source, targets, src_vec, labels, calibrator, params,
                                                            settings.progress, feedback=teach, seed=settings.seed)
+                if learned is not None:
+                    decided = learned.decided >= 0
             elif len(todo):  # the kept products keep their scores: self-train the others among a context
                 context = self_training_context(src_vec, todo, size=SELF_TRAINING_CONTEXT,
                                                 neighbours=2 * params.self_training_neighbours, seed=settings.seed)
-                scored_now, _ = self._score_taxonomy(_rows_of(source, context), targets, src_vec[context], labels,
-                                                     calibrator, params, settings.progress,
-                                                     keep=np.searchsorted(context, todo))
+                keep = todo
+                if feedback is not None and feedback.decisions:  # the decided products teach tonight's too
+                    taught = np.flatnonzero(feedback.arrays(source.ids, targets.categories)[0] >= 0)
+                    context, keep = np.union1d(context, taught), np.union1d(todo, taught)
+                scored_now, learned = self._score_taxonomy(
+                    _rows_of(source, context), targets, src_vec[context], labels, calibrator, params, settings.progress,
+                    keep=np.searchsorted(context, keep), feedback=feedback if len(keep) > len(todo) else None,
+                    seed=settings.seed)
+                if len(keep) > len(todo):  # the decided products were scored to learn from: keep tonight's
+                    wanted = np.isin(keep, todo)
+                    scored_now = scored_now.filter(pl.Series(wanted))
+                    learned = replace(learned, decided=learned.decided[wanted])
+                decided[todo[learned.decided >= 0] if learned is not None else []] = True
         self_trained = side is None and params.self_training_rounds > 0
         thresholds = loo.thresholds if loo is not None else settings.thresholds
         learned_threshold: Unflagging | None = None
-        if learned is not None and learned.fitted_on and thresholds.min_confidence is None:
+        # a night's kept rows carry confidence from other runs: the threshold is chosen on a whole run only
+        if learned is not None and learned.fitted_on and thresholds.min_confidence is None and len(todo) == len(source):
             open_rows = np.flatnonzero(learned.decided < 0)
             learned_threshold = unflag_threshold(learned, scored_now["_confidence"].to_numpy(), open_rows,
                                                  thresholds.target_precision)
@@ -369,7 +383,6 @@ class Migrator:
         flags = compute_flags(**flag_inputs(scored), has_products=side is not None,
                               calibrated=calibrator.logistic or self_trained,
                               all_targets=targets.categories, thresholds=thresholds)
-        decided = learned.decided >= 0 if learned is not None else np.zeros(len(source), dtype=bool)
         for i in np.flatnonzero(decided):
             flags[i] = []
         mapping = with_flags(scored, flags)
@@ -519,7 +532,9 @@ class Migrator:
         if keep is not None:
             label_sims, label_ids = label_sims[keep], label_ids[keep]
         learned = None
-        if feedback is not None and keep is None:
+        if feedback is not None:
+            if keep is not None:  # the products finished here: tonight's and the decided ones
+                queries, texts, ids = queries[keep], [texts[i] for i in keep], [ids[i] for i in keep]
             decided, weights = feedback.arrays(ids, categories)
             learned = fit_feedback(queries, texts, ZeroShot(probs, cats), decided, weights,
                                    n_categories=len(categories), parents=ancestors[:, 0],

@@ -274,7 +274,7 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
     with EmbeddingCache(store.cache_path) as cache:
         kept = previous.kept_scores() if previous is not None and not night.rescore_all else None
         result = migrator.run(settings, inputs, cache=cache, fitted_targets=FittedTargetStore(store.fitted_target_path),
-                              kept=kept, keep_scores=True)
+                              kept=kept, keep_scores=True, feedback=_feedback(previous, inputs))
         snapshot = _target_snapshot(inputs)
         target = diff_targets(previous.targets, snapshot) if previous is not None else TargetChanges()
         decisions = previous.latest_decisions() if previous is not None else empty(DECISION_SCHEMA)
@@ -351,6 +351,17 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
                f"{counts['in_report_for_review']} to review tonight ({counts['needs_review']} open in all, "
                f"{counts['newly_flagged']} newly flagged, {counts['decision_stale']} stale decisions); wrote {', '.join(str(p) for p in written)}")
     return RunOutcome(run_id, exit_code, message, written, monitoring)
+
+
+def _feedback(previous: Generation | None, inputs: Inputs):
+    """Onto a taxonomy, the decisions in force the night's new and changed products learn from
+    (:mod:`migrate.mapping.feedback`); None before any decision or onto a labelled target catalog."""
+    from migrate.nightly.next_round import AUDITED_KEY, feedback_from
+
+    if previous is None or inputs.targets.catalog is not None or not previous.decisions.height:
+        return None
+    return feedback_from(previous.products, round_number=0, measured={}, ask=None,
+                         audited=set(previous.meta.get(AUDITED_KEY, [])))
 
 
 def _inputs_record(settings: MigrationSettings, inputs: Inputs) -> dict[str, Any]:
