@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= out/demo_mapping.xlsx
+# the demo's state folder (made anew by every make demo): review apply --next learns from it
+DEMO_STATE ?= out/demo_state
 # a second environment for the quantized tier: taxmig[openvino] pins transformers<5.6
 VENV_OV ?= .venv-openvino
 
@@ -37,11 +39,15 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
+	rm -rf $(DEMO_STATE)
 	$(BIN)/taxmig migrate sample_catalogs/bigbasket_sample.csv \
 		--target-taxonomy sample_catalogs/google_taxonomy_subset.txt \
 		--source-category category,sub_category \
-		-o $(DEMO_OUT) --overwrite
+		-o $(DEMO_OUT) --overwrite --state $(DEMO_STATE)
 	@echo "Open $(DEMO_OUT): Summary, Category decisions, Review, Mapping (decision drop-downs), Crosswalk, Rejects, Parameters."
+	@echo "Next round: pick a decision for the Review sheet's first rows (column 'question'), save the workbook as"
+	@echo "out/demo_reviewed.xlsx, then every answer teaches the rest:"
+	@echo "  $(BIN)/taxmig review apply out/demo_reviewed.xlsx --state $(DEMO_STATE) -o out/demo_final.csv --next out/demo_round1.xlsx"
 
 # one test process per core, each test file whole in one of them (its module fixtures built once),
 # the longest files first (tests/conftest.py orders them and gives each process one torch thread)

@@ -145,17 +145,97 @@ def plot(curves: dict[str, dict[str, list[dict]]], path: Path) -> None:
     print("wrote", path)
 
 
+def speed_case(folder: Path, n: int) -> tuple[MigrationSettings, dict[str, str]]:
+    """``n`` BigBasket products (real rows, later copies' names perturbed: bench/scale_bench.py)
+    onto BigBasket's 99 two-level paths and its 11 top categories (110 categories), the source
+    carrying its top category; the truth."""
+    from bench.common import BIGBASKET
+    from bench.scale_bench import perturbed_catalog
+
+    products = pl.read_csv(perturbed_catalog(n, folder / f"speed{n}.csv"), infer_schema=False)
+    real = pl.read_csv(BIGBASKET, infer_schema=False).select("index", "category", "sub_category")
+    frame = (products.with_columns(pl.col("id").str.split("-").list.first().alias("index"))
+             .join(real, on="index", how="left").filter(pl.col("sub_category").is_not_null()))
+    frame.select("id", "product", "brand", "category").write_csv(folder / f"speed{n}_source.csv")
+    paths = sorted({f"{c.strip()} > {s.strip()}" for c, s in zip(real["category"], real["sub_category"])
+                    if c and s})
+    paths = sorted(set(paths) | {p.split(" > ")[0] for p in paths})
+    (folder / "speed_taxonomy.txt").write_text("\n".join(paths) + "\n", encoding="utf-8")
+    truth = {i: f"{c.strip()} > {s.strip()}" for i, c, s in zip(frame["id"], frame["category"], frame["sub_category"])}
+    settings = MigrationSettings(source=folder / f"speed{n}_source.csv", source_id="id", source_text="product,brand",
+                                 source_category="category", target_taxonomy=folder / "speed_taxonomy.txt",
+                                 progress=False)
+    return settings, truth
+
+
+def answer_questions(workbook: Path, out: Path, truth: dict[str, str]) -> int:
+    """The simulated reviewer: every question of the Review sheet answered with the truth."""
+    from openpyxl import load_workbook
+
+    wb = load_workbook(workbook)
+    ws = wb["Review"]
+    head = {c.value: i for i, c in enumerate(ws[1], start=1)}
+    answered = 0
+    for r in range(2, ws.max_row + 1):
+        if not ws.cell(r, head["question"]).value:
+            break  # the questions come first
+        ws.cell(r, head["decision"]).value = truth[str(ws.cell(r, head["source_id"]).value)]
+        answered += 1
+    wb.save(out)
+    return answered
+
+
+def speed(sizes: list[int], write: bool) -> None:
+    """A round's whole ``review apply --next`` (read and check the answers, learn, map every
+    undecided product again from the cached embeddings, write the next workbook and the final
+    mapping), timed on ``sizes`` products."""
+    from migrate.nightly.reconcile import migrate_into_state
+    from migrate.nightly.review import apply_review
+
+    lines = ["| products | categories | first migrate --state s (encodes) | answers | review apply --next s | "
+             "texts encoded in it |", "|---:|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for n in sizes:
+            settings, truth = speed_case(folder, n)
+            started = time.perf_counter()
+            migrate_into_state(settings, folder / f"state{n}", folder / f"round0_{n}.xlsx")
+            first = time.perf_counter() - started
+            answers = answer_questions(folder / f"round0_{n}.xlsx", folder / f"answered0_{n}.xlsx", truth)
+            started = time.perf_counter()
+            outcome = apply_review(folder / f"answered0_{n}.xlsx", folder / f"state{n}", folder / f"final{n}.csv",
+                                   next_workbook=folder / f"round1_{n}.xlsx", progress=False)
+            seconds = time.perf_counter() - started
+            from migrate.nightly.state import StateStore
+
+            categories = len(Path(settings.target_taxonomy).read_text().splitlines())
+            encoded = StateStore.open(folder / f"state{n}").load().meta["run"]["counts"].get("next_round", {})
+            lines.append(f"| {n:,} | {categories} | {first:.0f} | {answers} | {seconds:.1f} | "
+                         f"{encoded.get('encoded', 'n/a')} |")
+            print(lines[-1], outcome.message[:200], flush=True)
+    publish("Review in rounds: a round's speed (bench/review_rounds.py --speed)", "\n".join(lines),
+            "The first `migrate --state` encodes every text into the state's embedding cache; a round's "
+            "`review apply --next` reads them back (no product encoded twice). Wall seconds of the library "
+            "calls in this process, model loads included.", write=write)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default="instacart,bigbasket")
-    parser.add_argument("--ask-share", type=float, default=0.02, help="answers per round, a share of the products")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ask-share", type=float, default=0.025,
+                        help="answers per round, a share of the products")
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--limit", type=int, default=None, help="sample this many products per set")
     parser.add_argument("--no-write", action="store_true",
                         help="print only; do not append to BENCHMARKS.md nor draw docs/review_rounds.png")
+    parser.add_argument("--speed", default=None,
+                        help="instead: time a round's review apply --next on these many products, e.g. 10000,100000")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.speed:
+        speed([int(v) for v in args.speed.split(",")], write=not args.no_write)
+        return
     lines = ["| set | questions | round | decided | undecided top-1 | unflagged (of undecided) | its precision "
              "| to 99% right: decisions per 1,000 | re-map s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -174,6 +254,7 @@ def main() -> None:
             inputs = read_inputs(settings)
             n = len(inputs.source)
             ask = max(1, round(args.ask_share * n))
+            settings = replace(settings, ask=ask)
             migrator = migrator or Migrator.from_settings(settings)
             by_strategy = {}
             with EmbeddingCache(Path(tmp) / f"{name}.sqlite") as cache:
@@ -197,9 +278,10 @@ def main() -> None:
                            f"{tool[0]['top1']:.3f} / {at(tool, 0.05):.3f}, {at(rand, 0.05):.3f} / "
                            f"{at(tool, 0.10):.3f} |")
             print(summary[-1], flush=True)
-    notes = (f"{args.rounds} rounds of {args.ask_share:.0%} of the products each; unflagged rows at "
-             f"--target-precision {args.target_precision}, the threshold chosen on the decisions held out "
-             "(precision here is against the truth). 'to 99% right': the decisions so far plus those of "
+    notes = (f"{args.rounds} rounds of {args.ask_share:.1%} of the products each; unflagged rows at "
+             f"--target-precision {args.target_precision}, the threshold calibrated on the random checks among the "
+             "answers, each predicted without its own fold (precision here is against the truth). "
+             "'to 99% right': the decisions so far plus those of "
              "bench/review_effort.py's category review of the open rows, until the whole mapping is 99% right; "
              "round 0 of 'taxmig' is today's one-shot category review. 're-map s': the round's "
              "whole `Migrator.run` with the decisions, every text read from the embedding cache.")

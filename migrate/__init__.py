@@ -36,7 +36,7 @@ _PUBLIC = {
     "EncoderSettings": "migrate.core.encoder", "MigrationSettings": "migrate.mapping.settings", "ScoringParams": "migrate.mapping.scoring",
     "Thresholds": "migrate.mapping.flags", "run_migration": "migrate.mapping.pipeline",
     "Migrator": "migrate.mapping.pipeline", "MigrationResult": "migrate.mapping.result",
-    "write_output": "migrate.mapping.output",
+    "write_output": "migrate.mapping.output", "Feedback": "migrate.mapping.feedback",
     "reconcile": "migrate.nightly.reconcile", "apply_review": "migrate.nightly.review",
     "export_mapping": "migrate.nightly.export",
     "MatchSettings": "migrate.matching.matcher", "run_match": "migrate.matching.matcher",

@@ -59,6 +59,7 @@ WORD_SMOOTHING = 0.1
 FOLDS = 5
 L2 = 1e-2                # ridge on the weights, per decided product
 FEATURES = ("zero_shot", "vote", "nearest", "words", "covered", "parent_vote")
+MIX_ITEM = "Feedback mix (weights fitted on the decisions)"  # its Summary item, on the Parameters sheet
 DEFAULT_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 """The zero-shot distribution alone: what a round with too few decisions to fit on uses."""
 MIN_DECISIONS = 20       # fewer decisions than this: too few to fit the mix on; zero-shot alone
@@ -120,6 +121,7 @@ class FeedbackModel:
     held_out_confidence: np.ndarray | None = None  # (decided,) out-of-fold top probability
     held_out_correct: np.ndarray | None = None     # (decided,) out-of-fold top == the decision
     held_out_audit: np.ndarray | None = None  # (decided,) a random check when it was answered
+    calibration: "Calibration | None" = None   # of the confidence (:func:`calibrate`)
     notes: list[str] = field(default_factory=list)
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +320,7 @@ def fit_feedback(vectors: np.ndarray, texts: list[str], zs: ZeroShot, decided: n
                           held_out_confidence=probs[np.arange(len(best)), best], held_out_correct=top == labels,
                           held_out_audit=(audited[labelled] if audited is not None
                                           else np.zeros(len(labelled), dtype=bool)) & (lw >= ROW_WEIGHT))
+    model.calibration = calibrate(model)
     log.info("feedback: %d decisions, weights %s, held-out top-1 %.3f (zero-shot %.3f)", len(labelled),
              dict(zip(FEATURES, np.round(w, 3))), model.held_out_top1, model.zero_shot_top1)
     return model
@@ -364,39 +367,69 @@ def platt_scaling(log_odds: np.ndarray, right: np.ndarray, prior: float = PLATT_
     return float(result.x[0]), float(result.x[1])
 
 
+@dataclass
+class Calibration:
+    """``P(right) = sigmoid(slope * log-odds(confidence) + shift)`` and what it was fitted on."""
+
+    slope: float = 1.0
+    shift: float = 0.0
+    source: str = "not calibrated: too few decisions"
+    checks: int = 0   # random checks it was fitted on (0: not on random checks)
+
+    def __call__(self, confidence: np.ndarray) -> np.ndarray:
+        p = np.clip(np.asarray(confidence, dtype=np.float64), 1e-6, 1 - 1e-6)
+        return 1 / (1 + np.exp(-(self.slope * np.log(p / (1 - p)) + self.shift)))
+
+
+def calibrate(model: FeedbackModel) -> Calibration:
+    """The calibration of the mix's confidence, fitted on the held-out decisions (:func:`platt_scaling`).
+
+    The chosen questions are hard products: at a given confidence they are right less often than
+    the open rows, so they can only give a conservative calibration. The random checks are an
+    unbiased sample of the more confident open rows: from :data:`MIN_CHECKS` of them on, they alone
+    calibrate. Fewer: every held-out decision (conservative); no fitted mix: none."""
+    if model.held_out_confidence is None:
+        return Calibration()
+    conf, right = model.held_out_confidence, model.held_out_correct.astype(np.float64)
+    checks = model.held_out_audit
+    log_odds = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
+    m = int(checks.sum())
+    if m >= MIN_CHECKS and 0 < right[checks].sum() < m:
+        return Calibration(*platt_scaling(log_odds(conf[checks]), right[checks]),
+                           source=f"on the {m} random checks answered, each predicted without its own fold", checks=m)
+    return Calibration(*platt_scaling(log_odds(conf), right),
+                       source=f"on the {len(conf)} decisions, each predicted without its own fold; the questions "
+                              f"chosen are harder than the rest, so it underestimates ({m} random checks answered, "
+                              f"{MIN_CHECKS} calibrate on their own)")
+
+
 def unflag_threshold(model: FeedbackModel, confidence: np.ndarray, open_rows: np.ndarray,
                      target_precision: float) -> Unflagging:
-    """The lowest confidence at which the open rows above it reach ``target_precision``.
-
-    The chosen questions are hard products: the held-out decisions' precision at a confidence is
-    below the open rows' at the same confidence, so they cannot measure it. The random checks can
-    (an unbiased sample of the open rows when they were asked): a logistic calibration of
-    correctness on the log-odds of their held-out confidence (:func:`platt_scaling`) is fitted on
-    them, and the open rows' precision above a threshold is the mean of their calibrated confidence.
-    Needs :data:`MIN_CHECKS` random checks among the decisions."""
-    if model.held_out_audit is None or model.held_out_confidence is None:
-        return Unflagging(None, 0, reason="too few decisions to learn from")
-    checks = model.held_out_audit
-    m = int(checks.sum())
-    if m < MIN_CHECKS:
-        return Unflagging(None, m, reason=f"{m} random checks answered so far; {MIN_CHECKS} are needed to "
-                                          "measure the precision of the confident rows")
-    conf = np.clip(model.held_out_confidence[checks], 1e-6, 1 - 1e-6)
-    right = model.held_out_correct[checks].astype(np.float64)
-    slope, shift = platt_scaling(np.log(conf / (1 - conf)), right)
-    open_conf = np.clip(confidence[open_rows], 1e-6, 1 - 1e-6)
+    """The lowest calibrated ``confidence`` (:attr:`FeedbackModel.calibration`) at which the open
+    rows above it reach ``target_precision``: their mean calibrated confidence. Only a calibration
+    on :data:`MIN_CHECKS` random checks can promise it (:func:`calibrate`); otherwise no threshold."""
+    cal = model.calibration
+    if cal is None or cal.checks < MIN_CHECKS:
+        m = cal.checks if cal is not None else 0
+        return Unflagging(None, m, reason=f"{int(model.held_out_audit.sum()) if model.held_out_audit is not None else 0}"
+                                          f" random checks answered so far; {MIN_CHECKS} are needed to measure the "
+                                          "precision of the confident rows")
+    open_conf = confidence[open_rows]
     order = np.argsort(-open_conf, kind="stable")
-    calibrated = 1 / (1 + np.exp(-(slope * np.log(open_conf[order] / (1 - open_conf[order])) + shift)))
-    precision = np.cumsum(calibrated) / np.arange(1, len(order) + 1)
-    last_of_tie = np.r_[open_conf[order][1:] != open_conf[order][:-1], True]
+    sorted_conf = open_conf[order]
+    precision = np.cumsum(sorted_conf) / np.arange(1, len(order) + 1)
+    last_of_tie = np.r_[sorted_conf[1:] != sorted_conf[:-1], True]
     ok = np.flatnonzero((precision >= target_precision) & last_of_tie)
     if not ok.size:
-        return Unflagging(None, m, reason=f"no open rows reach precision {target_precision:g} under the calibration "
-                                          f"fitted on {m} random checks")
+        return Unflagging(None, cal.checks, reason=f"no open rows reach precision {target_precision:g} under the "
+                                                   f"calibration on {cal.checks} random checks")
     k = int(ok[-1])
-    threshold = float(open_conf[order][k])
-    above = conf >= threshold
-    return Unflagging(threshold, m, float(precision[k]), (k + 1) / len(open_rows),
+    threshold = float(sorted_conf[k])
+    checks = model.held_out_audit
+    calibrated_checks = cal(model.held_out_confidence[checks])
+    right = model.held_out_correct[checks]
+    above = calibrated_checks >= threshold
+    return Unflagging(threshold, cal.checks, float(precision[k]), (k + 1) / len(open_rows),
                       f"{int(right[above].sum())} of {int(above.sum())} random checks at or above it right")
 
 
@@ -408,7 +441,11 @@ UNCERTAIN_SHARE = 0.5
 """Questions are drawn from the least confident half of the open rows (bench/review_rounds.py)."""
 AUDIT_SHARE = 0.1
 """This share of the questions are open rows drawn at random: a check of the suggestions as they
-are, which the next round measures its accuracy on without the bias of the chosen questions."""
+are, which the next round measures their accuracy on without the bias of the chosen questions."""
+AUDIT_FROM = 0.5
+"""The random checks are drawn from this most confident share of the open rows: the rows a
+threshold would leave unflagged, whose precision is the one to measure (bench/review_rounds.py:
+more rows unflagged at the same precision than with checks drawn from every open row)."""
 WHY_CLUSTER = "stands for {n} similar open products"
 WHY_AUDIT = "random check of the suggestions"
 
@@ -435,7 +472,8 @@ def choose_questions(vectors: np.ndarray, confidence: np.ndarray, open_rows: np.
     into as many groups as there are questions to choose (k-means on the unit embeddings);
     each group asks once, through the product nearest its centre, the groups with the most
     uncertainty (their rows' summed 1 - confidence) first -- one question for 50 near-duplicates,
-    not 50. :data:`AUDIT_SHARE` of the questions are open rows drawn at random (:data:`WHY_AUDIT`)."""
+    not 50. :data:`AUDIT_SHARE` of the questions are random checks (:data:`WHY_AUDIT`): open rows
+    drawn at random among the most confident :data:`AUDIT_FROM` of them."""
     from sklearn.cluster import KMeans
 
     open_rows = np.asarray(open_rows, dtype=np.int64)
@@ -444,7 +482,10 @@ def choose_questions(vectors: np.ndarray, confidence: np.ndarray, open_rows: np.
         return Questions(np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=bool))
     rng = np.random.default_rng(seed)
     n_audit = int(round(AUDIT_SHARE * n)) if n >= 10 else 0
-    audit = rng.choice(open_rows, size=n_audit, replace=False) if n_audit else np.zeros(0, dtype=np.int64)
+    confident = open_rows  # the random checks: among the more confident half, where a threshold falls
+    if len(open_rows) > 2 * n_audit:
+        confident = open_rows[confidence[open_rows] >= np.quantile(confidence[open_rows], 1 - AUDIT_FROM)]
+    audit = rng.choice(confident, size=n_audit, replace=False) if n_audit else np.zeros(0, dtype=np.int64)
     pool = np.setdiff1d(open_rows, audit)
     conf = confidence[pool]
     pool = pool[conf <= np.quantile(conf, UNCERTAIN_SHARE)] if len(pool) > 2 * n else pool

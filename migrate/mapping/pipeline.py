@@ -31,7 +31,7 @@ from migrate.errors import TaxmigError
 from migrate.mapping.calibration import ConfidenceCalibrator, LeaveOneOut, choose_min_confidence
 from migrate.mapping.classifier import fit_with_out_of_fold_votes
 from migrate.mapping.feedback import FEATURES as FEEDBACK_FEATURES
-from migrate.mapping.feedback import (Feedback, FeedbackModel, Unflagging, ZeroShot, choose_questions,
+from migrate.mapping.feedback import (MIX_ITEM, Feedback, FeedbackModel, Unflagging, ZeroShot, choose_questions,
                                       default_ask, fit_feedback, unflag_threshold)
 from migrate.mapping.fitted_target import FittedTarget, FittedTargetStore, fit_settings, fitted_target_key
 from migrate.mapping.flags import FLAG_ORDER, Thresholds, compute_flags
@@ -407,6 +407,9 @@ class Migrator:
                                embedder.cache is not None, seconds)
         if feedback is not None:
             summary[0:0] = feedback_summary(feedback, learned, questions, thresholds, learned_threshold)
+            if learned is not None and learned.calibration is not None:
+                summary = [(k, f"yes: {learned.calibration.source}" if k == "Confidence calibrated" else v)
+                           for k, v in summary]
         elif questions is not None:
             summary[0:0] = [(THIS_ROUND, _asking(questions))]
         if kept is not None:
@@ -436,7 +439,14 @@ class Migrator:
             scores, features, learned = self._self_trained(
                 src_vec, labels, source.texts, targets.categories, params, source_groups, progress=progress,
                 keep=keep, feedback=feedback, ids=source.ids, seed=seed)
-            confidence = proxy_confidence(features) if learned is None else scores.top_scores[:, 0].copy()
+            if learned is None or not learned.fitted_on:
+                confidence = proxy_confidence(features)
+                if learned is not None:
+                    confidence[learned.decided >= 0] = 1.0
+            else:  # the mix's probability, calibrated on the held-out decisions; a decision is certain
+                confidence = (learned.calibration(scores.top_scores[:, 0]) if learned.calibration is not None
+                              else scores.top_scores[:, 0].copy())
+                confidence[learned.decided >= 0] = 1.0
         else:
             src_vec = src_vec if keep is None else src_vec[keep]
             label_sims, label_ids = labels.search(src_vec, params.label_candidates)
@@ -532,6 +542,7 @@ class Migrator:
         if keep is not None:
             label_sims, label_ids = label_sims[keep], label_ids[keep]
         learned = None
+        zero_shot_features = confidence_features(probs, cats, report, label_sims, label_ids)
         if feedback is not None:
             if keep is not None:  # the products finished here: tonight's and the decided ones
                 queries, texts, ids = queries[keep], [texts[i] for i in keep], [ids[i] for i in keep]
@@ -552,8 +563,10 @@ class Migrator:
                 part = missing[start:start + 1024]
                 features[part, 3] = labels.scores(queries[part])[np.arange(len(part)), cats[part, 0]]
             features[:, 3] = np.nan_to_num(features[:, 3], nan=0.0)
+            if not learned.fitted_on:  # too few decisions to fit on: the zero-shot ranking, its confidence
+                features = zero_shot_features
         else:
-            features = confidence_features(probs, cats, report, label_sims, label_ids)
+            features = zero_shot_features
         top_n = params.top_n
         top_ids = np.full((len(cats), top_n), -1, dtype=np.int64)
         top_scores = np.zeros((len(cats), top_n))
@@ -702,8 +715,8 @@ def feedback_summary(feedback: Feedback, learned: FeedbackModel | None, question
     if learned.fitted_on:
         info["Held-out top-1 of the decisions (each predicted without its own fold)"] = round(learned.held_out_top1, 4)
         info["Zero-shot top-1 of the same products"] = round(learned.zero_shot_top1, 4)
-        info["Mix (fitted on the decisions)"] = {k: round(float(v), 3) for k, v in zip(FEEDBACK_FEATURES,
-                                                                                       learned.weights)}
+        if learned.calibration is not None:
+            info["Confidence calibrated"] = learned.calibration.source
         if chosen is not None and chosen.threshold is not None:
             info["Unflagged when"] = (
                 f"confidence >= {chosen.threshold:.4f}: {chosen.share:.1%} of the undecided rows, estimated precision "
@@ -716,6 +729,8 @@ def feedback_summary(feedback: Feedback, learned: FeedbackModel | None, question
     else:
         info["Mix"] = "; ".join(learned.notes) or "zero-shot evidence alone"
     rows.append((LEARNED, info))
+    if learned.fitted_on:
+        rows.append((MIX_ITEM, {k: round(float(v), 3) for k, v in zip(FEEDBACK_FEATURES, learned.weights)}))
     return rows
 
 

@@ -35,6 +35,7 @@ from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, FONT_NAME, HEADER_FONT
                             add_decision_validation, column_index, decision_choices, fit_print_width, highlight_flagged,
                             save_workbook, wrap_columns, write_categories_sheet, write_summary, write_table)
 from migrate.mapping.category_decisions import CATEGORY_COLUMNS, LEVEL_CATEGORY, category_key, category_table
+from migrate.mapping.feedback import MIX_ITEM
 from migrate.mapping.result import CROSSWALK_COLUMNS, MAPPING_COLUMNS, MigrationResult
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ PARAMETER_ITEMS = frozenset({
     "Model fingerprint", "Product index", "Label scoring", "Scoring", "Thresholds", "min_confidence",
     "Leave-one-out products", "Leave-one-out top-1 accuracy", "Leave-one-out unflagged share",
     "Leave-one-out unflagged accuracy", "Texts encoded (distinct)", "Texts read from the embedding cache",
-    "Encode seconds", "Run seconds", "Products per second (end to end)"})
+    "Encode seconds", "Run seconds", "Products per second (end to end)", MIX_ITEM})
 CONFIDENCE_BINS = 10
 CHART_CATEGORIES = 12  # source categories in the flags chart, most flagged first
 

@@ -75,7 +75,7 @@ def measure_answers(answers: list[dict[str, Any]], seen: Generation, workbook_ru
     audit = set((run.get(QUESTIONS_KEY) or {}).get("audit", []))
     checks = [r for a, r in zip(answered, right) if a["product_id"] in audit]
     if checks:
-        out["Random checks (the unbiased figure)"] = (f"{sum(checks)} of {len(checks)} right "
+        out["Random checks among the more confident half (unbiased there)"] = (f"{sum(checks)} of {len(checks)} right "
                                                       f"({sum(checks) / len(checks):.1%})")
     flagged = dict(zip(seen.products["product_id"].to_list(), seen.products["model_flags"].fill_null("").to_list()))
     unflagged = [r for a, r in zip(answered, right) if not flagged.get(a["product_id"], "x")]

@@ -415,7 +415,8 @@ def _next_round(store: StateStore, current, book: ReviewedWorkbook, table: pl.Da
     run["counts"]["next_round"] = {
         "round": round_number, "decided": decided, "remapped": result.mapping.height - decided,
         "unflagged": int((~result.mapping["needs_review"]).sum()) - decided,
-        "asked": len(run[QUESTIONS_KEY]["asked"])}
+        "asked": len(run[QUESTIONS_KEY]["asked"]),
+        "encoded": int(result.summary_dict().get("Texts encoded (distinct)", 0))}
     files = {NEXT_FILE: lambda p: write_workbook(result, p)}
     if result.kept_scores is not None:
         files[SCORES_FILE] = result.kept_scores.write
