@@ -332,6 +332,9 @@ PLATT_PRIOR = 10.0
 """Weight of the prior that the mix's confidence is calibrated as it is (slope 1, shift 0), in
 answers: a few dozen random checks move the calibration, a handful cannot swing it."""
 MIN_CHECKS = 30
+MIN_ABOVE = 10
+"""Random checks at or above a threshold, at least, that must be right ``--target-precision`` of
+the time (measured, not estimated) before rows above it go unflagged."""
 """Random checks answered (held out) before any row is left unflagged: fewer cannot calibrate."""
 
 
@@ -347,14 +350,17 @@ class Unflagging:
     reason: str = ""
 
 
-def platt_scaling(log_odds: np.ndarray, right: np.ndarray, prior: float = PLATT_PRIOR) -> tuple[float, float]:
+def platt_scaling(log_odds: np.ndarray, right: np.ndarray, prior: float | None = None) -> tuple[float, float]:
     """(slope, shift) of ``P(right) = sigmoid(slope * log_odds + shift)``, the maximum a posteriori
-    fit with a Gaussian prior of weight ``prior`` around (1, 0): the confidence as it is.
+    fit with a Gaussian prior of weight ``prior`` (default :data:`PLATT_PRIOR`) around (1, 0): the
+    confidence as it is.
 
     >>> slope, shift = platt_scaling(np.array([2.0] * 10), np.array([1.0] * 5 + [0.0] * 5))
     >>> bool(1 / (1 + np.exp(-(2 * slope + shift))) < 0.88)  # half of them right: pulled down from 0.88
     True
     """
+    prior = PLATT_PRIOR if prior is None else prior
+
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = w[0] * log_odds + w[1]
         p = 1 / (1 + np.exp(-z))
@@ -406,8 +412,10 @@ def calibrate(model: FeedbackModel) -> Calibration:
 def unflag_threshold(model: FeedbackModel, confidence: np.ndarray, open_rows: np.ndarray,
                      target_precision: float) -> Unflagging:
     """The lowest calibrated ``confidence`` (:attr:`FeedbackModel.calibration`) at which the open
-    rows above it reach ``target_precision``: their mean calibrated confidence. Only a calibration
-    on :data:`MIN_CHECKS` random checks can promise it (:func:`calibrate`); otherwise no threshold."""
+    rows above it reach ``target_precision`` -- estimated, their mean calibrated confidence, and
+    measured, the random checks above it (at least :data:`MIN_ABOVE`) right that often. Only a
+    calibration on :data:`MIN_CHECKS` random checks can promise it (:func:`calibrate`); otherwise
+    no threshold."""
     cal = model.calibration
     if cal is None or cal.checks < MIN_CHECKS:
         m = cal.checks if cal is not None else 0
@@ -423,13 +431,23 @@ def unflag_threshold(model: FeedbackModel, confidence: np.ndarray, open_rows: np
     if not ok.size:
         return Unflagging(None, cal.checks, reason=f"no open rows reach precision {target_precision:g} under the "
                                                    f"calibration on {cal.checks} random checks")
-    k = int(ok[-1])
-    threshold = float(sorted_conf[k])
+    threshold = float(sorted_conf[int(ok[-1])])
+    # and measured: the random checks at or above the threshold must be right that often themselves
     checks = model.held_out_audit
-    calibrated_checks = cal(model.held_out_confidence[checks])
+    check_conf = cal(model.held_out_confidence[checks])
     right = model.held_out_correct[checks]
-    above = calibrated_checks >= threshold
-    return Unflagging(threshold, cal.checks, float(precision[k]), (k + 1) / len(open_rows),
+    order_checks = np.argsort(-check_conf, kind="stable")
+    seen = np.cumsum(right[order_checks]) / np.arange(1, len(order_checks) + 1)
+    count = np.arange(1, len(order_checks) + 1)
+    measured_ok = (seen >= target_precision) & (count >= MIN_ABOVE) & (check_conf[order_checks] >= threshold)
+    if not measured_ok.any():
+        return Unflagging(None, cal.checks, reason=f"the random checks the calibration would leave unflagged were "
+                                                   f"not right {target_precision:g} of the time (at least "
+                                                   f"{MIN_ABOVE} of them needed)")
+    threshold = max(threshold, float(check_conf[order_checks][np.flatnonzero(measured_ok)[-1]]))
+    above_open = sorted_conf >= threshold
+    above = check_conf >= threshold
+    return Unflagging(threshold, cal.checks, float(sorted_conf[above_open].mean()), float(above_open.mean()),
                       f"{int(right[above].sum())} of {int(above.sum())} random checks at or above it right")
 
 
