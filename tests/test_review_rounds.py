@@ -276,3 +276,12 @@ def test_a_night_maps_new_products_with_the_decisions(two_rounds, instacart, mig
     # the decisions themselves stay in force
     kept = products.filter(pl.col("product_id").is_in(corrected))
     assert all(kept["final_source"] == "reviewer")
+
+
+def test_a_workbook_of_an_earlier_round_is_refused(two_rounds, tmp_path):
+    folder, state = two_rounds["folder"], two_rounds["state"]
+    before = StateStore(state).generation_names()
+    result = CliRunner().invoke(main, ["review", "apply", str(folder / "answered0.xlsx"), "--state", str(state),
+                                       "-o", str(tmp_path / "f.csv"), "-q"])
+    assert result.exit_code == 1 and "an earlier round: the state is at round 2" in result.stderr
+    assert StateStore(state).generation_names() == before

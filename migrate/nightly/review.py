@@ -286,6 +286,12 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
         current = store.load()
         categories = current.targets.filter(pl.col("kind") == "category")["key"].to_list()
         known = {h.get("run_id") for h in store.history() if h.get("run_id")} | {current.run_id}
+        current_round = current.meta.get("run", {}).get("round")
+        if current_round and book.run_id != current.run_id and book.run_id in known:
+            raise InputError(book.path, f"the workbook comes from run '{book.run_id}' (Summary sheet, 'Run id'), an "
+                                        f"earlier round: the state is at round {current_round}, whose workbook "
+                                        f"(run '{current.run_id}') holds every decision so far; nothing applied",
+                             hint="decide in that round's workbook (the one 'review apply --next' wrote) and apply it")
         resolved, resolved_categories = validate_decisions(book, current.products, categories, known)
         who = reviewer or book.modified_by or getpass.getuser()
         when = now_utc()
