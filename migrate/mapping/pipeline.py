@@ -298,7 +298,8 @@ class Migrator:
         ``keep_scores``: return this run's scores as ``result.kept_scores``; ``feedback``: a
         reviewer's decisions so far, onto a taxonomy (:mod:`migrate.mapping.feedback`): every
         undecided product is mapped again with them, decided products keep their decision
-        (flag ``DECIDED``), the confidence threshold is chosen on the decisions held out."""
+        (flag ``DECIDED``), confidence is calibrated on the decisions held out and rows go unflagged
+        once the random checks among them vouch for a threshold (:func:`~migrate.mapping.feedback.unflag_threshold`)."""
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         inputs = inputs or read_inputs(settings)
