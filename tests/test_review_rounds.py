@@ -42,9 +42,11 @@ def instacart(tmp_path_factory):
     return {"folder": folder, "truth": truth}
 
 
-def _answer(workbook, out, truth: dict[str, str], *, extra: dict[str, str] | None = None) -> list[str]:
-    """Answer every question of the Review sheet with the truth (and ``extra`` decisions by product
-    id, in the Mapping sheet); the ids answered, in order."""
+def _answer(workbook, out, truth: dict[str, str], *, extra: dict[str, str] | None = None,
+            new_category_at: int | None = None) -> list[str]:
+    """Answer every question of the Review sheet with the truth (question ``new_category_at``, 0
+    based: NEW CATEGORY NEEDED; ``extra``: more decisions by product id, in the Mapping sheet);
+    the ids answered, in order."""
     wb = load_workbook(workbook)
     answered = []
     ws = wb["Review"]
@@ -52,7 +54,8 @@ def _answer(workbook, out, truth: dict[str, str], *, extra: dict[str, str] | Non
     for r in range(2, ws.max_row + 1):
         if ws.cell(r, head["question"]).value:
             pid = ws.cell(r, head["source_id"]).value
-            ws.cell(r, head["decision"]).value = truth[pid]
+            new = len(answered) == new_category_at
+            ws.cell(r, head["decision"]).value = "NEW CATEGORY NEEDED" if new else truth[pid]
             answered.append(pid)
     if extra:
         ws = wb["Mapping"]
@@ -92,7 +95,7 @@ def two_rounds(instacart, migrator):
                                  "--source-category", "department", "-o", str(folder / "round0.xlsx"),
                                  "--state", str(state), "--ask", str(ASK), "-q"])
     assert first.exit_code == 0, first.output
-    asked1 = _answer(folder / "round0.xlsx", folder / "answered0.xlsx", truth)
+    asked1 = _answer(folder / "round0.xlsx", folder / "answered0.xlsx", truth, new_category_at=1)
     second = runner.invoke(main, ["review", "apply", str(folder / "answered0.xlsx"), "--state", str(state),
                                   "-o", str(folder / "final1.csv"), "--next", str(folder / "round1.xlsx"),
                                   "--ask", str(ASK), "-q"])
@@ -104,6 +107,7 @@ def two_rounds(instacart, migrator):
                                  "-o", str(folder / "final2.csv"), "--next", str(folder / "round2.xlsx"), "-q"])
     assert third.exit_code == 0, third.output
     return {"folder": folder, "state": state, "asked1": asked1, "asked2": asked2, "changed": changed,
+            "new_category": asked1[1],
             "changed_to": other, "messages": [second.stdout, third.stdout]}
 
 
@@ -123,9 +127,11 @@ def test_decisions_of_round_1_are_kept_and_the_undecided_rows_learn(two_rounds, 
     folder, truth = two_rounds["folder"], instacart["truth"]
     round0, round1 = _mapping(folder / "round0.xlsx"), _mapping(folder / "round1.xlsx")
     decided = round1.filter(pl.col("flags") == DECIDED)
-    assert set(decided["source_id"]) == set(two_rounds["asked1"])
-    assert all(truth[p] == t for p, t in zip(decided["source_id"], decided["target_category"]))
+    assert set(decided["source_id"]) == set(two_rounds["asked1"])  # a new category needed is settled too
+    new = two_rounds["new_category"]
+    assert all(truth[p] == t for p, t in zip(decided["source_id"], decided["target_category"]) if p != new)
     assert not decided["needs_review"].any()
+    assert new not in set(two_rounds["asked2"])  # never asked again
     undecided = set(round1["source_id"]) - set(two_rounds["asked1"])
     before, after = _top1(round0, truth, undecided), _top1(round1, truth, undecided)
     assert after > before + 0.03, (before, after)
@@ -136,7 +142,7 @@ def test_decisions_of_round_1_are_kept_and_the_undecided_rows_learn(two_rounds, 
     assert LAST_ROUND in summary and "Round" in {k.strip() for k, _ in _summary(folder / "round1.xlsx")}
     answers = next(v for k, v in _summary(folder / "round1.xlsx") if k.strip() == "Answers")
     right = sum(truth[p] == t for p, t in zip(round0["source_id"], round0["target_category"])
-                if p in set(two_rounds["asked1"]))
+                if p in set(two_rounds["asked1"]) and p != two_rounds["new_category"])
     assert answers.startswith(f"{ASK}: the suggestion was right for {right} ")
 
 
@@ -147,7 +153,7 @@ def test_round_2_keeps_round_1_and_the_later_decision_holds(two_rounds, instacar
     assert set(decided) == set(two_rounds["asked1"]) | set(two_rounds["asked2"])
     changed = two_rounds["changed"]
     assert decided[changed] == two_rounds["changed_to"]
-    assert all(decided[p] == truth[p] for p in two_rounds["asked1"] if p != changed)
+    assert all(decided[p] == truth[p] for p in two_rounds["asked1"] if p not in (changed, two_rounds["new_category"]))
     state = StateStore.open(two_rounds["state"]).load()
     log = state.decisions.filter(pl.col("product_id") == changed)
     assert log["decision"].to_list() == [truth[changed], two_rounds["changed_to"]]  # both logged
@@ -260,7 +266,7 @@ def test_a_night_maps_new_products_with_the_decisions(two_rounds, instacart, mig
     round0 = _mapping(folder / "round0.xlsx")
     suggested = dict(zip(round0["source_id"], round0["target_category"]))
     corrected = [p for p in two_rounds["asked1"] + two_rounds["asked2"]
-                 if p != two_rounds["changed"] and suggested[p] != truth[p]]
+                 if p not in (two_rounds["changed"], two_rounds["new_category"]) and suggested[p] != truth[p]]
     assert len(corrected) >= 5
     source = pl.read_csv(folder / "source.csv", infer_schema=False)
     copies = (source.filter(pl.col("id").is_in(corrected))

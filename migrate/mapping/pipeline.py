@@ -384,6 +384,8 @@ class Migrator:
         flags = compute_flags(**flag_inputs(scored), has_products=side is not None,
                               calibrated=calibrator.logistic or self_trained,
                               all_targets=targets.categories, thresholds=thresholds)
+        if feedback is not None and feedback.new_category:  # settled by a person, though on no target category
+            decided |= np.array([pid in feedback.new_category for pid in source.ids], dtype=bool)
         for i in np.flatnonzero(decided):
             flags[i] = []
         mapping = with_flags(scored, flags)

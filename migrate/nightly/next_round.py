@@ -31,6 +31,7 @@ from migrate.mapping.feedback import COVERED_WEIGHT, ROW_WEIGHT, Feedback
 from migrate.mapping.pipeline import Inputs, Migrator, Targets
 from migrate.mapping.result import MigrationResult
 from migrate.mapping.settings import MigrationSettings
+from migrate.nightly.decisions import SOURCE_NEW
 from migrate.nightly.state import Generation, StateStore
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,15 @@ def state_inputs(store: StateStore, generation: Generation, products: pl.DataFra
 def feedback_from(products: pl.DataFrame, *, round_number: int, measured: dict[str, str],
                   ask: int | None, audited: set[str] | None = None) -> Feedback:
     """The decisions in force in a products table, as a round learns from them: a reviewer's own
-    (weight :data:`ROW_WEIGHT`) and those a category decision set (:data:`COVERED_WEIGHT`)."""
+    (weight :data:`ROW_WEIGHT`) and those a category decision set (:data:`COVERED_WEIGHT`); the
+    products a person said need a new category are settled, not examples."""
     decided = products.filter((pl.col("final_category").fill_null("") != "")
                               & pl.col("final_source").is_in(["reviewer", SOURCE_CATEGORY_DECISION]))
     pids, finals, sources = (decided[c].to_list() for c in ("product_id", "final_category", "final_source"))
+    settled = set(products.filter(pl.col("final_source") == SOURCE_NEW)["product_id"].to_list())
     return Feedback(decisions=dict(zip(pids, finals)),
                     weights={p: ROW_WEIGHT if s == "reviewer" else COVERED_WEIGHT for p, s in zip(pids, sources)},
-                    round=round_number, measured=measured, ask=ask, audited=set(audited or ()))
+                    round=round_number, measured=measured, ask=ask, audited=set(audited or ()), new_category=settled)
 
 
 def next_round(store: StateStore, generation: Generation, products: pl.DataFrame, feedback: Feedback, *,
