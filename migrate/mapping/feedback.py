@@ -12,9 +12,8 @@ features per candidate category ``c``:
 - ``vote``: log of the vote of the nearest decided products for ``c``, each weighing
   ``exp((sim - 1) / VOTE_TEMPERATURE)`` times its decision's weight: a near-copy of a decided
   product about 1, a product far from every decision about nothing (a vote normalised over the
-  neighbours, as the labelled-catalog path's, let 40 far-away decisions outvote the zero-shot
-  evidence of 560 products in tests/test_review_rounds.py; unnormalised, top-1 rose on both sets
-  of bench/review_rounds.py as well);
+  neighbours, as the labelled-catalog path's, lets a few far-away decisions outvote the zero-shot
+  evidence of every product near none of them);
 - ``nearest``: the cosine of the nearest decided product of ``c`` minus that of the nearest
   decided product of any category (0 for the closest category, negative for the others, and
   :data:`NO_NEIGHBOUR` when none of ``c``'s decided products is among the neighbours);
@@ -63,10 +62,8 @@ WORD_SMOOTHING = 0.1
 FOLDS = 5
 L2 = 1e-2                # ridge on the weights towards the zero-shot alone, per decided product ...
 RIDGE_DECISIONS = 20.0
-"""... and at least as strong as this many decisions: the questions are the hard products, and 40
-of them (tests/test_review_rounds.py) fitted freely trusted the zero-shot evidence too little and
-took the other 560 products' top-1 from 0.64 to 0.53; on bench/review_rounds.py's sets (230 and
-137 answers a round) it changes top-1 by at most 0.2 points."""
+"""... and at least as strong as this many decisions: the questions are the hard products, and a
+few dozen of them fitted freely trust the zero-shot evidence too little for the easier rest."""
 FEATURES = ("zero_shot", "vote", "nearest", "words", "covered", "parent_vote")
 MIX_ITEM = "Feedback mix (weights fitted on the decisions)"  # its Summary item, on the Parameters sheet
 DEFAULT_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
