@@ -19,7 +19,9 @@ features per candidate category ``c``:
   :data:`NO_NEIGHBOUR` when none of ``c``'s decided products is among the neighbours);
 - ``words``: log of a naive Bayes word model's probability of ``c``, its counts from the decided
   products' words (the labelled-catalog path's lexical evidence);
-- ``covered``: 1 when some product of ``c`` was decided anywhere.
+- ``covered``: 1 when some product of ``c`` was decided anywhere;
+- ``parent_vote``: ``vote`` for ``c``'s parent category (decided siblings and cousins), where the
+  taxonomy lists it.
 
 The score is a conditional logit over the candidates, ``P(c) = softmax_c(w . f(c))``: the weights
 ``w`` are fitted on the decisions themselves, out of fold (each decided product scored by the
@@ -28,6 +30,10 @@ as for an undecided product), never by hand. Categories with no decided product 
 zero-shot evidence; how much a category with a few decisions may draw its neighbours' products is
 the weight of ``covered``, ``vote`` and ``nearest``, measured on held-out decisions. With no
 decisions the zero-shot distribution is returned unchanged.
+
+The same held-out decisions calibrate the confidence (:func:`calibrate`), and the random checks
+among them decide which rows may go unflagged (:func:`unflag_threshold`). :func:`choose_questions`
+picks the next round's questions. The benchmark is ``python bench/review_rounds.py``.
 
 >>> import numpy as np
 >>> _union(np.array([[3, 1, -1]]), np.array([[1, 7, 7]])).tolist()  # candidates: zero-shot's, then the neighbours'
@@ -60,7 +66,7 @@ ZERO_SHOT_FLOOR = 1e-4   # probability of a candidate outside the zero-shot list
 VOTE_FLOOR = 1e-3
 WORD_SMOOTHING = 0.1
 FOLDS = 5
-L2 = 1e-2                # ridge on the weights towards the zero-shot alone, per decided product ...
+L2 = 1e-2                # ridge on the weights towards FIT_PRIOR, per decided product ...
 RIDGE_DECISIONS = 20.0
 """... and at least as strong as this many decisions: the questions are the hard products, and a
 few dozen of them fitted freely trust the zero-shot evidence too little for the easier rest."""
