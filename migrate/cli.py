@@ -262,6 +262,9 @@ def migrate(source, output, state, engine, workers, task_rows, ask, overwrite, q
     if ask is not None:
         from dataclasses import replace
 
+        if settings.target_catalog is not None:
+            raise click.UsageError("--ask chooses the questions of a review in rounds onto a taxonomy alone; "
+                                   "drop it with --target-catalog")
         settings = replace(settings, ask=ask)
     if engine == "ray":
         from migrate.mapping.ray_engine import run_ray_migration

@@ -291,3 +291,9 @@ def test_a_workbook_of_an_earlier_round_is_refused(two_rounds, tmp_path):
                                        "-o", str(tmp_path / "f.csv"), "-q"])
     assert result.exit_code == 1 and "an earlier round: the state is at round 2" in result.stderr
     assert StateStore(state).generation_names() == before
+
+
+def test_ask_with_a_labelled_target_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["migrate", "s.csv", "--target-catalog", "t.csv", "-o", str(tmp_path / "m.csv"),
+                                       "--ask", "5"])
+    assert result.exit_code == 64 and "--ask" in result.stderr
