@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 QUESTIONS_KEY = "questions"  # meta["run"][QUESTIONS_KEY]: {"asked": [ids], "audit": [ids]} of a round's workbook
 ROUND_KEY = "round"          # meta["run"][ROUND_KEY]: the round number of the generation's workbook
 AUDITED_KEY = "audited"      # meta[AUDITED_KEY]: ids of the products decided as random checks, every round so far
+# (a generation's top level: review apply copies it forward, reconcile carries it)
 
 
 def audited_now(answers: list[dict[str, Any]], seen: Generation, workbook_run: str) -> set[str]:
@@ -76,8 +77,8 @@ def measure_answers(answers: list[dict[str, Any]], seen: Generation, workbook_ru
     audit = set((run.get(QUESTIONS_KEY) or {}).get("audit", []))
     checks = [r for a, r in zip(answered, right) if a["product_id"] in audit]
     if checks:
-        out["Random checks among the more confident half (unbiased there)"] = (f"{sum(checks)} of {len(checks)} right "
-                                                      f"({sum(checks) / len(checks):.1%})")
+        out["Random checks among the more confident half (unbiased there)"] = (
+            f"{sum(checks)} of {len(checks)} right ({sum(checks) / len(checks):.1%})")
     flagged = dict(zip(seen.products["product_id"].to_list(), seen.products["model_flags"].fill_null("").to_list()))
     unflagged = [r for a, r in zip(answered, right) if not flagged.get(a["product_id"], "x")]
     out["Rows that workbook left unflagged"] = (f"{sum(unflagged)} of {len(unflagged)} right "

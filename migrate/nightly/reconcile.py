@@ -49,6 +49,7 @@ from migrate.nightly.changes import (TargetChanges, category_counts, diff_target
 from migrate.nightly.decisions import DEFAULT_STALE_BELOW, carried_decisions, resolve_products
 from migrate.nightly.export import final_mapping
 from migrate.nightly.lock import EXIT_LOCKED, RunLock
+from migrate.nightly.next_round import AUDITED_KEY, QUESTIONS_KEY, feedback_from, questions_record
 from migrate.nightly.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
                                      write_report_workbook)
 from migrate.nightly.state import (DECISION_SCHEMA, SCORES_FILE, Generation, NewGeneration, StateStore, empty, fault_point,
@@ -323,7 +324,7 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
     meta = {
         "settings": settings_dict, "model": model, "stale_below": stale_below,
         # the random checks a review in rounds answered (migrate.nightly.next_round.AUDITED_KEY): kept
-        "audited": previous.meta.get("audited", []) if previous is not None else [],
+        AUDITED_KEY: previous.meta.get(AUDITED_KEY, []) if previous is not None else [],
         "run": {"run_id": run_id, "kind": "reconcile", "started": night.started,
                 "catalog": str(Path(settings.source).resolve()), "inputs": _inputs_record(settings, inputs),
                 "inputs_fingerprint": night.fingerprint, "counts": counts, "exit_code": exit_code,
@@ -356,8 +357,6 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
 def _feedback(previous: Generation | None, inputs: Inputs):
     """Onto a taxonomy, the decisions in force the night's new and changed products learn from
     (:mod:`migrate.mapping.feedback`); None before any decision or onto a labelled target catalog."""
-    from migrate.nightly.next_round import AUDITED_KEY, feedback_from
-
     if previous is None or inputs.targets.catalog is not None or not previous.decisions.height:
         return None
     return feedback_from(previous.products, round_number=0, measured={}, ask=None,
@@ -449,7 +448,6 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
     folder (settings, products, target snapshot, embedding cache) for later nights."""
     from migrate.core.files import check_fits, check_output
     from migrate.mapping.output import write_output
-    from migrate.nightly.next_round import QUESTIONS_KEY, questions_record
 
     with RunLock(state_dir, command="migrate"):
         store = StateStore.create(state_dir)

@@ -346,20 +346,16 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
                                "workbook": str(book.path.resolve()), "workbook_run": book.run_id, "reviewer": who,
                                "counts": counts, "exit_code": 0, "covered": covered_list,
                                "publish": [{"file": file_name, "dest": str(output.resolve())}]}
-        files: dict[str, Any] = {}
-        if next_workbook is not None:
-            table, files = _next_round(store, current, book, table, decisions, category_decisions, items, run,
-                                       ask=ask, target_precision=target_precision, progress=progress)
-            files = {**files}
-            run["publish"].append({"file": NEXT_FILE, "dest": str(next_workbook.resolve())})
-        else:
-            files = current.carry_scores(files)
-        final = final_mapping(table)
-        files[file_name] = lambda p: write_frame(final, p, "Final mapping")
         meta = {**{k: v for k, v in current.meta.items() if k not in ("run", "generation", "state_format")},
                 "run": run}
-        if "audited" in run:  # the random checks answered so far, for every later round (next_round.AUDITED_KEY)
-            meta["audited"] = run.pop("audited")
+        if next_workbook is not None:
+            table, files = _next_round(store, current, book, table, decisions, category_decisions, items, meta,
+                                       ask=ask, target_precision=target_precision, progress=progress)
+            run["publish"].append({"file": NEXT_FILE, "dest": str(next_workbook.resolve())})
+        else:
+            files = current.carry_scores({})
+        final = final_mapping(table)
+        files[file_name] = lambda p: write_frame(final, p, "Final mapping")
         generation = store.commit(NewGeneration(
             meta=meta, products=table, decisions=decisions, targets=current.targets,
             category_decisions=category_decisions, files=files))
@@ -390,37 +386,37 @@ NEXT_FILE = "next.xlsx"  # the next round's workbook inside the generation, publ
 
 
 def _next_round(store: StateStore, current, book: ReviewedWorkbook, table: pl.DataFrame, decisions: pl.DataFrame,
-                category_decisions: pl.DataFrame, items: list[dict[str, Any]], run: dict[str, Any], *,
+                category_decisions: pl.DataFrame, items: list[dict[str, Any]], meta: dict[str, Any], *,
                 ask: int | None, target_precision: float | None, progress: bool
                 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Map the undecided products again with every decision in force (``table``: the products with
     this apply's decisions); (the new products table, the generation's files: the next workbook
-    and the re-mapped scores). Records the round and its questions in ``run``."""
+    and the re-mapped scores). Records the round, its questions and the random checks answered
+    so far in the new generation's ``meta``."""
+    from migrate.mapping.pipeline import DECIDED
     from migrate.mapping.workbook import write_workbook
     from migrate.nightly.decisions import resolve_products
     from migrate.nightly.next_round import (AUDITED_KEY, QUESTIONS_KEY, ROUND_KEY, audited_now, feedback_from,
                                             measure_answers, next_round, questions_record)
-    from migrate.nightly.state import SCORES_FILE
+    from migrate.nightly.state import SCORES_FILE, latest_per_product
 
+    run = meta["run"]
     measured = measure_answers(items, current, book.run_id)
     round_number = int(current.meta.get("run", {}).get(ROUND_KEY, 0) or 0) + 1
     audited = audited_now(items, current, book.run_id)
     feedback = feedback_from(table, round_number=round_number, measured=measured, ask=ask, audited=audited)
     result = next_round(store, current, table, feedback, run_id=run["run_id"], target_precision=target_precision,
                         progress=progress)
-    latest = (decisions.with_row_index("_order").group_by("product_id", maintain_order=True).last()
-              .drop("_order"))
     categories = current.targets.filter(pl.col("kind") == "category")["key"].to_list()
-    products = resolve_products(result.mapping, run_id=run["run_id"], previous=current.products, decisions=latest,
-                                categories=set(categories), renamed={}, category_decisions=category_decisions).products
-    run[ROUND_KEY] = round_number
-    run[AUDITED_KEY] = sorted(audited)  # moved to the generation's meta by apply_review
-    run[QUESTIONS_KEY] = questions_record(result)
-    run["measured"] = measured
-    decided = len(feedback.decisions)
+    products = resolve_products(result.mapping, run_id=run["run_id"], previous=current.products,
+                                decisions=latest_per_product(decisions), categories=set(categories), renamed={},
+                                category_decisions=category_decisions).products
+    meta[AUDITED_KEY] = sorted(audited)
+    run.update({ROUND_KEY: round_number, QUESTIONS_KEY: questions_record(result), "measured": measured})
+    settled = result.mapping["flags"] == DECIDED
     run["counts"]["next_round"] = {
-        "round": round_number, "decided": decided, "remapped": result.mapping.height - decided,
-        "unflagged": int((~result.mapping["needs_review"]).sum()) - decided,
+        "round": round_number, "decided": int(settled.sum()), "remapped": int((~settled).sum()),
+        "unflagged": int((~result.mapping["needs_review"] & ~settled).sum()),
         "asked": len(run[QUESTIONS_KEY]["asked"]),
         "encoded": int(result.summary_dict().get("Texts encoded (distinct)", 0))}
     files = {NEXT_FILE: lambda p: write_workbook(result, p)}

@@ -161,10 +161,14 @@ class Generation:
 
     def latest_decisions(self) -> pl.DataFrame:
         """The last decision per product (the one in force)."""
-        if self.decisions.height == 0:
-            return self.decisions
-        return (self.decisions.with_row_index("_order").sort("_order")
-                .group_by("product_id", maintain_order=True).last().drop("_order"))
+        return latest_per_product(self.decisions)
+
+
+def latest_per_product(decisions: pl.DataFrame) -> pl.DataFrame:
+    """The last row per product of a decision log, oldest product first (the decisions in force)."""
+    if decisions.height == 0:
+        return decisions
+    return decisions.group_by("product_id", maintain_order=True).last()
 
 
 @dataclass
