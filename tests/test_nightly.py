@@ -215,7 +215,8 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
 
     sides = [three_nights[n].monitoring["target_side"] for n in ("night1", "night2", "night3")]
     assert sides == [TARGET_SIDE_FITTED, TARGET_SIDE_FITTED, TARGET_SIDE_READ]
-    assert (three_nights["state"] / "target_side.pkl").is_file()
+    assert (three_nights["state"] / "target_side.json").is_file() and (three_nights["state"] / "target_side.npz").is_file()
+    assert not (three_nights["state"] / "target_side.pkl").exists()
     two, three = three_nights["state2"].products, three_nights["state3"].products
     assert two.select("product_id", "final_category", "decision").equals(three.select("product_id", "final_category", "decision"))
     # nothing new needs a person tonight (exit 0), though an open queue from earlier nights remains

@@ -41,6 +41,20 @@ class LexicalIndex:
         self._matrix_t = None
         self.size = 0
 
+    @classmethod
+    def from_parts(cls, vectorizer: FittedTfidf | None, matrix_t) -> "LexicalIndex":
+        """An index of what :meth:`fit` fitted: the word TF-IDF and its transposed rows of the indexed
+        texts (:attr:`matrix_t`; both None when no text had a word), as a kept target side reads it back."""
+        index = cls()
+        index.vectorizer, index._matrix_t = vectorizer, matrix_t
+        index.size = matrix_t.shape[1] if matrix_t is not None else 0
+        return index
+
+    @property
+    def matrix_t(self):
+        """The indexed texts' TF-IDF rows, transposed (features x texts, CSR), or None."""
+        return self._matrix_t
+
     def fit(self, texts: list[str]) -> "LexicalIndex":
         self.vectorizer, matrix = fit_words(texts)
         if matrix is None:  # no text has a word: nothing to search, every query finds nothing

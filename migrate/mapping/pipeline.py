@@ -477,8 +477,9 @@ class Migrator:
             side_key = fitted_target_key(model_fingerprint=self.encoder.fingerprint, categories=targets.categories,
                                          texts=target_texts, product_categories=targets.product_categories,
                                          settings=fit_settings(settings, by_level=labels.by_level))
-            fitted = fitted_targets.get(side_key)
-        if fitted is not None and fitted.target_vectors is not None:
+            fitted = fitted_targets.get(side_key, products=len(target_texts), labels=len(labels.texts),
+                                        categories=len(targets.categories))
+        if fitted is not None:
             tgt_vec, label_vectors, lexical = fitted.target_vectors, fitted.label_vectors, fitted.lexical
         else:
             vectors = embedder.encode([*target_texts, *labels.texts], label="target texts")
@@ -490,9 +491,6 @@ class Migrator:
                           params, fitted_here=fitted is None)
         if fitted is not None:
             side.classifier, side.calibrator, side.loo = fitted.classifier, fitted.calibrator, fitted.loo
-            if fitted.target_vectors is None:  # kept before the vectors were: keep them from now on
-                fitted_targets.put(side_key, FittedTarget(side.classifier, side.calibrator, side.loo,
-                                                          tgt_vec, label_vectors, lexical))
             return side
         sample, groups = _calibration_sample(target_texts, settings)
         oof_votes = None

@@ -32,7 +32,7 @@ from migrate.mapping.pipeline import Inputs, Migrator, Targets
 from migrate.mapping.result import MigrationResult
 from migrate.mapping.settings import MigrationSettings
 from migrate.nightly.decisions import SOURCE_NEW
-from migrate.nightly.state import Generation, StateStore
+from migrate.nightly.state import Generation, StateStore, remembered_settings
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def next_round(store: StateStore, generation: Generation, products: pl.DataFrame
     (the generation it is committed in, so its workbook can be applied to the state)."""
     from dataclasses import replace
 
-    settings = MigrationSettings.from_dict(generation.meta.get("settings", {}),
+    settings = MigrationSettings.from_dict(remembered_settings(generation.meta.get("settings", {})),
                                            source=generation.meta.get("run", {}).get("catalog", "catalog"),
                                            progress=progress, ask=feedback.ask)
     if target_precision is not None:

@@ -43,7 +43,7 @@ from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DECI
 from migrate.mapping.fitted_target import FittedTargetStore
 from migrate.mapping.pipeline import SCORES_KEPT, TARGET_SIDE, Inputs, Migrator, read_inputs
 from migrate.mapping.result import MigrationResult
-from migrate.mapping.settings import MigrationSettings, with_nested_encoder
+from migrate.mapping.settings import MigrationSettings
 from migrate.nightly.changes import (TargetChanges, category_counts, diff_targets, product_changes, score_drift,
                              target_snapshot)
 from migrate.nightly.decisions import DEFAULT_STALE_BELOW, carried_decisions, resolve_products
@@ -53,7 +53,7 @@ from migrate.nightly.next_round import AUDITED_KEY, QUESTIONS_KEY, feedback_from
 from migrate.nightly.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
                                      write_report_workbook)
 from migrate.nightly.state import (DECISION_SCHEMA, SCORES_FILE, Generation, NewGeneration, StateStore, empty, fault_point,
-                                   now_utc)
+                                   now_utc, remembered_settings)
 from models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,15 @@ def settings_for_night(remembered: dict[str, Any], catalog: str | Path, override
                        progress: bool = True) -> MigrationSettings:
     """Remembered settings for tonight's ``catalog``; any target option given replaces the whole
     remembered target, other ``overrides`` replace single settings (``thresholds``/``scoring``/``encoder``
-    as dicts of the fields given)."""
+    as dicts of the fields given). ``trust_remote_code`` is never taken from the state: it lets the
+    model folder's own Python run, and nothing in a state folder may make a night run code -- a
+    night that needs it is given ``--trust-remote-code`` itself."""
     data = json.loads(json.dumps(remembered))  # a deep copy
     overrides = dict(overrides)
     if any(overrides.get(k) is not None for k in ("target_catalog", "target_taxonomy")):
         for key in TARGET_FIELDS:
             data[key] = None
-    data = with_nested_encoder(data)
+    data = remembered_settings(data, given=bool((overrides.get("encoder") or {}).get("trust_remote_code")))
     for key in ("thresholds", "scoring", "encoder"):
         data[key] = {**data.get(key, {}), **overrides.pop(key, {})}
     data.update({k: v for k, v in overrides.items() if v is not None})

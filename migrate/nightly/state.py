@@ -13,7 +13,8 @@ Layout::
           targets.parquet      the target categories (and target catalog products) of that run
           report.xlsx/.json    the run's report, published to the user's -o path after the commit
       embeddings.sqlite        vector cache keyed by model fingerprint + text hash
-      target_side.pkl          a labelled target's fitted classifier and calibration (migrate.mapping.fitted_target)
+      target_side.json, .npz   a labelled target's fitted classifier and calibration, as numbers and text
+                               (migrate.mapping.fitted_target; checked on reading, refitted when anything is off)
       history.jsonl            one line per run: inputs, model, counts, outcome
       lock, lock.owner         held by the running command, and who it is (see :mod:`migrate.nightly.lock`)
 
@@ -57,7 +58,9 @@ SCORES_FILE = "scores.parquet"
 """A generation's kept scores (:mod:`migrate.mapping.kept_scores`): the next night scores only what changed."""
 HISTORY = "history.jsonl"
 CACHE = "embeddings.sqlite"
-FITTED_TARGET = "target_side.pkl"
+FITTED_TARGET = "target_side.json"
+"""The fitted target side's record; its arrays are beside it as ``target_side.npz``. No file in a
+state folder is ever unpickled or run: a ``target_side.pkl`` of older versions is ignored."""
 CATEGORY_DECISIONS = "category_decisions.parquet"
 
 
@@ -106,6 +109,23 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
     """``frame`` with exactly ``schema``'s columns, in order (missing ones null)."""
     return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
                          for c, t in schema.items()])
+
+
+def remembered_settings(settings: dict[str, Any], *, given: bool = False) -> dict[str, Any]:
+    """A generation's remembered settings (meta.json's ``settings``) with the encoder fields nested
+    and ``trust_remote_code`` dropped: it lets a model folder's own Python run, and nothing in a state
+    folder may make a run execute code, so a run that needs it is given ``--trust-remote-code``
+    itself (``given``: it was; no warning then). A copy; ``settings`` is left as it is."""
+    from migrate.mapping.settings import with_nested_encoder
+
+    data = with_nested_encoder(dict(settings))
+    encoder = data.get("encoder")
+    if isinstance(encoder, dict) and "trust_remote_code" in encoder:
+        data["encoder"] = {k: v for k, v in encoder.items() if k != "trust_remote_code"}
+        if encoder["trust_remote_code"] and not given:
+            log.warning("the state remembers --trust-remote-code, which a state folder never turns on (it runs the "
+                        "model folder's own code): pass --trust-remote-code to this run to use it")
+    return data
 
 
 def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_overrides: dict[str, Any]) -> bool:
@@ -257,8 +277,13 @@ class StateStore:
 
     # --- reading ---
     def current_name(self) -> str:
-        name = (self.root / CURRENT).read_text(encoding="utf-8").strip()
-        if not name or not (self.root / GENERATIONS / name).is_dir():
+        try:
+            name = (self.root / CURRENT).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateError(f"{self.root / CURRENT} cannot be read ({exc.__class__.__name__})",
+                             hint=f"restore the folder from a backup, or write the name of one of "
+                                  f"{', '.join(self.generation_names()) or '(none)'} into it") from None
+        if not name or name not in self.generation_names():  # nothing outside generations/ either
             raise StateError(f"{self.root / CURRENT} names generation '{name}', which is missing",
                              hint=f"restore the folder from a backup, or point CURRENT at one of "
                                   f"{', '.join(self.generation_names()) or '(none)'}")
@@ -270,8 +295,13 @@ class StateStore:
             if folder.exists() else []
 
     def read_meta(self, name: str) -> dict[str, Any]:
-        """Generation ``name``'s meta.json alone (settings and last run, no tables)."""
-        return json.loads((self.root / GENERATIONS / name / META).read_text(encoding="utf-8"))
+        """Generation ``name``'s meta.json alone (settings and last run, no tables); raises OSError,
+        ValueError (not UTF-8, not JSON) or :class:`StateError` (JSON, but not an object)."""
+        meta = json.loads((self.root / GENERATIONS / name / META).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise StateError(f"{self.root / GENERATIONS / name / META} holds no taxmig run record",
+                             hint="the folder was changed by hand or the disk is damaged; restore a backup")
+        return meta
 
     def load(self, name: str | None = None) -> Generation:
         name = name or self.current_name()
@@ -289,7 +319,7 @@ class StateStore:
                               decisions=conform(pl.read_parquet(folder / "decisions.parquet"), DECISION_SCHEMA),
                               targets=conform(pl.read_parquet(folder / "targets.parquet"), TARGET_SCHEMA),
                               folder=folder)
-        except (OSError, json.JSONDecodeError, pl.exceptions.PolarsError) as exc:
+        except (OSError, ValueError, pl.exceptions.PolarsError) as exc:  # ValueError: not UTF-8, not JSON
             raise StateError(f"{folder}: cannot read the state ({exc.__class__.__name__}: {exc})",
                              hint="the folder was changed by hand or the disk is damaged; restore a backup") from None
 
@@ -348,11 +378,13 @@ class StateStore:
         if not self.history_path.exists():
             return []
         out = []
-        for line in self.history_path.read_text(encoding="utf-8").splitlines():
+        for line in self.history_path.read_bytes().decode("utf-8", "replace").splitlines():
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash (or not a history line at all)
                 continue
+            if isinstance(record, dict):
+                out.append(record)
         return out
 
     def append_history(self, record: dict[str, Any]) -> None:
