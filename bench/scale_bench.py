@@ -115,12 +115,12 @@ def tier_models(tmp: Path, vocabulary: list[Path]) -> list[tuple[str, str | None
     evaluated sets) and on the migration's own source file (what a user would pass)."""
     import importlib.util
 
-    from models.distill import distill_static
+    from train.distill import distill_static
 
     tiers: list[tuple[str, str | None, str, float]] = [("torch fp32 (all-MiniLM-L6-v2)", None, "torch", 0.0)]
     if importlib.util.find_spec("optimum") and importlib.util.find_spec("optimum.intel"):
         from models import load_encoder, resolve_model
-        from models.quantize import quantize_openvino
+        from train.quantize import quantize_openvino
 
         os.environ.setdefault("TAXMIG_CACHE_DIR", str(tmp / "cache"))
         started = time.perf_counter()
@@ -254,7 +254,7 @@ def tiers_part(limit: int | None) -> tuple[str, str]:
 # --- part: million ---------------------------------------------------------------------------
 
 def million_part(rows: int, torch_rows: int) -> tuple[str, str]:
-    from models.distill import distill_static
+    from train.distill import distill_static
 
     lines = ["| run | products | tier | wall s | products/s | peak RSS MB | exit |", "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -305,7 +305,7 @@ def agreement(local: pl.DataFrame, ray_mapping: pl.DataFrame) -> str:
 
 
 def ray_part(million: int, rows: int, torch_rows: int) -> tuple[str, str]:
-    from models.distill import distill_static
+    from train.distill import distill_static
 
     lines = ["| tier | products | local engine s | ray engine s | ray / local | ray mapping vs local | "
              "vs local with one thread |", "|---|---|---|---|---|---|---|"]

@@ -570,7 +570,7 @@ def distill(model, vocabulary_files, vocabulary_text, output, pca_dims, min_coun
       taxmig distill --model models/retail-minilm -o models/retail-minilm-static
       taxmig migrate source.csv --target-catalog target.csv --model models/retail-static -o mapping.xlsx
     """
-    from models.distill import distill_static
+    from train.distill import distill_static
 
     _setup_logging(verbose, quiet)
     result = distill_static(output, model=model, vocabulary_files=vocabulary_files, vocabulary_text=vocabulary_text,
@@ -609,7 +609,7 @@ def quantize(model, calibration_files, calibration_text, samples, output, overwr
       taxmig quantize --calibration source.csv -o models/retail-int8
       taxmig migrate source.csv --target-catalog target.csv --model models/retail-int8 --backend openvino -o mapping.xlsx
     """
-    from models.quantize import quantize_openvino
+    from train.quantize import quantize_openvino
 
     _setup_logging(verbose, quiet)
     result = quantize_openvino(output, model=model, calibration_files=calibration_files,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrate.errors import ModelError
+from models.cache import exports_dir, torchscript_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +96,7 @@ BACKENDS = ("torch", "openvino")
 speed tiers). ONNX is not offered: sentence-transformers' ONNX backend needs optimum-onnx, whose
 only release (0.1.0) pins transformers<4.58, below the 5.x that sentence-transformers 6 needs."""
 
-EXPORTS_ENV = "TAXMIG_CACHE_DIR"
 OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where sentence-transformers saves an OpenVINO model
-
-
-def cache_dir() -> Path:
-    """taxmig's cache folder: ``$TAXMIG_CACHE_DIR``, by default ``~/.cache/taxmig``."""
-    return Path(os.environ.get(EXPORTS_ENV) or Path.home() / ".cache" / "taxmig").expanduser()
-
-
-def exports_dir() -> Path:
-    """Where exported backend models are cached: ``$TAXMIG_CACHE_DIR/exports``, by default
-    ``~/.cache/taxmig/exports`` (one folder per weights fingerprint and backend)."""
-    return cache_dir() / "exports"
-
-
-def compiled_dir() -> Path:
-    """Where OpenVINO keeps models compiled for this machine (its ``CACHE_DIR``, blobs named by a
-    hash of the model, the device and the settings): ``$TAXMIG_CACHE_DIR/openvino-compiled``."""
-    return cache_dir() / "openvino-compiled"
 
 
 def has_backend_files(folder: str | os.PathLike, backend: str) -> bool:
@@ -362,16 +345,6 @@ def _on_cpu(device: str | None) -> bool:
     import torch
 
     return not torch.cuda.is_available()
-
-
-def torchscript_dir(weights: str, torch_version: str | None = None) -> Path:
-    """Where the TorchScript export of the weights ``weights`` lives: under :func:`exports_dir`, per
-    torch version (a trace is read back by the torch that wrote it; by default this process's)."""
-    if torch_version is None:
-        import torch
-
-        torch_version = torch.__version__
-    return exports_dir() / f"{weights}-torchscript-torch{torch_version}"
 
 
 def _side_runtime(weights: str, device: str | None):

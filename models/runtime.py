@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.registry import compiled_dir
+from models.cache import compiled_dir
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def migrator():
 def private_cache(tmp_path_factory):
     """taxmig's cache (exports, traces, compiled models) in a folder of the session's own, for the
     commands run in-process and the processes the tests start alike; never the user's."""
-    from models.registry import EXPORTS_ENV
+    from models.cache import EXPORTS_ENV
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(EXPORTS_ENV, str(tmp_path_factory.mktemp("taxmig-cache")))

@@ -23,10 +23,11 @@ from migrate.core.encoder import EncoderSettings
 from migrate.cli import main
 from migrate.errors import ModelError, TaxmigError
 from models import fingerprint, load_encoder, resolve_model, side_worker
-from models.quantize import RECORD
+from models.cache import EXPORTS_ENV, exports_dir
+from models.registry import backend_fingerprint, check_backend, lazy_encoder
 from models.runtime import IR_FILE, OpenVINORuntimeEncoder, runtime_problem
-from models.registry import EXPORTS_ENV, backend_fingerprint, check_backend, exports_dir, lazy_encoder
 from tests.conftest import SAMPLES
+from train.quantize import RECORD
 
 SAMPLE = SAMPLES / "bigbasket_sample.csv"
 TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"
@@ -203,7 +204,7 @@ traceable = pytest.mark.skipif(_transformers_version() < (5, 6),
 @pytest.fixture(scope="module")
 def torchscript_cache(migrator, tmp_path_factory):
     """A private export cache holding the session model traced where a night looks for it."""
-    from models.registry import torchscript_dir
+    from models.cache import torchscript_dir
     from models.runtime import export_torchscript
 
     cache = tmp_path_factory.mktemp("taxmig-ts-cache")

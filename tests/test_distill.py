@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from migrate.cli import main
-from models.derived import file_texts
-from models.distill import catalog_words
 from tests.conftest import SAMPLES
+from train.derived import file_texts
+from train.distill import catalog_words
 
 SAMPLE = SAMPLES / "bigbasket_sample.csv"
 TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"

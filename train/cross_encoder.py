@@ -32,8 +32,8 @@ from migrate.matching.features import FEATURES
 from migrate.matching.reranker import JOIN_FILE, RECORD, SERIALISATION, Reranker, serialise
 from migrate.matching.scoring import JOIN_COLUMNS, JOIN_HYBRID, JOIN_KIND, can_fit, choose_threshold, fit_join
 from models import fingerprint, resolve_model
-from train.finetune import TrainConfig, TrainResult, _jsonable, final_metrics, quiet_trainer, training_args
-from train.match import MatchPairs, TrainingPairs, _write_card, read_training_pairs, training_record
+from train.finetune import TrainConfig, TrainResult, jsonable, final_metrics, quiet_trainer, training_args
+from train.match import MatchPairs, TrainingPairs, read_training_pairs, training_record, write_match_card
 
 log = logging.getLogger(__name__)
 
@@ -194,18 +194,18 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
         "log_history": trainer.state.log_history, "unusable_label_rows": len(data.labelled.rejects),
         "threshold": threshold.as_dict(), "join": join,
     }
-    (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+    (output_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2))
     reranker_record = {**record, "kind": "cross-encoder re-ranker", "serialisation": SERIALISATION,
                        "max_length": config.max_seq_length, "threshold": threshold.value,
                        "valid": {"pairs": len(data.eval), "precision": threshold.precision,
                                  "recall": threshold.recall, "f1": threshold.f1,
                                  evaluator.primary_metric: after.get(evaluator.primary_metric)},
                        "join": join}
-    (output_dir / RECORD).write_text(json.dumps(_jsonable(reranker_record), indent=2))
+    (output_dir / RECORD).write_text(json.dumps(jsonable(reranker_record), indent=2))
     from train.plots import plot_training
 
     plots = plot_training(trainer.state.log_history, output_dir)
-    _write_card(output_dir, record, metrics, counts, LOSS, plots,
+    write_match_card(output_dir, record, metrics, counts, LOSS, plots,
                 intro="A cross-encoder re-ranker trained by `taxmig train-match --cross-encoder` on labelled "
                       f"product pairs, for `taxmig match --reranker {output_dir}`; threshold "
                       f"{threshold.value:.3f} (best F1 on the validation pairs)"

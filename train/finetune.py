@@ -289,7 +289,7 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {"base_model": ref.name, "base_model_location": ref.location, "base_model_fingerprint": base_fp,
               "objective": config.objective, "data_file": str(catalog_path),
-              "data_fingerprint": file_fingerprint(catalog_path), "config": _jsonable(dataclasses.asdict(config))}
+              "data_fingerprint": file_fingerprint(catalog_path), "config": jsonable(dataclasses.asdict(config))}
     (output_dir / RECORD).write_text(json.dumps(record, indent=2))
     # the evaluator alone drives evaluation, checkpoints and early stopping (an eval_dataset would
     # encode the held-out pairs a second time for a loss value nobody reads: half the eval cost on CPU)
@@ -304,7 +304,7 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
         "splits": {s: int((splits == s).sum()) for s in ("train", "eval", "test")},
         **data.extra,
     }
-    (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+    (output_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2))
     from train.card import write_model_card
     from train.plots import plot_training
 
@@ -382,11 +382,12 @@ def _last_checkpoint(output_dir: Path) -> Path | None:
     return found[-1]
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON takes it: numpy scalars as Python numbers, NaN and infinities as None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "item"):

@@ -29,7 +29,7 @@ from migrate.core.hashing import file_fingerprint
 from migrate.errors import TaxmigError
 from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
 from models import load_encoder, resolve_model
-from train.finetune import RECORD, TrainConfig, TrainResult, _jsonable, run_trainer
+from train.finetune import RECORD, TrainConfig, TrainResult, jsonable, run_trainer
 from train.losses import LOSSES, MATCH_LOSSES, describe
 from train.splits import split_labels
 
@@ -160,7 +160,7 @@ def training_record(data: TrainingPairs, config: TrainConfig, *, base: str, loca
             "left_file": str(data.left.path), "right_file": None if within else str(data.right.path),
             "valid_file": None if valid is None else str(valid),
             "left_columns": data.left.describe(), "right_columns": None if within else data.right.describe(),
-            "config": _jsonable(dataclasses.asdict(config))}
+            "config": jsonable(dataclasses.asdict(config))}
 
 
 def _evaluator(pairs: MatchPairs, batch_size: int):
@@ -211,17 +211,17 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
         "log_history": trainer.state.log_history, "unusable_label_rows": len(data.labelled.rejects),
     }
-    (output_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+    (output_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2))
     from train.plots import plot_training
 
     plots = plot_training(trainer.state.log_history, output_dir)
-    _write_card(output_dir, record, metrics, train_pairs.counts(), describe(config.loss, config.matryoshka), plots)
+    write_match_card(output_dir, record, metrics, train_pairs.counts(), describe(config.loss, config.matryoshka), plots)
     key = evaluator.primary_metric
     log.info("saved %s (%s %.4f -> %.4f)", output_dir, key, before[key], after[key])
     return TrainResult(output_dir, metrics, train_pairs.counts())
 
 
-def _write_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str, int], loss: str, plots, *,
+def write_match_card(output_dir: Path, record: dict, metrics: dict, counts: dict[str, int], loss: str, plots, *,
                 intro: str | None = None) -> Path:
     """``README.md``: provenance, pair counts, hyper-parameters, metrics; never training rows.
     ``intro``: the card's first paragraph (default: the fine-tuned encoder's)."""

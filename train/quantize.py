@@ -30,8 +30,8 @@ from typing import Iterator, Sequence
 
 from migrate.errors import ModelError, TaxmigError
 from models.card import provenance, write_card
-from models.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 from models.registry import fingerprint, load_encoder, quiet_backend_logs
+from train.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 
 log = logging.getLogger(__name__)
 

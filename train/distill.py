@@ -28,8 +28,8 @@ from typing import Iterable, Iterator, Sequence
 
 from migrate.errors import ModelError, TaxmigError
 from models.card import provenance, write_card
-from models.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 from models.registry import fingerprint
+from train.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 
 log = logging.getLogger(__name__)
 
