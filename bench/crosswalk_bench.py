@@ -40,7 +40,7 @@ from migrate.core.embedding import Embedder  # noqa: E402
 from migrate.core.encoder import Encoder  # noqa: E402
 from migrate.core.taxonomy import load_taxonomy  # noqa: E402
 from migrate.mapping.labels import path_levels  # noqa: E402
-from migrate.nightly.crosswalk import (CrosswalkScorer, CrosswalkSettings, crosswalk_flags, parent_path,  # noqa: E402
+from migrate.mapping.crosswalk import (CrosswalkScorer, CrosswalkSettings, crosswalk_flags, parent_path,  # noqa: E402
                                run_crosswalk)
 from models import load_encoder, resolve_model  # noqa: E402
 

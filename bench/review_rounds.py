@@ -44,7 +44,8 @@ from bench.zeroshot_bench import bigbasket_sets  # noqa: E402
 from migrate.core.embedding_cache import EmbeddingCache  # noqa: E402
 from migrate.mapping.feedback import Feedback  # noqa: E402
 from migrate.mapping.flags import Thresholds  # noqa: E402
-from migrate.mapping.pipeline import DECIDED, Migrator, read_inputs  # noqa: E402
+from migrate.mapping.flags import DECIDED  # noqa: E402
+from migrate.mapping.pipeline import Migrator, read_inputs  # noqa: E402
 from migrate.mapping.settings import MigrationSettings  # noqa: E402
 
 

@@ -274,9 +274,8 @@ def migrate(source, output, state, engine, workers, task_rows, ask, overwrite, q
                                    "machine (drop --engine ray)")
         run = run_ray_migration(settings, output, overwrite=overwrite, workers=workers,
                                 **({"task_rows": task_rows} if task_rows else {}))
-        info = run.summary_dict()
-        click.echo(f"mapped {run.mapped} of {info.get('Source rows')} source rows ({run.rejected} rejected); "
-                   f"{info.get('Rows needing review', 0)} need review; wrote {output}/ "
+        click.echo(f"mapped {run.facts.mapped} of {run.facts.rows} source rows ({run.facts.rejected} rejected); "
+                   f"{run.facts.needs_review} need review; wrote {output}/ "
                    f"(mapping/*.parquet, rejects.parquet, crosswalk.parquet, summary.json)")
         return
     if workers is not None or task_rows is not None:
@@ -289,11 +288,9 @@ def migrate(source, output, state, engine, workers, task_rows, ask, overwrite, q
     else:
         result = run_migration(settings, output=output)
         written = write_output(result, output, overwrite=overwrite)
-    info = result.summary_dict()
-    review = info.get("Rows needing review", 0)
-    click.echo(f"mapped {result.mapping.height} of {info.get('Source rows')} source rows "
-               f"({len(result.rejects.filter(result.rejects['file'] == 'source'))} rejected); "
-               f"{review} need review; wrote {', '.join(str(p) for p in written)}"
+    facts = result.facts
+    click.echo(f"mapped {facts.mapped} of {facts.rows} source rows ({facts.rejected} rejected); "
+               f"{facts.needs_review} need review; wrote {', '.join(str(p) for p in written)}"
                + (f"; started state {state}" if state is not None else ""))
 
 
@@ -662,7 +659,8 @@ def crosswalk(old, new, output, state, overwrite, quiet, verbose, **params) -> N
       taxmig review apply crosswalk_reviewed.xlsx --state state/ -o final_crosswalk.csv
     """
     from migrate.core.files import check_output
-    from migrate.nightly.crosswalk import CrosswalkSettings, crosswalk_into_state, run_crosswalk, write_crosswalk_output
+    from migrate.mapping.crosswalk import CrosswalkSettings, run_crosswalk, write_crosswalk_output
+    from migrate.nightly.crosswalk_state import crosswalk_into_state
 
     _setup_logging(verbose, quiet)
     check_output(output, overwrite=overwrite)  # fail before the slow part
@@ -674,9 +672,8 @@ def crosswalk(old, new, output, state, overwrite, quiet, verbose, **params) -> N
     else:
         result = run_crosswalk(settings)
         written = write_crosswalk_output(result, output, overwrite=overwrite)
-    info = result.summary_dict()
-    click.echo(f"mapped {result.mapping.height} old categories onto {info.get('New categories')} new ones; "
-               f"{info.get('Rows needing review', 0)} need review; wrote {', '.join(str(p) for p in written)}"
+    click.echo(f"mapped {result.facts.mapped} old categories onto {result.facts.target_categories} new ones; "
+               f"{result.facts.needs_review} need review; wrote {', '.join(str(p) for p in written)}"
                + (f"; started state {state}" if state is not None else ""))
 
 

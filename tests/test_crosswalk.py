@@ -16,7 +16,7 @@ from openpyxl import load_workbook
 from migrate.cli import main
 from migrate.core.taxonomy import load_taxonomy
 from migrate.errors import InputError, TaxmigError
-from migrate.nightly.crosswalk import CROSSWALK_MAPPING_COLUMNS, CrosswalkSettings, run_crosswalk
+from migrate.mapping.crosswalk import CROSSWALK_MAPPING_COLUMNS, CrosswalkSettings, run_crosswalk
 from migrate.nightly.review import apply_review
 from tests.conftest import data_file
 

@@ -158,13 +158,13 @@ def test_target_catalog_mode_is_accurate_and_calibrated(catalog_run):
 def test_the_source_scored_in_small_chunks_maps_as_in_one(catalog_run, migrator, monkeypatch):
     """Onto a labelled target the source is encoded and scored chunk by chunk: 7 chunks of 70 give
     the mapping one chunk gives (the same categories, flags and confidences)."""
-    import migrate.mapping.pipeline as pipeline
+    import migrate.mapping.target_side as target_side
 
     whole, _ = catalog_run
     settings = MigrationSettings(source=whole.summary_dict()["Source file"],
                                  target_catalog=whole.summary_dict()["Target catalog"], progress=False,
                                  thresholds=Thresholds(target_precision=0.9))
-    monkeypatch.setattr(pipeline, "SOURCE_CHUNK", 70)
+    monkeypatch.setattr(target_side, "SOURCE_CHUNK", 70)
     chunked = run_migration(settings, migrator).mapping
     assert whole.mapping.height > 7 * 60
     for column in ("source_id", "target_category", "alt1_category", "flags", "nearest_target"):

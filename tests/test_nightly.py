@@ -211,7 +211,7 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
     assert n3.monitoring["embedding"]["encoded"] == 0
     # the labelled target's classifier and calibration: fitted on night 1, fitted again on night 2
     # (the target catalog renamed a category), read back on night 3 (nothing changed)
-    from migrate.mapping.pipeline import TARGET_SIDE_FITTED, TARGET_SIDE_READ
+    from migrate.mapping.report import TARGET_SIDE_FITTED, TARGET_SIDE_READ
 
     sides = [three_nights[n].monitoring["target_side"] for n in ("night1", "night2", "night3")]
     assert sides == [TARGET_SIDE_FITTED, TARGET_SIDE_FITTED, TARGET_SIDE_READ]
@@ -229,7 +229,8 @@ def test_third_night_without_changes_embeds_nothing_and_changes_nothing(three_ni
 def test_a_night_with_nothing_new_never_loads_the_model(three_nights, state_copy, tmp_path):
     """Everything in the embedding cache and the target side in the state: the model is not loaded;
     a night with one new product loads it (and encodes that product only)."""
-    from migrate.mapping.pipeline import TARGET_SIDE_READ, Migrator
+    from migrate.mapping.pipeline import Migrator
+    from migrate.mapping.report import TARGET_SIDE_READ
     from migrate.nightly.reconcile import settings_for_night
 
     n2_path = three_nights["folder"] / "night2.csv"

@@ -15,7 +15,9 @@ from openpyxl import load_workbook
 from migrate.cli import main
 from migrate.mapping.feedback import (WHY_AUDIT, Feedback, ZeroShot, choose_questions, default_ask, fit_feedback,
                                       platt_scaling)
-from migrate.mapping.pipeline import DECIDED, LAST_ROUND, THIS_ROUND, read_inputs
+from migrate.mapping.flags import DECIDED
+from migrate.mapping.inputs import read_inputs
+from migrate.mapping.report import LAST_ROUND, THIS_ROUND
 from migrate.mapping.settings import MigrationSettings
 from migrate.nightly.state import StateStore
 from tests.conftest import data_file

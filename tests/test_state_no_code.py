@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from migrate.cli import main
 from migrate.mapping.fitted_target import FittedTargetStore
-from migrate.mapping.pipeline import TARGET_SIDE_FITTED, TARGET_SIDE_READ
+from migrate.mapping.report import TARGET_SIDE_FITTED, TARGET_SIDE_READ
 from migrate.nightly.reconcile import EXIT_OK, EXIT_REVIEW
 
 SUBCATS = ["Skin Care", "Biscuits & Cookies", "Chocolates & Candies", "Tea", "Hair Care"]

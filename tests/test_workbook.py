@@ -12,6 +12,7 @@ from openpyxl import Workbook, load_workbook
 
 from migrate.core.cells import escape_csv_text, is_formula_like, set_text
 from migrate.core.hashing import row_key
+from migrate.core.report import RunFacts
 from migrate.core.rejects import REJECT_COLUMNS
 from migrate.core.sheets import NEW_CATEGORY
 from migrate.errors import TaxmigError
@@ -68,7 +69,7 @@ def result() -> MigrationResult:
                ("thresholds", {"min_confidence": 0.4, "min_margin": 0.05}), ("model", None),
                ("Scoring", {"k": 20}), ("Run seconds", 1.5)]
     return MigrationResult(mapping=mapping, rejects=pl.DataFrame(), crosswalk=crosswalk,
-                           summary=summary, target_categories=CATEGORIES)
+                           summary=summary, target_categories=CATEGORIES, facts=RunFacts("migrate"))
 
 
 @pytest.fixture(scope="module")

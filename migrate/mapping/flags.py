@@ -26,6 +26,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from rapidfuzz import fuzz, process, utils
 
+DECIDED = "DECIDED"
+"""The flags of a row a person decided in an earlier round (its category is the decision)."""
 FLAG_ORDER = ("NO_MATCH", "LOW_CONFIDENCE", "LOW_MARGIN", "SOURCE_SPLIT", "LEXICAL_CONFLICT", "PARENT_BACKOFF")
 
 

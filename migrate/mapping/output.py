@@ -34,5 +34,5 @@ def write_output(result: MigrationResult, path: str | Path, *, overwrite: bool =
     _, rejects_path, summary_path = output_paths(path)
     write_table_file(result.mapping, path, "Mapping")
     write_table_file(result.rejects, rejects_path, "Rejects")
-    write_atomic(summary_path, lambda tmp: tmp.write_text(json.dumps(result.summary_dict(), indent=2, default=str)))
+    write_atomic(summary_path, lambda tmp: tmp.write_text(json.dumps(result.summary_json(), indent=2, default=str)))
     return [path, rejects_path, summary_path]

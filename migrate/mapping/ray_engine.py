@@ -51,8 +51,12 @@ from migrate.core.encoder import load_model
 from migrate.core.readers import ROW, Reject
 from migrate.errors import InputError, OutputExistsError, TaxmigError
 from migrate.mapping.flags import SourceContext, compute_flags
-from migrate.mapping.pipeline import (Migrator, TargetSide, crosswalk_frame, embedding_texts, flag_inputs, load_targets,
-                              rejects_frame, scored_frame, with_flags)
+from migrate.core.report import RunFacts, summary_json
+from migrate.mapping.inputs import embedding_texts, load_targets, rejects_frame
+from migrate.mapping.pipeline import Migrator
+from migrate.mapping.report import calibration_text, migration_facts, migration_summary
+from migrate.mapping.tables import crosswalk_frame, flag_inputs, scored_frame, with_flags
+from migrate.mapping.target_side import TargetSide
 from migrate.mapping.scoring import CategoryScores
 from migrate.mapping.settings import MigrationSettings
 
@@ -75,10 +79,18 @@ class RayRun:
     output: Path
     files: list[Path]
     summary: list[tuple[str, Any]]
-    mapped: int
-    rejected: int
+    facts: RunFacts
+
+    @property
+    def mapped(self) -> int:
+        return self.facts.mapped
+
+    @property
+    def rejected(self) -> int:
+        return self.facts.rejected
 
     def summary_dict(self) -> dict[str, Any]:
+        """The Summary's rows by label (what summary.json shows; code reads :attr:`facts`)."""
         return dict(self.summary)
 
 
@@ -336,21 +348,26 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
             raise TaxmigError(f"ray: {summary_rows.height} mapped + {len(source_rejects)} rejected rows but the "
                               f"source has {plan.n_records}", hint="report this; nothing was written")
         seconds = time.perf_counter() - started
-        summary = migrator.summary(settings, thresholds, when, source, targets, summary_rows, side.calibrator,
-                                   side.loo, side.labels, side.product_index,
-                                   {"encoded": encoded + embedder.stats["encoded"], "cached": 0,
-                                    "seconds": encode_seconds + embedder.stats["seconds"]}, False, seconds)
+        facts = migration_facts(RunFacts("migrate", started=when, model=migrator.encoder.name,
+                                         fingerprint=migrator.encoder.fingerprint),
+                                source=source, targets=targets, mapping=summary_rows, thresholds=thresholds,
+                                calibration=calibration_text(side.calibrator, True, False),
+                                encode_stats={"encoded": encoded + embedder.stats["encoded"], "cached": 0,
+                                              "seconds": encode_seconds + embedder.stats["seconds"]},
+                                cached=False, seconds=seconds)
+        summary = migration_summary(facts, settings, source, targets, summary_rows, side.calibrator, side.loo,
+                                    side.labels, side.product_index)
         summary += [("Engine", f"ray: {n_workers} workers ({'1 GPU' if gpus else '1 CPU'} each), "
                                f"{len(plan.tasks)} tasks of up to {task_rows} rows"),
                     ("Source files", len(plan.files))]
-        (staging / "summary.json").write_text(json.dumps(dict(summary), indent=2, default=str))
+        (staging / "summary.json").write_text(json.dumps(summary_json(facts, summary), indent=2, default=str))
         _publish(staging, output)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     files = sorted(p for p in output.rglob("*") if p.is_file())
     log.info("ray: mapped %d rows, %d rejected, wrote %s", summary_rows.height, len(source_rejects), output)
-    return RayRun(output, files, summary, summary_rows.height, len(source_rejects))
+    return RayRun(output, files, summary, facts)
 
 
 def _publish(staging: Path, output: Path) -> None:

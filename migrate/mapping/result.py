@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from migrate.core.report import RunFacts, summary_json
 from migrate.mapping.kept_scores import KeptScores
 
 MAPPING_COLUMNS = [
@@ -39,6 +40,7 @@ class MigrationResult:
     - ``rejects``: every input row not mapped (source and target files), with the reason.
     - ``crosswalk``: source category -> target category counts, shares and mean confidence.
     - ``summary``: ordered (label, value) pairs for the Summary sheet and the JSON sidecar.
+    - ``facts``: the run's numbers, for code to read (:class:`~migrate.core.report.RunFacts`).
     - ``target_categories``: the valid decisions a reviewer may pick.
     - ``kept_scores``: the scores to start the next night from (:mod:`migrate.mapping.kept_scores`).
     """
@@ -48,6 +50,7 @@ class MigrationResult:
     crosswalk: pl.DataFrame
     summary: list[tuple[str, Any]]
     target_categories: list[str]
+    facts: RunFacts
     thresholds: dict[str, float] = field(default_factory=dict)
     calibrated: bool = False
     kept_scores: KeptScores | None = None  # when the run was asked to keep them (the nightly job)
@@ -68,11 +71,16 @@ class MigrationResult:
                 .drop("_rank", "_order"))
 
     def summary_dict(self) -> dict[str, Any]:
+        """The Summary's rows by label (what the sheet shows; code reads :attr:`facts`)."""
         return {k: v for k, v in self.summary}
+
+    def summary_json(self) -> dict[str, Any]:
+        """The JSON summary: the Summary's rows and the facts (:func:`~migrate.core.report.summary_json`)."""
+        return summary_json(self.facts, self.summary)
 
     @property
     def run_id(self) -> str:
-        return str(self.summary_dict().get("Run id", ""))
+        return self.facts.run_id
 
 
 def review_order(mapping: pl.DataFrame) -> pl.DataFrame:

@@ -19,7 +19,7 @@ class MigrationSettings:
     >>> MigrationSettings(source="a.csv").validate()
     Traceback (most recent call last):
     ...
-    migrate.errors.TaxmigError: a.csv: file not found; no target given (fix: ...)
+    migrate.errors.TaxmigError: a.csv: file not found; no target given: pass --target-catalog FILE and/or --target-taxonomy FILE (fix: see taxmig migrate --help)
     """
 
     source: str | Path

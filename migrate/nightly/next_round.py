@@ -137,6 +137,4 @@ def next_round(store: StateStore, generation: Generation, products: pl.DataFrame
     inputs = state_inputs(store, generation, products, settings)
     migrator = Migrator.from_settings(settings)
     with EmbeddingCache(store.cache_path) as cache:
-        result = migrator.run(settings, inputs, cache=cache, feedback=feedback, keep_scores=True)
-    result.summary = [(k, run_id if k == "Run id" else v) for k, v in result.summary]
-    return result
+        return migrator.run(settings, inputs, cache=cache, feedback=feedback, keep_scores=True, run_id=run_id)

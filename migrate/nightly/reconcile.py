@@ -41,7 +41,8 @@ from migrate.errors import OutputExistsError, TaxmigError
 from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DECISION_SCHEMA, CATEGORY_DISAGREES,
                                         category_table)
 from migrate.mapping.fitted_target import FittedTargetStore
-from migrate.mapping.pipeline import SCORES_KEPT, TARGET_SIDE, Inputs, Migrator, read_inputs
+from migrate.core.report import summary_rows
+from migrate.mapping.pipeline import Inputs, Migrator, read_inputs
 from migrate.mapping.result import MigrationResult
 from migrate.mapping.settings import MigrationSettings
 from migrate.nightly.changes import (TargetChanges, category_counts, diff_targets, product_changes, score_drift,
@@ -300,16 +301,14 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
     counts["in_report_for_review"] = review.height
     exit_code = EXIT_REVIEW if review.height else EXIT_OK
     seconds = time.perf_counter() - t0
-    info = result.summary_dict()
     drift = score_drift(previous.products if previous is not None else None, products)
     monitoring = {
         "run_id": run_id, "state": str(store.root), "catalog": str(settings.source), "started": night.started,
         "exit_code": exit_code, "status": EXIT_CODES[exit_code], "counts": counts,
         "target_changes": target.as_dict(), "model": {**model, "changed": model_changed},
-        "embedding": {"encoded": info.get("Texts encoded (distinct)"),
-                      "cached": info.get("Texts read from the embedding cache")},
-        "target_side": info.get(TARGET_SIDE),
-        "scores_kept": info.get(SCORES_KEPT, 0),
+        "embedding": {"encoded": result.facts.encoded, "cached": result.facts.cached},
+        "target_side": result.facts.target_side,
+        "scores_kept": result.facts.scores_kept,
         "drift": drift.to_dicts(),
         "seconds": round(seconds, 2), "first_run": previous is None, "stale_lock": lock.stale,
         "review_scope": night.review_scope,
@@ -404,7 +403,7 @@ def _summary(night: Night, store: StateStore, previous: Generation | None, resul
     """The report's Summary rows; ``monitoring``: tonight's JSON summary (counts, model, exit code)."""
     counts, exit_code, model = monitoring["counts"], monitoring["exit_code"], monitoring["model"]
     settings = night.settings
-    info = result.summary_dict()
+    mapped = result.facts
     glance = {
         "Rows to review tonight (Review sheet)": counts["in_report_for_review"],
         "Open review queue (every flagged row)": counts["needs_review"],
@@ -415,30 +414,32 @@ def _summary(night: Night, store: StateStore, previous: Generation | None, resul
         "... the model disagrees (CATEGORY_DISAGREES)": counts["category_decision_disagrees"],
         "Exit code": f"{exit_code}: {EXIT_CODES[exit_code]}",
     }
-    rows: list[tuple[str, Any]] = [
-        ("At a glance", glance),
-        ("Run id", monitoring["run_id"]), ("Run started (UTC)", night.started), ("taxmig version", __version__),
+    facts = replace(mapped, command="reconcile", run_id=monitoring["run_id"], model=model["name"],
+                    fingerprint=model["fingerprint"], needs_review=counts["needs_review"],
+                    seconds=monitoring["seconds"])
+    inputs: list[tuple[str, Any]] = [
+        ("Run started (UTC)", night.started),
         ("State folder", str(store.root)),
         ("Previous run", previous.run_id if previous is not None else "none: first run"),
-        ("Catalog", str(settings.source)), ("Catalog rows", info.get("Source rows")),
+        ("Catalog", str(settings.source)), ("Catalog rows", facts.rows),
         ("Target catalog", str(settings.target_catalog or "")), ("Target taxonomy", str(settings.target_taxonomy or "")),
-        ("Target categories", info.get("Target categories")),
+        ("Target categories", facts.target_categories),
         ("Target changed", target.as_dict() if target.changed else "no"),
-        ("Model", model["name"]), ("Model fingerprint", model["fingerprint"]),
+    ]
+    method: list[tuple[str, Any]] = [
         ("Model changed since last run", model["changed"]),
-        ("Confidence calibrated", info.get("Confidence calibrated")),
-        ("Thresholds", info.get("Thresholds")), ("Decision goes stale below similarity", night.stale_below),
+        ("Confidence calibrated", facts.calibration),
+        ("Thresholds", facts.thresholds), ("Decision goes stale below similarity", night.stale_below),
+    ]
+    outcome: list[tuple[str, Any]] = [
         ("Counts", counts),
         ("Review sheet", "the whole open review queue" if night.review_scope == "all" else
          "rows that need a person because of tonight (new, changed text, changed flags); the whole open queue is "
          "Counts > needs_review (--review all lists it)"),
-        ("Texts encoded tonight", info.get("Texts encoded (distinct)")),
-        ("Texts read from the embedding cache", info.get("Texts read from the embedding cache")),
-        ("Products whose scores were kept (inputs unchanged)", info.get(SCORES_KEPT, 0)),
-        ("Seconds", monitoring["seconds"]),
+        ("Products whose scores were kept (inputs unchanged)", facts.scores_kept),
         ("Exit code", f"{exit_code}: {EXIT_CODES[exit_code]}"),
     ]
-    return rows
+    return summary_rows(facts, glance=glance, inputs=inputs, method=method, outcome=outcome)
 
 
 # --- the first run through `taxmig migrate --state` --------------------------------------------

@@ -393,7 +393,7 @@ def _next_round(store: StateStore, current, book: ReviewedWorkbook, table: pl.Da
     this apply's decisions); (the new products table, the generation's files: the next workbook
     and the re-mapped scores). Records the round, its questions and the random checks answered
     so far in the new generation's ``meta``."""
-    from migrate.mapping.pipeline import DECIDED
+    from migrate.mapping.flags import DECIDED
     from migrate.mapping.workbook import write_workbook
     from migrate.nightly.decisions import resolve_products
     from migrate.nightly.next_round import (AUDITED_KEY, QUESTIONS_KEY, ROUND_KEY, audited_now, feedback_from,
@@ -415,10 +415,9 @@ def _next_round(store: StateStore, current, book: ReviewedWorkbook, table: pl.Da
     run.update({ROUND_KEY: round_number, QUESTIONS_KEY: questions_record(result), "measured": measured})
     settled = result.mapping["flags"] == DECIDED
     run["counts"]["next_round"] = {
-        "round": round_number, "decided": int(settled.sum()), "remapped": int((~settled).sum()),
-        "unflagged": int((~result.mapping["needs_review"] & ~settled).sum()),
-        "asked": len(run[QUESTIONS_KEY]["asked"]),
-        "encoded": int(result.summary_dict().get("Texts encoded (distinct)", 0))}
+        "round": round_number, "decided": result.facts.decided, "remapped": int((~settled).sum()),
+        "unflagged": result.facts.unflagged, "asked": len(run[QUESTIONS_KEY]["asked"]),
+        "encoded": result.facts.encoded}
     files = {NEXT_FILE: lambda p: write_workbook(result, p)}
     if result.kept_scores is not None:
         files[SCORES_FILE] = result.kept_scores.write

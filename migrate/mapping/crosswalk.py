@@ -37,7 +37,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,11 +46,11 @@ import numpy as np
 import polars as pl
 from rapidfuzz import fuzz, process, utils
 
-from migrate import __version__
 from migrate.core.catalog import PATH_SEPARATOR, Catalog, load_catalog
 from migrate.core.embedding import Embedder
 from migrate.core.encoder import EncoderSettings
 from migrate.core.readers import Reject
+from migrate.core.report import RunFacts, summary_rows
 from migrate.core.rejects import rejects_table
 from migrate.core.taxonomy import Taxonomy, load_taxonomy
 from migrate.errors import TaxmigError
@@ -316,11 +315,18 @@ def run_crosswalk(settings: CrosswalkSettings, encoder: Any | None = None,
                              with_products=inputs.catalog is not None)
     rejects = _rejects_frame(inputs.rejects)
     seconds = time.perf_counter() - started
-    summary = _summary(settings, inputs, mapping, encoder, embedder, when, seconds)
+    review = int(mapping["needs_review"].sum())
+    facts = RunFacts("crosswalk", started=when, model=encoder.name, fingerprint=encoder.fingerprint,
+                     rows=len(old), mapped=mapping.height, rejected=len(inputs.rejects), needs_review=review,
+                     unflagged=mapping.height - review, target_categories=len(new),
+                     calibration="NO: confidence is the raw top score (path cosine plus the parent bonus)",
+                     thresholds=_thresholds(settings), encoded=int(embedder.stats["encoded"]),
+                     encode_seconds=float(embedder.stats["seconds"]), seconds=seconds)
+    summary = _summary(facts, settings, inputs, mapping)
     log.info("crosswalk: %d old categories onto %d new ones, %d need review, %.1f s", len(old), len(new),
              int(mapping["needs_review"].sum()), seconds)
     return MigrationResult(mapping=mapping, rejects=rejects, crosswalk=pl.DataFrame(), summary=summary,
-                           target_categories=list(new), thresholds=_thresholds(settings), calibrated=False)
+                           target_categories=list(new), facts=facts, thresholds=_thresholds(settings), calibrated=False)
 
 
 def _thresholds(settings: CrosswalkSettings) -> dict[str, float]:
@@ -362,44 +368,37 @@ def _rejects_frame(rejects: list[Reject]) -> pl.DataFrame:
     return rejects_table([("products", rejects)])
 
 
-def _summary(settings: CrosswalkSettings, inputs: CrosswalkInputs, mapping: pl.DataFrame, encoder: Any,
-             embedder: Embedder, when: dt.datetime, seconds: float) -> list[tuple[str, Any]]:
+def _summary(facts: RunFacts, settings: CrosswalkSettings, inputs: CrosswalkInputs, mapping: pl.DataFrame
+             ) -> list[tuple[str, Any]]:
     counts = Counter(f for fl in mapping["flags"].to_list() for f in fl.split(",") if f)
-    rows: list[tuple[str, Any]] = [
-        ("Run id", uuid.uuid4().hex[:12]),
-        ("Run time (UTC)", when.isoformat()),
-        ("taxmig version", __version__),
-        ("Command", "crosswalk"),
+    inputs_rows: list[tuple[str, Any]] = [
         ("Old taxonomy", str(inputs.old.path)),
         ("Old categories", len(inputs.old)),
         ("New taxonomy", str(inputs.new.path)),
-        ("New categories", len(inputs.new)),
+        ("New categories", facts.target_categories),
     ]
     if inputs.catalog is not None:
         used = sum(1 for o in inputs.owners if o >= 0)
-        rows += [("Products file", str(inputs.catalog.path)), ("Product rows", inputs.catalog.n_records),
-                 ("Products used", used), ("Product rows rejected", len(inputs.rejects)),
-                 ("Product columns", inputs.catalog.spec.describe()),
-                 ("Old categories with products", int((mapping["products"] > 0).sum()))]
-    rows += [
-        ("Model", encoder.name),
-        ("Model fingerprint", encoder.fingerprint),
+        inputs_rows += [("Products file", str(inputs.catalog.path)), ("Product rows", inputs.catalog.n_records),
+                        ("Products used", used), ("Product rows rejected", facts.rejected),
+                        ("Product columns", inputs.catalog.spec.describe()),
+                        ("Old categories with products", int((mapping["products"] > 0).sum()))]
+    method = [
         ("Method", "whole-path cosine" + (f" (old paths plus {settings.product_weight} x their products' mean "
                                           "vector)" if inputs.catalog is not None else "") +
          f"; parents first, +{settings.parent_bonus} x (1 - best path cosine) on the new category the parent "
          "landed on"),
         ("Settings", {k: v for k, v in asdict(settings).items()
                       if k in ("top_k", "candidates", "parent_bonus", "product_weight")}),
-        ("Thresholds", _thresholds(settings)),
-        ("Confidence calibrated", "NO: confidence is the raw top score (path cosine plus the parent bonus)"),
-        ("Rows needing review", int(mapping["needs_review"].sum())),
-        ("Rows unflagged", int((~mapping["needs_review"]).sum())),
-        ("Flag counts", {f: int(counts.get(f, 0)) for f in CROSSWALK_FLAGS}),
-        ("Texts encoded (distinct)", embedder.stats["encoded"]),
-        ("Encode seconds", round(embedder.stats["seconds"], 2)),
-        ("Run seconds", round(seconds, 2)),
+        ("Thresholds", facts.thresholds),
+        ("Confidence calibrated", facts.calibration),
     ]
-    return rows
+    outcome = [
+        ("Rows needing review", facts.needs_review),
+        ("Rows unflagged", facts.unflagged),
+        ("Flag counts", {f: int(counts.get(f, 0)) for f in CROSSWALK_FLAGS}),
+    ]
+    return summary_rows(facts, inputs=inputs_rows, method=method, outcome=outcome)
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -437,51 +436,3 @@ def write_crosswalk_output(result: MigrationResult, path: str | Path, *, overwri
         return write_output(result, path, overwrite=overwrite)
     write_atomic(path, lambda tmp: _write_workbook(result, tmp))
     return [path]
-
-
-def crosswalk_into_state(settings: CrosswalkSettings, state_dir: str | Path, output: str | Path, *,
-                         overwrite: bool = False, encoder: Any | None = None) -> tuple[MigrationResult, list[Path]]:
-    """``taxmig crosswalk ... --state DIR``: run, write ``output`` and start a state folder whose
-    products are the old categories, so ``taxmig review apply`` takes the reviewed workbook."""
-    from migrate.core.files import check_output
-    from migrate.core.hashing import file_fingerprint
-    from migrate.mapping.settings import MigrationSettings
-    from migrate.nightly.changes import target_snapshot
-    from migrate.nightly.decisions import DEFAULT_STALE_BELOW, resolve_products
-    from migrate.nightly.lock import RunLock
-    from migrate.nightly.reconcile import EXIT_OK, history_record, model_for_state
-    from migrate.nightly.state import DECISION_SCHEMA, NewGeneration, StateStore, empty, now_utc
-
-    inputs = read_crosswalk_inputs(settings)
-    with RunLock(state_dir, command="crosswalk"):
-        store = StateStore.create(state_dir)
-        check_output(output, overwrite=overwrite)
-        started = now_utc()
-        result = run_crosswalk(settings, encoder, inputs)
-        written = write_crosswalk_output(result, output, overwrite=overwrite)
-        products = resolve_products(result.mapping, run_id=result.run_id, previous=None,
-                                    decisions=empty(DECISION_SCHEMA), categories=set(inputs.new.categories),
-                                    renamed={}).products
-        remembered = MigrationSettings(source=settings.old, target_taxonomy=settings.new,
-                                       taxonomy_column=settings.new_column, encoder=settings.encoder,
-                                       encoding=settings.encoding).to_dict()
-        remembered["encoder"]["model"] = model_for_state(settings.encoder.model)
-        info = result.summary_dict()
-        record = {"catalog": str(settings.old), "catalog_fingerprint": file_fingerprint(settings.old),
-                  "target_taxonomy": str(settings.new), "target_taxonomy_fingerprint": file_fingerprint(settings.new),
-                  "target_categories": len(inputs.new)}
-        if settings.products is not None:
-            record.update(products=str(settings.products), products_fingerprint=file_fingerprint(settings.products))
-        counts = {"products": products.height, "needs_review": int(products["needs_review"].sum()), "rejected": 0}
-        meta = {"settings": remembered, "crosswalk": {k: (str(v) if isinstance(v, Path) else v)
-                                                      for k, v in asdict(settings).items()},
-                "model": {"name": info.get("Model"), "fingerprint": info.get("Model fingerprint")},
-                "stale_below": DEFAULT_STALE_BELOW,
-                "run": {"run_id": result.run_id, "kind": "crosswalk", "started": started,
-                        "catalog": str(Path(settings.old).resolve()), "inputs": record, "counts": counts,
-                        "exit_code": EXIT_OK, "publish": [], "outputs": [str(p) for p in written]}}
-        generation = store.commit(NewGeneration(
-            meta=meta, products=products, decisions=empty(DECISION_SCHEMA),
-            targets=target_snapshot(list(inputs.new.categories), inputs.new.ids, [])))
-        store.append_history(history_record(generation.meta, "ok"))
-    return result, written
