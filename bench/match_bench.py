@@ -55,8 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import DATA, ROOT, append_benchmark  # noqa: E402
 from migrate.core.encoder import Encoder  # noqa: E402
 from migrate.matching.features import FEATURES, RERANKER_FEATURES  # noqa: E402
-from migrate.matching.inputs import load_labels, load_match_catalog  # noqa: E402
-from migrate.matching.matcher import Matcher, MatchInputs, search_pairs  # noqa: E402
+from migrate.matching.inputs import MatchInputs, load_labels, load_match_catalog  # noqa: E402
+from migrate.matching.matcher import Matcher  # noqa: E402
+from migrate.matching.pair_features import search_pairs  # noqa: E402
 from migrate.matching.reranker import EPOCHS as RERANKER_EPOCHS  # noqa: E402
 from migrate.matching.reranker import LEARNING_RATE as RERANKER_LEARNING_RATE  # noqa: E402
 from migrate.matching.reranker import MAX_LENGTH as RERANKER_MAX_LENGTH  # noqa: E402
@@ -265,7 +266,7 @@ def whole_table_rows(d: str, enc: Encoder, seed: int = 0) -> list[str]:
     against every labelled match of the three splits; then again with the partners of
     :data:`WITHOUT_PARTNER` of the left products removed from the right table."""
     from migrate.core.embedding import RememberingModel
-    from migrate.matching.matcher import MatchSettings
+    from migrate.matching.settings import MatchSettings
 
     src = DATA / "entity_matching" / "deepmatcher_format" / d
     pairs = pl.concat([pl.read_csv(src / f"{s}.csv", infer_schema=False) for s in SPLITS])
@@ -336,7 +337,7 @@ def reranker_rows(dataset: str, reranker_dir: str, base_enc: Encoder, inputs: Ma
     base hybrid's features with weights and threshold from the valid split (``match --labels``);
     the joined score ``train-match`` fitted (``match --reranker`` without labels); and beside it the
     same join with one choice changed (:data:`JOIN_HYBRID`, :data:`JOIN_KIND`, the re-ranker's gaps)."""
-    from migrate.matching.matcher import PairFeatures, search_pairs
+    from migrate.matching.pair_features import PairFeatures, search_pairs
     from migrate.matching.reranker import Reranker
 
     t0 = time.perf_counter()

@@ -39,8 +39,8 @@ _PUBLIC = {
     "write_output": "migrate.mapping.output", "Feedback": "migrate.mapping.feedback",
     "reconcile": "migrate.nightly.reconcile", "apply_review": "migrate.nightly.review",
     "export_mapping": "migrate.nightly.export",
-    "MatchSettings": "migrate.matching.matcher", "run_match": "migrate.matching.matcher",
-    "Matcher": "migrate.matching.matcher", "MatchResult": "migrate.matching.matcher",
+    "MatchSettings": "migrate.matching.settings", "run_match": "migrate.matching.matcher",
+    "Matcher": "migrate.matching.matcher", "MatchResult": "migrate.matching.result",
     "write_match_output": "migrate.matching.output",
 }
 

@@ -740,8 +740,9 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
       taxmig match abt.csv buy.csv --reranker models/rerank-abt-buy -o matches.xlsx
       taxmig match catalog.parquet --within -o duplicates.xlsx
     """
-    from migrate.matching.matcher import MatchSettings, run_match
+    from migrate.matching.matcher import run_match
     from migrate.matching.output import check_match_output, write_match_output
+    from migrate.matching.settings import MatchSettings
 
     _setup_logging(verbose, quiet)
     if within and right is not None:
@@ -753,17 +754,15 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
                              encoder=encoder_settings(params), **params)
     result = run_match(settings)
     written = write_match_output(result, output, overwrite=overwrite)
-    info = result.summary_dict()
-    rejected = result.rejects.filter(result.rejects["file"] != "labels").height
+    facts = result.facts
     quality = ""
     if result.threshold.precision is not None:
         quality = (f" (precision {result.threshold.precision:.3f}, recall {result.threshold.recall:.3f} on "
                    f"{result.threshold.n_pairs} labelled pairs)")
-    what = (f"{info.get('Duplicate clusters (2+ products)', 0)} duplicate clusters" if within
-            else f"{info['Matches']} matches")
+    what = f"{facts.clusters} duplicate clusters" if within else f"{facts.matches} matches"
     pairing = " (one to one)" if settings.pairs_one_to_one else ""
-    click.echo(f"matched {result.matches.height} products ({rejected} rejected): {what} at threshold "
-               f"{result.threshold.value:.3f}{pairing}{quality}; {info['Rows needing review']} need review; "
+    click.echo(f"matched {facts.mapped} products ({facts.rejected} rejected): {what} at threshold "
+               f"{result.threshold.value:.3f}{pairing}{quality}; {facts.needs_review} need review; "
                f"wrote {', '.join(str(p) for p in written)}")
 
 

@@ -21,7 +21,9 @@ from migrate.matching.clusters import cluster_ids
 from migrate.core.encoder import Encoder
 from migrate.matching.features import (FEATURES, RERANKER_FEATURES, brand_agreement, code_agreement, model_codes,
                                        number_agreement, squash)
-from migrate.matching.matcher import Matcher, MatchSettings, PairFeatures, read_match_inputs, search_pairs
+from migrate.matching.matcher import Matcher
+from migrate.matching.pair_features import PairFeatures, search_pairs
+from migrate.matching.settings import MatchSettings, read_match_inputs
 from migrate.matching.output import write_match_output
 from migrate.matching.scoring import JOIN_COLUMNS, choose_threshold, out_of_fold_scores, quality
 from tests.conftest import data_file
@@ -175,6 +177,7 @@ def test_within_groups_real_duplicates_into_clusters(abt_buy, migrator, tmp_path
     assert dict(zip(m["cluster_id"], m["cluster_size"])) == dict(zip(sizes["cluster_id"], sizes["len"]))
     assert result.clusters.height == sizes.filter(pl.col("len") > 1).height
     assert (m["cluster_size"] > 1).sum() == result.clusters["size"].sum()
+    assert result.facts.clusters == result.clusters.height == result.summary_dict()["Duplicate clusters (2+ products)"]
     # a product's own row is never its candidate
     assert (m["left_id"] != m["right_id"]).all()
     written = write_match_output(result, tmp_path / "dupes.csv")
@@ -231,7 +234,13 @@ def test_outputs_keep_review_conventions_and_escape_formula_text(abt_buy, migrat
     assert [p.name for p in csv_paths] == ["m.csv", "m.rejects.csv", "m.summary.json", "m.unmatched_right.csv"]
     raw = pl.read_csv(csv_paths[0], infer_schema=False)
     assert raw["left_text"].to_list()[:3] == ["'" + injected[0], "'" + injected[1], "'" + injected[2]]
-    assert json.loads(csv_paths[2].read_text())["Left rows rejected"] == 3
+    sidecar = json.loads(csv_paths[2].read_text())
+    assert sidecar["Left rows rejected"] == 3 and sidecar["Command"] == "match"
+    facts = sidecar["facts"]  # the run's numbers by name, as code reads them (result.facts)
+    assert (facts["command"], facts["mapped"], facts["rejected"]) == ("match", abt.height, 3)
+    assert facts["rows"] == sidecar["Left rows"] and facts["mapped"] == sidecar["Left rows matched against"]
+    assert facts["run_id"] == result.run_id == sidecar["Run id"]
+    assert facts["needs_review"] == flagged and facts["matches"] == int(result.matches["is_match"].sum())
     with pytest.raises(TaxmigError, match="already exists"):
         write_match_output(result, tmp_path / "m.csv")
     parquet = write_match_output(result, tmp_path / "p.parquet")

@@ -25,6 +25,7 @@ import polars as pl
 from migrate.core.catalog import Catalog, build_catalog
 from migrate.core.columns import ColumnSpec, find_column, split_list
 from migrate.core.readers import ROW, Reject, read_table
+from migrate.core.rejects import rejects_table
 from migrate.errors import InputError
 from migrate.matching.decisions import decision_pairs, is_match_workbook
 
@@ -274,3 +275,23 @@ def load_labels(path: str | Path, left: MatchCatalog, right: MatchCatalog, *, en
     log.info("%s: %d labelled pairs (%d matches), %d unusable", source, len(labels), int(labels.sum()),
              len(rejects))
     return LabelledPairs(source, np.asarray(out_l, np.int64), np.asarray(out_r, np.int64), labels, n_records, rejects)
+
+
+@dataclass
+class MatchInputs:
+    """Both catalogs (the same object twice with ``within``) and the labelled pairs, read and checked
+    (:func:`migrate.matching.settings.read_match_inputs`)."""
+
+    left: MatchCatalog
+    right: MatchCatalog
+    labels: LabelledPairs | None = None
+    within: bool = False
+
+    def rejects(self) -> pl.DataFrame:
+        """Every input row not matched (left, right and labels files), with the reason."""
+        files = [("left", self.left.catalog.rejects)]
+        if not self.within:
+            files.append(("right", self.right.catalog.rejects))
+        if self.labels is not None:
+            files.append(("labels", self.labels.rejects))
+        return rejects_table(files)

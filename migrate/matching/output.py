@@ -1,10 +1,11 @@
-"""Write a :class:`~migrate.matching.matcher.MatchResult` as .xlsx, .csv or .parquet, atomically, never over an
+"""Write a :class:`~migrate.matching.result.MatchResult` as .xlsx, .csv or .parquet, atomically, never over an
 existing file unless asked (the same rules as ``migrate``'s outputs).
 
 - ``.xlsx``, the review workbook: Summary, Matches (every left product, a ``decision`` drop-down
   and a ``reviewer_note``, a hidden ``row_key``), Review (flagged rows, closest to the threshold
   first), then Clusters (``within``) or Unmatched right (two catalogs), and Rejects.
-- ``.csv`` / ``.parquet``: the matches table, with ``NAME.rejects.EXT``, ``NAME.summary.json`` and
+- ``.csv`` / ``.parquet``: the matches table, with ``NAME.rejects.EXT``, ``NAME.summary.json`` (the
+  Summary's rows and, under ``"facts"``, the run's numbers by name) and
   (two catalogs) ``NAME.unmatched_right.EXT`` beside it.
 Text cells that could run as spreadsheet formulas are quote-prefixed (xlsx) or get a leading
 ``'`` (csv).
@@ -31,7 +32,7 @@ from migrate.core.rejects import REJECT_COLUMNS
 from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, HEADER_FONT, NOTE_COLUMN, column_index, fit_print_width,
                             highlight_flagged, save_workbook, write_summary, write_table)
 from migrate.errors import OutputExistsError
-from migrate.matching.matcher import CLUSTER_SHEET_COLUMNS, MATCH_COLUMNS, UNMATCHED_COLUMNS, MatchResult
+from migrate.matching.result import CLUSTER_SHEET_COLUMNS, MATCH_COLUMNS, UNMATCHED_COLUMNS, MatchResult
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def write_match_output(result: MatchResult, path: str | Path, *, overwrite: bool
     write_table_file(result.matches, paths[0], "Matches")
     write_table_file(result.rejects, paths[1], "Rejects")
     with atomic_path(paths[2]) as tmp:
-        tmp.write_text(json.dumps(result.summary_dict(), indent=2, default=str))
+        tmp.write_text(json.dumps(result.summary_json(), indent=2, default=str))
     if not result.within:
         write_table_file(result.unmatched_right, paths[3], "Unmatched right")
     return paths
