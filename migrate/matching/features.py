@@ -46,10 +46,9 @@ from migrate.matching.inputs import MatchCatalog
 FEATURES = ("cosine", "cosine_gap_left", "cosine_gap_right", "title_similarity", "title_partial",
             "title_gap_left", "title_gap_right", "code_agreement", "number_agreement", "brand_agreement")
 RERANKER_FEATURES = ("cross_encoder", "cross_encoder_gap_left", "cross_encoder_gap_right")
-"""The columns a re-ranker adds after :data:`FEATURES` (``migrate.matching.pair_features.PairFeatures``).
-With the gaps the joined score reached test F1 93.40 on Abt-Buy and 79.12 on Amazon-Google; the same
-re-rankers joined without them 92.38 and 75.33 (``python bench/match_bench.py --methods
-rapidfuzz,base,crossencoder``, BENCHMARKS.md, match, 2026-12-05 02:57)."""
+"""The columns a re-ranker adds after :data:`FEATURES` (``migrate.matching.pair_features.PairFeatures``):
+its probability and the probability's gaps to each product's best. What the gaps add to the joined score:
+BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)", the re-ranker's comparison rows."""
 UNKNOWN = 0.5
 MIN_CODE = 4
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")

@@ -47,25 +47,17 @@ JOIN_FILE = "joined_score.npz"
 and the validation pairs' (the join). Numbers only: refitted on loading, nothing unpickled."""
 SERIALISATION = "ditto-v1"  # [COL] name [VAL] value; a re-ranker trained on another format is refused
 MAX_LENGTH = 64
-"""Tokens per pair: both records' title, brand and code fit, descriptions are cut. 128 made each
-training step 1.8x slower on 2 CPU cores (189 vs 108 s for 63 steps of 16 Abt-Buy pairs) and did
-not learn faster in them (validation average precision 0.25 at learning rate 1e-4 vs 0.29 at
-2e-4 with 64; 2026-12-03). The bench's cross-encoder rows in BENCHMARKS.md use 64."""
+"""Tokens per pair (``train-match --cross-encoder``'s default): both records' title, brand and code
+fit, descriptions are cut (twice as many tokens trained much slower on a CPU, and no better).
+Measured with it: BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)", the re-ranker rows."""
 LEARNING_RATE = 5e-5
-"""``train-match --cross-encoder``'s default. At 1.5e-4 (the default until 2026-12-05, chosen on the
-first 89 steps) Abt-Buy's training loss stayed flat until the linear decay brought the rate below
-about 8e-5; at 5e-5 it learns from the first steps: validation average precision 0.39 after 134 steps
-(1.5e-4: 0.14-0.21) and 0.831 after 3 epochs (1.5e-4: 0.71-0.81); Amazon-Google 0.668 (2 epochs at
-1.5e-4: 0.51). All 5,743 / 6,874 train pairs, batch 16, 64 tokens, bf16 (exploratory runs of
-``train.cross_encoder`` on the DeepMatcher splits, 2026-12-05, script not kept). The bench's
-cross-encoder rows use this value."""
+"""``train-match --cross-encoder``'s default learning rate: the re-ranker learns from the first steps
+(at three times this rate the training loss stayed flat until the linear decay brought it down).
+Measured with it: BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)", the re-ranker rows."""
 EPOCHS = 6.0
-"""``train-match --cross-encoder``'s default epochs (the bi-encoder's is 2). At 6 epochs (learning
-rate 5e-5, bf16) the best checkpoint was the last one evaluated on both benchmarks, validation
-average precision 0.852 (Abt-Buy, 537 s of training) and 0.714 (Amazon-Google, 671 s) (``python
-bench/match_bench.py --methods rapidfuzz,base,crossencoder``, BENCHMARKS.md, match, 2026-12-05
-02:57); 3 epochs gave 0.831 and 0.668 (exploratory runs of ``train.cross_encoder`` on the same
-splits, 2026-12-05, script not kept)."""
+"""``train-match --cross-encoder``'s default epochs (the bi-encoder's is 2): at this many the best
+checkpoint was still the last one evaluated on both benchmarks, and fewer epochs scored lower.
+Measured with it: BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)", the re-ranker rows."""
 DEFAULT_BATCH = 32
 
 
@@ -157,11 +149,10 @@ class Reranker:
         return None
 
     def mode_problem(self, within: bool) -> str | None:
-        """A warning when the re-ranker learned from pairs of another kind than this run matches: one
-        trained across two catalogs, read on one catalog's duplicates, took colour and model variants
-        for duplicates (Abt's first 300 products, no duplicates among them: 30 clusters at 0.99, 18
-        without a re-ranker; ``taxmig match abt300.csv --within --reranker rerank-abt_buy``,
-        2026-12-05)."""
+        """A warning when the re-ranker learned from pairs of another kind than this run matches (None
+        when it did not): one trained across two catalogs, read on one catalog's duplicates, takes
+        colour and model variants for duplicates (more clusters than without a re-ranker on a
+        catalog with none)."""
         if self.within == within:
             return None
         if within:

@@ -33,37 +33,32 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "title_partial": 2.43, "title_gap_left": 4.61, "title_gap_right": 6.64, "code_agreement": 4.17,
     "number_agreement": 1.07, "brand_agreement": 0.38,
 }
-"""The benchmarks' pairs are hard (every non-match was picked because it looks like a match), so
-the fitted weights lean on the gaps to each product's best candidate and on identifiers rather than
-on raw similarity; with labels of your own (``--labels``) the weights are refitted. Fitted on one
-benchmark and scored on the other, these features give F1 50.9 on Abt-Buy and 63.4 on
-Amazon-Google at threshold 0.5, and 92.4 and 72.8 paired one to one (:data:`NO_LABEL_FLOOR`;
-``python bench/match_bench.py --methods rapidfuzz,base``, 2026-12-04): what the defaults promise
-on catalogs they were not fitted on."""
+"""The score's weights without labelled pairs (``--labels`` refits them), fitted on both benchmarks'
+train splits with the bundled base model. Their pairs are hard (every non-match was picked because
+it looks like a match), so the weights lean on the gaps to each product's best candidate and on
+identifiers rather than on raw similarity. What they give on catalogs they were not fitted on:
+BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)", the leave-one-benchmark-out rows."""
 DEFAULT_INTERCEPT = -2.87
 DEFAULT_THRESHOLD = 0.5
 NO_LABEL_FLOOR = 0.1
 """Without labelled pairs, two catalogs pair one to one: a pair is a match when each product is
 the other's best-scoring candidate (:func:`mutual_best`) and its score is at least this. Weights
-fitted on one benchmark rank the other's candidates well but their scores do not transfer (at 0.5,
-Abt-Buy with Amazon-Google's weights: precision 0.973, recall 0.345); the mutual best does. Chosen
-on the two benchmarks' *valid* splits with leave-one-benchmark-out weights: floors 0.0 and 0.1 gave
-the same F1 (Abt-Buy 93.6, Amazon-Google 70.4), 0.3 gave 83.8 / 68.1, 0.5 gave 48.0 / 60.3
-(``python bench/match_bench.py --methods rapidfuzz,base``, its floor table, BENCHMARKS.md
-2026-12-04 18:27). The floor keeps a product whose best candidate is plainly different unmatched."""
+fitted on one benchmark rank another catalog's candidates well but their scores do not transfer;
+the mutual best does, and the floor keeps a product whose best candidate is plainly different
+unmatched. Chosen on the valid splits, in the floor table of:
+BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)"."""
 SCORERS = ("logistic", "boosting")
 JOIN_COLUMNS = ("hybrid", *RERANKER_FEATURES)
 """The joined score's inputs (:func:`fit_join`): the logit of the hybrid's score, the logit of the
 re-ranker's probability and the probability's gaps to each product's best (:data:`RERANKER_FEATURES`)."""
 JOIN_HYBRID = "boosting"
 """How the joined score's hybrid half is fitted on the re-ranker's training pairs: gradient boosting
-over the pair features, which beat logistic weights under the same join on both benchmarks: test F1
-93.40 vs 92.82 (Abt-Buy), 79.12 vs 78.41 (Amazon-Google) (``python bench/match_bench.py --methods
-rapidfuzz,base,crossencoder``, its comparison rows, BENCHMARKS.md, match, 2026-12-05 02:57)."""
+over the pair features (it beat logistic weights under the same join on both benchmarks).
+Measured: BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)", the re-ranker's comparison rows."""
 JOIN_KIND = "boosting"
 """How the joined score itself is fitted on the validation pairs, over :data:`JOIN_COLUMNS`: gradient
-boosting, which beat a logistic regression of the same columns on both benchmarks: test F1 93.40 vs
-92.27 (Abt-Buy), 79.12 vs 76.80 (Amazon-Google) (the same run as :data:`JOIN_HYBRID`'s)."""
+boosting (it beat a logistic regression of the same columns on both benchmarks).
+Measured: BENCHMARKS.md, "match: Abt-Buy and Amazon-Google (DeepMatcher splits)", the re-ranker's comparison rows."""
 MIN_LABELS_TO_FIT = 10
 """Matches and non-matches (each) needed to refit the weights; fewer only choose the threshold."""
 CV_FOLDS = 5
@@ -133,8 +128,9 @@ def _estimator(kind: str, seed: int):
 
 
 def _one_openmp_thread():
-    """scikit-learn's OpenMP threads next to torch's (two libgomp copies) can spin against each other:
-    a 100-row gradient boosting fit measured ~60 s after a training run, 0.1 s on one thread."""
+    """scikit-learn's OpenMP threads next to torch's (two libgomp copies) can spin against each other
+    (a small gradient boosting fit after a training run then takes minutes, not a fraction of a
+    second): the fits run on one OpenMP thread."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="openmp")
