@@ -850,11 +850,10 @@ def train_match(left, right, pairs, valid, output, within, left_id, left_text, r
 def console_main() -> None:
     """The ``taxmig`` console script (and ``python -m migrate.cli``): the command, then
     ``gc.freeze()`` before the interpreter exits. Exiting runs one last garbage collection over
-    every object alive, and torch and transformers leave millions: 1.5-1.7 s of every command
-    that loaded a model, 0.25 s with the objects frozen (measured 2026-12-03 on this 2-core
-    machine: load the bundled model, encode, exit). Exit handlers still run and files are still
-    closed; only that final collection skips them. Not in ``main`` itself, which in-process
-    callers (tests, CliRunner) share."""
+    every object alive, and torch and transformers leave millions: over a second of every command
+    that loaded a model, a fraction of that with the objects frozen. Exit handlers still run and
+    files are still closed; only that final collection skips them. Not in ``main`` itself, which
+    in-process callers (tests, CliRunner) share."""
     import gc
 
     try:

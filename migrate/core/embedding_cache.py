@@ -44,11 +44,8 @@ CREATE TABLE IF NOT EXISTS sizes (
 LOOKUP_CHUNK = 900  # below SQLite's default limit of host parameters per statement
 SCAN_SHARE = 0.25
 """When the texts asked for are at least this share of a model's cached vectors, :meth:`EmbeddingCache.get`
-reads all of them in one scan instead of looking each up: on a nightly state of 29,865 vectors,
-reading 27,254 texts took 0.62 s with lookups and 0.26 s with a count and the scan (``get``'s
-cumulative time in ``python -m cProfile -o night.prof -m migrate.cli reconcile night2.csv --state
-STATE -o r2.xlsx -q`` on bench/reconcile_bench.py's 1% night onto the taxonomy, 2026-12-04). A scan
-reads a row for less than a lookup costs, so it wins well before half the rows are asked for;
+reads all of them in one scan instead of looking each up (a night asks for nearly all of them). A
+scan reads a row for less than a lookup costs, so it wins well before half the rows are asked for;
 0.25 is a round share on the safe side of that."""
 SCAN_FROM = 1000  # below this many texts the lookups are quick, and counting the cache is not worth it
 

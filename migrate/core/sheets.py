@@ -201,9 +201,8 @@ class CellStyles:
     """Style ids of one workbook, looked up once per style instead of once per cell.
 
     Assigning ``cell.alignment`` or ``cell.number_format`` makes openpyxl hash the style against
-    the workbook's list for every cell; a 27,000-product Category decisions sheet spent 1.4 s of a
-    nightly run there (cProfile of ``taxmig reconcile``, 2026-12-03). The ids come from the same
-    lists, so the saved file is the one the per-cell assignments write."""
+    the workbook's list for every cell, the hot spot of writing a large sheet in a nightly run. The
+    ids come from the same lists, so the saved file is the one the per-cell assignments write."""
 
     def __init__(self, ws: Worksheet) -> None:
         self.workbook = ws.parent

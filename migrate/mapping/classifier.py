@@ -37,10 +37,9 @@ CHUNK = 2048
 FOLDS = 3
 POOL_FROM = 8_000
 """Target products from which the final fit and the folds' fits run in worker processes: starting
-the pool (processes that import scikit-learn) costs about 1.4 s here, which the second core wins
-back only on large catalogs. ``python bench/classifier_pool.py`` (BENCHMARKS.md, 2026-12-04, 2
-cores), pool vs in-process, same votes: 400 products 1.48 vs 0.10 s, 2,000 1.80 vs 0.66 s, 5,000
-2.71 vs 2.36 s, 7,000 3.37 vs 3.45 s, 10,000 4.47 vs 5.63 s, 15,000 6.58 vs 9.53 s."""
+the pool (processes that import scikit-learn) costs more than a second, which a second core wins
+back only on large catalogs; below this the fits run in this process, with the same votes.
+Measured: BENCHMARKS.md, "classifier: process pool against in-process fits" (``python bench/classifier_pool.py``)."""
 
 
 class TextFeatures:

@@ -33,7 +33,8 @@ FLAG_ORDER = ("NO_MATCH", "LOW_CONFIDENCE", "LOW_MARGIN", "SOURCE_SPLIT", "LEXIC
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Defaults measured on the BigBasket benchmark (``bench/migrate_bench.py``)."""
+    """The thresholds that flag a row for review; the defaults are chosen on the BigBasket benchmark.
+    Measured: BENCHMARKS.md, "migrate: BigBasket 80/20, base model" (``python bench/migrate_bench.py``)."""
 
     min_confidence: float | None = None  # None: chosen per run on leave-one-out (target_precision)
     target_precision: float = 0.97
@@ -119,8 +120,8 @@ def compute_flags(*, confidence: np.ndarray, margin: np.ndarray, nearest_sim: np
     groups, lexical = context.groups, context.lexical
     min_confidence = thresholds.min_confidence if calibrated and thresholds.min_confidence is not None \
         else thresholds.min_raw_score
-    # the threshold tests as whole arrays first, then Python lists: numpy scalars row by row cost
-    # 0.09 s of a 27k-product night (cProfile, 2026-12-04)
+    # the threshold tests as whole arrays first, then Python lists: numpy scalars row by row were a
+    # night's hot spot
     far_rows = np.asarray(far).tolist()
     low_confidence = (np.asarray(confidence) < min_confidence).tolist()
     low_margin = (np.asarray(margin) < thresholds.min_margin).tolist()

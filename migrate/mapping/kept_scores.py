@@ -4,11 +4,11 @@ Onto a labelled target catalog a product's scores depend only on its own texts a
 category, the target side, the model and the scoring settings, so a night that keeps the scores of
 unchanged products and scores only the new and changed ones gives the same mapping as scoring them
 all, for a fraction of the work. Onto a taxonomy, self-training reads the whole catalog, so one new
-product nudges every other product's scores: scoring them all again moved the suggestion of ~800 of
-5,170 untouched products on a night that changed 1% (bench/reconcile_bench.py, 2026-12-03), and
-each moved row goes back to a reviewer. Keeping their scores makes a night change only what changed;
-``taxmig reconcile --rescore-all`` scores every product again (after a model or settings change
-the key below differs and that happens by itself).
+product nudges every other product's scores: scoring them all again moves the suggestions of many
+untouched products even on a night that changed 1%, and each moved row goes back to a reviewer.
+Keeping their scores makes a night change only what changed; ``taxmig reconcile --rescore-all``
+scores every product again (after a model or settings change the key below differs and that
+happens by itself).
 
 Flags are not kept: they are computed every night over the whole catalog (SOURCE_SPLIT reads every
 row of a source category). The key of the kept scores hashes everything scores depend on besides

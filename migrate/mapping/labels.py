@@ -9,17 +9,16 @@ product is compared with the category's own name (the path's last level) and, wi
 
 so scores stay on the cosine scale, and a top-level category (no ancestors) scores
 ``cos(q, name(c))``. Ancestors not listed as categories themselves (a file of leaf paths only)
-are still embedded: they are part of the path. Zero-shot onto BigBasket's own paths (base model,
-the migrate benchmark's held-out 20%) this raised top-1 from 0.252 to 0.317 with two-level paths
-and from 0.237 to 0.319 with three; ``a`` = 0.25 was chosen on the other 80%
-(``python bench/label_bench.py``, the 2026-11-23 04:38 UTC row of BENCHMARKS.md).
+are still embedded: they are part of the path. For a product's own text this ranks categories
+better than the whole path; ``a`` = 0.25 is chosen on the migrate benchmark's labelled 80%.
+Measured: BENCHMARKS.md, "labels: zero-shot onto BigBasket's own paths, whole path vs per level"
+(``python bench/label_bench.py``).
 
 That holds for a product's own text. A source product that carries its source category path
 ("... | Bakery, Cakes & Dairy > Dairy", see ``MigrationSettings.category_context``) is better
 compared path to path: level names then pull it to generic inner nodes whose names echo its
-source path ("Dairy Products" over "Cheese"): with BigBasket's ``category > sub_category``
-appended, top-1 onto the three-level paths (inner nodes listed) is 0.393 by whole path and 0.244
-by level (same benchmark, the 04:38 UTC row). So ``by_level=False``
+source path ("Dairy Products" over "Cheese"; the same section, its rows with the source category
+appended). So ``by_level=False``
 embeds each category's whole path as one text, and the pipeline uses it whenever source
 categories are appended.
 
@@ -29,19 +28,16 @@ there; ``ScoringParams.zero_shot_label_templates`` and ``zero_shot_label_centeri
 - **Templates** (prompt ensembling): each name is embedded as it is and inside a few fixed
   sentences ("{} products", "category: {}"); its vector is the normalised mean. A bare name is
   an odd sentence for an encoder trained on sentences; the mean is steadier than any one form.
-- **Centering** (hub removal): some names sit close to every product (before it, "pasta sauce"
-  and "fruit vegetable snacks" each drew several times the Instacart products they hold). Each category's
+- **Centering** (hub removal): some names sit close to every product (uncentered, "pasta sauce"
+  and "fruit vegetable snacks" each draw several times the Instacart products they hold). Each category's
   mean score over the source products, times ``c``, is subtracted from its scores. The score is
   linear in the query, so that mean is the score of the mean query: exact and cheap.
 
-With both, top-1 rose on every set tried, labels alone and self-trained (every product of each,
-base model; ``python bench/zeroshot_ablation.py``, the 2026-12-02 13:59 UTC row of
-BENCHMARKS.md), self-trained: BigBasket two-level 0.415 -> 0.451, three-level 0.343 -> 0.357,
-11 top categories 0.447 -> 0.471; Instacart aisles 0.455 -> 0.481, its 19 departments 0.424 ->
-0.453; WANDS furniture queries 0.515 -> 0.527. Centering alone gave about half of that. ``c`` =
-0.5 and these three templates were picked in a first exploration on the same six sets (1.0 and
-other templates such as "shop for {}" did no better). With a source category appended (whole
-paths), see ``bench/zeroshot_bench.py``'s ``bigbasket-3+top`` row.
+With both, top-1 rises on every benchmark set, labels alone and self-trained, centering alone
+giving about half of it; ``c`` = 0.5 and these three templates are chosen on the same six sets.
+Measured: BENCHMARKS.md, "zero-shot: what each label lever adds" (``python bench/zeroshot_ablation.py``);
+with a source category appended (whole paths), the ``bigbasket-3+top`` rows of "zero-shot: a catalog
+onto a taxonomy nobody labelled" (``python bench/zeroshot_bench.py``).
 
 Taxonomies are small next to catalogs (Google's 5,595 categories, Shopify's 10,595), so label
 scores come from one exact matrix product per chunk of queries; FAISS indexes the products.

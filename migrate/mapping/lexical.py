@@ -2,9 +2,8 @@
 
 The encoder's neighbours and these complement each other: the encoder knows that "earbuds" and
 "headphones" are alike, word overlap knows brands and product-line names the encoder blurs
-("Tata Tea Gold" is tea, whatever else is gold). Adding this vote raised BigBasket top-1 from
-0.848 to 0.867 (``python bench/migrate_bench.py``, the two migrate rows of 2026-11-22 in
-BENCHMARKS.md).
+("Tata Tea Gold" is tea, whatever else is gold), so ``migrate`` adds this vote to the encoder's.
+Measured: BENCHMARKS.md, "migrate: BigBasket 80/20, base model" (``python bench/migrate_bench.py``).
 
 >>> index = LexicalIndex().fit(["Amul Butter 500 g", "Tata Tea Gold", "Amul Cheese Slices"])
 >>> sims, ids = index.search(["amul butter"], k=2)

@@ -63,9 +63,10 @@ from migrate.mapping.settings import MigrationSettings
 log = logging.getLogger(__name__)
 
 TASK_ROWS = 16_384
-"""Source rows one actor maps per task: about a minute of torch encoding on one core (MiniLM,
-~250 texts/s) and well under a second of scoring, small enough that a 2-worker pool stays busy to
-the end on 100k rows and that a task's vectors stay near 25 MB."""
+"""Source rows one actor maps per task: about a minute of torch encoding on one core and well
+under a second of scoring, small enough that a 2-worker pool stays busy to the end on 100k rows and
+that a task's vectors stay near 25 MB.
+Measured: BENCHMARKS.md, "scale: --engine ray against the local engine" (``python bench/scale_bench.py --parts ray``)."""
 REJECT = "_reject"        # the reason, on rows an actor could not map (null on mapped rows)
 ENCODED = "_encoded"      # distinct texts an actor encoded for the task (on the task's first row)
 ENCODE_SECONDS = "_encode_seconds"

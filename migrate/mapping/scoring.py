@@ -29,7 +29,10 @@ CHUNK = 2048
 
 @dataclass(frozen=True)
 class ScoringParams:
-    """Knobs of :func:`score_categories`; defaults chosen on the BigBasket benchmark (bench/)."""
+    """Knobs of :func:`score_categories`; the labelled-catalog defaults are chosen on the BigBasket
+    benchmark: BENCHMARKS.md, "migrate: BigBasket 80/20, base model" (``python bench/migrate_bench.py``)
+    and "tune: classifier vote weight x temperature (leave-one-out on the target)" (``python
+    bench/tune_scoring.py``); the taxonomy-only ones: :mod:`migrate.mapping.zeroshot`."""
 
     k: int = 20
     vote_temperature: float = 0.05

@@ -3,12 +3,10 @@
 Fitting a TF-IDF vocabulary is scikit-learn's job (:func:`fit_tfidf`, its ``TfidfVectorizer``).
 What a fitted vectorizer does to new texts is a vocabulary look-up and three array operations, so
 taxmig keeps that -- :class:`FittedTfidf`, the vocabulary and idf weights -- and applies it here.
-The reason is the nightly job: importing scikit-learn takes 1.1-1.2 s on 2 cores (it imports
-scipy.stats and pandas), a third of a night with 1% changed onto a labelled catalog
-(``python -X importtime -m migrate.cli reconcile ...``, 2026-12-04), and a night that kept its
-fitted target side has nothing left to fit. Tests hold :meth:`FittedTfidf.transform` equal to
-scikit-learn's ``transform`` on real catalogs and :func:`binary_word_matrix` equal to its
-``CountVectorizer(binary=True)``.
+The reason is the nightly job: importing scikit-learn (it imports scipy.stats and pandas) is a
+large share of a short night, and a night that kept its fitted target side has nothing left to
+fit. Tests hold :meth:`FittedTfidf.transform` equal to scikit-learn's ``transform`` on real
+catalogs and :func:`binary_word_matrix` equal to its ``CountVectorizer(binary=True)``.
 
 >>> tfidf, matrix = fit_tfidf(["Amul Butter", "Amul Cheese"], analyzer="word", token_pattern=r"(?u)\\b\\w+\\b")
 >>> sorted(tfidf.vocabulary)

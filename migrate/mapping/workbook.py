@@ -9,9 +9,9 @@ sheet), Crosswalk, Rejects, Parameters, and the hidden Categories sheet that fee
 that ties each row to its run and to the product (id and text) or category it decides.
 
 Every text cell goes through :func:`migrate.core.cells.set_text`: catalog texts never become
-formulas. The workbook is built in normal (not write-only) mode: write-only mode measured no
-faster (openpyxl's XML serialisation dominates either way; 30,000 mapping rows take ~9-13 s on
-two busy cores, ~25% less when lxml is installed) and normal mode keeps every feature simple.
+formulas. The workbook is built in normal (not write-only) mode: write-only mode is no faster
+(openpyxl's XML serialisation dominates either way; lxml, when installed, speeds it up) and normal
+mode keeps every feature simple.
 """
 
 from __future__ import annotations

@@ -23,27 +23,22 @@ transductively, using nothing but the source products themselves:
    to a generic inner node whose name it echoes ("deli" for "Deli Oven Roasted Turkey"); the
    evidence under it says which child. An inner node is suggested only when none of its
    descendants is a candidate, or when no child holds half of the evidence under it (the
-   children cannot be told apart: back-off, flagged ``PARENT_BACKOFF``). Top-1 on taxonomies that
-   list their inner nodes: BigBasket three-level and Instacart aisles gained, flat taxonomies are
-   untouched (``python bench/zeroshot_ablation.py``).
+   children cannot be told apart: back-off, flagged ``PARENT_BACKOFF``). It helps taxonomies that
+   list their inner nodes and leaves flat ones untouched (BENCHMARKS.md, "zero-shot: what each
+   label lever adds").
 
 The word model reads the products' own texts. When the source's categories are appended to the
-embedded text (``migrate``'s default), they stay out of the word model: there they lowered top-1
-(every BigBasket product onto its three-level paths, top category appended: labels alone 0.293,
-self-trained on the products' own words 0.316, on the words with the category 0.307; with
-``category > sub_category`` appended: 0.409, 0.415, 0.392). An explicit source-category prior --
-each row's candidates under the mean distribution of the other products of its source category,
-``self_training_source_weight`` -- is off by default: at 0.5 it raised first-level accuracy
-(0.917 -> 0.938) but lowered top-1 (0.316 -> 0.306; two levels appended: 0.415 -> 0.408)
-(``python bench/zeroshot_grid.py``, 2026-12-02; ``bench/zeroshot_bench.py`` reports it too).
+embedded text (``migrate``'s default), they stay out of the word model: there they lower top-1.
+An explicit source-category prior -- each row's candidates under the mean distribution of the other
+products of its source category, ``self_training_source_weight`` -- is off by default: it raises
+first-level accuracy but lowers top-1.
+Measured: BENCHMARKS.md, "zero-shot: self-training knobs and the source category" (``python bench/zeroshot_grid.py``).
 
 Everything stays on the candidate categories, so memory grows with the products and the
 candidates, not with the taxonomy (Google's 5,595 categories, Shopify's 10,595). The knobs'
-defaults are first guesses left as they were: changing any one of them (word weight 0.3/1.0, seed
-share 0.3/0.7, 5 rounds, label temperature 0.02/0.05, 20 neighbours, vote temperature 0.1) moved
-top-1 by at most 1.0 point on BigBasket's two- and three-level paths and Instacart's aisles
-(every product of each; ``python bench/zeroshot_grid.py``, 2026-12-02). The mapping benchmark is
-``python bench/zeroshot_bench.py``.
+defaults are first guesses, not tuned: changing any one of them moves top-1 by about a point at
+most (the same section). The mapping benchmark: BENCHMARKS.md, "zero-shot: a catalog onto a
+taxonomy nobody labelled" (``python bench/zeroshot_bench.py``).
 
 >>> import numpy as np
 >>> sims = np.array([[0.50, 0.45], [0.46, 0.50], [0.50, 0.40]], dtype=np.float32)
@@ -71,15 +66,14 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024
 # A candidate no neighbour supports keeps this much vote. 0.1 rather than ~0: with few products per
-# category neighbours are often of other kinds, and a near-zero floor lets them veto the right one --
-# 400 products onto BigBasket's 707 three-level categories: labels 0.307, self-trained 0.258 with a
-# 1e-9 floor, 0.307 with 0.1; on every product of the three sets the two floors tie within 0.3 points
-# (python bench/zeroshot_grid.py, its floor rows; Instacart at 400 products: 0.410 vs 0.398).
+# category neighbours are often of other kinds, and a near-zero floor lets them veto the right one;
+# on large catalogs the two floors tie.
+# Measured: BENCHMARKS.md, "zero-shot: self-training knobs and the source category", its floor rows.
 VOTE_FLOOR = 0.1
 WORD_SMOOTHING = 0.1  # naive Bayes additive smoothing (alpha); a word unseen in a category's seeds
 # prefer_specific backs off to the ancestor when the child it handed down to holds under this share of the
 # evidence among the ancestor's candidate descendants: no child has the majority, they cannot be told apart
-# (a first guess, not tuned; what the back-off costs and gives is in bench/zeroshot_ablation.py's rows).
+# (a first guess, not tuned; what the back-off gives: BENCHMARKS.md, "zero-shot: what each label lever adds").
 BACKOFF_SHARE = 0.5
 
 
@@ -138,7 +132,7 @@ def neighbour_vote(probs: np.ndarray, ids: np.ndarray, nn_sims: np.ndarray, nn_i
         keep = (nbr >= 0)[:, :, None] & (cats >= 0)
         row = np.broadcast_to(np.arange(stop - start)[:, None, None], cats.shape)
         # per row and category, the neighbours' mass summed in order: np.add.at's sums, from np.bincount
-        # in one pass (np.add.at took 0.17 s over a night's 5,000-product context in cProfile, 2026-12-04)
+        # in one pass (np.add.at was the night's hot spot)
         dense = np.bincount(row[keep] * n_categories + cats[keep], weights=mass[keep],
                             minlength=(stop - start) * n_categories).reshape(stop - start, n_categories)
         out[start:stop] = np.take_along_axis(dense, np.clip(ids[start:stop], 0, None), axis=1)
@@ -396,8 +390,9 @@ def confidence_features(probs: np.ndarray, ids: np.ndarray, report: SelfTraining
 # Logistic calibration of :func:`confidence_features` (coefficients, intercept), fitted on the
 # public proxy tasks -- every BigBasket product onto its two- and three-level paths, Instacart onto
 # its aisles, 64,312 products, labels with migrate's templates and centering, the most specific
-# category with back-off -- by ``python bench/zeroshot_calibration.py`` (BENCHMARKS.md, the
-# 2026-12-02 14:21 UTC row). Fitted on two of the sets, it was off by 0.049-0.086 (ECE) on the third.
+# category with back-off -- by ``python bench/zeroshot_calibration.py``, which also measures how far
+# off it is on a set it was not fitted on.
+# Measured: BENCHMARKS.md, "zero-shot confidence: calibration fitted on proxy tasks, each set left out once".
 CALIBRATION: tuple[tuple[float, ...], float] = ((1.7017, 2.6944, 0.3533, 0.4339, 4.7307), -2.9425)
 
 

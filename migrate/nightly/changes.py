@@ -123,7 +123,7 @@ def diff_targets(before: pl.DataFrame, after: pl.DataFrame) -> TargetChanges:
 PRODUCT_READ = ("product_id", "source_text", "content_hash", "final_category", "flags", "needs_review", "decision",
                 "decided_by", "decision_text")
 """The products table's columns :func:`product_changes` reads: rows as dicts of these alone (every
-column cost 0.16 s of a 27k-product night, cProfile, 2026-12-04)."""
+column as dicts was a night's hot spot)."""
 
 
 def _changed_pairs(before: pl.DataFrame | None, after: pl.DataFrame):
@@ -220,9 +220,8 @@ def ks_two_sample(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov (statistic, two-sided p-value): the statistic as
     ``scipy.stats.ks_2samp`` computes it, the p-value from Kolmogorov's limiting distribution
     (``scipy.special.kolmogorov`` at sqrt(n m / (n + m)) times the statistic). Not
-    ``ks_2samp`` itself: importing scipy.stats costs 0.4 s (``python -c "import scipy.sparse,
-    scipy.special[, scipy.stats]"``: 0.23-0.28 s against 0.63-0.67 s, 2026-12-04), a tenth of a night
-    with 1% changed; drift over thousands of scores needs no exact tail."""
+    ``ks_2samp`` itself: importing scipy.stats is a noticeable share of a short night, and drift over
+    thousands of scores needs no exact tail."""
     from scipy.special import kolmogorov
 
     before, after = np.sort(before), np.sort(after)

@@ -126,8 +126,7 @@ def resolve_products(mapping: pl.DataFrame, *, run_id: str, previous: pl.DataFra
     own inherits the one covering it (:mod:`migrate.mapping.category_decisions`).
 
     Built column by column: every product gets the model's category, then the few a decision
-    covers are rewritten one by one (row dicts for all 27k products: 0.49 s of a 1% night onto the
-    taxonomy in cProfile, the command in migrate.core.embedding_cache's SCAN_SHARE, 2026-12-04).
+    covers are rewritten one by one (row dicts for every product were a night's hot spot).
     """
     decided = {r["product_id"]: r for r in decisions.iter_rows(named=True)}
     by_category = decision_index(category_decisions) if category_decisions is not None else {}
