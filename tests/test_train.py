@@ -115,6 +115,28 @@ def test_training_refuses_bad_input(small_catalog, tmp_path, bigbasket):
                       category="category,sub_category")
 
 
+def test_training_names_its_encoder_as_every_command_does(monkeypatch):
+    """The base model comes through EncoderSettings (resolved and loaded as migrate's encoder is),
+    and a setting training cannot honour is an error before any load."""
+    from migrate.core.encoder import EncoderSettings
+    from migrate.errors import ModelError
+    from train.finetune import load_base
+
+    assert TrainConfig(base_model="models/x").encoder == EncoderSettings(model="models/x")
+    assert TrainConfig().encoder.resolve() == resolve_model(None)
+    monkeypatch.setattr("train.finetune.load_encoder", lambda *a, **k: pytest.fail("loaded a model"))
+    for settings, problem in ((EncoderSettings(precision="fp16"), "fp32 weights"),
+                              (EncoderSettings(backend="openvino"), "with torch"),
+                              (EncoderSettings(precision="int4"), "--precision 'int4'")):
+        with pytest.raises(ModelError, match=problem):
+            load_base(settings)
+    seen = {}
+    monkeypatch.setattr("train.finetune.load_encoder", lambda ref, **options: seen.update(options) or ("m", "fp"))
+    ref, model, fp = load_base(EncoderSettings(device="cpu"))
+    assert ref == resolve_model(None) and (model, fp) == ("m", "fp")
+    assert seen == EncoderSettings(device="cpu").load_options() and seen["device"] == "cpu"
+
+
 def _with_formula_product(catalog_path, tmp_path):
     """The catalog with one held-out product renamed to formula-like text (as an untrusted catalog may
     hold); returns (path, that product's text as the catalog reads it)."""

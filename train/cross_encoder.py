@@ -31,7 +31,7 @@ from migrate.errors import ModelError, TaxmigError
 from migrate.matching.features import FEATURES
 from migrate.matching.reranker import JOIN_FILE, RECORD, SERIALISATION, Reranker, serialise
 from migrate.matching.scoring import JOIN_COLUMNS, JOIN_HYBRID, JOIN_KIND, can_fit, choose_threshold, fit_join
-from models import fingerprint, resolve_model
+from models import fingerprint
 from train.finetune import TrainConfig, TrainResult, jsonable, final_metrics, quiet_trainer, training_args
 from train.match import MatchPairs, TrainingPairs, read_training_pairs, training_record, write_match_card
 
@@ -39,11 +39,9 @@ log = logging.getLogger(__name__)
 
 LOSS = "BinaryCrossEntropyLoss"
 CPU_BF16 = True
-"""Train in bf16 mixed precision on a CPU that computes bf16 in hardware. Abt-Buy, all 5,743 train
-pairs, 3 epochs at learning rate 5e-5: 349 s and validation average precision 0.831 in bf16, 571 s
-and 0.829 in fp32 (this 2-core AMX machine, 2026-12-05, an exploratory run of
-:func:`train_cross_encoder`, script not kept; the bench's rows train this way). Only training: the
-saved model is read in fp32."""
+"""Train in bf16 mixed precision on a CPU that computes bf16 in hardware (only training: the saved
+model is read in fp32); the re-ranker rows of BENCHMARKS.md, "match: Abt-Buy and Amazon-Google
+(DeepMatcher splits)" train this way."""
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                                "README.md")
 """Files of a sentence-transformers folder that would make ``CrossEncoder`` load it as a bi-encoder."""
@@ -86,20 +84,18 @@ def fit_joined_score(data: TrainingPairs, config: TrainConfig, reranker: Reranke
     records of it; ``None`` (and a warning) when either set of pairs is too small. The validation
     pairs' re-ranker gaps are measured among the candidates ``match`` would score, so ``reranker``
     reads those too (``eval_probabilities``: what it gave the validation pairs)."""
-    from migrate.core.encoder import Encoder
+    from migrate.core.encoder import load_model
     from migrate.matching.matcher import Matcher, MatchInputs, MatchSettings, PairFeatures, search_pairs
-    from models import load_encoder
 
     train_y, valid_y = np.asarray(data.train.labels), np.asarray(data.eval.labels)
     if not (can_fit(train_y) and can_fit(valid_y)):
         log.warning("too few matches or non-matches for a joined score: without --labels, 'match --reranker' will "
                     "score by the re-ranker alone")
         return None
-    ref = resolve_model(config.base_model)
-    model, fp = load_encoder(ref)
+    encoder = load_model(config.encoder)
     k = MatchSettings.candidates  # what match searches by default: the gap features depend on it
     inputs = MatchInputs(data.left, data.right, within=within)
-    context, forward, _ = Matcher(Encoder(model, ref.name, fp)).context(inputs, k=k, batch_size=config.batch_size)
+    context, forward, _ = Matcher(encoder).context(inputs, k=k, batch_size=config.batch_size)
     candidates = search_pairs(context, forward, within)
     log.info("joined score: the re-ranker reads %d candidate pairs", len(candidates[0]))
     features = PairFeatures(context, inputs, reranker, candidates=candidates)
@@ -110,7 +106,7 @@ def fit_joined_score(data: TrainingPairs, config: TrainConfig, reranker: Reranke
     np.savez(output_dir / JOIN_FILE, train_features=train_x, train_labels=train_y, valid_features=valid_x,
              valid_labels=valid_y)
     log.info("joined score: threshold %.3f, validation F1 %.3f out-of-fold", threshold.value, threshold.f1)
-    return {"encoder": ref.name, "encoder_fingerprint": fp, "candidates": k, "features": list(FEATURES),
+    return {"encoder": encoder.name, "encoder_fingerprint": encoder.fingerprint, "candidates": k, "features": list(FEATURES),
             "columns": list(JOIN_COLUMNS), "hybrid": JOIN_HYBRID, "join": JOIN_KIND, "hybrid_pairs": len(train_y),
             "join_pairs": len(valid_y), "within": within, "seed": config.seed, "threshold": threshold.value,
             "valid": {"pairs": len(valid_y), "precision": threshold.precision, "recall": threshold.recall,
@@ -138,7 +134,7 @@ def train_cross_encoder(left_path: str | Path, right_path: str | Path | None,
     if not counts["match"] or not counts["non_match"]:
         raise TaxmigError(f"{data.labelled.path}: the training pairs need matches and non-matches "
                           f"({counts['match']} and {counts['non_match']})", hint="label pairs of both kinds")
-    ref = resolve_model(config.base_model)
+    ref = config.encoder.resolve()
     base_fp = fingerprint(ref.location) if ref.is_local else ref.name
     eval_pairs = [[a, b] for a, b in zip(data.eval.sentence1, data.eval.sentence2)]
     evaluator = CrossEncoderClassificationEvaluator(eval_pairs, data.eval.labels, name="valid",

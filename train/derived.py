@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from migrate.core.encoder import EncoderSettings
 from migrate.core.hashing import file_fingerprint
 from migrate.errors import ModelError, OutputExistsError
-from models.registry import ModelRef, resolve_model
+from models.registry import ModelRef
 
 TAXONOMY_SUFFIXES = (".txt", ".yaml", ".yml")
 
@@ -27,7 +28,7 @@ def check_new_folder(output_dir: Path, overwrite: bool) -> None:
 def local_model(model: str | None, verb: str) -> ModelRef:
     """``--model`` resolved to a local folder (the bundled encoder when omitted); ``verb`` says
     what the command does to it, for the error."""
-    ref = resolve_model(model)
+    ref = EncoderSettings(model=model).resolve()
     if not ref.is_local:
         raise ModelError(f"'{ref.name}' is not a local model folder",
                          hint=f"{verb} the bundled model (omit --model) or a folder written by 'taxmig train'")

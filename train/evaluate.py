@@ -26,7 +26,7 @@ import polars as pl
 
 from migrate.core.catalog import load_catalog
 from migrate.core.embedding import RememberingModel
-from migrate.core.encoder import Encoder
+from migrate.core.encoder import Encoder, EncoderSettings, load_model
 from migrate.core.files import atomic_path, escaped_text
 from migrate.core.index import build_index, search
 from migrate.errors import TaxmigError
@@ -34,7 +34,6 @@ from migrate.mapping.labels import CategoryLabels
 from migrate.mapping.pipeline import Migrator
 from migrate.mapping.scoring import ScoringParams, score_categories
 from migrate.mapping.settings import MigrationSettings
-from models import load_encoder, resolve_model
 from train.losses import MATRYOSHKA_DIMS
 from train.paired import paired_comparison
 from train.pairs import PairConfig, build_pairs
@@ -44,12 +43,6 @@ log = logging.getLogger(__name__)
 PRIMARY_METRIC = "migrate_top1"
 REPORT_FILES = ("report.md", "metrics.json", "predictions.csv", "similarity_boxplot.png", "matryoshka.png")
 _WORD = re.compile(r"[a-z]{3,}")
-
-
-def _load(name: str | None, backend: str = "torch") -> Encoder:
-    ref = resolve_model(name)
-    model, fp = load_encoder(ref, backend=backend)
-    return Encoder(model, ref.name, fp)
 
 
 def _unit(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -115,7 +108,8 @@ def evaluate_models(catalog_path: str | Path, *, model: str, baseline: str | Non
     if held.sum() < 10 or len({c for c, h in zip(catalog.categories, held) if h}) < 2:
         raise TaxmigError(f"{catalog.path}: too few held-out products ({int(held.sum())}) to evaluate",
                           hint="use a catalog with more products (the test split is 20% by product name)")
-    encoders = {"base": _load(baseline, backend), "fine-tuned": _load(model, backend)}
+    encoders = {"base": load_model(EncoderSettings(model=baseline, backend=backend)),
+                "fine-tuned": load_model(EncoderSettings(model=model, backend=backend))}
     test_texts = [t for t, h in zip(catalog.texts, held) if h]
     test_cats = [c for c, h in zip(catalog.categories, held) if h]
     pairs = build_pairs(test_texts, test_cats, dataclasses.replace(PairConfig(), max_pairs=4000, seed=seed))

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from migrate.core.catalog import Catalog, load_catalog
+from migrate.core.encoder import EncoderSettings
 from migrate.core.hashing import file_fingerprint
-from migrate.errors import TaxmigError
-from models import load_encoder, resolve_model
+from migrate.errors import ModelError, TaxmigError
+from models import ModelRef, load_encoder
 from train.decisions import DecisionExamples
 from train.losses import LOSSES, build_loss, describe
 from train.pairs import PairConfig, build_pairs
@@ -64,6 +65,12 @@ class TrainConfig:
     resume: bool = False
     pairs: PairConfig = field(default_factory=PairConfig)
 
+    @property
+    def encoder(self) -> EncoderSettings:
+        """The encoder training starts from (``--base-model``; by default the bundled
+        all-MiniLM-L6-v2), named as every command names its encoder: :func:`load_base` loads it."""
+        return EncoderSettings(model=self.base_model)
+
     def validate(self) -> "TrainConfig":
         problems = []
         if self.objective not in OBJECTIVES:
@@ -93,6 +100,24 @@ class TrainResult:
     output_dir: Path
     metrics: dict[str, Any]
     pair_counts: dict[str, int]
+
+
+def load_base(settings: EncoderSettings) -> tuple[ModelRef, Any, str]:
+    """``(ref, model, fingerprint)`` of the encoder a run trains: resolved and loaded through the
+    same :class:`EncoderSettings` as every command's encoder, now and as a model of its own
+    (training changes its weights), with torch and fp32 weights -- the trainer's mixed precision
+    is :func:`training_args`' -- so another backend or precision is refused."""
+    problems = settings.problems()
+    if not problems and settings.backend != "torch":
+        problems.append(f"training runs the model with torch, not --backend {settings.backend}")
+    if not problems and settings.precision != "fp32":
+        problems.append(f"training keeps fp32 weights (bf16 mixed precision where the hardware has it), "
+                        f"not --precision {settings.precision}")
+    if problems:
+        raise ModelError("; ".join(problems), hint="train from a torch model in fp32; see taxmig train --help")
+    ref = settings.resolve()
+    model, fp = load_encoder(ref, **settings.load_options())
+    return ref, model, fp
 
 
 def _subset(catalog: Catalog, mask) -> tuple[list[str], list[str]]:
@@ -188,7 +213,7 @@ def _product_data(model, config: TrainConfig, train: tuple[list[str], list[str]]
 
     (train_texts, train_cats), (eval_texts, eval_cats) = train, held
     pair_config = dataclasses.replace(config.pairs, max_pairs=config.max_pairs, seed=config.seed)
-    embed = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True,  # noqa: E731
+    embed = lambda texts: model.encode(texts, batch_size=config.encoder.batch_size, normalize_embeddings=True,  # noqa: E731
                                        convert_to_numpy=True, show_progress_bar=False)
     started = time.perf_counter()
     train_pairs = build_pairs(train_texts, train_cats, pair_config, embed=embed)
@@ -263,8 +288,7 @@ def train_encoder(catalog_path: str | Path, output_dir: str | Path, config: Trai
                           hint="choose a new -o folder, or pass --resume to continue a run there")
     catalog = load_catalog(catalog_path, role="catalog", id=id, text=text, category=category,
                            category_required=True, encoding=encoding)
-    ref = resolve_model(config.base_model)
-    model, base_fp = load_encoder(ref)
+    ref, model, base_fp = load_base(config.encoder)
     if config.resume:
         _check_resume(output_dir, base_fp, config.objective)
     model.max_seq_length = config.max_seq_length
@@ -353,8 +377,8 @@ TRAINER_EVAL_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_
 def final_metrics(trainer, evaluator, model) -> dict[str, float]:
     """The evaluator's metrics of the model training ended with: the best checkpoint's, which
     ``load_best_model_at_end`` loaded and whose evaluation the trainer logged at that step, so the
-    held-out set is not encoded once more (up to ~40 s on CPU, :data:`train.migration_evaluator.MAX_TARGET_PRODUCTS`
-    says why); the evaluator runs again only when no evaluation of that checkpoint was logged."""
+    held-out set is not encoded once more (up to :data:`train.migration_evaluator.MAX_TARGET_PRODUCTS`
+    and :data:`~train.migration_evaluator.MAX_HELD_OUT` texts); the evaluator runs again only when no evaluation of that checkpoint was logged."""
     best = trainer.state.best_model_checkpoint
     if best:
         step = int(Path(best).name.rsplit("-", 1)[-1])

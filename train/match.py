@@ -28,8 +28,7 @@ import numpy as np
 from migrate.core.hashing import file_fingerprint
 from migrate.errors import TaxmigError
 from migrate.matching.inputs import LabelledPairs, MatchCatalog, load_labels, load_match_catalog
-from models import load_encoder, resolve_model
-from train.finetune import RECORD, TrainConfig, TrainResult, jsonable, run_trainer
+from train.finetune import RECORD, TrainConfig, TrainResult, jsonable, load_base, run_trainer
 from train.losses import LOSSES, MATCH_LOSSES, describe
 from train.splits import split_labels
 
@@ -189,8 +188,7 @@ def train_match_encoder(left_path: str | Path, right_path: str | Path | None,
                                left_id=left_id, left_text=left_text, right_id=right_id, right_text=right_text,
                                encoding=encoding)
     train_pairs, eval_pairs, right = data.train, data.eval, data.right
-    ref = resolve_model(config.base_model)
-    model, base_fp = load_encoder(ref)
+    ref, model, base_fp = load_base(config.encoder)
     model.max_seq_length = config.max_seq_length
     fmt = LOSSES[config.loss].data_format
     train_ds = train_pairs.to_dataset(fmt, right_texts=right.texts, seed=config.seed)

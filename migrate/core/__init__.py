@@ -1,2 +1,2 @@
 """What every command shares: reading catalogs and taxonomies, the encoder and its embedding cache, the
-vector index, and writing files and workbook sheets. Depends on nothing else in taxmig."""
+vector index, and writing files and workbook sheets. Depends on models/ (the encoders) and migrate.errors only."""

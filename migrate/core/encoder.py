@@ -1,12 +1,12 @@
-"""The encoder a run uses: resolved, loaded (lazily for the nightly job) and fingerprinted once,
-by :mod:`models.registry`, for every command."""
+"""The encoder a run uses, for every command (training included): named by :class:`EncoderSettings`,
+resolved, loaded (lazily for the nightly job) and fingerprinted once, by :mod:`models.registry`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
 
-from models.registry import check_backend, lazy_encoder, load_encoder, resolve_model
+from models.registry import ModelRef, check_backend, lazy_encoder, load_encoder, resolve_model
 
 
 @dataclass
@@ -31,6 +31,17 @@ class EncoderSettings:
         problems = ["--batch-size must be at least 1"] if self.batch_size < 1 else []
         return problems + check_backend(self.backend, self.precision)
 
+    def resolve(self) -> ModelRef:
+        """The model these settings name (a folder, the bundled encoder, or a hub id), resolved
+        by :func:`models.registry.resolve_model`; nothing is loaded."""
+        return resolve_model(self.model)
+
+    def load_options(self) -> dict[str, Any]:
+        """How :func:`models.registry.load_encoder` loads it: device, downloads, remote code,
+        precision and backend (``batch_size`` is the encoding's, not the load's)."""
+        return {"device": self.device, "allow_download": self.allow_download,
+                "trust_remote_code": self.trust_remote_code, "precision": self.precision, "backend": self.backend}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EncoderSettings":
         """The fields :func:`dataclasses.asdict` gave (unknown keys ignored)."""
@@ -54,10 +65,8 @@ class Encoder:
 def load_model(settings: EncoderSettings, *, lazy: bool = False) -> Encoder:
     """The encoder ``settings`` name, loaded and fingerprinted. ``lazy``: a local model loads when
     first used (a nightly run with every text in the embedding cache never loads it)."""
-    ref = resolve_model(settings.model)
-    options = {"device": settings.device, "allow_download": settings.allow_download,
-               "trust_remote_code": settings.trust_remote_code, "precision": settings.precision,
-               "backend": settings.backend}
+    ref = settings.resolve()
+    options = settings.load_options()
     deferred = lazy_encoder(ref, **options) if lazy else None
     model, fp = deferred if deferred is not None else load_encoder(ref, **options)
     return Encoder(model, ref.name, fp)
