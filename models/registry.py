@@ -87,13 +87,13 @@ def fingerprint(location: str | os.PathLike) -> str:
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-"""Encoding precisions: fp32 (default); fp16/bf16 halve the weights (README "GPU": on an H200 they
-saved memory but encoded MiniLM slower than fp32; "Speed tiers": bf16 on a CPU with AMX)."""
+"""Encoding precisions: fp32 (default); fp16/bf16 halve the weights (their speed and agreement with
+fp32: BENCHMARKS.md, "GPU: CUDA against the CPU, BigBasket" and "torch precisions on the CPU, BigBasket")."""
 
 BACKENDS = ("torch", "openvino")
 """Inference backends (sentence-transformers' ``backend=``): torch, or OpenVINO (the extra
-``taxmig[openvino]``), about 2x torch's CPU encode rate with the same neighbours (BENCHMARKS.md,
-speed tiers). ONNX is not offered: sentence-transformers' ONNX backend needs optimum-onnx, whose
+``taxmig[openvino]``; its CPU encode rate and neighbours against torch: BENCHMARKS.md, "speed tiers:
+torch fp32 against OpenVINO and distilled static models"). ONNX is not offered: sentence-transformers' ONNX backend needs optimum-onnx, whose
 only release (0.1.0) pins transformers<4.58, below the 5.x that sentence-transformers 6 needs."""
 
 OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where sentence-transformers saves an OpenVINO model
@@ -174,8 +174,9 @@ def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | No
     """The folder of ``ref`` exported to ``backend``, exported on first use and cached
     (``weights_fingerprint``: the folder's, when the caller has hashed it already).
 
-    The export (sentence-transformers' own, through optimum-intel) takes about 10 s for MiniLM
-    here; it is written to a temporary folder and renamed into place, so a crash never leaves half a
+    The export (sentence-transformers' own, through optimum-intel; its time is the "seconds to
+    build" of BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO and distilled static models")
+    is written to a temporary folder and renamed into place, so a crash never leaves half a
     model, and a cached export is never replaced (another run may be reading it)."""
     final = exports_dir() / backend_fingerprint(weights_fingerprint or fingerprint(ref.location), backend)
     if _complete_export(final, backend):
@@ -385,8 +386,7 @@ def _torchscript_runtime(ref: ModelRef, weights: str):
 
 
 def _export_torchscript(ref: ModelRef, weights: str, model) -> None:
-    """Trace ``model`` into the exports cache for the next run (about 1-2 s for MiniLM, once per
-    model and torch version); a model the tracer cannot reproduce is left to sentence-transformers."""
+    """Trace ``model`` into the exports cache for the next run (once per model and torch version); a model the tracer cannot reproduce is left to sentence-transformers."""
     from models.runtime import TORCHSCRIPT_FILE, export_torchscript
 
     final = torchscript_dir(weights)

@@ -1,17 +1,15 @@
 """Encode an exported model folder without sentence-transformers: the OpenVINO runtime or a
 TorchScript file, with ``tokenizers`` and numpy around it.
 
-Why it exists: a nightly reconcile that must encode a handful of changed products spent most of
-its time importing the model stack, not encoding. Measured here (2 cores, fresh process):
-constructing :class:`OpenVINORuntimeEncoder` (importing ``openvino``, reading the tokenizer,
-compiling or reading the compiled IR) 0.21-0.67 s (the command under :func:`_compile_config`). A fresh process that loads
-the bundled model lazily and encodes 200 texts, ``/usr/bin/time python -c "from models.registry
-import lazy_encoder, resolve_model; m, _ = lazy_encoder(resolve_model(None)); m.encode(['Amul
-Taaza Toned Milk 1 L'] * 200, normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``:
-7.8 s the first time (sentence-transformers, and the trace written), 2.0 s each time after (the
-trace; 2026-12-04). So a night encodes with these classes: :class:`OpenVINORuntimeEncoder` when its
-state was made with ``--backend openvino``, :class:`TorchScriptRuntimeEncoder` with torch on the
-CPU in fp32.
+Why it exists: a nightly reconcile that must encode a handful of changed products would spend
+most of its time importing the model stack, not encoding. So a night encodes with these classes:
+:class:`OpenVINORuntimeEncoder` when its state was made with ``--backend openvino``,
+:class:`TorchScriptRuntimeEncoder` with torch on the CPU in fp32. What a fresh process pays is
+timed by ``/usr/bin/time python -c "from models.registry import lazy_encoder, resolve_model; m, _ =
+lazy_encoder(resolve_model(None)); m.encode(['Amul Taaza Toned Milk 1 L'] * 200,
+normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``, run twice (the first run loads
+sentence-transformers and writes the trace, the second runs the trace), and constructing the
+OpenVINO encoder as :func:`_compile_config` says.
 
 Both run what sentence-transformers runs -- the same IR compiled with optimum-intel's setting
 (``PERFORMANCE_HINT=LATENCY``), or the model's own transformer traced by ``torch.jit.trace`` --
@@ -49,10 +47,10 @@ COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
 
 def _compile_config() -> dict[str, str]:
     """:data:`COMPILE_CONFIG`, plus OpenVINO's model cache where it can be written: a process that
-    reads the compiled blob skips compiling. Constructing the MiniLM runtime encoder in a fresh
+    reads the compiled blob skips compiling: timed by constructing the runtime encoder in a fresh
     process (``python -c "...; OpenVINORuntimeEncoder(export_folder)"`` timed around the call, in
-    taxmig[openvino]'s environment, 2026-12-04): 0.35-0.67 s with the compiled blobs deleted first,
-    0.21 s reading them. The cache leaves the vectors as they are (tests/test_backends.py)."""
+    taxmig[openvino]'s environment) with the compiled blobs deleted first, then again reading them.
+    The cache leaves the vectors as they are (tests/test_backends.py)."""
     config = dict(COMPILE_CONFIG)
     folder = compiled_dir()
     try:
@@ -246,7 +244,7 @@ class TorchScriptRuntimeEncoder(RuntimeEncoder):
 TRACE_TEXTS = ("Dark Chocolate 70% Cocoa Bar, 100 g", "tea")
 CHECK_TEXTS = ("Wireless Bluetooth Earbuds with Charging Case and Noise Cancelling Microphone", "Basmati Rice 5 kg",
                "Chocolate Creme Body Lotion")
-TRACE_TOLERANCE = 1e-5  # largest difference to the model's own output accepted (3e-8 measured for MiniLM)
+TRACE_TOLERANCE = 1e-5  # largest difference to the model's own output accepted
 
 
 def export_torchscript(model, source_folder: str | Path, staging: Path) -> None:

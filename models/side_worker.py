@@ -11,9 +11,8 @@ texts, so the same vectors. The worker is killed when the run ends (:func:`stop`
 Started only with two or more cores (on one it would take the night's own), only when the
 catalog changed since the last night (a night with an unchanged file encodes nothing), and never
 with ``TAXMIG_SIDE_WORKER=0``. Whatever goes wrong in the worker, the night loads the model itself,
-as it would without one. A 1%-changed BigBasket night onto Google's taxonomy, alternating with and
-without (``TAXMIG_SIDE_WORKER=0``), three nights each: 3.85-4.13 s against 4.64-4.78 s
-(2026-12-04; ``python bench/reconcile_bench.py`` for the bench's nights, BENCHMARKS.md).
+as it would without one. The nights it serves: BENCHMARKS.md, "reconcile: BigBasket nightly, 1%
+changed, onto a taxonomy" (``TAXMIG_SIDE_WORKER=0`` runs the same night without it).
 """
 
 from __future__ import annotations

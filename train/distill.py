@@ -5,8 +5,8 @@ encoder -- and embeds a text as the weighted mean of its tokens' vectors: no tra
 time, so it encodes tens of thousands of texts per second on a CPU. A catalog's own words can be
 added to the vocabulary as whole tokens (each word passed through the encoder in one piece), so
 "earbuds" gets its own vector rather than the mean of "ear", "##bud", "##s" -- but with MiniLM
-that cost accuracy on both grocery sets measured (BENCHMARKS.md, "speed tiers"), so no words are
-added unless vocabulary files are given.
+that cost accuracy on both grocery sets (BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO
+and distilled static models"), so no words are added unless vocabulary files are given.
 
 The result is a sentence-transformers folder (a ``StaticEmbedding`` module): ``--model FOLDER``
 takes it wherever it takes an encoder, and loading it needs neither model2vec nor a transformer.
@@ -39,8 +39,8 @@ DEFAULT_PCA_DIMS = 256
 # a word joins the vocabulary when the catalogs use it at least this often: a word seen once is
 # usually a typo or a code, and every added word costs one encoder pass at distillation time
 DEFAULT_MIN_COUNT = 2
-# at most this many added words (the most frequent first); each costs an encoder pass: the bundled
-# model alone distils in about 18 s here, with BigBasket's 6,768 words in about 146 s (bench/scale_bench.py)
+# at most this many added words (the most frequent first); each costs an encoder pass (the time:
+# "seconds to build" in BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO and distilled static models")
 DEFAULT_MAX_WORDS = 50_000
 _WORD = re.compile(r"[^\W\d_]{3,}")  # letters only, 3+ long: no codes, sizes or ids; hyphens split
 

@@ -4,7 +4,7 @@
   the encoder-mined ones first (:mod:`train.pairs`), trained with the no-duplicates batch sampler
   (many products share a category: a duplicate text in a batch would be a false negative);
 - ``cosine``: CosineSimilarityLoss on (sentence1, sentence2, score) pairs (the published retail
-  recipe; on BigBasket it lowered the neighbour-vote top-1, see :mod:`train.pairs`);
+  recipe; against ``mnrl``: BENCHMARKS.md, "train: BigBasket fine-tuning, base vs fine-tuned");
 - ``cosent``: CoSENTLoss on the same pairs (ranks pair scores).
 ``--matryoshka`` wraps any of them in MatryoshkaLoss so embeddings can be truncated.
 

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 PRIMARY = "migrate_top1"
 MAX_TARGET_PRODUCTS = 8_000
-"""Target products the neighbour vote searches at each evaluation (a seeded sample beyond): at
-~250 texts/s here an evaluation then encodes for at most ~40 s with 2,000 held-out products."""
+"""Target products the neighbour vote searches at each evaluation (a seeded sample beyond): with
+:data:`MAX_HELD_OUT`, what bounds the texts one evaluation encodes (the CPU's encode rate:
+BENCHMARKS.md, "migrate: BigBasket 80/20, base model")."""
 MAX_HELD_OUT = 2_000
 """Held-out products scored at each evaluation (a seeded sample beyond)."""
 

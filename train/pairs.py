@@ -21,8 +21,8 @@ The triplets ``(anchor, positive, negative)`` for MultipleNegativesRankingLoss c
 the encoder-mined pairs -- (product, its encoder positive, its nearest wrong neighbour) -- then
 from each positive pair with a hard negative of the anchor (a random other-category product when
 it has none); under ``max_pairs`` the mined triplets are kept first: they are the examples a
-neighbour vote gets wrong, so a CPU-sized budget goes to them (``bench/train_bench.py`` and
-BENCHMARKS.md for what they buy).
+neighbour vote gets wrong, so a CPU-sized budget goes to them (what they buy: BENCHMARKS.md,
+"train: BigBasket fine-tuning, base vs fine-tuned").
 
 >>> texts = ["Dark Chocolate | Amul", "Milk Chocolate | Amul", "White Chocolate | Cadbury",
 ...          "Chocolate Creme Body Lotion | Nivea", "Aloe Body Lotion | Nivea", "Shampoo | Dove"]
@@ -34,9 +34,8 @@ BENCHMARKS.md for what they buy).
 ['anchor', 'positive', 'negative']
 
 Work and memory are linear in the catalog (numpy over per-category index blocks, an inverted word
-index with bounded work per product); 100,000 products over 5,595 categories take a few seconds.
-The encoder negatives use an exact FAISS inner-product search, which is quadratic: seconds for a
-catalog of tens of thousands of products, minutes at 100,000.
+index with bounded work per product); the encoder negatives use an exact FAISS inner-product
+search, which is quadratic in the catalog.
 
 Pairs are only made among the texts given: call once per split (``train.splits``) so that no
 pair crosses splits.

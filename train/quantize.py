@@ -9,8 +9,8 @@ is not retail text, so the calibration texts here come from catalog or taxonomy 
 gives (their product texts or category paths, no labels needed).
 
 The result is a model folder: ``--model FOLDER --backend openvino`` takes it wherever an encoder
-is taken. On MiniLM it encodes about 2.7x torch fp32 on 2 CPU cores with the same top-1 on
-BigBasket (BENCHMARKS.md, speed tiers).
+is taken (its speed and accuracy against torch fp32: BENCHMARKS.md, "speed tiers: torch fp32
+against OpenVINO and distilled static models").
 
 >>> quantize_openvino("models/retail-int8", calibration_files=["source.csv"])  # doctest: +SKIP
 """
