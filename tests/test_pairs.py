@@ -17,7 +17,8 @@ import pytest
 
 from migrate.errors import TaxmigError
 from tests.conftest import ROOT, data_file
-from train.pairs import KINDS, PairConfig, build_pairs, word_tokens
+from train.pair_draws import word_tokens
+from train.pairs import KINDS, PairConfig, build_pairs
 from train.splits import normalised_name, split_labels, split_of
 
 
