@@ -41,7 +41,7 @@ from migrate.core.catalog import PATH_SEPARATOR, TEXT_SEPARATOR  # noqa: E402
 from migrate.mapping.labels import CategoryLabels  # noqa: E402
 from models import load_encoder, resolve_model  # noqa: E402
 from train.finetune import TrainConfig, train_encoder  # noqa: E402
-from train.labels import top_accuracy  # noqa: E402
+from train.label_alignment import top_accuracy  # noqa: E402
 from train.paired import paired_comparison  # noqa: E402
 
 INSTACART = DATA / "instacart"

@@ -34,22 +34,61 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 EXIT_USAGE = 64  # sysexits' EX_USAGE: distinct from reconcile's 2 (rows need review)
 
 
-class TaxmigError_(click.ClickException):
-    """A library error as a one-line CLI error with its own exit code."""
+class TaxmigClickError(click.ClickException):
+    """A library error (:class:`TaxmigError`) as a one-line CLI error with its own exit code."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
 
+RENAMED_OPTIONS = {"top_k": "top_n"}
+"""Hidden options under an old name that users' scripts still pass (see :func:`renamed_option`):
+old parameter name -> the parameter its value fills."""
+
+
+def renamed_option(old_flag: str, new_flag: str, type_: click.ParamType):
+    """A hidden option spelled the old way: it takes the values ``new_flag`` takes, prints a one-line
+    deprecation note, and :class:`TaxmigCommand` hands its value to ``new_flag``'s parameter."""
+    def note(ctx: click.Context, param: click.Parameter, value):
+        if value is not None:
+            click.echo(f"taxmig: {old_flag} is deprecated, use {new_flag} (same meaning)", err=True)
+        return value
+
+    return click.option(old_flag, type=type_, default=None, hidden=True, callback=note)
+
+
+class TaxmigCommand(click.Command):
+    """A command whose deprecated hidden options (:data:`RENAMED_OPTIONS`) fill their new parameter,
+    as given on the command line (so a night's overrides see it); the new and old flags both given
+    with different values are a usage error."""
+
+    def invoke(self, ctx: click.Context):
+        from click.core import ParameterSource
+
+        for old, new in RENAMED_OPTIONS.items():
+            value = ctx.params.pop(old, None)
+            if value is None or new not in ctx.params:
+                continue
+            if ctx.get_parameter_source(new) == ParameterSource.COMMANDLINE and ctx.params[new] != value:
+                flags = [f"--{n.replace('_', '-')}" for n in (new, old)]
+                raise click.UsageError(f"{flags[0]} {ctx.params[new]} and {flags[1]} {value} disagree: give {flags[0]} "
+                                       "alone", ctx)
+            ctx.params[new] = value
+            ctx.set_parameter_source(new, ParameterSource.COMMANDLINE)
+        return super().invoke(ctx)
+
+
 class TaxmigGroup(click.Group):
     """Turns library errors into one-line messages (exit 1) and never shows a traceback by default."""
+
+    command_class = TaxmigCommand
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except TaxmigError as exc:  # its exit code: 1, or e.g. 3 for a held state lock
-            raise TaxmigError_(str(exc), exc.exit_code) from None
+            raise TaxmigClickError(str(exc), exc.exit_code) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
@@ -127,8 +166,9 @@ MODEL_OPTIONS = [
     click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Encoding batch size."),
 ]
 SCORING_OPTIONS = [
-    click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+    click.option("--top-n", type=click.IntRange(1, 10), default=3, show_default=True,
                  help="Candidate categories kept per product (the top one plus alternatives)."),
+    renamed_option("--top-k", "--top-n", click.IntRange(1, 10)),
     click.option("--neighbours", type=click.IntRange(1, 200), default=20, show_default=True,
                  help="Nearest target products that vote."),
     click.option("--lexical-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -159,6 +199,8 @@ THRESHOLD_PARAMS = ("min_confidence", "target_precision", "min_raw_score", "min_
                     "min_label_similarity", "split_min_share", "lexical_min_ratio")
 SETTING_PARAMS = ("target_catalog", "target_taxonomy", "source_id", "source_text", "source_category", "target_id",
                   "target_text", "target_category", "taxonomy_column", "leaves_only", "category_context", "encoding")
+SCORING_PARAMS = ("neighbours", "top_n", "lexical_weight", "classifier_weight", "self_training_rounds")
+"""The options that fill ScoringParams, each under the field's own name."""
 ENCODER_PARAMS = ("model", "allow_download", "trust_remote_code", "device", "precision", "backend", "batch_size")
 """The options that fill EncoderSettings (migrate.core.encoder.ENCODER_FIELDS; a test keeps them equal)."""
 
@@ -189,9 +231,7 @@ def settings_from_params(source: Path, params: dict, quiet: bool):
 
     return MigrationSettings(
         source=source, **{k: params[k] for k in SETTING_PARAMS}, encoder=encoder_settings(dict(params)),
-        scoring=ScoringParams(k=params["neighbours"], top_n=params["top_k"], lexical_weight=params["lexical_weight"],
-                              classifier_weight=params["classifier_weight"],
-                              self_training_rounds=params["self_training_rounds"]),
+        scoring=ScoringParams(**{k: params[k] for k in SCORING_PARAMS}),
         thresholds=Thresholds(**{k: params[k] for k in THRESHOLD_PARAMS}),
         progress=not quiet)
 
@@ -209,11 +249,7 @@ def explicit_overrides(ctx: click.Context) -> dict:
     thresholds = {k: ctx.params[k] for k in THRESHOLD_PARAMS if k in given}
     if thresholds:
         out["thresholds"] = thresholds
-    scoring = {name: ctx.params[param] for param, name in (("neighbours", "k"), ("top_k", "top_n"),
-                                                            ("lexical_weight", "lexical_weight"),
-                                                            ("classifier_weight", "classifier_weight"),
-                                                            ("self_training_rounds", "self_training_rounds"))
-               if param in given}
+    scoring = {k: ctx.params[k] for k in SCORING_PARAMS if k in given}
     if scoring:
         out["scoring"] = scoring
     return out
@@ -631,8 +667,9 @@ def quantize(model, calibration_files, calibration_text, samples, output, overwr
 @click.option("--old-column", help="Path column when OLD is a table.")
 @click.option("--new-column", help="Path column when NEW is a table.")
 @options(MODEL_OPTIONS)
-@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+@click.option("--top-n", type=click.IntRange(1, 10), default=3, show_default=True,
               help="Candidate new categories kept per old category (the top one plus alternatives).")
+@renamed_option("--top-k", "--top-n", click.IntRange(1, 10))
 @click.option("--parent-bonus", type=click.FloatRange(0), default=None,
               help="Added to the new category an old category's parent landed on [default: the measured one].")
 @click.option("--product-weight", type=click.FloatRange(0), default=None,

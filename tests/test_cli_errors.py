@@ -215,6 +215,44 @@ def test_migrate_help_shows_examples_and_options(args):
         assert option in out
 
 
+def test_the_old_top_k_flag_still_fills_top_n_with_a_one_line_note(source, tmp_path, monkeypatch):
+    """--top-k, renamed --top-n, still works in users' scripts: hidden from --help, one line saying
+    so, the same setting (migrate, crosswalk, a night's overrides); given beside a different
+    --top-n it is a usage error."""
+    import migrate.nightly.crosswalk_state  # noqa: F401  (binds the real run_crosswalk before it is patched)
+    from migrate.errors import TaxmigError
+
+    seen = {}
+
+    def stop(name):
+        def capture(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            raise TaxmigError("stopped before the model")
+        return capture
+
+    monkeypatch.setattr("migrate.mapping.pipeline.run_migration", stop("migrate"))
+    monkeypatch.setattr("migrate.mapping.crosswalk.run_crosswalk", stop("crosswalk"))
+    monkeypatch.setattr("migrate.nightly.reconcile.reconcile", stop("reconcile"))
+    monkeypatch.setattr("migrate.nightly.state.may_encode_with_torch", lambda *a: False)
+    migrate = ["migrate", source, "--target-taxonomy", TAXONOMY, "-o", tmp_path / "m.csv"]
+    for flags in (["--top-k", 5], ["--top-k=5"], ["--top-n", 5], ["--top-k", 5, "--top-n", 5]):
+        result, _ = run_cli(*migrate, *flags, "--neighbours", 7)
+        assert result.exit_code == 1 and "stopped before the model" in result.output
+        assert ("--top-k is deprecated, use --top-n" in result.output) == any("--top-k" in str(f) for f in flags)
+        scoring = seen.pop("migrate")[0][0].scoring
+        assert (scoring.top_n, scoring.neighbours) == (5, 7)
+    result, _ = run_cli("crosswalk", TAXONOMY, TAXONOMY, "-o", tmp_path / "c.csv", "--top-k", 2)
+    assert result.exit_code == 1 and "--top-k is deprecated, use --top-n" in result.output
+    assert seen.pop("crosswalk")[0][0].top_n == 2
+    result, _ = run_cli("reconcile", source, "--state", tmp_path / "s", "-o", tmp_path / "r.xlsx", "--top-k", 4)
+    assert result.exit_code == 1 and seen.pop("reconcile")[1]["overrides"] == {"scoring": {"top_n": 4}}
+    result, _ = run_cli(*migrate, "--top-n", 4, "--top-k", 5)
+    assert result.exit_code == 64 and "--top-n 4 and --top-k 5 disagree" in result.output and not seen
+    for command in ("migrate", "crosswalk", "reconcile"):
+        out = run_cli(command, "--help")[0].output
+        assert "--top-n" in out and "--top-k" not in out
+
+
 def test_version():
     result, _ = run_cli("--version")
     assert result.exit_code == 0

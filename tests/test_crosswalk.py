@@ -157,8 +157,8 @@ def test_bad_files_give_clear_errors(files, tmp_path):
     with pytest.raises(TaxmigError, match="no product has a category of the old taxonomy"):
         run_crosswalk(CrosswalkSettings(old=files["instacart.txt"], new=files["bigbasket.txt"],
                                         products=files["products.csv"], product_category="path", progress=False))
-    with pytest.raises(TaxmigError, match="--top-k"):
-        CrosswalkSettings(old=files["bigbasket.txt"], new=files["instacart.txt"], top_k=0).validate()
+    with pytest.raises(TaxmigError, match="--top-n"):
+        CrosswalkSettings(old=files["bigbasket.txt"], new=files["instacart.txt"], top_n=0).validate()
 
 
 def test_review_apply_round_trip_on_a_crosswalk_workbook(files, offline_model, tmp_path):

@@ -181,6 +181,27 @@ def test_a_state_of_format_1_with_flat_encoder_settings_is_read_and_its_encoder_
         store.load()
 
 
+def test_a_state_remembering_the_old_name_k_reads_it_as_neighbours():
+    """ScoringParams.k was renamed neighbours (the --neighbours option): the meta.json of a state
+    folder written before keeps its value, and a night's --neighbours still replaces it."""
+    remembered = MigrationSettings(source="a.csv", target_taxonomy="t.txt").to_dict()
+    remembered["scoring"]["k"] = remembered["scoring"].pop("neighbours") + 5
+    old = json.loads(json.dumps(remembered))
+    assert MigrationSettings.from_dict(old, source="b.csv").scoring.neighbours == 25
+    assert settings_for_night(old, "b.csv", {}).scoring.neighbours == 25
+    night = settings_for_night(old, "b.csv", {"scoring": {"neighbours": 30}})
+    assert night.scoring.neighbours == 30 and "k" not in night.to_dict()["scoring"]
+
+
+def test_the_cli_scoring_options_are_scoring_params_fields():
+    from dataclasses import fields
+
+    from migrate.cli import SCORING_PARAMS
+    from migrate.mapping.scoring import ScoringParams
+
+    assert set(SCORING_PARAMS) <= {f.name for f in fields(ScoringParams)}
+
+
 def test_the_cli_encoder_options_are_the_encoder_settings_fields():
     from migrate.cli import ENCODER_PARAMS
     from migrate.core.encoder import ENCODER_FIELDS

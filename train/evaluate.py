@@ -58,7 +58,7 @@ def matryoshka_accuracy(src: np.ndarray, tgt: np.ndarray, labels: CategoryLabels
     out = {}
     for dim in [d for d in dims if d <= src.shape[1]]:
         s, t = _unit(src, dim), _unit(tgt, dim)
-        nn_sims, nn_ids = search(build_index(t), s, params.k)
+        nn_sims, nn_ids = search(build_index(t), s, params.neighbours)
         lab_sims, lab_ids = labels.fit(_unit(name_vectors, dim)).search(s, params.label_candidates)
         cats = np.where(nn_ids >= 0, tgt_cats[np.clip(nn_ids, 0, None)], -1)
         scores = score_categories(len(labels), params, nn_sims=nn_sims, nn_categories=cats,

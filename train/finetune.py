@@ -2,7 +2,7 @@
 
 Two objectives share the split, the trainer, the model card and the run record: ``products``
 (pairs and encoder-mined triplets among products, :mod:`train.pairs`; held-out pair Spearman) and
-``labels`` (product -> its category path, :mod:`train.labels`; held-out top-1 of product -> path).
+``labels`` (product -> its category path, :mod:`train.label_alignment`; held-out top-1 of product -> path).
 
 >>> from train.finetune import TrainConfig, train_encoder
 >>> result = train_encoder("catalog.csv", "models/retail-minilm", TrainConfig(epochs=1))  # doctest: +SKIP
@@ -38,7 +38,7 @@ RECORD = "taxmig_train.json"
 CHECKPOINTS = "checkpoints"
 OBJECTIVES = {
     "products": "product-product pairs and encoder-mined triplets from shared categories (train.pairs)",
-    "labels": "label alignment: (product, its category path) pairs, in-batch negatives (train.labels)",
+    "labels": "label alignment: (product, its category path) pairs, in-batch negatives (train.label_alignment)",
 }
 
 
@@ -47,7 +47,7 @@ class TrainConfig:
     """Hyper-parameters with the retail recipe's defaults (CPU-friendly sequence length)."""
 
     base_model: str | None = None
-    objective: str = "products"  # or "labels": (product, category path) pairs (train.labels)
+    objective: str = "products"  # or "labels": (product, category path) pairs (train.label_alignment)
     leaf_names: bool = False  # labels: also (product, leaf name) pairs
     loss: str = "mnrl"  # on the encoder-mined triplets (train.pairs); "cosine" is the retail recipe
     matryoshka: bool = False
@@ -257,7 +257,7 @@ def _product_data(model, config: TrainConfig, train: tuple[list[str], list[str]]
 def _label_data(config: TrainConfig, train: tuple[list[str], list[str]], held: tuple[list[str], list[str]],
                 taxonomy: list[str]) -> _TrainingData:
     """``--objective labels``: (product, category path) pairs; held-out top-1 of product -> path by cosine."""
-    from train.labels import CategoryAccuracyEvaluator, build_label_pairs
+    from train.label_alignment import CategoryAccuracyEvaluator, build_label_pairs
 
     started = time.perf_counter()
     pairs = build_label_pairs(*train, leaf_names=config.leaf_names, max_pairs=config.max_pairs, seed=config.seed)

@@ -79,7 +79,7 @@ class MigrationTop1Evaluator(SentenceEvaluator):
         targets = vectors[len(self.texts): len(self.texts) + len(self.target_texts)]
         labels.fit(vectors[len(self.texts) + len(self.target_texts):])
         label_sims, label_ids = labels.search(queries, params.label_candidates)
-        nn_sims, nn_ids = search(build_index(targets), queries, params.k)
+        nn_sims, nn_ids = search(build_index(targets), queries, params.neighbours)
         nn_cats = np.where(nn_ids >= 0, self.target_ids[np.clip(nn_ids, 0, None)], -1)
         scores = score_categories(len(self.categories), params, nn_sims=nn_sims, nn_categories=nn_cats,
                                   label_sims=label_sims, label_ids=label_ids, nn_ids=nn_ids)

@@ -84,7 +84,7 @@ class CrosswalkSettings:
     new_column: str | None = None
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     encoding: str = "utf-8"
-    top_k: int = 3
+    top_n: int = 3
     candidates: int = 50
     parent_bonus: float = 0.5
     product_weight: float = 1.0
@@ -100,10 +100,10 @@ class CrosswalkSettings:
         for label, value in (("old taxonomy", self.old), ("new taxonomy", self.new), ("products", self.products)):
             if value is not None and not Path(value).is_file():
                 problems.append(f"{label} {value}: file not found")
-        if not 1 <= self.top_k <= 10:
-            problems.append("--top-k must lie between 1 and 10")
-        if self.candidates < self.top_k:
-            problems.append("candidates must be at least --top-k")
+        if not 1 <= self.top_n <= 10:
+            problems.append("--top-n must lie between 1 and 10")
+        if self.candidates < self.top_n:
+            problems.append("candidates must be at least --top-n")
         for name in ("parent_bonus", "product_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be at least 0")
@@ -311,7 +311,7 @@ def run_crosswalk(settings: CrosswalkSettings, encoder: Any | None = None,
                              candidates=settings.candidates)
     cand, scores, path_sim, landing = scorer.score(queries)
     flags = crosswalk_flags(scorer, cand, scores, path_sim, landing, settings)
-    mapping = _mapping_frame(inputs, cand, scores, path_sim, landing, counts, flags, settings.top_k,
+    mapping = _mapping_frame(inputs, cand, scores, path_sim, landing, counts, flags, settings.top_n,
                              with_products=inputs.catalog is not None)
     rejects = _rejects_frame(inputs.rejects)
     seconds = time.perf_counter() - started
@@ -335,7 +335,7 @@ def _thresholds(settings: CrosswalkSettings) -> dict[str, float]:
 
 
 def _mapping_frame(inputs: CrosswalkInputs, cand: np.ndarray, scores: np.ndarray, path_sim: np.ndarray,
-                   landing: np.ndarray, counts: np.ndarray, flags: list[list[str]], top_k: int, *,
+                   landing: np.ndarray, counts: np.ndarray, flags: list[list[str]], top_n: int, *,
                    with_products: bool) -> pl.DataFrame:
     old, new = inputs.old.categories, inputs.new.categories
     data: dict[str, Any] = {
@@ -351,8 +351,8 @@ def _mapping_frame(inputs: CrosswalkInputs, cand: np.ndarray, scores: np.ndarray
         "needs_review": [bool(f) for f in flags],
         "flags": [",".join(f) for f in flags],
     }
-    for a in range(1, max(top_k, 3)):
-        has = a < top_k and a < cand.shape[1]
+    for a in range(1, max(top_n, 3)):
+        has = a < top_n and a < cand.shape[1]
         data[f"alt{a}_category"] = [new[j] for j in cand[:, a]] if has else [""] * len(old)
         data[f"alt{a}_score"] = np.round(scores[:, a], 4) if has else np.zeros(len(old))
     data["score"] = np.round(scores[:, 0], 4)
@@ -389,7 +389,7 @@ def _summary(facts: RunFacts, settings: CrosswalkSettings, inputs: CrosswalkInpu
          f"; parents first, +{settings.parent_bonus} x (1 - best path cosine) on the new category the parent "
          "landed on"),
         ("Settings", {k: v for k, v in asdict(settings).items()
-                      if k in ("top_k", "candidates", "parent_bonus", "product_weight")}),
+                      if k in ("top_n", "candidates", "parent_bonus", "product_weight")}),
         ("Thresholds", facts.thresholds),
         ("Confidence calibrated", facts.calibration),
     ]

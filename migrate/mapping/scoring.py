@@ -5,9 +5,9 @@ For a product, category c scores
     score(c) = (1 - w) * vote(c) + w * label(c)
     vote(c)  = (1 - x) * ((1 - l) * dense_vote(c) + l * lexical_vote(c)) + x * classifier(c)
 
-where ``dense_vote`` is the similarity-weighted vote of the ``k`` nearest target products under
+where ``dense_vote`` is the similarity-weighted vote of the ``neighbours`` nearest target products under
 the encoder (weights ``exp((sim - best_sim) / vote_temperature)``, normalised to sum to 1),
-``lexical_vote`` the same over the ``k`` nearest by word TF-IDF cosine (``lexical_temperature``;
+``lexical_vote`` the same over the ``neighbours`` nearest by word TF-IDF cosine (``lexical_temperature``;
 weight ``l`` = ``lexical_weight``), ``classifier`` the softmax vote of a linear text classifier
 trained on the target catalog (:mod:`migrate.mapping.classifier`; weight ``x`` = ``classifier_weight``,
 temperature ``classifier_temperature``) and ``label`` is a softmax over the label scores of
@@ -21,6 +21,7 @@ most 1 per product, so ``margin = top1 - top2`` is comparable across runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class ScoringParams:
     and "tune: classifier vote weight x temperature (leave-one-out on the target)" (``python
     bench/tune_scoring.py``); the taxonomy-only ones: :mod:`migrate.mapping.zeroshot`."""
 
-    k: int = 20
+    neighbours: int = 20  # nearest target products that vote (--neighbours)
     vote_temperature: float = 0.05
     lexical_weight: float = 0.5
     lexical_temperature: float = 0.1
@@ -44,7 +45,7 @@ class ScoringParams:
     label_temperature: float = 0.05
     label_ancestor_weight: float = 0.25
     label_candidates: int = 50
-    top_n: int = 3
+    top_n: int = 3  # categories kept per product, the top one plus alternatives (--top-n)
     # taxonomy only (no labelled target products): transductive self-training, migrate/mapping/zeroshot.py
     self_training_rounds: int = 3
     self_training_seed_share: float = 0.5
@@ -55,6 +56,26 @@ class ScoringParams:
     # taxonomy only: how category names are embedded and de-biased (migrate/mapping/labels.py's docstring)
     zero_shot_label_templates: tuple[str, ...] = ("{}", "{} products", "category: {}")
     zero_shot_label_centering: float = 0.5
+
+    RENAMED = {"k": "neighbours"}
+    """Old field names that remembered settings (a state folder's meta.json) may still hold: new name."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ScoringParams":
+        """Scoring knobs remembered as plain data (:func:`dataclasses.asdict`, JSON): old names of
+        :data:`RENAMED` are read under their new ones (the new name wins when both are given, as
+        when a night's ``--neighbours`` meets a remembered ``k``), a list of templates becomes a tuple.
+
+        >>> ScoringParams.from_dict({"k": 30, "zero_shot_label_templates": ["{}"]}).neighbours
+        30
+        """
+        values = dict(data)
+        for old, new in cls.RENAMED.items():
+            if old in values:
+                values.setdefault(new, values.pop(old))
+        if "zero_shot_label_templates" in values:  # JSON gave a list
+            values["zero_shot_label_templates"] = tuple(values["zero_shot_label_templates"])
+        return cls(**values)
 
 
 @dataclass

@@ -57,8 +57,8 @@ class MigrationSettings:
         if self.target_catalog is None and self.target_taxonomy is None:
             problems.append("no target given: pass --target-catalog FILE and/or --target-taxonomy FILE")
         if self.scoring.top_n < 1:
-            problems.append("--top-k must be at least 1")
-        if self.scoring.k < 1:
+            problems.append("--top-n must be at least 1")
+        if self.scoring.neighbours < 1:
             problems.append("--neighbours must be at least 1")
         if self.ask is not None and self.ask < 0:
             problems.append("--ask must be at least 0")
@@ -109,10 +109,7 @@ class MigrationSettings:
         """Settings remembered by :meth:`to_dict`, for a new ``source``, with ``overrides`` applied."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known and k not in cls.REMEMBERED_EXCLUDE}
-        scoring = dict(data.get("scoring", {}))
-        if "zero_shot_label_templates" in scoring:  # JSON gave a list
-            scoring["zero_shot_label_templates"] = tuple(scoring["zero_shot_label_templates"])
-        values["scoring"] = ScoringParams(**scoring)
+        values["scoring"] = ScoringParams.from_dict(data.get("scoring", {}))  # old state folders: "k" too
         values["thresholds"] = Thresholds(**data.get("thresholds", {}))
         values["encoder"] = EncoderSettings.from_dict(with_nested_encoder(data)["encoder"])
         settings = cls(source=source, progress=progress, **values)

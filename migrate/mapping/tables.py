@@ -42,7 +42,7 @@ def scored_frame(source: Catalog, targets: Targets, scores: CategoryScores, conf
     data["score"] = np.round(scores.top_scores[:, 0], 4)
     data["nearest_target"] = [target_texts[i] if i >= 0 else "" for i in scores.nearest_idx]
     data["nearest_similarity"] = np.round(np.nan_to_num(scores.nearest_sim, nan=0.0), 4)
-    if top.shape[1] < 3:  # keep the documented columns even with --top-k 1 or 2
+    if top.shape[1] < 3:  # keep the documented columns even with --top-n 1 or 2
         for j in range(top.shape[1], 3):
             data[f"alt{j}_category"] = [""] * len(source)
             data[f"alt{j}_score"] = np.zeros(len(source))

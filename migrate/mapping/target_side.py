@@ -78,18 +78,18 @@ class TargetScorer:
         ``clf_votes`` replaces the classifier's votes (its out-of-fold ones in calibration)."""
         params, cats = self.params, self.targets.product_categories
         if clf_votes is None and self.classifier is not None:
-            clf_votes = self.classifier.vote(texts, params.k)
+            clf_votes = self.classifier.vote(texts, params.neighbours)
         label_sims, label_ids = self.labels.search(queries, params.label_candidates)
         extra = LEAVE_OUT_EXTRA if leave_out is not None else 0
-        nn_sims, nn_ids = search(self.product_index, queries, params.k + extra)
+        nn_sims, nn_ids = search(self.product_index, queries, params.neighbours + extra)
         if leave_out is not None:
-            nn_sims, nn_ids = _exclude_groups(nn_sims, nn_ids, *leave_out, k=params.k)
+            nn_sims, nn_ids = _exclude_groups(nn_sims, nn_ids, *leave_out, k=params.neighbours)
         nn_cats = np.where(nn_ids >= 0, cats[np.clip(nn_ids, 0, None)], -1)
         lex_sims = lex_cats = None
         if self.lexical is not None:
-            lex_sims, lex_ids = self.lexical.search(texts, params.k + extra)
+            lex_sims, lex_ids = self.lexical.search(texts, params.neighbours + extra)
             if leave_out is not None:
-                lex_sims, lex_ids = _exclude_groups(lex_sims, lex_ids, *leave_out, k=params.k)
+                lex_sims, lex_ids = _exclude_groups(lex_sims, lex_ids, *leave_out, k=params.neighbours)
             lex_cats = np.where(lex_ids >= 0, cats[np.clip(lex_ids, 0, None)], -1)
         return score_categories(len(self.targets.categories), params, nn_sims=nn_sims, nn_categories=nn_cats,
                                 label_sims=label_sims, label_ids=label_ids, nn_ids=nn_ids,
@@ -169,7 +169,7 @@ def fit_target_side(settings: MigrationSettings, targets: Targets, embedder: Emb
     classifier = oof_votes = None
     if params.classifier_weight > 0:
         classifier, oof_votes = fit_with_out_of_fold_votes(
-            target_texts, targets.product_categories, sample, groups, top=params.k,
+            target_texts, targets.product_categories, sample, groups, top=params.neighbours,
             temperature=params.classifier_temperature, seed=settings.seed)
         if not classifier.usable:
             log.info("classifier: the target catalog has one category; no classifier vote")

@@ -37,7 +37,7 @@ from migrate.matching.pair_features import PairFeatures, search_pairs
 from migrate.matching.report import label_recall, match_facts, match_summary
 from migrate.matching.reranker import Reranker
 from migrate.matching.result import MATCH_COLUMNS, N_ALTERNATIVES, MatchResult, ScoredCandidates, match_dtype
-from migrate.matching.scoring import (DEFAULT_THRESHOLD, NO_LABEL_FLOOR, PairScorer, Threshold, can_fit,
+from migrate.matching.scoring import (DEFAULT_THRESHOLD, NO_LABEL_FLOOR, MatchThreshold, PairScorer, can_fit,
                                       choose_threshold, default_scorer, fit_scorer, mutual_best, out_of_fold_scores,
                                       threshold_at)
 from migrate.matching.settings import MatchSettings, read_match_inputs
@@ -119,7 +119,7 @@ class Matcher:
         return MatchResult(matches, rejects, unmatched, clusters, summary, facts, threshold, scorer, inputs.within)
 
     def _scorer_and_threshold(self, settings: MatchSettings, inputs: MatchInputs,
-                              features: PairFeatures) -> tuple[PairScorer, Threshold, dict[str, Any] | None]:
+                              features: PairFeatures) -> tuple[PairScorer, MatchThreshold, dict[str, Any] | None]:
         labels, names = inputs.labels, features.names
         if labels is None:
             reranker = features.reranker

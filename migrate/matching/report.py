@@ -14,12 +14,12 @@ from migrate.core.report import Row, RunFacts, summary_rows
 from migrate.matching.flags import FLAG_ORDER
 from migrate.matching.inputs import LabelledPairs, MatchInputs
 from migrate.matching.reranker import Reranker
-from migrate.matching.scoring import PairScorer, Threshold
+from migrate.matching.scoring import MatchThreshold, PairScorer
 from migrate.matching.settings import MatchSettings
 
 
 def match_facts(*, started: dt.datetime, model: str, fingerprint: str, inputs: MatchInputs, matches: pl.DataFrame,
-                rejects: pl.DataFrame, clusters: pl.DataFrame | None, threshold: Threshold,
+                rejects: pl.DataFrame, clusters: pl.DataFrame | None, threshold: MatchThreshold,
                 encode_stats: dict[str, float], seconds: float) -> RunFacts:
     """The facts of a match run: ``matches`` is the flagged matches table, ``rejects`` the run's
     rejects (:meth:`~migrate.matching.inputs.MatchInputs.rejects`), ``encode_stats`` the embedder's
@@ -36,7 +36,7 @@ def match_facts(*, started: dt.datetime, model: str, fingerprint: str, inputs: M
 
 def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs, matches: pl.DataFrame,
                   unmatched: pl.DataFrame | None, clusters: pl.DataFrame | None, scorer: PairScorer,
-                  threshold: Threshold, label_info: dict[str, Any] | None, reranker: Reranker | None,
+                  threshold: MatchThreshold, label_info: dict[str, Any] | None, reranker: Reranker | None,
                   n_pairs: int) -> list[Row]:
     """The Summary sheet's rows (and the JSON summary's): ``label_info`` holds the rows about the
     labelled pairs (None without them), ``n_pairs`` the candidate pairs scored."""

@@ -11,7 +11,7 @@ import polars as pl
 
 from migrate.core.report import RunFacts, summary_json
 from migrate.matching.features import PairContext
-from migrate.matching.scoring import PairScorer, Threshold
+from migrate.matching.scoring import MatchThreshold, PairScorer
 
 MATCH_COLUMNS = [
     "left_row", "left_id", "left_text", "right_id", "right_text", "score", "is_match", "needs_review", "flags",
@@ -72,7 +72,7 @@ class MatchResult:
     clusters: pl.DataFrame | None
     summary: list[tuple[str, Any]]
     facts: RunFacts
-    threshold: Threshold
+    threshold: MatchThreshold
     scorer: PairScorer
     within: bool = False
 

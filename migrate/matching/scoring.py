@@ -169,7 +169,8 @@ def joined_scorer(train_features: np.ndarray, train_labels: np.ndarray, valid_fe
 
 
 def fit_join(train_features: np.ndarray, train_labels: np.ndarray, valid_features: np.ndarray,
-             valid_labels: np.ndarray, valid_groups: np.ndarray, *, seed: int = 0) -> tuple[PairScorer, "Threshold"]:
+             valid_labels: np.ndarray, valid_groups: np.ndarray, *,
+             seed: int = 0) -> tuple[PairScorer, "MatchThreshold"]:
     """The score ``taxmig match --reranker`` uses without labelled pairs, fitted by ``train-match
     --cross-encoder``: the hybrid (:data:`JOIN_HYBRID` over :data:`FEATURES`) fitted on the re-ranker's
     training pairs, whose re-ranker probabilities are too good to trust, then :data:`JOIN_KIND` over
@@ -211,7 +212,7 @@ def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, groups: np.ndar
 
 
 @dataclass(frozen=True)
-class Threshold:
+class MatchThreshold:
     """The score from which a pair is a match, how it was chosen, and its quality on labelled pairs."""
 
     value: float
@@ -240,7 +241,7 @@ def quality(scores: np.ndarray, labels: np.ndarray, value: float) -> tuple[float
 
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, *, min_precision: float | None = None,
-                     source: str = "labelled pairs") -> Threshold:
+                     source: str = "labelled pairs") -> MatchThreshold:
     """The threshold with the best F1 on (scores, labels) -- or, with ``min_precision``, the lowest
     reaching that precision (the best F1 one, and a note, when none does). Uses scikit-learn's
     ``precision_recall_curve``; a pair is a match when its score is ``>=`` the threshold."""
@@ -263,7 +264,7 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, *, min_precision: f
         k = int(np.argmax(f1))
     value = float(cuts[k])
     p, r, f = quality(scores, labels, value)
-    return Threshold(value, how, p, r, f, len(labels), int(labels.sum()))
+    return MatchThreshold(value, how, p, r, f, len(labels), int(labels.sum()))
 
 
 def mutual_best(left: np.ndarray, right: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -285,9 +286,9 @@ def mutual_best(left: np.ndarray, right: np.ndarray, scores: np.ndarray) -> np.n
 
 
 def threshold_at(value: float, scores: np.ndarray | None = None, labels: np.ndarray | None = None, *,
-                 source: str = "given") -> Threshold:
+                 source: str = "given") -> MatchThreshold:
     """A fixed threshold, with its quality on labelled pairs when they are given."""
     if scores is None or labels is None:
-        return Threshold(float(value), source)
+        return MatchThreshold(float(value), source)
     p, r, f = quality(scores, labels, value)
-    return Threshold(float(value), source, p, r, f, len(labels), int(np.sum(labels)))
+    return MatchThreshold(float(value), source, p, r, f, len(labels), int(np.sum(labels)))

@@ -15,7 +15,7 @@ from migrate.core.catalog import load_catalog
 from migrate.errors import TaxmigError
 from models import fingerprint, load_encoder, resolve_model
 from train.finetune import TrainConfig, train_encoder
-from train.labels import CategoryAccuracyEvaluator, build_label_pairs, top_accuracy
+from train.label_alignment import CategoryAccuracyEvaluator, build_label_pairs, top_accuracy
 from train.splits import split_labels
 
 CATEGORY = "category,sub_category"
