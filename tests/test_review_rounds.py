@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from migrate.cli import main
-from migrate.mapping.feedback import (WHY_AUDIT, Feedback, ZeroShot, choose_questions, default_ask, fit_feedback,
-                                      platt_scaling)
+from migrate.mapping.feedback import Feedback, ZeroShot, fit_feedback, platt_scaling
 from migrate.mapping.flags import DECIDED
 from migrate.mapping.inputs import read_inputs
+from migrate.mapping.questions import WHY_AUDIT, choose_questions, default_ask
 from migrate.mapping.report import LAST_ROUND, THIS_ROUND
 from migrate.mapping.settings import MigrationSettings
 from migrate.nightly.state import StateStore

@@ -20,13 +20,13 @@ from migrate.core.embedding_cache import EmbeddingCache
 from migrate.core.encoder import Encoder, load_model
 from migrate.core.report import RunFacts
 from migrate.mapping.calibration import ConfidenceCalibrator
-from migrate.mapping.feedback import (Feedback, FeedbackModel, Unflagging, choose_questions, default_ask,
-                                      unflag_threshold)
+from migrate.mapping.feedback import Feedback, FeedbackModel, Unflagging, unflag_threshold
 from migrate.mapping.fitted_target import FittedTargetStore
 from migrate.mapping.flags import DECIDED, compute_flags
 from migrate.mapping.inputs import Inputs, Targets, embedding_texts, read_inputs, rejects_frame, rows_of
 from migrate.mapping.kept_scores import KeptScores, row_keys, scoring_key
 from migrate.mapping.labels import CategoryLabels
+from migrate.mapping.questions import choose_questions, default_ask
 from migrate.mapping.report import (SCORES_KEPT, TARGET_SIDE, TARGET_SIDE_FITTED, TARGET_SIDE_READ, THIS_ROUND,
                                     asking, calibration_text, feedback_summary, migration_facts, migration_summary)
 from migrate.mapping.result import MigrationResult

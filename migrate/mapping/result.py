@@ -56,7 +56,7 @@ class MigrationResult:
     kept_scores: KeptScores | None = None  # when the run was asked to keep them (the nightly job)
     questions: pl.DataFrame | None = None
     """Onto a taxonomy: the rows this round asks a person about (``source_id``, ``question`` 1..N,
-    ``why``, ``audit``), in asking order (:func:`migrate.mapping.feedback.choose_questions`)."""
+    ``why``, ``audit``), in asking order (:func:`migrate.mapping.questions.choose_questions`)."""
 
     def review(self) -> pl.DataFrame:
         """Flagged rows in the order that saves a reviewer time: the questions first, in their

@@ -39,7 +39,7 @@ class MigrationSettings:
     scoring: ScoringParams = field(default_factory=ScoringParams)
     thresholds: Thresholds = field(default_factory=Thresholds)
     calibration_limit: int = 20_000
-    ask: int | None = None  # questions a taxonomy-only round asks (None: feedback.default_ask)
+    ask: int | None = None  # questions a taxonomy-only round asks (None: questions.default_ask)
     progress: bool = True
     seed: int = 0
 
