@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -138,3 +139,26 @@ def session_model_for_commands(migrator):
     patch.setattr(side_worker, "start", lambda: None)
     yield
     patch.undo()
+
+
+@contextlib.contextmanager
+def counting_model_loads():
+    """Count the encoder loads a block asks for (``migrate.core.encoder.load_model``'s, eager or
+    lazy): an input error must stop a command before any, however busy the machine."""
+    import migrate.core.encoder as core_encoder
+
+    loads: list[str] = []
+    eager, lazy = core_encoder.load_encoder, core_encoder.lazy_encoder
+
+    def count(load):
+        def counted(ref, *args, **kwargs):
+            loads.append(str(ref))
+            return load(ref, *args, **kwargs)
+        return counted
+
+    core_encoder.load_encoder, core_encoder.lazy_encoder = count(eager), count(lazy)
+    try:
+        yield loads
+    finally:
+        core_encoder.load_encoder, core_encoder.lazy_encoder = eager, lazy
+

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import polars as pl
 import pytest
@@ -106,9 +105,7 @@ def test_table_with_path_column(tmp_path, google_yml):
 
 def test_leaves_only_removes_every_parent(google_yml, shopify):
     for tax in (google_yml, shopify):
-        started = time.perf_counter()
         leaves = tax.leaves_only()
-        assert time.perf_counter() - started < 1.0  # was quadratic in the number of ids
         parents = set()
         for c in tax.categories:
             parts = c.split(" > ")
