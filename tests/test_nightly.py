@@ -303,7 +303,7 @@ def test_nightly_mapping_and_export_hand_over_the_final_mapping(three_nights, mi
     out = tmp_path / "final.csv"
     result = CliRunner().invoke(main, ["export", "--state", str(state), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert f"{feed.height} products" in result.output
+    assert f"{feed.height} products" in result.output and len(result.output.strip().splitlines()) == 1  # one line
     exported = pl.read_csv(out, infer_schema=False)
     assert exported["product_id"].to_list() == feed["product_id"].to_list()
     assert exported["final_category"].fill_null("").to_list() == feed["final_category"].to_list()

@@ -10,6 +10,7 @@ import pytest
 
 from migrate.core.embedding_cache import EmbeddingCache
 from migrate.mapping.labels import CategoryLabels
+from migrate.mapping.report import EVERY_ROW_FLAGGED
 from migrate.mapping.scoring import ScoringParams
 from migrate.mapping.settings import MigrationSettings
 from migrate.mapping.zeroshot import (WordModel, choose_seeds, confidence_features, listed_ancestors, prefer_specific,
@@ -163,6 +164,8 @@ def test_taxonomy_only_migration_flags_every_row_unless_a_threshold_is_given(ins
     # NO_MATCH reads the label score before centering: grocery onto grocery aisles, a handful only
     assert sum("NO_MATCH" in f for f in mapping["flags"]) <= 0.01 * mapping.height
     assert summary["min_confidence"].startswith("not set: every row flagged")
+    # the rule that flags every row is said in words, its internal number stays in the facts
+    assert summary["Thresholds"]["min_confidence"] == EVERY_ROW_FLAGGED and result.facts.thresholds["min_confidence"] > 1
     glance = summary["At a glance"]
     assert glance["Rows safe to accept (no flag)"] == 0 and glance["Rows to review (flagged; Review sheet)"] == mapping.height
     assert "no confidence threshold kept the target precision 0.97" in glance["Why nothing is safe to accept"]

@@ -29,6 +29,22 @@ LAST_ROUND = "Last round's answers showed"
 LEARNED = "Learned from the decisions"
 
 
+EVERY_ROW_FLAGGED = "none: every row flagged (no confidence threshold was chosen or reached)"
+
+
+def shown_thresholds(thresholds: dict[str, Any]) -> dict[str, Any]:
+    """The thresholds as the Summary shows them: a ``min_confidence`` above 1 (the rule that flags
+    every row) in words, not as its internal number.
+
+    >>> shown_thresholds({"min_confidence": 1.000000001, "min_margin": 0.1})["min_confidence"][:5]
+    'none:'
+    """
+    out = dict(thresholds)
+    if isinstance(out.get("min_confidence"), (int, float)) and out["min_confidence"] > 1:
+        out["min_confidence"] = EVERY_ROW_FLAGGED
+    return out
+
+
 def migration_facts(facts: RunFacts, *, source: Catalog, targets: Targets, mapping: pl.DataFrame,
                     thresholds: Thresholds, calibration: str, encode_stats: dict[str, float], cached: bool,
                     seconds: float) -> RunFacts:
@@ -94,7 +110,7 @@ def migration_summary(facts: RunFacts, settings: MigrationSettings, source: Cata
         ("Product index", product_index.kind if product_index is not None else "none (taxonomy only)"),
         ("Label scoring", labels.describe()),
         ("Scoring", asdict(settings.scoring)),
-        ("Thresholds", facts.thresholds),
+        ("Thresholds", shown_thresholds(facts.thresholds)),
         ("min_confidence", _min_confidence_text(settings, calibrator, loo, self_trained)),
         ("Mapping method", "labelled target products: neighbour, lexical and classifier votes with the labels"
          if product_index is not None else

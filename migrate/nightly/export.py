@@ -40,5 +40,5 @@ def export_mapping(state_dir: str | Path, output: str | Path, *, overwrite: bool
     frame = final_mapping(generation.products)
     with atomic_path(output) as tmp:
         write_frame(frame, tmp, "Final mapping", suffix=output.suffix)
-    log.info("exported %d products from %s (%s) to %s", frame.height, state_dir, generation.run_id, output)
+    log.debug("exported %d products from %s (%s) to %s", frame.height, state_dir, generation.run_id, output)
     return output, frame.height

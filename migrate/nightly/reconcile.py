@@ -43,6 +43,7 @@ from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DECI
 from migrate.mapping.fitted_target import FittedTargetStore
 from migrate.core.report import summary_rows
 from migrate.mapping.pipeline import Inputs, Migrator, read_inputs
+from migrate.mapping.report import shown_thresholds
 from migrate.mapping.result import MigrationResult
 from migrate.mapping.settings import MigrationSettings
 from migrate.nightly.changes import (TargetChanges, category_counts, diff_targets, product_changes, score_drift,
@@ -429,7 +430,7 @@ def _summary(night: Night, store: StateStore, previous: Generation | None, resul
     method: list[tuple[str, Any]] = [
         ("Model changed since last run", model["changed"]),
         ("Confidence calibrated", facts.calibration),
-        ("Thresholds", facts.thresholds), ("Decision goes stale below similarity", night.stale_below),
+        ("Thresholds", shown_thresholds(facts.thresholds)), ("Decision goes stale below similarity", night.stale_below),
     ]
     outcome: list[tuple[str, Any]] = [
         ("Counts", counts),

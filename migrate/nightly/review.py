@@ -378,7 +378,7 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
                f"{counts['override']} changed, {counts['new_category']} new category needed, "
                f"{counts['unchanged']} already in force{replaced}){by_category}{learned}; "
                f"wrote {', '.join(str(p) for p in written)}")
-    log.info(message)
+    log.debug(message)  # the CLI prints it: one line, on stdout
     return ApplyOutcome(run_id, counts, written, message, covered_list)
 
 
