@@ -277,8 +277,12 @@ def explicit_overrides(ctx: click.Context) -> dict:
 @click.option("--ask", type=click.IntRange(min=0), default=None,
               help="Onto a taxonomy: questions the Review sheet opens with, the answers that teach most "
                    "(see 'review apply --next') [default: 2% of the products, 20 to 500].")
+@click.option("--category-cache/--no-category-cache", default=True, show_default=True,
+              help="Onto a taxonomy file: keep its category texts' vectors in the user's cache "
+                   "($TAXMIG_CACHE_DIR, else ~/.cache/taxmig), so a later run encodes only the products.")
 @options(COMMON_OPTIONS)
-def migrate(source, output, state, engine, workers, task_rows, ask, overwrite, quiet, verbose, **params) -> None:
+def migrate(source, output, state, engine, workers, task_rows, ask, category_cache, overwrite, quiet, verbose,
+            **params) -> None:
     """Map every product of SOURCE to a target category and write a review-ready mapping.
 
     \b
@@ -295,6 +299,10 @@ def migrate(source, output, state, engine, workers, task_rows, ask, overwrite, q
 
     _setup_logging(verbose, quiet)
     settings = settings_from_params(source, params, quiet)
+    if not category_cache:
+        from dataclasses import replace
+
+        settings = replace(settings, category_cache=False)
     if ask is not None:
         from dataclasses import replace
 

@@ -19,6 +19,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get(EXPORTS_ENV) or Path.home() / ".cache" / "taxmig").expanduser()
 
 
+def category_cache_path() -> Path:
+    """The category-text embedding cache shared by every run of this user:
+    ``$TAXMIG_CACHE_DIR/category-embeddings.sqlite`` (vectors only; safe to delete)."""
+    return cache_dir() / "category-embeddings.sqlite"
+
+
 def exports_dir() -> Path:
     """Where exported backend models are cached: ``$TAXMIG_CACHE_DIR/exports``, by default
     ``~/.cache/taxmig/exports`` (one folder per weights fingerprint and backend)."""

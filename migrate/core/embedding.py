@@ -49,8 +49,11 @@ class Embedder:
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get_dim())
 
-    def encode(self, texts: Sequence[str], *, label: str = "texts") -> np.ndarray:
-        """float32 array of shape (len(texts), dim), rows of unit length."""
+    def encode(self, texts: Sequence[str], *, label: str = "texts", cache: "EmbeddingCache | None" = None
+               ) -> np.ndarray:
+        """float32 array of shape (len(texts), dim), rows of unit length; ``cache``: read and keep
+        these texts' vectors there instead of in the embedder's own cache (category texts in the
+        user's category cache)."""
         unique: dict[str, int] = {}
         positions = np.fromiter((unique.setdefault(t, len(unique)) for t in texts), dtype=np.int64, count=len(texts))
         self.stats["requested"] += len(texts)
@@ -58,10 +61,11 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         distinct = list(unique)
         cached_before = self.stats["cached"]
-        if self.cache is None:
+        cache = cache if cache is not None else self.cache
+        if cache is None:
             vectors = self._encode(distinct)
         else:
-            vectors = self._encode_cached(distinct)
+            vectors = self._encode_cached(distinct, cache)
         log.info("embedded %d %s (%d distinct, %d read from the cache)", len(texts), label, len(unique),
                  self.stats["cached"] - cached_before)
         return np.ascontiguousarray(vectors[positions], dtype=np.float32)
@@ -76,8 +80,8 @@ class Embedder:
         log.debug("encoded %d texts in %.1fs", len(texts), seconds)
         return np.asarray(vectors, dtype=np.float32)
 
-    def _encode_cached(self, texts: list[str]) -> np.ndarray:
-        found, missing = self.cache.get(self.cache_key, texts)
+    def _encode_cached(self, texts: list[str], cache: "EmbeddingCache") -> np.ndarray:
+        found, missing = cache.get(self.cache_key, texts)
         self.stats["cached"] += len(texts) - len(missing)
         out = np.zeros((len(texts), found.shape[1] if found.size else self.dimension), dtype=np.float32)
         if found.size:
@@ -87,7 +91,7 @@ class Embedder:
         for start in range(0, len(missing), self.CACHE_CHUNK):
             chunk = missing[start:start + self.CACHE_CHUNK]
             vectors = self._encode([texts[i] for i in chunk])
-            self.cache.put(self.cache_key, [texts[i] for i in chunk], vectors)
+            cache.put(self.cache_key, [texts[i] for i in chunk], vectors)
             out[chunk] = vectors
         return out
 

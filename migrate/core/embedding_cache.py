@@ -134,3 +134,80 @@ class EmbeddingCache:
         if model is None:
             return int(self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
         return int(self._db.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", [model]).fetchone()[0])
+
+    def trim(self, keep_model: str, max_vectors: int) -> int:
+        """Hold at most ``max_vectors``: past it, drop the other models' vectors, then, if still
+        past it, every vector (a cache: dropped vectors are encoded again when needed). Returns how
+        many were dropped."""
+        total = self.count()
+        if total <= max_vectors:
+            return 0
+        with self._db:
+            self._db.execute("DELETE FROM embeddings WHERE model != ?", [keep_model])
+            self._db.execute("DELETE FROM sizes WHERE model != ?", [keep_model])
+            if self.count() > max_vectors:
+                self._db.execute("DELETE FROM embeddings")
+                self._db.execute("DELETE FROM sizes")
+        self._db.execute("VACUUM")
+        dropped = total - self.count()
+        log.info("%s: dropped %d cached vectors (the cache holds at most %d)", self.path, dropped, max_vectors)
+        return dropped
+
+
+CATEGORY_CACHE_MAX_VECTORS = 300_000
+"""The user-level category cache's size cap: about 450 MB of 384-dimension vectors, the three
+phrasings of Google's and Shopify's taxonomies many times over."""
+
+
+def open_category_cache(model: str, *, max_vectors: int = CATEGORY_CACHE_MAX_VECTORS) -> EmbeddingCache | None:
+    """The user-level cache of category texts (:func:`models.cache.category_cache_path`), trimmed
+    to ``max_vectors`` keeping ``model``'s; None, with a warning, where it cannot be opened (a run
+    never fails for its cache)."""
+    from models.cache import category_cache_path
+
+    path = category_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache = EmbeddingCache(path)
+        cache.trim(model, max_vectors)
+        return cache
+    except (OSError, sqlite3.Error, TaxmigError) as exc:
+        log.warning("category embedding cache %s not used: %s", path, exc)
+        return None
+
+
+class LayeredCache:
+    """Two caches as one: read ``first``, then ``second`` for what ``first`` lacks (copying those
+    into ``first``); written into both. A state's own cache before the user's category cache: the
+    state keeps every vector its nights need, whatever becomes of the user's cache."""
+
+    def __init__(self, first: EmbeddingCache, second: EmbeddingCache) -> None:
+        self.first, self.second = first, second
+
+    def get(self, model: str, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        found, missing = self.first.get(model, texts)
+        if not missing:
+            return found, missing
+        rest = [texts[i] for i in missing]
+        more, still = self.second.get(model, rest)
+        if not more.size:
+            return found, missing
+        still_set = set(still)
+        hit = [i for i in range(len(rest)) if i not in still_set]
+        self.first.put(model, [rest[i] for i in hit], more)
+        dim = more.shape[1]
+        out = np.zeros((len(texts) - len(still), dim), dtype=np.float32)
+        have = np.ones(len(texts), dtype=bool)
+        have[missing] = False
+        from_second = np.zeros(len(texts), dtype=bool)
+        from_second[[missing[i] for i in hit]] = True
+        keep = have | from_second  # the rows returned, in ``texts`` order
+        order = np.flatnonzero(keep)
+        out[np.isin(order, np.flatnonzero(have))] = found if found.size else out[:0]
+        out[np.isin(order, np.flatnonzero(from_second))] = more
+        return out, [missing[i] for i in still]
+
+    def put(self, model: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        self.first.put(model, texts, vectors)
+        self.second.put(model, texts, vectors)
+

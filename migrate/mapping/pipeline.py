@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from migrate.core.embedding import Embedder
-from migrate.core.embedding_cache import EmbeddingCache
+from migrate.core.embedding_cache import EmbeddingCache, LayeredCache, open_category_cache
 from migrate.core.encoder import Encoder, load_model
 from migrate.core.report import RunFacts
 from migrate.mapping.calibration import ConfidenceCalibrator
@@ -78,7 +78,8 @@ class Migrator:
         inputs = inputs or read_inputs(settings)
         source, targets = inputs.source, inputs.targets
         embedder = Embedder(self.encoder.model, batch_size=settings.encoder.batch_size, progress=settings.progress,
-                            cache=cache, cache_key=self.encoder.fingerprint if cache is not None else None)
+                            cache=cache, cache_key=self.encoder.fingerprint)
+        category_cache = None
         params = settings.scoring
         source_texts = embedding_texts(source, settings.category_context)
         key = keys = None
@@ -110,9 +111,16 @@ class Migrator:
             labels = CategoryLabels(targets.categories, params.label_ancestor_weight,
                                     by_level=not (settings.category_context and source.has_categories),
                                     templates=params.zero_shot_label_templates)
-            vectors = embedder.encode([*source_texts, *labels.texts], label="texts")
-            src_vec = vectors[: len(source)]
-            labels.fit(vectors[len(source):])
+            src_vec = embedder.encode(source_texts, label="source texts")
+            # a taxonomy's category texts are the same every run: the user's category cache keeps them
+            category_cache = open_category_cache(self.encoder.fingerprint) if settings.category_cache else None
+            shared = (LayeredCache(cache, category_cache) if cache is not None and category_cache is not None
+                      else category_cache)
+            try:
+                labels.fit(embedder.encode(labels.texts, label="category texts", cache=shared))
+            finally:
+                if category_cache is not None:
+                    category_cache.close()
             # hub removal (migrate/mapping/labels.py): no category draws every product
             labels.center(src_vec, params.zero_shot_label_centering)
             calibrator, loo = ConfidenceCalibrator(), None
@@ -185,7 +193,7 @@ class Migrator:
                                          model=self.encoder.name, fingerprint=self.encoder.fingerprint),
                                 source=source, targets=targets, mapping=mapping, thresholds=thresholds,
                                 calibration=calibration, encode_stats=embedder.stats,
-                                cached=embedder.cache is not None, seconds=seconds)
+                                cached=embedder.cache is not None or category_cache is not None, seconds=seconds)
         if kept is not None:
             facts.scores_kept = int(len(source) - len(todo))
         if side is not None and fitted_targets is not None:

@@ -40,6 +40,7 @@ class MigrationSettings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     calibration_limit: int = 20_000
     ask: int | None = None  # questions a taxonomy-only round asks (None: questions.default_ask)
+    category_cache: bool = True  # a taxonomy's category texts read from / kept in the user's cache
     progress: bool = True
     seed: int = 0
 
@@ -83,7 +84,7 @@ class MigrationSettings:
 
     # --- persistence (the nightly job's state remembers these) -------------------------------
 
-    REMEMBERED_EXCLUDE = ("source", "progress", "ask")
+    REMEMBERED_EXCLUDE = ("source", "progress", "ask", "category_cache")
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the source file and progress, JSON-ready; file paths made absolute.
