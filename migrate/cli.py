@@ -152,6 +152,9 @@ COLUMN_OPTIONS = [
     click.option("--leaves-only", is_flag=True, help="Only leaf categories are valid targets."),
     click.option("--category-context/--no-category-context", default=True, show_default=True,
                  help="Append the source category path to the product text that is embedded."),
+    click.option("--delimiter", default=None, callback=lambda ctx, param, value: _delimiter(value),
+                 help="Field separator of CSV/TSV/TXT inputs: ',', ';', tab or '|' [default: sniffed from each "
+                      "file's first lines; the Summary's columns line says which was used]."),
 ]
 MODEL_OPTIONS = [
     click.option("--model", default=None, help="Encoder: a model folder, a hub id, or omit for the bundled all-MiniLM-L6-v2."),
@@ -198,7 +201,8 @@ COMMON_OPTIONS = [
 THRESHOLD_PARAMS = ("min_confidence", "target_precision", "min_raw_score", "min_margin", "min_similarity",
                     "min_label_similarity", "split_min_share", "lexical_min_ratio")
 SETTING_PARAMS = ("target_catalog", "target_taxonomy", "source_id", "source_text", "source_category", "target_id",
-                  "target_text", "target_category", "taxonomy_column", "leaves_only", "category_context", "encoding")
+                  "target_text", "target_category", "taxonomy_column", "leaves_only", "category_context", "encoding",
+                  "delimiter")
 SCORING_PARAMS = ("neighbours", "top_n", "lexical_weight", "classifier_weight", "self_training_rounds")
 """The options that fill ScoringParams, each under the field's own name."""
 ENCODER_PARAMS = ("model", "allow_download", "trust_remote_code", "device", "precision", "backend", "batch_size")
@@ -211,6 +215,19 @@ def encoder_settings(params: dict):
     from migrate.core.encoder import EncoderSettings
 
     return EncoderSettings(**{k: v for k in ENCODER_PARAMS if (v := params.pop(k, None)) is not None})
+
+
+DELIMITER_WORDS = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def _delimiter(value: str | None) -> str | None:
+    """``--delimiter``'s value as a character: also 'tab' or a typed backslash-t, 'semicolon', 'comma', 'pipe'."""
+    if value is None:
+        return None
+    value = DELIMITER_WORDS.get(value.lower(), value)
+    if len(value) != 1:
+        raise click.BadParameter(f"{value!r}: give one character, e.g. ';' or tab")
+    return value
 
 
 def options(*groups):

@@ -404,3 +404,50 @@ def test_a_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
     assert table.frame.height == 3 and not table.rejects
     assert table.frame["description"][1] == long and len(long) > 131_072
     assert csv.field_size_limit() == before
+
+
+def _excel_europe(path, header, rows, delimiter=";"):
+    """What Excel writes where the decimal mark is a comma: ';' between fields, '12,5' prices, and
+    commas inside the names."""
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows([[v.replace(".", ",") if i == 5 else v for i, v in enumerate(r)] for r in rows])
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_the_field_separator_is_sniffed_from_the_file(tmp_path, real40, delimiter):
+    header, rows = real40
+    assert any("," in r[1] for r in rows)  # names with commas: a comma split would break them
+    path = tmp_path / "europe.csv"
+    _excel_europe(path, header, rows, delimiter)
+    table = read_table(path)
+    assert table.delimiter == delimiter and table.columns == header and not table.rejects
+    assert table.frame["product"].to_list() == [r[1] for r in rows]
+    assert table.frame["sale_price"].to_list()[0] == rows[0][5].replace(".", ",")  # a decimal comma stays text
+    forced = read_table(path, delimiter=",")  # --delimiter: taken as given, never sniffed over
+    assert forced.delimiter == "," and forced.columns != header
+
+
+def test_a_semicolon_catalog_maps_and_the_summary_says_so(tmp_path, real40, migrator):
+    from click.testing import CliRunner
+
+    from migrate.cli import main
+
+    header, rows = real40
+    source = tmp_path / "europe.csv"
+    _excel_europe(source, header, rows)
+    out = tmp_path / "m.csv"
+    done = CliRunner().invoke(main, ["migrate", str(source), "--target-taxonomy",
+                                     str(SAMPLES / "google_taxonomy_subset.txt"), "-o", str(out), "-q"])
+    assert done.exit_code == 0 and f"mapped {len(rows)} of {len(rows)} source rows (0 rejected)" in done.output
+    summary = json.loads(out.with_name("m.summary.json").read_text())
+    assert summary["Source columns"].endswith("fields separated by ';' (semicolon)")
+    bad = CliRunner().invoke(main, ["migrate", str(source), "--target-taxonomy",
+                                    str(SAMPLES / "google_taxonomy_subset.txt"), "-o", str(tmp_path / "x.csv"),
+                                    "--delimiter", "ab"])
+    assert bad.exit_code == 64 and "one character" in bad.output  # a usage error
+    tab = CliRunner().invoke(main, ["migrate", str(source), "--target-taxonomy",
+                                    str(SAMPLES / "google_taxonomy_subset.txt"), "-o", str(tmp_path / "t.csv"),
+                                    "--delimiter", "tab", "-q"])
+    assert tab.exit_code == 1 and "Error:" in tab.output  # one column: no product text column found

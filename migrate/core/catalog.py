@@ -61,6 +61,9 @@ def _path(levels: list[pl.Expr]) -> pl.Expr:
     return pl.when(pl.all_horizontal([lv != "" for lv in levels])).then(joined).otherwise(pl.lit(""))
 
 
+DELIMITER_NAMES = {";": "';' (semicolon)", "\t": "tabs", "|": "'|'"}
+
+
 @dataclass
 class Catalog:
     """Products of one file that can be mapped; ``rejects`` holds the rest with reasons."""
@@ -73,6 +76,13 @@ class Catalog:
     rows: list[int]
     n_records: int
     rejects: list[Reject] = field(default_factory=list)
+    delimiter: str | None = None  # a delimited text file's field separator, as read
+
+    def describe(self) -> str:
+        """The columns used, and a text file's separator when it is not a comma (the Summary's line)."""
+        if self.delimiter in (None, ","):
+            return self.spec.describe()
+        return f"{self.spec.describe()}; fields separated by {DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))}"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -138,10 +148,13 @@ def build_catalog(frame: pl.DataFrame, spec: ColumnSpec, *, path: Path, n_record
 
 def load_catalog(path: str | Path, *, role: str, id: str | None = None,
                  text: str | Sequence[str] | None = None, category: str | Sequence[str] | None = None,
-                 category_required: bool = False, encoding: str = "utf-8") -> Catalog:
-    """Read, resolve columns and build the catalog in one call."""
-    table = read_table(path, encoding=encoding)
+                 category_required: bool = False, encoding: str = "utf-8", delimiter: str | None = None) -> Catalog:
+    """Read, resolve columns and build the catalog in one call (``delimiter``: a text file's field
+    separator; default: sniffed)."""
+    table = read_table(path, encoding=encoding, delimiter=delimiter)
     spec = ColumnSpec.resolve(table.columns, role=role, id=id, text=text, category=category,
                               category_required=category_required, path=table.path)
-    return build_catalog(table.frame, spec, path=table.path, n_records=table.n_records,
-                         rejects=table.rejects, category_required=category_required)
+    catalog = build_catalog(table.frame, spec, path=table.path, n_records=table.n_records,
+                            rejects=table.rejects, category_required=category_required)
+    catalog.delimiter = table.delimiter
+    return catalog

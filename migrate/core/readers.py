@@ -48,6 +48,7 @@ class Table:
     path: Path
     frame: pl.DataFrame
     rejects: list[Reject] = field(default_factory=list)
+    delimiter: str | None = None  # a delimited text file's field separator, as used
 
     @property
     def columns(self) -> list[str]:
@@ -59,8 +60,40 @@ class Table:
         return self.frame.height + len(self.rejects)
 
 
-def read_table(path: str | Path, *, encoding: str = "utf-8") -> Table:
-    """Read ``path`` by its extension; raise :class:`InputError` when the file cannot be used."""
+DELIMITERS = (",", ";", "\t", "|")
+"""The field separators a delimited file is sniffed for: Excel writes ';' where the decimal mark is a comma."""
+SNIFF_LINES = 50
+
+
+def sniff_delimiter(text: str, default: str) -> str:
+    """The separator of a delimited text: among :data:`DELIMITERS`, the one that splits the header
+    into the most fields while the first :data:`SNIFF_LINES` records have as many (quotes
+    respected); ``default`` (the extension's) when none splits the header or on a tie.
+
+    >>> sniff_delimiter("index;product;category\\n1;Tea, green;Drinks\\n", ",")
+    ';'
+    >>> sniff_delimiter("id,name\\n1,a;b\\n", ",")
+    ','
+    """
+    lines = text.splitlines()[:SNIFF_LINES + 1]
+    best, best_fields = default, 1
+    for delimiter in (default, *(d for d in DELIMITERS if d != default)):
+        try:
+            records = [r for r in csv.reader(lines, delimiter=delimiter) if r]
+        except csv.Error:
+            continue
+        if not records or len(records[0]) <= 1:
+            continue
+        width = len(records[0])
+        consistent = sum(len(r) == width for r in records[1:]) >= 0.8 * (len(records) - 1)
+        if consistent and width > best_fields:
+            best, best_fields = delimiter, width
+    return best
+
+
+def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str | None = None) -> Table:
+    """Read ``path`` by its extension; raise :class:`InputError` when the file cannot be used.
+    ``delimiter``: a delimited text file's separator (default: sniffed, :func:`sniff_delimiter`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found", hint="check the path")
@@ -68,7 +101,7 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> Table:
         raise InputError(path, "is a folder, not a file", hint="name the catalog file itself")
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
-        table = _read_delimited(path, CSV_SUFFIXES[suffix], encoding)
+        table = _read_delimited(path, delimiter, CSV_SUFFIXES[suffix], encoding)
     elif suffix in (".xlsx", ".xlsm"):
         table = _read_xlsx(path)
     elif suffix == ".parquet":
@@ -80,7 +113,8 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> Table:
                          hint=f"use one of {', '.join(SUPPORTED)}")
     if table.n_records == 0:
         raise InputError(path, "has a header but no rows", hint="export the catalog again with its rows")
-    log.info("read %s: %d rows, %d unreadable", path, table.frame.height, len(table.rejects))
+    log.info("read %s: %d rows, %d unreadable%s", path, table.frame.height, len(table.rejects),
+             f", fields separated by {table.delimiter!r}" if table.delimiter is not None else "")
     return table
 
 
@@ -123,16 +157,17 @@ MAX_FIELD_CHARS = 2**31 - 1
 long HTML descriptions in well-quoted files); the largest value a C long takes on every platform."""
 
 
-def _read_delimited(path: Path, delimiter: str, encoding: str) -> Table:
+def _read_delimited(path: Path, delimiter: str | None, default: str, encoding: str) -> Table:
     previous = csv.field_size_limit(MAX_FIELD_CHARS)  # process-wide: put back when done
     try:
-        return _parse_delimited(path, delimiter, encoding)
+        return _parse_delimited(path, delimiter, default, encoding)
     finally:
         csv.field_size_limit(previous)
 
 
-def _parse_delimited(path: Path, delimiter: str, encoding: str) -> Table:
+def _parse_delimited(path: Path, delimiter: str | None, default: str, encoding: str) -> Table:
     text = decode_file(path, encoding)
+    delimiter = delimiter if delimiter is not None else sniff_delimiter(text, default)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -159,7 +194,7 @@ def _parse_delimited(path: Path, delimiter: str, encoding: str) -> Table:
     except csv.Error as exc:
         raise InputError(path, f"cannot be parsed as {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}",
                          row=start, hint="check the quoting around that row") from None
-    return Table(path, _frame(names, rows, numbers), rejects)
+    return Table(path, _frame(names, rows, numbers), rejects, delimiter)
 
 
 def cell_text(value: object) -> str:

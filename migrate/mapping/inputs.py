@@ -43,7 +43,7 @@ def load_targets(settings: MigrationSettings) -> Targets:
     if settings.target_catalog is not None:
         catalog = load_catalog(settings.target_catalog, role="target", id=settings.target_id,
                                text=settings.target_text, category=settings.target_category,
-                               category_required=True, encoding=settings.encoding)
+                               category_required=True, encoding=settings.encoding, delimiter=settings.delimiter)
         rejects = list(catalog.rejects)
     if taxonomy is not None:
         categories = list(taxonomy.categories)
@@ -95,7 +95,8 @@ def read_inputs(settings: MigrationSettings) -> Inputs:
     """Read and check every input file; bad input fails here, before the model is loaded."""
     settings.validate()
     source = load_catalog(settings.source, role="source", id=settings.source_id, text=settings.source_text,
-                          category=settings.source_category, encoding=settings.encoding)
+                          category=settings.source_category, encoding=settings.encoding,
+                          delimiter=settings.delimiter)
     if len(source) == 0:
         examples = "; ".join(f"row {r.row}: {r.reason}" for r in source.rejects[:3])
         raise TaxmigError(f"{source.path}: none of its {source.n_records} rows can be mapped ({examples})",

@@ -94,14 +94,14 @@ def migration_summary(facts: RunFacts, settings: MigrationSettings, source: Cata
         ("Source rows", facts.rows),
         ("Source rows mapped", facts.mapped),
         ("Source rows rejected", facts.rejected),
-        ("Source columns", source.spec.describe()),
+        ("Source columns", source.describe()),
     ]
     if targets.catalog is not None:
         inputs += [("Target catalog", str(targets.catalog.path)),
                    ("Target catalog rows", targets.catalog.n_records),
                    ("Target products used", len(targets.product_rows)),
                    ("Target rows rejected", len(targets.rejects)),
-                   ("Target columns", targets.catalog.spec.describe())]
+                   ("Target columns", targets.catalog.describe())]
     if targets.taxonomy is not None:
         inputs += [("Target taxonomy", str(targets.taxonomy.path)),
                    ("Taxonomy categories", len(targets.taxonomy))]

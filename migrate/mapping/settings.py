@@ -36,6 +36,7 @@ class MigrationSettings:
     category_context: bool = True
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     encoding: str = "utf-8"
+    delimiter: str | None = None  # text files' field separator (None: sniffed per file)
     scoring: ScoringParams = field(default_factory=ScoringParams)
     thresholds: Thresholds = field(default_factory=Thresholds)
     calibration_limit: int = 20_000
@@ -57,6 +58,8 @@ class MigrationSettings:
                 problems.append(f"{value}: file not found" if label == "source" else f"{label} {value}: file not found")
         if self.target_catalog is None and self.target_taxonomy is None:
             problems.append("no target given: pass --target-catalog FILE and/or --target-taxonomy FILE")
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            problems.append(f"--delimiter must be one character (got {self.delimiter!r}); e.g. ';' or '\\t'")
         if self.scoring.top_n < 1:
             problems.append("--top-n must be at least 1")
         if self.scoring.neighbours < 1:
