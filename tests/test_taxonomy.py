@@ -150,3 +150,44 @@ def test_missing_and_empty_taxonomy(tmp_path):
     (tmp_path / "comments.txt").write_text("# only a comment\n\n")
     with pytest.raises(InputError, match="lists no categories"):
         load_taxonomy(tmp_path / "comments.txt")
+
+
+def test_near_duplicate_paths_are_one_category_under_the_first_spelling(tmp_path, migrator):
+    real = [line.split(" - ", 1)[1] for line in (SAMPLES / "google_taxonomy_subset.txt").read_text().splitlines()
+            if " - " in line and not line.startswith("#")]
+    variants = [real[3].lower(), "  " + real[5].upper().replace(" > ", ">  ") + " ", real[3]]
+    path = tmp_path / "taxonomy.txt"
+    path.write_text("\n".join([*real, *variants]) + "\n", encoding="utf-8")
+    tax = load_taxonomy(path)
+    assert tax.categories == real  # nothing added: every variant joined the first spelling
+    assert tax.merged == [(real[3].lower(), real[3]), (real[5].upper(), real[5])]
+    fullwidth = Taxonomy.from_paths(["Food > Fruit", "ＦＯＯＤ > fruit"])
+    assert fullwidth.categories == ["Food > Fruit"] and len(fullwidth.merged) == 1
+    from migrate.mapping.report import TAXONOMY_MERGED
+    from migrate.mapping.settings import MigrationSettings
+
+    result = migrator.run(MigrationSettings(source=SAMPLES / "bigbasket_sample.csv", target_taxonomy=path,
+                                            progress=False))
+    said = result.summary_dict()[TAXONOMY_MERGED]
+    assert said.startswith("2: ") and f"'{real[3].lower()}' -> '{real[3]}'" in said
+    assert set(result.mapping["target_category"]) <= set(real)
+
+
+def test_near_duplicates_with_different_ids_are_refused_naming_both(tmp_path):
+    path = tmp_path / "taxonomy.txt"
+    path.write_text("1 - Food > Fruit\n2 - food > fruit\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"'Food > Fruit' \(id 1\) and 'food > fruit' \(id 2\)"):
+        load_taxonomy(path)
+
+
+def test_a_product_catalog_given_as_a_taxonomy_is_refused(tmp_path):
+    products = pl.read_csv(SAMPLES / "bigbasket_sample.csv", infer_schema=False)
+    path = tmp_path / "products.csv"
+    products.write_csv(path)
+    with pytest.raises(InputError, match="looks like a product catalog") as err:
+        load_taxonomy(path)
+    assert "--target-catalog products.csv" in str(err.value)
+    listed = tmp_path / "paths.csv"  # a real taxonomy table: each category once
+    products.select(pl.format("{} > {}", "category", "sub_category").alias("path")).unique(maintain_order=True) \
+        .write_csv(listed)
+    assert len(load_taxonomy(listed)) == products.select("category", "sub_category").unique().height

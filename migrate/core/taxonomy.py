@@ -12,6 +12,7 @@ categories: a generic product belongs on a parent). :meth:`Taxonomy.leaves_only`
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -26,21 +27,57 @@ _YAML_NAME = re.compile(r"^\s*-?\s*full_name:\s*['\"]?(.+?)['\"]?\s*$")
 _YAML_ID = re.compile(r"^\s*-\s*id:\s*['\"]?(\S+?)['\"]?\s*$")
 TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".xlsx", ".xlsm", ".parquet", ".jsonl", ".ndjson"}
 PATH_COLUMNS = ("path", "full_name", "category_path", "category", "name")
+PRODUCT_TABLE_ROWS = 20
+PRODUCT_TABLE_SHARE = 0.5
+"""A taxonomy table with at least :data:`PRODUCT_TABLE_ROWS` rows but fewer distinct categories
+than this share of them is a product catalog passed as a taxonomy (each category listed once is
+a taxonomy; a category per product is a catalog)."""
+
+
+def path_key(path: str) -> str:
+    """What two spellings of one category share: Unicode form (NFKC), case and spacing folded.
+
+    >>> path_key("Food >  Fruit") == path_key("food > fruit") == path_key("ＦＯＯＤ > Fruit")
+    True
+    """
+    return normalise_path(unicodedata.normalize("NFKC", path)).casefold()
 
 
 @dataclass
 class Taxonomy:
-    """Ordered, unique category paths (``A > B > C``) with optional source ids."""
+    """Ordered, unique category paths (``A > B > C``) with optional source ids. Paths that differ
+    only in case, spacing or Unicode form are one category under its first spelling; ``merged``
+    lists the other spellings met (spelling, the category it joined)."""
 
     categories: list[str]
     ids: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    merged: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_paths(cls, paths: Iterable[str], ids: dict[str, str] | None = None,
                    path: Path | None = None) -> "Taxonomy":
-        seen = dict.fromkeys(p for p in (normalise_path(x) for x in paths) if p)
-        return cls(categories=list(seen), ids=ids or {}, path=path)
+        """The categories of ``paths`` in order, near-duplicates merged into the first spelling; two
+        spellings with different ids are an :class:`InputError` naming both (which one is meant?)."""
+        ids = dict(ids or {})
+        first: dict[str, str] = {}
+        merged: list[tuple[str, str]] = []
+        for raw in paths:
+            p = normalise_path(raw)
+            if not p:
+                continue
+            key = path_key(p)
+            kept = first.setdefault(key, p)
+            if kept == p:
+                continue
+            if ids.get(p) and ids.get(kept) and ids[p] != ids[kept]:
+                raise InputError(path or Path("taxonomy"), f"'{kept}' (id {ids[kept]}) and '{p}' (id {ids[p]}) "
+                                 "differ only in case or spacing but carry different ids",
+                                 hint="keep one of the two lines, or spell the two categories apart")
+            if (p, kept) not in merged:
+                merged.append((p, kept))
+            ids.pop(p, None)
+        return cls(categories=list(first.values()), ids=ids, path=path, merged=merged)
 
     def __len__(self) -> int:
         return len(self.categories)
@@ -59,9 +96,9 @@ class Taxonomy:
     def leaves_only(self) -> "Taxonomy":
         leaves = self.leaves()
         keep = set(leaves)  # built once: a set per id would make this quadratic
-        return Taxonomy(leaves, {k: v for k, v in self.ids.items() if k in keep}, self.path)
+        return Taxonomy(leaves, {k: v for k, v in self.ids.items() if k in keep}, self.path, self.merged)
 
-    def merged(self, other: Iterable[str]) -> "Taxonomy":
+    def with_categories(self, other: Iterable[str]) -> "Taxonomy":
         """This taxonomy plus categories from elsewhere (a target catalog), order kept."""
         return Taxonomy.from_paths([*self.categories, *other], self.ids, self.path)
 
@@ -123,4 +160,10 @@ def _from_table(path: Path, encoding: str, column: str | None) -> Taxonomy:
     tax = Taxonomy.from_paths(values, ids, path)
     if not tax.categories:
         raise InputError(path, f"column '{col}' is empty", hint="fill in one category path per row")
+    filled = sum(1 for v in values if v.strip())
+    if filled >= PRODUCT_TABLE_ROWS and len(tax) < PRODUCT_TABLE_SHARE * filled:
+        raise InputError(path, f"looks like a product catalog, not a taxonomy: its column '{col}' repeats "
+                               f"{len(tax)} categories over {filled} rows",
+                         hint=f"pass it as --target-catalog {path.name} (its products become labelled examples of "
+                              "their categories); a taxonomy table lists each category once")
     return tax

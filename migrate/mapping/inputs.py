@@ -3,6 +3,8 @@ catalog), checked before any model is loaded."""
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,6 +18,8 @@ from migrate.errors import TaxmigError
 from migrate.mapping.kept_scores import SOURCE_COLUMNS
 from migrate.mapping.result import mapping_dtype
 from migrate.mapping.settings import MigrationSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +40,9 @@ def load_targets(settings: MigrationSettings) -> Targets:
     if settings.target_taxonomy is not None:
         taxonomy = load_taxonomy(settings.target_taxonomy, encoding=settings.encoding,
                                  column=settings.taxonomy_column)
+        if taxonomy.merged:
+            log.warning("%s: %d paths differ from an earlier one only in case, spacing or Unicode form and were "
+                        "merged into it (the Summary lists them)", taxonomy.path, len(taxonomy.merged))
         if settings.leaves_only:
             taxonomy = taxonomy.leaves_only()
     catalog = None

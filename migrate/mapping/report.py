@@ -29,6 +29,15 @@ LAST_ROUND = "Last round's answers showed"
 LEARNED = "Learned from the decisions"
 
 
+TAXONOMY_MERGED = "Taxonomy paths merged (they differ only in case, spacing or Unicode form)"
+
+
+def merged_text(merged: list[tuple[str, str]], show: int = 20) -> str:
+    """The Summary's line on merged taxonomy spellings: each one and the category it joined."""
+    shown = "; ".join(f"'{spelling}' -> '{kept}'" for spelling, kept in merged[:show])
+    return f"{len(merged)}: {shown}" + (f"; and {len(merged) - show} more" if len(merged) > show else "")
+
+
 EVERY_ROW_FLAGGED = "none: every row flagged (no confidence threshold was chosen or reached)"
 
 
@@ -105,6 +114,8 @@ def migration_summary(facts: RunFacts, settings: MigrationSettings, source: Cata
     if targets.taxonomy is not None:
         inputs += [("Target taxonomy", str(targets.taxonomy.path)),
                    ("Taxonomy categories", len(targets.taxonomy))]
+        if targets.taxonomy.merged:
+            inputs.append((TAXONOMY_MERGED, merged_text(targets.taxonomy.merged)))
     inputs += [("Target categories", facts.target_categories), ("Leaves only", settings.leaves_only)]
     method: list[tuple[str, Any]] = [
         ("Product index", product_index.kind if product_index is not None else "none (taxonomy only)"),
