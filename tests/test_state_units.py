@@ -234,3 +234,17 @@ def test_a_night_guesses_whether_it_will_encode_with_torch(tmp_path):
     assert not may_encode_with_torch(state, tmp_path / "missing.csv", {})  # the night reports it
     (folder / "meta.json").write_text("{not json")
     assert may_encode_with_torch(state, catalog, {})
+
+
+def test_a_mistyped_decision_suggests_the_whole_path_it_means():
+    from migrate.core.taxonomy import load_taxonomy
+    from migrate.nightly.review import near_category
+    from tests.conftest import SAMPLES
+
+    categories = load_taxonomy(SAMPLES / "google_taxonomy_subset.txt").categories
+    meant = "Health & Beauty > Personal Care > Hair Care > Shampoo & Conditioner"
+    assert meant in categories
+    assert near_category(meant[:-3], categories) == meant  # a typo in the leaf of a full path
+    assert near_category(meant.replace("Hair Care", "Hiar Care"), categories) == meant
+    assert near_category("helth & beauty", categories) == "Health & Beauty"
+    assert near_category("zzzz qqqq", categories) is None

@@ -148,6 +148,26 @@ def _match_category(value: str, categories: list[str], lookup: dict[str, str]) -
     return lookup.get(normalise_path(value).lower())
 
 
+def near_category(typed: str, categories: list[str]) -> str | None:
+    """The category a mistyped decision most likely means: the closest whole path first (a typo in
+    a leaf of a full path), else the best partial match (a leaf or a shortened path); None if none
+    is close.
+
+    >>> cats = ["Health & Beauty", "Health & Beauty > Hair Care > Shampoo", "Health & Beauty > Hair Care > Hair Dye"]
+    >>> near_category("Health & Beauty > Hair Care > Shampo", cats)
+    'Health & Beauty > Hair Care > Shampoo'
+    >>> near_category("hair dye", cats)
+    'Health & Beauty > Hair Care > Hair Dye'
+    """
+    whole = process.extractOne(typed, categories, scorer=fuzz.ratio, processor=utils.default_process,
+                               score_cutoff=80)
+    if whole is not None:
+        return whole[0]
+    part = process.extractOne(typed, categories, scorer=fuzz.WRatio, processor=utils.default_process,
+                              score_cutoff=60)
+    return part[0] if part is not None else None
+
+
 def _resolve_choice(decision: str, suggested: str, categories: list[str], lookup: dict[str, str], where: str,
                     problems: list[str]) -> str | None:
     """The category a typed decision names (ACCEPT: ``suggested``), or None with a problem added."""
@@ -162,10 +182,9 @@ def _resolve_choice(decision: str, suggested: str, categories: list[str], lookup
         return NEW_CATEGORY
     category = _match_category(decision, categories, lookup)
     if category is None:
-        near = process.extractOne(decision, categories, scorer=fuzz.partial_ratio, processor=utils.default_process,
-                                  score_cutoff=60)
+        near = near_category(decision, categories)
         problems.append(f"{where}: '{decision}' is not a target category" +
-                        (f" (did you mean '{near[0]}'?)" if near else "") +
+                        (f" (did you mean '{near}'?)" if near else "") +
                         f"; pick one from the drop-down, {ACCEPT} or {NEW_CATEGORY}")
     return category
 
