@@ -413,11 +413,13 @@ def state_copy(three_nights, tmp_path):
     return state
 
 
-def _bad_apply(path: Path, state: Path, tmp_path: Path, match: str) -> None:
+def _bad_apply(path: Path, state: Path, tmp_path: Path, match: str) -> str:
+    """The refusal's message (with its hint); nothing applied, nothing written."""
     before = _generations(state)
-    with pytest.raises(InputError, match=match):
+    with pytest.raises(InputError, match=match) as err:
         apply_review(path, state, tmp_path / "final.csv")
     assert _generations(state) == before and not (tmp_path / "final.csv").exists()
+    return str(err.value)
 
 
 def test_bad_workbooks_are_refused_with_the_cell_and_nothing_is_applied(three_nights, state_copy, tmp_path):
@@ -472,7 +474,8 @@ def test_workbook_from_another_state_is_refused(three_nights, data, migrator, tm
               progress=False)
     review = pl.read_excel(tmp_path / "o.xlsx", sheet_name="Review", infer_schema_length=0)
     _decide(tmp_path / "o.xlsx", tmp_path / "o_rev.xlsx", {review["source_id"][0]: "ACCEPT"})
-    _bad_apply(tmp_path / "o_rev.xlsx", three_nights["state"], tmp_path, "not a run of this state")
+    message = _bad_apply(tmp_path / "o_rev.xlsx", three_nights["state"], tmp_path, "not a run of this state")
+    assert "row_key" not in message and "fix those cells" not in message  # the one problem, no cells to fix
 
 
 # --- crashes, kills and concurrency ------------------------------------------------------------

@@ -194,10 +194,12 @@ def validate_decisions(book: ReviewedWorkbook, products: pl.DataFrame, categorie
     """Check every decision; raise one :class:`InputError` naming every bad cell, else return
     (one resolved decision per product: ``{product_id, decision, suggested, note, text, row}``,
     one per category decision: ``{level, source_category, target_category, decision, note, row}``)."""
+    if book.run_id not in known_runs:  # its row keys cannot match either: one problem, not one per cell
+        raise InputError(book.path, f"the workbook comes from run '{book.run_id}', which is not a run of this "
+                                    "state folder; nothing applied",
+                         hint="apply it with the --state folder of the run that wrote it (a workbook of a migrate "
+                              "run without --state belongs to no state: run migrate again with --state)")
     problems: list[str] = []
-    if book.run_id not in known_runs:
-        problems.append(f"the workbook comes from run '{book.run_id}', which is not a run of this state folder "
-                        "(was it exported from another state, or from a migrate run without --state?)")
     lookup = {c: c for c in categories}
     lookup.update({c.lower(): c for c in categories})
     live = {r["product_id"]: r for r in products.select("product_id", "source_text", "source_category")
