@@ -80,7 +80,7 @@ def test_embedding_cache_scan_and_lookups_give_the_same_vectors(tmp_path, monkey
 
 def _generation(n: int, run: str) -> NewGeneration:
     products = pl.DataFrame({"product_id": [str(i) for i in range(n)], "needs_review": [False] * n})
-    return NewGeneration(meta={"run": {"run_id": run}}, products=products,
+    return NewGeneration(meta={"settings": {}, "run": {"run_id": run}}, products=products,
                          decisions=pl.DataFrame(schema=DECISION_SCHEMA), targets=pl.DataFrame(schema=TARGET_SCHEMA))
 
 
@@ -248,3 +248,16 @@ def test_a_mistyped_decision_suggests_the_whole_path_it_means():
     assert near_category(meant.replace("Hair Care", "Hiar Care"), categories) == meant
     assert near_category("helth & beauty", categories) == "Health & Beauty"
     assert near_category("zzzz qqqq", categories) is None
+
+
+def test_a_meta_json_of_the_wrong_shape_is_a_state_error_naming_every_problem(tmp_path):
+    import json
+
+    from migrate.nightly.state import StateError, StateStore
+
+    folder = tmp_path / "state" / "generations" / "g1"
+    folder.mkdir(parents=True)
+    (tmp_path / "state" / "CURRENT").write_text("g1")
+    (folder / "meta.json").write_text(json.dumps({"settings": ["not", "an", "object"], "run": {"publish": "x"}}))
+    with pytest.raises(StateError, match=r"settings is not an object; run\.publish is not a list"):
+        StateStore(tmp_path / "state").read_meta("g1")

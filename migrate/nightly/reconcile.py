@@ -55,7 +55,7 @@ from migrate.nightly.next_round import AUDITED_KEY, QUESTIONS_KEY, feedback_from
 from migrate.nightly.reconcile_report import (REVIEW_SCOPES, NightlyReport, choices_for, review_rows, write_report_json,
                                      write_report_workbook)
 from migrate.nightly.state import (DECISION_SCHEMA, SCORES_FILE, Generation, NewGeneration, StateStore, empty, fault_point,
-                                   now_utc, remembered_settings)
+                                   StateError, now_utc, remembered_settings)
 from models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,9 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
             settings = replace(init_settings, source=catalog, progress=progress)
             stale = DEFAULT_STALE_BELOW if stale_below is None else stale_below
         else:
+            if "settings" not in previous.meta:
+                raise StateError(f"{previous.folder / 'meta.json'} remembers no settings",
+                                 hint="the folder was changed by hand; restore a backup or start a new state folder")
             settings = settings_for_night(previous.meta["settings"], catalog, overrides or {}, progress=progress)
             stale = previous.meta.get("stale_below", DEFAULT_STALE_BELOW) if stale_below is None else stale_below
         started = now_utc()

@@ -111,6 +111,33 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
                          for c, t in schema.items()])
 
 
+META_SHAPE = {"settings": dict, "run": dict}
+"""What a generation's meta.json holds, where present, and of which JSON type (an object each; a
+night needs the settings: :func:`migrate.nightly.reconcile` stops when they are missing)."""
+RUN_SHAPE = {"run_id": str, "publish": list, "counts": dict}
+"""The run record's fields, where present, and their types."""
+
+
+def meta_problems(meta: Any) -> list[str]:
+    """Every way ``meta`` (a parsed meta.json) is not a taxmig run record, all at once (empty: it is).
+
+    >>> meta_problems({"settings": {}, "run": {"run_id": "r1", "publish": []}})
+    []
+    >>> meta_problems({"settings": [], "run": {"publish": "x"}})
+    ['settings is not an object', 'run.publish is not a list']
+    """
+    if not isinstance(meta, dict):
+        return ["not a JSON object"]
+    names = {dict: "an object", list: "a list", str: "a string"}
+    problems = [f"{key} is not {names[kind]}" for key, kind in META_SHAPE.items()
+                if key in meta and not isinstance(meta[key], kind)]
+    run = meta.get("run")
+    if isinstance(run, dict):
+        problems += [f"run.{key} is not {names[kind]}" for key, kind in RUN_SHAPE.items()
+                     if key in run and not isinstance(run[key], kind)]
+    return problems
+
+
 def remembered_settings(settings: dict[str, Any], *, given: bool = False) -> dict[str, Any]:
     """A generation's remembered settings (meta.json's ``settings``) with the encoder fields nested
     and ``trust_remote_code`` dropped: it lets a model folder's own Python run, and nothing in a state
@@ -297,9 +324,11 @@ class StateStore:
     def read_meta(self, name: str) -> dict[str, Any]:
         """Generation ``name``'s meta.json alone (settings and last run, no tables); raises OSError,
         ValueError (not UTF-8, not JSON) or :class:`StateError` (JSON, but not an object)."""
-        meta = json.loads((self.root / GENERATIONS / name / META).read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise StateError(f"{self.root / GENERATIONS / name / META} holds no taxmig run record",
+        path = self.root / GENERATIONS / name / META
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        problems = meta_problems(meta)
+        if problems:
+            raise StateError(f"{path} holds no taxmig run record: {'; '.join(problems)}",
                              hint="the folder was changed by hand or the disk is damaged; restore a backup")
         return meta
 
