@@ -185,6 +185,8 @@ class LayeredCache:
         self.first, self.second = first, second
 
     def get(self, model: str, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """As :meth:`EmbeddingCache.get`: the vectors found in either cache, in ``texts`` order, and
+        the positions found in neither."""
         found, missing = self.first.get(model, texts)
         if not missing:
             return found, missing
@@ -192,20 +194,17 @@ class LayeredCache:
         more, still = self.second.get(model, rest)
         if not more.size:
             return found, missing
-        still_set = set(still)
-        hit = [i for i in range(len(rest)) if i not in still_set]
-        self.first.put(model, [rest[i] for i in hit], more)
-        dim = more.shape[1]
-        out = np.zeros((len(texts) - len(still), dim), dtype=np.float32)
+        hit = np.setdiff1d(np.arange(len(rest)), still)         # positions in ``rest`` the second cache had
+        self.first.put(model, [rest[j] for j in hit], more)
         have = np.ones(len(texts), dtype=bool)
-        have[missing] = False
-        from_second = np.zeros(len(texts), dtype=bool)
-        from_second[[missing[i] for i in hit]] = True
-        keep = have | from_second  # the rows returned, in ``texts`` order
-        order = np.flatnonzero(keep)
-        out[np.isin(order, np.flatnonzero(have))] = found if found.size else out[:0]
-        out[np.isin(order, np.flatnonzero(from_second))] = more
-        return out, [missing[i] for i in still]
+        have[np.asarray(missing)[still]] = False                # the rows returned: every text but ``still``
+        row = np.cumsum(have) - 1                               # each such text's row in the result
+        out = np.empty((int(have.sum()), more.shape[1]), dtype=np.float32)
+        from_first = np.ones(len(texts), dtype=bool)
+        from_first[missing] = False
+        out[row[from_first]] = found.reshape(-1, more.shape[1])
+        out[row[np.asarray(missing)[hit]]] = more
+        return out, [missing[j] for j in still]
 
     def put(self, model: str, texts: Sequence[str], vectors: np.ndarray) -> None:
         self.first.put(model, texts, vectors)
