@@ -63,6 +63,7 @@ class Table:
 DELIMITERS = (",", ";", "\t", "|")
 """The field separators a delimited file is sniffed for: Excel writes ';' where the decimal mark is a comma."""
 SNIFF_LINES = 50
+SNIFF_CHARS = 1 << 20  # the characters looked at for those lines
 
 
 def sniff_delimiter(text: str, default: str) -> str:
@@ -75,7 +76,7 @@ def sniff_delimiter(text: str, default: str) -> str:
     >>> sniff_delimiter("id,name\\n1,a;b\\n", ",")
     ','
     """
-    lines = text.splitlines()[:SNIFF_LINES + 1]
+    lines = text[:SNIFF_CHARS].splitlines()[:SNIFF_LINES + 1]  # the head only: a catalog may be a gigabyte
     best, best_fields = default, 1
     for delimiter in (default, *(d for d in DELIMITERS if d != default)):
         try:

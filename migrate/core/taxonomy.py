@@ -62,6 +62,7 @@ class Taxonomy:
         ids = dict(ids or {})
         first: dict[str, str] = {}
         merged: list[tuple[str, str]] = []
+        noted: set[tuple[str, str]] = set()
         for raw in paths:
             p = normalise_path(raw)
             if not p:
@@ -74,7 +75,8 @@ class Taxonomy:
                 raise InputError(path or Path("taxonomy"), f"'{kept}' (id {ids[kept]}) and '{p}' (id {ids[p]}) "
                                  "differ only in case or spacing but carry different ids",
                                  hint="keep one of the two lines, or spell the two categories apart")
-            if (p, kept) not in merged:
+            if (p, kept) not in noted:
+                noted.add((p, kept))
                 merged.append((p, kept))
             ids.pop(p, None)
         return cls(categories=list(first.values()), ids=ids, path=path, merged=merged)
