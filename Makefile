@@ -44,10 +44,10 @@ demo: install
 		--target-taxonomy sample_catalogs/google_taxonomy_subset.txt \
 		--source-category category,sub_category \
 		-o $(DEMO_OUT) --overwrite --state $(DEMO_STATE)
-	@echo "Open $(DEMO_OUT): Summary, Category decisions, Review, Mapping (decision drop-downs), Crosswalk, Rejects, Parameters."
-	@echo "Next round: pick a decision for the Review sheet's first rows (column 'question'), save the workbook as"
-	@echo "out/demo_reviewed.xlsx, then every answer teaches the rest:"
-	@echo "  $(BIN)/taxmig review apply out/demo_reviewed.xlsx --state $(DEMO_STATE) -o out/demo_final.csv --next out/demo_round1.xlsx"
+	@echo "Open $(DEMO_OUT); its first page (Summary, 'What to do with this file') says the same as this:"
+	@echo "fill the 'decision' column in Category decisions (a whole source category) and Review (one product;"
+	@echo "the first rows, numbered in 'question', teach the most), save the workbook, then read it back:"
+	@echo "  $(BIN)/taxmig review apply $(DEMO_OUT) --state $(DEMO_STATE) -o $(DEMO_OUT:.xlsx=_final.csv) --next $(DEMO_OUT:.xlsx=_round1.xlsx)"
 
 # one test process per core, each test file whole in one of them (its module fixtures built once),
 # the longest files first (tests/conftest.py orders them and gives each process one torch thread)

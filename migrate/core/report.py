@@ -18,13 +18,21 @@ cost -- and :func:`summary_json` the JSON sidecar: the same rows plus the facts 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import shlex
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 from migrate import __version__
 
 Row = tuple[str, Any]
+
+GLANCE = "At a glance"
+GUIDE = "What to do with this file"
+"""The Summary's block, right after :data:`GLANCE`, that tells a reviewer which column to fill and
+the exact command that reads the workbook back (:func:`review_guide`)."""
 
 
 def new_run_id() -> str:
@@ -64,6 +72,8 @@ class RunFacts:
     target_side: str | None = None   # a night: where the fitted target side came from
     encode_seconds: float = 0.0
     seconds: float = 0.0
+    output: str | None = None        # the file the run writes its result to, as given (None: not told)
+    state: str | None = None         # the state folder the run keeps, as given (None: none, or not told)
 
     def as_json(self) -> dict[str, Any]:
         """The facts as JSON-ready values (the time as ISO 8601)."""
@@ -72,14 +82,17 @@ class RunFacts:
         return out
 
 
-def summary_rows(facts: RunFacts, *, glance: dict[str, Any] | None = None, lead: Iterable[Row] = (),
-                 inputs: Iterable[Row] = (), method: Iterable[Row] = (), outcome: Iterable[Row] = (),
-                 cost: Iterable[Row] = ()) -> list[Row]:
-    """The Summary sheet's (label, value) rows of any command: ``glance`` ("At a glance") and
-    ``lead`` first, then the run's id, time, version and command, ``inputs`` (what was read), the
-    model, ``method`` (how it was scored, thresholds, calibration), ``outcome`` (what came out),
-    and the encoding and run times from ``facts`` followed by ``cost``."""
-    rows: list[Row] = [("At a glance", glance)] if glance else []
+def summary_rows(facts: RunFacts, *, glance: dict[str, Any] | None = None, guide: dict[str, str] | None = None,
+                 lead: Iterable[Row] = (), inputs: Iterable[Row] = (), method: Iterable[Row] = (),
+                 outcome: Iterable[Row] = (), cost: Iterable[Row] = ()) -> list[Row]:
+    """The Summary sheet's (label, value) rows of any command: ``glance`` ("At a glance"),
+    ``guide`` (:data:`GUIDE`, :func:`review_guide`) and ``lead`` first, then the run's id, time,
+    version and command, ``inputs`` (what was read), the model, ``method`` (how it was scored,
+    thresholds, calibration), ``outcome`` (what came out), and the encoding and run times from
+    ``facts`` followed by ``cost``."""
+    rows: list[Row] = [(GLANCE, glance)] if glance else []
+    if guide:
+        rows.append((GUIDE, guide))
     rows += list(lead)
     rows += [("Run id", facts.run_id), ("Run time (UTC)", facts.started.isoformat()),
              ("taxmig version", facts.version), ("Command", facts.command)]
@@ -98,3 +111,83 @@ def summary_rows(facts: RunFacts, *, glance: dict[str, Any] | None = None, lead:
 def summary_json(facts: RunFacts, rows: list[Row]) -> dict[str, Any]:
     """The JSON summary: the Summary sheet's rows by label, and the facts under ``"facts"``."""
     return {**dict(rows), "facts": facts.as_json()}
+
+
+# --- what a reviewer does with the workbook -----------------------------------------------------
+
+_ROUND = re.compile(r"^(?P<base>.+)_round(?P<n>[0-9]+)$")
+
+
+def review_paths(workbook: str) -> tuple[str, str]:
+    """The final mapping and the next round's workbook the first page proposes beside ``workbook``
+    (a round's workbook, ``NAME_roundN.xlsx``, proposes round N + 1 of the same NAME).
+
+    >>> review_paths("out/demo_mapping.xlsx")
+    ('out/demo_mapping_final.csv', 'out/demo_mapping_round1.xlsx')
+    >>> review_paths("out/demo_mapping_round1.xlsx")
+    ('out/demo_mapping_final.csv', 'out/demo_mapping_round2.xlsx')
+    """
+    path = Path(workbook)
+    match = _ROUND.match(path.stem)
+    base, n = (match["base"], int(match["n"])) if match else (path.stem, 0)
+    return str(path.with_name(f"{base}_final.csv")), str(path.with_name(f"{base}_round{n + 1}.xlsx"))
+
+
+def review_command(workbook: str, state: str, *, next_round: bool) -> str:
+    """The shell command (quoted where a path needs it) that reads the reviewed ``workbook`` back
+    into ``state`` and writes :func:`review_paths`' final mapping; with ``next_round`` (a state
+    onto a taxonomy) also the next round's workbook.
+
+    >>> review_command("out/demo_mapping.xlsx", "out/demo_state", next_round=True)
+    'taxmig review apply out/demo_mapping.xlsx --state out/demo_state -o out/demo_mapping_final.csv --next out/demo_mapping_round1.xlsx'
+    >>> review_command("my files/cw.xlsx", "cw_state", next_round=False)
+    "taxmig review apply 'my files/cw.xlsx' --state cw_state -o 'my files/cw_final.csv'"
+    """
+    final, following = review_paths(workbook)
+    args = ["taxmig", "review", "apply", workbook, "--state", state, "-o", final]
+    return shlex.join(args + (["--next", following] if next_round else []))
+
+
+def review_guide(where: str, how: str, *, workbook: str | None, state: str | None, next_round: bool, command: str,
+                 in_state: bool | None = None, rows: str = "product") -> dict[str, str]:
+    """The :data:`GUIDE` block: ``where`` (the sheets whose ``decision`` column to fill), ``how``
+    (the choices), how to save, and the exact command that reads the workbook back, naming this
+    run's ``workbook`` and ``state``.
+
+    ``in_state``: the run keeps a state folder (default: ``state`` is given); one kept but not named
+    (a round whose paths the writer was not told) shows STATE, THIS.xlsx, FINAL.csv and NEXT.xlsx
+    to fill in. A run without one cannot be read back: the block says to run ``taxmig {command}``
+    again with ``--state``. ``rows``: what one row of the final mapping is."""
+    in_state = state is not None if in_state is None else in_state
+    steps = {"1. Fill the 'decision' column": where, "2. Choose": how}
+    if not in_state:
+        steps["3. Read it back"] = (
+            f"taxmig review apply reads the decisions into the state folder a run starts with --state, and this run "
+            f"started none: run the same taxmig {command} again with --state DIR added, decide in that workbook, "
+            f"save it, then: taxmig review apply WORKBOOK --state DIR -o FINAL.csv")
+        return steps
+    if workbook is not None and state is not None:
+        final, following = review_paths(workbook)
+        command_line = review_command(workbook, state, next_round=next_round)
+    else:
+        workbook, final, following = workbook or "THIS.xlsx", "FINAL.csv", "NEXT.xlsx"
+        command_line = shlex.join(["taxmig", "review", "apply", workbook, "--state", state or "STATE", "-o", final,
+                                   *(["--next", following] if next_round else [])])
+        if state is None:
+            command_line += " (STATE: the state folder this round's taxmig review apply used)"
+    steps["3. Save"] = f"save the workbook ({workbook}); saved under another name, put that name in the command"
+    steps["4. Read it back"] = command_line
+    steps["5. What that writes"] = (
+        f"{final}: every {rows}'s final category (its decision, else the suggestion)"
+        + (f"; {following}: the next round, the undecided rows mapped again with your decisions, and new questions"
+           if next_round else ""))
+    return steps
+
+
+def with_guide(rows: list[Row], guide: dict[str, str]) -> list[Row]:
+    """``rows`` with ``guide`` as the :data:`GUIDE` block right after :data:`GLANCE` (first when
+    there is none), replacing an earlier one."""
+    rows = [row for row in rows if row[0] != GUIDE]
+    labels = [label for label, _ in rows]
+    at = labels.index(GLANCE) + 1 if GLANCE in labels else 0
+    return [*rows[:at], (GUIDE, guide), *rows[at:]]

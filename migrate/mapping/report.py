@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from migrate.core.catalog import Catalog
-from migrate.core.report import RunFacts, summary_rows
+from migrate.core.report import GUIDE, RunFacts, summary_rows
 from migrate.mapping.calibration import ConfidenceCalibrator, LeaveOneOut
 from migrate.mapping.feedback import FEATURES as FEEDBACK_FEATURES
 from migrate.mapping.feedback import MIX_ITEM, Feedback, FeedbackModel, Unflagging
@@ -159,8 +159,8 @@ def asking(questions: pl.DataFrame) -> str:
         return "no answers: no open row left"
     return (f"{n} answers: the first {n} rows of the Review sheet (column 'question'): {n - audits} chosen to "
             f"teach the most (one per group of similar uncertain products, the most uncertain groups first) and "
-            f"{audits} random checks of the suggestions. Decide them, then: taxmig review apply THIS.xlsx "
-            f"--state DIR -o FINAL --next NEXT.xlsx maps every undecided row again with the answers")
+            f"{audits} random checks of the suggestions. Decide them, then taxmig review apply --next (the "
+            f"command under '{GUIDE}') maps every undecided row again with the answers")
 
 
 def feedback_summary(feedback: Feedback, learned: FeedbackModel | None, questions: pl.DataFrame | None,

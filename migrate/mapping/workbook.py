@@ -1,6 +1,9 @@
 """The Excel workbook of a migration result (openpyxl).
 
-Sheets, in order: Summary, Category decisions (one row per source category and per source ->
+Sheets, in order: Summary (the first page: At a glance, then what to do with this file -- which
+sheets' ``decision`` column to fill and the exact ``taxmig review apply`` command that reads it
+back, naming this run's workbook and state folder -- then the run's details; its two charts on a
+printed page of their own), Category decisions (one row per source category and per source ->
 target pair, with a ``decision`` drop-down: :mod:`migrate.mapping.category_decisions`; only when the
 source has categories), Review (flagged rows grouped by source category, with ``decision`` and
 ``reviewer_note``), Mapping (every row, the same two columns: reviewers may decide in either
@@ -31,11 +34,14 @@ from openpyxl.worksheet.worksheet import Worksheet
 from migrate.core.cells import set_text
 from migrate.core.hashing import ROW_KEY_COLUMN, row_key
 from migrate.core.rejects import REJECT_COLUMNS
-from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, FONT_NAME, HEADER_FONT, CellStyles, NEW_CATEGORY, NOTE_COLUMN,
-                            add_decision_validation, column_index, decision_choices, fit_print_width, highlight_flagged,
-                            save_workbook, wrap_columns, write_categories_sheet, write_summary, write_table)
+from migrate.core.report import review_guide, with_guide
+from migrate.core.sheets import (ACCEPT, DECISION_COLUMN, FONT_NAME, HEADER_FONT, LINE_HEIGHT, NEW_CATEGORY,
+                                 NOTE_COLUMN, CellStyles, add_decision_validation, column_index, decision_choices,
+                                 fit_print_width, highlight_flagged, save_workbook, wrap_columns,
+                                 write_categories_sheet, write_summary, write_table)
 from migrate.mapping.category_decisions import CATEGORY_COLUMNS, LEVEL_CATEGORY, category_key, category_table
 from migrate.mapping.feedback import MIX_ITEM
+from migrate.mapping.report import LAST_ROUND
 from migrate.mapping.result import CROSSWALK_COLUMNS, MAPPING_COLUMNS, MigrationResult
 
 log = logging.getLogger(__name__)
@@ -52,44 +58,89 @@ PARAMETER_ITEMS = frozenset({
     "Model fingerprint", "Product index", "Label scoring", "Scoring", "Thresholds", "min_confidence",
     "Leave-one-out products", "Leave-one-out top-1 accuracy", "Leave-one-out unflagged share",
     "Leave-one-out unflagged accuracy", "Texts encoded (distinct)", "Texts read from the embedding cache",
-    "Encode seconds", "Run seconds", "Products per second (end to end)", MIX_ITEM})
+    "Encode seconds", "Run seconds", "Products per second (end to end)", MIX_ITEM,
+    "Settings", "Product columns"})  # the last two: crosswalk's
 CONFIDENCE_BINS = 10
 CHART_CATEGORIES = 12  # source categories in the flags chart, most flagged first
 
 
 def write_workbook(result: MigrationResult, path: Path) -> None:
-    """Write ``result`` as an .xlsx at exactly ``path`` (no temp file, no overwrite check)."""
+    """Write ``result`` as an .xlsx at exactly ``path`` (no temp file, no overwrite check); the first
+    page's command names ``result.facts.output`` and ``result.facts.state`` (:func:`first_page`)."""
     started = time.perf_counter()
     wb = Workbook()
     wb.remove(wb.active)
     summary = wb.create_sheet("Summary")
-    first = [(k, v) for k, v in result.summary if k not in PARAMETER_ITEMS]
-    write_summary(summary, first)
-    fit_print_width(summary)
     categories = decision_choices(result.target_categories)
     per_category = category_table(result.mapping)
+    questions = result.questions.height if result.questions is not None else 0
+    write_first_page(summary, result, where=migration_decide(bool(per_category.height), questions),
+                     command="migrate", next_round=result.questions is not None)
     if per_category.height:
         write_category_sheet(wb.create_sheet(CATEGORY_SHEET), per_category, run_id=result.run_id,
                              n_choices=len(categories))
-    review = wb.create_sheet("Review")
-    review_rows = review_layout(result.review())
-    write_review_table(review, review_rows, MAPPING_COLUMNS, run_id=result.run_id, n_choices=len(categories),
-                       freeze="B2")
-    wrap_columns(review, review_rows, REVIEW_WRAPPED)
-    review.print_area = f"A1:{get_column_letter(column_index(review, NOTE_COLUMN))}{max(review.max_row, 1)}"
+    write_review_sheet(wb.create_sheet("Review"), result.review(), MAPPING_COLUMNS, run_id=result.run_id,
+                       n_choices=len(categories))
     write_review_table(wb.create_sheet("Mapping"), result.mapping, MAPPING_COLUMNS, run_id=result.run_id,
                        n_choices=len(categories))
     write_table(wb.create_sheet("Crosswalk"), result.crosswalk, CROSSWALK_COLUMNS)
     write_table(wb.create_sheet("Rejects"), result.rejects, REJECT_COLUMNS)
-    parameters = wb.create_sheet("Parameters")
-    write_summary(parameters, [(k, v) for k, v in result.summary if k in PARAMETER_ITEMS],
-                  title="taxmig run parameters")
-    fit_print_width(parameters)
-    add_summary_charts(summary, parameters, result.mapping)
+    write_parameters(wb.create_sheet("Parameters"), summary, result)
     write_categories_sheet(wb.create_sheet("Categories"), categories)
     save_workbook(wb, path)
     log.debug("wrote %s (%d mapping rows) in %.1f s", path, result.mapping.height,
              time.perf_counter() - started)
+
+
+# --- the first page ------------------------------------------------------------------------
+
+DECISION_HOW = (f"{ACCEPT} keeps target_category, another category from the drop-down moves the row there, "
+                f"{NEW_CATEGORY} says none fits; a row left empty stays open.")
+
+
+def decide_text(category_sheet: bool, review: str) -> str:
+    """Where a reviewer decides: Category decisions when the workbook has it, then Review
+    (``review``: what its rows are); Mapping has every row."""
+    text = f"in Review ({review}); Mapping has every row, with the same column"
+    if not category_sheet:
+        return text[0].upper() + text[1:] + "."
+    return ("In Category decisions, where one row decides a whole source category or a source -> target pair, and "
+            f"{text}. A product's own decision wins over its category's.")
+
+
+def migration_decide(category_sheet: bool, questions: int) -> str:
+    """:func:`decide_text` of a migration workbook whose Review sheet opens with ``questions``."""
+    return decide_text(category_sheet, "one flagged product per row" + (
+        f"; the first {questions}, numbered in 'question', teach the rest the most" if questions else ""))
+
+
+def first_page(result: MigrationResult, *, where: str, command: str, next_round: bool,
+               rows: str = "product") -> list[tuple[str, object]]:
+    """The Summary sheet's rows: ``result.summary`` less :data:`PARAMETER_ITEMS`, with the
+    :data:`~migrate.core.report.GUIDE` block after "At a glance": ``where`` to fill the decision
+    column (:func:`decide_text`), the choices, and the command that reads the workbook back, naming
+    ``result.facts.output`` and ``result.facts.state``. A round of review (its Summary says what
+    the last round's answers showed) keeps a state folder even when the facts do not name it."""
+    in_state = result.facts.state is not None or any(label == LAST_ROUND for label, _ in result.summary)
+    guide = review_guide(where, DECISION_HOW, workbook=result.facts.output, state=result.facts.state,
+                         next_round=next_round, command=command, in_state=in_state, rows=rows)
+    return with_guide([(k, v) for k, v in result.summary if k not in PARAMETER_ITEMS], guide)
+
+
+def write_first_page(ws: Worksheet, result: MigrationResult, *, where: str, command: str, next_round: bool,
+                     rows: str = "product", title: str = "taxmig mapping summary") -> None:
+    """The Summary sheet (:func:`first_page`) under ``title``, printed landscape one page wide."""
+    write_summary(ws, first_page(result, where=where, command=command, next_round=next_round, rows=rows), title=title)
+    fit_print_width(ws)
+
+
+def write_parameters(ws: Worksheet, summary: Worksheet, result: MigrationResult, *,
+                     group: str = "source category") -> None:
+    """The Parameters sheet (the Summary's :data:`PARAMETER_ITEMS`) and, under the Summary's rows,
+    its charts over tables written here (:func:`add_summary_charts`)."""
+    write_summary(ws, [(k, v) for k, v in result.summary if k in PARAMETER_ITEMS], title="taxmig run parameters")
+    fit_print_width(ws)
+    add_summary_charts(summary, ws, result.mapping, group=group)
 
 
 # The Review sheet's first columns: what a reviewer reads to decide, then the decision itself; the
@@ -100,6 +151,16 @@ REVIEW_FIRST = ("question", "source_text", "source_category", "target_category",
 
 REVIEW_WRAPPED = ("source_text", "source_category", "target_category", "alt1_category", "alt2_category")
 CATEGORY_WRAPPED = ("source_category", "target_category", "top_targets", "flags")
+
+
+def write_review_sheet(ws: Worksheet, review: pl.DataFrame, default_columns: Sequence[str], *, run_id: str,
+                       n_choices: int) -> None:
+    """The Review sheet: ``review`` (flagged rows in review order, :meth:`MigrationResult.review`) in
+    :func:`review_layout`, long texts wrapped, printed up to ``reviewer_note``."""
+    rows = review_layout(review)
+    write_review_table(ws, rows, default_columns, run_id=run_id, n_choices=n_choices, freeze="B2")
+    wrap_columns(ws, rows, REVIEW_WRAPPED)
+    ws.print_area = f"A1:{get_column_letter(column_index(ws, NOTE_COLUMN))}{max(ws.max_row, 1)}"
 
 
 def review_layout(frame: pl.DataFrame) -> pl.DataFrame:
@@ -162,10 +223,12 @@ def write_category_sheet(ws: Worksheet, table: pl.DataFrame, *, run_id: str, n_c
 # --- Summary -------------------------------------------------------------------------------
 
 
-def add_summary_charts(summary: Worksheet, data: Worksheet, mapping: pl.DataFrame) -> None:
+def add_summary_charts(summary: Worksheet, data: Worksheet, mapping: pl.DataFrame, *,
+                       group: str = "source category") -> None:
     """Two native bar charts under the Summary rows -- rows per confidence band, and flagged
-    rows per source category (most flagged first) -- over small tables written on ``data``
-    (they stay live in Excel and LibreOffice)."""
+    rows per ``group`` (``mapping``'s source_category; most flagged first) -- over small tables
+    written on ``data`` (they stay live in Excel and LibreOffice). They start a printed page of
+    their own, each whole on one page (:func:`place_charts`)."""
     if not mapping.height:
         return
     from openpyxl.chart import BarChart, Reference
@@ -187,36 +250,74 @@ def add_summary_charts(summary: Worksheet, data: Worksheet, mapping: pl.DataFram
     bands.add_data(Reference(data, min_col=2, min_row=start + 1, max_row=start + 1 + CONFIDENCE_BINS),
                    titles_from_data=True)
     bands.set_categories(Reference(data, min_col=1, min_row=start + 2, max_row=start + 1 + CONFIDENCE_BINS))
-    anchor = summary.max_row + 2
-    bands.anchor, bands.width, bands.height = f"A{anchor}", 16, 7
-    summary.add_chart(bands)
+    bands.width, bands.height = CHART_WIDTH_CM, BANDS_HEIGHT_CM
+    charts = [bands]
 
     flagged = (mapping.filter(pl.col("needs_review"))
-               .with_columns(pl.col("source_category").fill_null("").replace("", "(no source category)"))
+               .with_columns(pl.col("source_category").fill_null("").replace("", f"(no {group})"))
                .group_by("source_category").len().sort(["len", "source_category"], descending=[True, False])
                .head(CHART_CATEGORIES))
-    if not flagged.height:
-        return
-    top = start + CONFIDENCE_BINS + 3
-    set_text(data.cell(top, 1), "Flagged rows per source category")
-    data.cell(top, 1).font = HEADER_FONT
-    set_text(data.cell(top + 1, 1), "source category")
-    set_text(data.cell(top + 1, 2), "flagged rows")
-    for i, (category, n) in enumerate(flagged.iter_rows()):
-        set_text(data.cell(top + 2 + i, 1), category)
-        data.cell(top + 2 + i, 2).value = int(n)
-    per_category = BarChart()
-    per_category.type = "bar"  # horizontal: long category names stay readable
-    per_category.title = f"Flagged rows per source category (top {flagged.height})"
-    per_category.legend = None
-    per_category.add_data(Reference(data, min_col=2, min_row=top + 1, max_row=top + 1 + flagged.height),
-                          titles_from_data=True)
-    per_category.set_categories(Reference(data, min_col=1, min_row=top + 2, max_row=top + 1 + flagged.height))
-    per_category.y_axis.title = "flagged rows"
-    per_category.x_axis.scaling.orientation = "maxMin"  # most flagged on top
-    per_category.anchor, per_category.width = f"A{anchor + 15}", 16
-    per_category.height = 4 + 0.6 * flagged.height  # room for every category's name
-    summary.add_chart(per_category)
+    if flagged.height:
+        top = start + CONFIDENCE_BINS + 3
+        set_text(data.cell(top, 1), f"Flagged rows per {group}")
+        data.cell(top, 1).font = HEADER_FONT
+        set_text(data.cell(top + 1, 1), group)
+        set_text(data.cell(top + 1, 2), "flagged rows")
+        for i, (category, n) in enumerate(flagged.iter_rows()):
+            set_text(data.cell(top + 2 + i, 1), category)
+            data.cell(top + 2 + i, 2).value = int(n)
+        per_category = BarChart()
+        per_category.type = "bar"  # horizontal: long category names stay readable
+        per_category.title = f"Flagged rows per {group}"
+        per_category.legend = None
+        per_category.add_data(Reference(data, min_col=2, min_row=top + 1, max_row=top + 1 + flagged.height),
+                              titles_from_data=True)
+        per_category.set_categories(Reference(data, min_col=1, min_row=top + 2, max_row=top + 1 + flagged.height))
+        per_category.y_axis.title = (f"flagged rows (the {flagged.height} most flagged)"
+                                     if flagged.height == CHART_CATEGORIES else "flagged rows")
+        per_category.x_axis.scaling.orientation = "maxMin"  # most flagged on top
+        per_category.width = CHART_WIDTH_CM
+        per_category.height = BAR_CHART_BASE_CM + BAR_CM * flagged.height  # room for every category's name
+        charts.append(per_category)
+    place_charts(summary, charts)
+
+
+CHART_WIDTH_CM = 16
+BANDS_HEIGHT_CM = 5.5
+BAR_CHART_BASE_CM, BAR_CM = 3.0, 0.55  # the flags chart: titles and axis, then one bar per category
+CHART_GAP_ROWS = 2
+ROW_CM = LINE_HEIGHT * 2.54 / 72  # a chart row's height, set explicitly: the charts' place does not depend on fonts
+SUMMARY_MARGIN_IN = 0.5
+CHART_PAGE_CM = 17.0
+"""Chart height that fits one printed page of the Summary: a landscape A4 page (the shorter of A4
+and Letter) is 21.0 cm high, less two margins of :data:`SUMMARY_MARGIN_IN` and the title row that
+repeats on every page leaves about 17.8 cm at 100 %; fitting the width only ever shrinks the page."""
+
+
+def place_charts(summary: Worksheet, charts: list) -> None:
+    """Anchor ``charts`` one under the other below the Summary's rows, starting a new printed page
+    (a row break), and another page before a chart that would not fit under the one before; the
+    rows they cover get an explicit height, so each chart lies whole on one page."""
+    from openpyxl.worksheet.pagebreak import Break
+
+    summary.page_margins.left = summary.page_margins.right = SUMMARY_MARGIN_IN
+    summary.page_margins.top = summary.page_margins.bottom = SUMMARY_MARGIN_IN
+    summary.page_margins.header = summary.page_margins.footer = SUMMARY_MARGIN_IN / 2
+    row, used = summary.max_row + 1, None
+    for chart in charts:
+        if used is None or used + CHART_GAP_ROWS * ROW_CM + chart.height > CHART_PAGE_CM:
+            summary.row_breaks.append(Break(id=row - 1))  # the chart's row starts a page
+            used = 0.0
+        else:
+            row += CHART_GAP_ROWS
+            used += CHART_GAP_ROWS * ROW_CM
+        chart.anchor = f"A{row}"
+        summary.add_chart(chart)
+        rows = int(np.ceil(chart.height / ROW_CM))
+        for r in range(row, row + rows + CHART_GAP_ROWS):
+            summary.row_dimensions[r].height = LINE_HEIGHT
+        row += rows
+        used += rows * ROW_CM
 
 
 # --- tables --------------------------------------------------------------------------------

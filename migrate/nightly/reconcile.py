@@ -41,10 +41,11 @@ from migrate.errors import OutputExistsError, TaxmigError
 from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DECISION_SCHEMA, CATEGORY_DISAGREES,
                                         category_table)
 from migrate.mapping.fitted_target import FittedTargetStore
-from migrate.core.report import summary_rows
+from migrate.core.report import review_guide, summary_rows
 from migrate.mapping.pipeline import Inputs, Migrator, read_inputs
 from migrate.mapping.report import shown_thresholds
 from migrate.mapping.result import MigrationResult
+from migrate.mapping.workbook import DECISION_HOW, decide_text
 from migrate.mapping.settings import MigrationSettings
 from migrate.nightly.changes import (TargetChanges, category_counts, diff_targets, product_changes, score_drift,
                              target_snapshot)
@@ -443,7 +444,12 @@ def _summary(night: Night, store: StateStore, previous: Generation | None, resul
         ("Products whose scores were kept (inputs unchanged)", facts.scores_kept),
         ("Exit code", f"{exit_code}: {EXIT_CODES[exit_code]}"),
     ]
-    return summary_rows(facts, glance=glance, inputs=inputs, method=method, outcome=outcome)
+    decide = decide_text(bool(category_table(result.mapping).height),
+                         "one product per row, " + ("every open one" if night.review_scope == "all" else
+                                                    "those that need a person because of tonight"))
+    guide = review_guide(decide, DECISION_HOW, workbook=str(night.report), state=str(store.root), next_round=False,
+                         command="reconcile")
+    return summary_rows(facts, glance=glance, guide=guide, inputs=inputs, method=method, outcome=outcome)
 
 
 # --- the first run through `taxmig migrate --state` --------------------------------------------
@@ -466,6 +472,7 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
         with EmbeddingCache(store.cache_path) as cache:
             result = migrator.run(settings, inputs, cache=cache,
                                   fitted_targets=FittedTargetStore(store.fitted_target_path), keep_scores=True)
+        result.facts.output, result.facts.state = str(output), str(state_dir)  # the first page's command names them
         written = write_output(result, output, overwrite=overwrite)
         products = resolve_products(result.mapping, run_id=result.run_id, previous=None,
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.targets.categories),
