@@ -5,6 +5,7 @@ Instacart's department > aisle; the workbook, CSV escaping, --overwrite, bad fil
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from migrate.cli import main
+from migrate.core.report import GUIDE
 from migrate.core.taxonomy import load_taxonomy
 from migrate.errors import InputError, TaxmigError
-from migrate.mapping.crosswalk import CROSSWALK_MAPPING_COLUMNS, CrosswalkSettings, run_crosswalk
+from migrate.mapping.crosswalk import CROSSWALK_MAPPING_COLUMNS, CROSSWALK_SHEETS, CrosswalkSettings, run_crosswalk
+from migrate.mapping.result import mapping_dtype, review_order
+from migrate.mapping.workbook import SHEET_NAMES
 from migrate.nightly.review import apply_review
 from tests.conftest import data_file
 
@@ -110,7 +114,7 @@ def test_cli_workbook_with_products(files, offline_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert "mapped 99 old categories onto 132 new ones" in result.output
     wb = load_workbook(out)
-    assert wb.sheetnames == ["Summary", "Mapping", "Review", "Rejects", "Categories"]
+    assert wb.sheetnames == ["Summary", "Review", "Mapping", "Rejects", "Parameters", "Categories"]
     assert wb["Categories"].sheet_state == "hidden"
     header = [c.value for c in wb["Mapping"][1]]
     assert header[:len(CROSSWALK_MAPPING_COLUMNS)] == CROSSWALK_MAPPING_COLUMNS
@@ -125,6 +129,76 @@ def test_cli_workbook_with_products(files, offline_model, tmp_path):
     review = [r for r in wb["Review"].iter_rows(min_row=2, values_only=True)]
     flagged = sum(1 for r in wb["Mapping"].iter_rows(min_row=2, values_only=True) if r[header.index("needs_review")])
     assert len(review) == flagged > 0
+    # without --state the first page says how to get a workbook that review apply reads back
+    steps = first_page_guide(out)
+    assert "this run started none: run the same taxmig crosswalk again with --state DIR added" in \
+        steps["3. Read it back"]
+
+
+def first_page_guide(path: Path) -> dict[str, object]:
+    """The steps of the Summary's 'What to do with this file' block."""
+    rows = [r for r in load_workbook(path, read_only=True)["Summary"].iter_rows(min_row=3, max_col=2, values_only=True)]
+    start = [r[0] for r in rows].index(GUIDE) + 1
+    steps = {}
+    for label, value in rows[start:]:
+        if not str(label).startswith("  "):
+            break
+        steps[label.strip()] = value
+    return steps
+
+
+def test_the_crosswalk_workbook_has_migrates_first_page_and_order(files, offline_model, tmp_path):
+    """Issue 37 item 9: migrate's sheets in migrate's order (less the two a crosswalk has no use
+    for), the first page with At a glance, what to do and the command -- which, run as printed on
+    the reviewed workbook, reads it back -- Review in migrate's order and columns."""
+    out, state = tmp_path / "google_shopify.xlsx", tmp_path / "cw_state"
+    args = ["crosswalk", str(files["google.yml"]), str(files["shopify.txt"]), "-o", str(out), "--quiet",
+            "--state", str(state)]
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 0, run.output
+    wb = load_workbook(out)
+    assert wb.sheetnames == [name for name in SHEET_NAMES if name not in ("Category decisions", "Crosswalk")] \
+        == list(CROSSWALK_SHEETS)
+    mapping = wb["Mapping"]
+    header = [c.value for c in mapping[1]]
+    frame = pl.DataFrame([dict(zip(header[:len(CROSSWALK_MAPPING_COLUMNS)], r))
+                          for r in mapping.iter_rows(min_row=2, max_col=len(CROSSWALK_MAPPING_COLUMNS),
+                                                     values_only=True)],
+                         schema={c: mapping_dtype(c) if c not in ("products", "path_similarity") else
+                                 (pl.Int64 if c == "products" else pl.Float64) for c in CROSSWALK_MAPPING_COLUMNS})
+    frame = frame.with_columns(pl.col("source_category").fill_null(""))
+    rows = [(r[0], r[1]) for r in wb["Summary"].iter_rows(min_row=3, max_col=2, values_only=True)]
+    assert wb["Summary"]["A1"].value == "taxmig crosswalk summary"
+    assert rows[0] == ("At a glance", None)
+    glance = dict(rows[1:6])
+    assert glance["  Rows safe to accept (no flag)"] == frame.filter(~pl.col("needs_review")).height
+    assert glance["  Rows to review (flagged; Review sheet)"] == frame.filter(pl.col("needs_review")).height > 0
+    assert rows[6] == (GUIDE, None)
+    # what a run describes of itself sits on Parameters, as migrate's does
+    labels = [label for label, _ in rows]
+    assert "Model fingerprint" not in labels and "Settings" not in labels
+    assert "Model fingerprint" in [r[0] for r in wb["Parameters"].iter_rows(min_row=3, max_col=1, values_only=True)]
+    steps = first_page_guide(out)
+    assert steps["1. Fill the 'decision' column"].startswith("In Review: one flagged old category per row")
+    final = tmp_path / "google_shopify_final.csv"
+    assert steps["4. Read it back"] == f"taxmig review apply {out} --state {state} -o {final}"
+    assert steps["5. What that writes"].startswith(f"{final}: every old category's final category")
+    # Review: migrate's order (grouped by parent, the most flagged groups first) and its columns first
+    review = wb["Review"]
+    review_header = [c.value for c in review[1]]
+    assert review_header[:9] == ["source_text", "source_category", "target_category", "confidence", "flags",
+                                 "alt1_category", "alt2_category", "decision", "reviewer_note"]
+    listed = [r[0] for r in review.iter_rows(min_row=2, max_col=1, values_only=True)]
+    assert listed == review_order(frame)["source_text"].to_list()
+    assert len(wb["Summary"]._charts) == 2 and wb["Summary"].row_breaks.brk
+    # the reviewer does what the page says: a decision in Review, saved in place, then the command
+    review.cell(2, review_header.index("decision") + 1).value = "ACCEPT"
+    wb.save(out)
+    applied = CliRunner().invoke(main, shlex.split(steps["4. Read it back"])[1:])
+    assert applied.exit_code == 0, applied.output
+    table = pl.read_csv(final, infer_schema=False)
+    assert table.height == frame.height
+    assert table.filter(pl.col("product_id") == listed[0])["final_source"].item() == "reviewer"
 
 
 def test_formula_like_names_are_escaped_and_overwrite_is_respected(files, offline_model, tmp_path):

@@ -398,39 +398,60 @@ def _summary(facts: RunFacts, settings: CrosswalkSettings, inputs: CrosswalkInpu
         ("Rows unflagged", facts.unflagged),
         ("Flag counts", {f: int(counts.get(f, 0)) for f in CROSSWALK_FLAGS}),
     ]
-    return summary_rows(facts, inputs=inputs_rows, method=method, outcome=outcome)
+    glance = {
+        "Rows safe to accept (no flag)": facts.unflagged,
+        "Their estimated accuracy": "n/a (confidence is the raw path score, not calibrated)",
+        "Rows to review (flagged; Review sheet)": facts.needs_review,
+        "Old categories with no near equivalent (NO_MATCH)": int(counts.get("NO_MATCH", 0)),
+        "Placed away from their parent's new category (PARENT_DISAGREES)": int(counts.get("PARENT_DISAGREES", 0)),
+    }
+    return summary_rows(facts, glance=glance, inputs=inputs_rows, method=method, outcome=outcome)
 
 
 # --- writing -----------------------------------------------------------------------------------
 
+CROSSWALK_SHEETS = ("Summary", "Review", "Mapping", "Rejects", "Parameters", "Categories")
+"""In order: migrate's sheets (:data:`migrate.mapping.workbook.SHEET_NAMES`) less Category decisions
+and Crosswalk (every row already is a category)."""
+CROSSWALK_DECIDE = "In Review: one flagged old category per row, grouped by parent; Mapping has every old category."
+
+
 def _write_workbook(result: MigrationResult, path: Path) -> None:
-    """Summary, Mapping and Review (with the decision drop-down, reviewer_note and row keys),
-    Rejects (product rows not used) and the hidden Categories sheet: the migrate workbook without
-    its per-product Crosswalk sheet (here every row already is a category)."""
+    """:data:`CROSSWALK_SHEETS`, laid out as migrate's: the same first page (At a glance, what to do
+    and the command that reads the workbook back, the charts), Review in migrate's order and
+    columns, Mapping (every row), both with the decision drop-down, reviewer_note and row keys,
+    Rejects (product rows not used), Parameters and the hidden Categories sheet."""
     from openpyxl import Workbook
 
     from migrate.core.rejects import REJECT_COLUMNS as REJECTS
-    from migrate.core.sheets import decision_choices, save_workbook, write_categories_sheet, write_summary, write_table
-    from migrate.mapping.workbook import write_review_table
+    from migrate.core.sheets import decision_choices, save_workbook, write_categories_sheet, write_table
+    from migrate.mapping.workbook import write_first_page, write_parameters, write_review_sheet, write_review_table
 
     wb = Workbook()
     wb.remove(wb.active)
-    write_summary(wb.create_sheet("Summary"), result.summary)
+    summary = wb.create_sheet("Summary")
+    write_first_page(summary, result, where=CROSSWALK_DECIDE, command="crosswalk",
+                     next_round=False, rows="old category", title="taxmig crosswalk summary")
     choices = decision_choices(result.target_categories)
-    for name, frame in (("Mapping", result.mapping), ("Review", result.review())):
-        write_review_table(wb.create_sheet(name), frame, CROSSWALK_MAPPING_COLUMNS, run_id=result.run_id,
-                           n_choices=len(choices))
+    write_review_sheet(wb.create_sheet("Review"), result.review(), CROSSWALK_MAPPING_COLUMNS, run_id=result.run_id,
+                       n_choices=len(choices))
+    write_review_table(wb.create_sheet("Mapping"), result.mapping, CROSSWALK_MAPPING_COLUMNS, run_id=result.run_id,
+                       n_choices=len(choices))
     write_table(wb.create_sheet("Rejects"), result.rejects, REJECTS)
+    write_parameters(wb.create_sheet("Parameters"), summary, result, group="parent category")
     write_categories_sheet(wb.create_sheet("Categories"), choices)
     save_workbook(wb, path)
 
 
-def write_crosswalk_output(result: MigrationResult, path: str | Path, *, overwrite: bool = False) -> list[Path]:
+def write_crosswalk_output(result: MigrationResult, path: str | Path, *, overwrite: bool = False,
+                           state: str | Path | None = None) -> list[Path]:
     """Write ``result`` as .xlsx (review workbook), .csv or .parquet (mapping + rejects + summary
-    JSON beside it), atomically, never over an existing file unless ``overwrite``."""
+    JSON beside it), atomically, never over an existing file unless ``overwrite``. ``state``: the
+    state folder the run starts, named with ``path`` in the workbook's command (``result.facts``)."""
     from migrate.core.files import write_atomic, check_output
     from migrate.mapping.output import write_output
 
+    result.facts.output, result.facts.state = str(path), str(state) if state is not None else None
     path = check_output(path, overwrite=overwrite)
     if path.suffix.lower() != ".xlsx":
         return write_output(result, path, overwrite=overwrite)

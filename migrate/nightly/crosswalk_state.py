@@ -30,7 +30,7 @@ def crosswalk_into_state(settings: CrosswalkSettings, state_dir: str | Path, out
         check_output(output, overwrite=overwrite)
         started = now_utc()
         result = run_crosswalk(settings, encoder, inputs)
-        written = write_crosswalk_output(result, output, overwrite=overwrite)
+        written = write_crosswalk_output(result, output, overwrite=overwrite, state=state_dir)
         products = resolve_products(result.mapping, run_id=result.run_id, previous=None,
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.new.categories),
                                     renamed={}).products
