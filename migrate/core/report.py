@@ -119,18 +119,19 @@ _ROUND = re.compile(r"^(?P<base>.+)_round(?P<n>[0-9]+)$")
 
 
 def review_paths(workbook: str) -> tuple[str, str]:
-    """The final mapping and the next round's workbook the first page proposes beside ``workbook``
-    (a round's workbook, ``NAME_roundN.xlsx``, proposes round N + 1 of the same NAME).
+    """The final mapping and the next round's workbook the first page proposes beside ``workbook``:
+    ``NAME_final.csv`` (its own each round: an existing output is never replaced) and, for a
+    round's workbook ``BASE_roundN.xlsx``, round N + 1 of the same BASE.
 
     >>> review_paths("out/demo_mapping.xlsx")
     ('out/demo_mapping_final.csv', 'out/demo_mapping_round1.xlsx')
     >>> review_paths("out/demo_mapping_round1.xlsx")
-    ('out/demo_mapping_final.csv', 'out/demo_mapping_round2.xlsx')
+    ('out/demo_mapping_round1_final.csv', 'out/demo_mapping_round2.xlsx')
     """
     path = Path(workbook)
     match = _ROUND.match(path.stem)
     base, n = (match["base"], int(match["n"])) if match else (path.stem, 0)
-    return str(path.with_name(f"{base}_final.csv")), str(path.with_name(f"{base}_round{n + 1}.xlsx"))
+    return str(path.with_name(f"{path.stem}_final.csv")), str(path.with_name(f"{base}_round{n + 1}.xlsx"))
 
 
 def review_command(workbook: str, state: str, *, next_round: bool) -> str:
