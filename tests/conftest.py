@@ -84,13 +84,19 @@ def migrator():
 
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory):
-    """taxmig's cache (exports, traces, compiled models) in a folder of the session's own, for the
-    commands run in-process and the processes the tests start alike; never the user's."""
+    """taxmig's cache (category vectors, exports, traces, compiled models) in a folder of this test
+    run's own, never the user's: one folder for all of ``make test``'s processes (the sample
+    taxonomy's category texts are encoded by the first process that maps onto it, and read back
+    from the category cache by the others, as a user's second run does) and for the processes the
+    tests start. Tests of the cache itself give themselves a folder of their own."""
     from models.cache import EXPORTS_ENV
 
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "taxmig-cache"
+    shared.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(EXPORTS_ENV, str(tmp_path_factory.mktemp("taxmig-cache")))
-        yield
+        patch.setenv(EXPORTS_ENV, str(shared))
+        yield shared
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +108,13 @@ def traced_bundled_model(migrator, private_cache) -> Path:
     from models.registry import torchscript_dir
     from models.runtime import TORCHSCRIPT_FILE, export_torchscript
 
+    from filelock import FileLock
+
     folder = torchscript_dir(migrator.encoder.fingerprint)
-    if not (folder / TORCHSCRIPT_FILE).is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        export_torchscript(migrator.encoder.model._model, resolve_model(None).location, folder)
+    with FileLock(private_cache / "trace.lock"):  # the test processes share the cache: one traces
+        if not (folder / TORCHSCRIPT_FILE).is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            export_torchscript(migrator.encoder.model._model, resolve_model(None).location, folder)
     return folder
 
 

@@ -4,6 +4,7 @@ for, the threshold chosen on labels and its precision/recall, duplicate clusters
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -487,7 +488,35 @@ def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, re
         Reranker.load(abt_buy["folder"])
 
 
+@contextlib.contextmanager
+def reranker_read_once():
+    """Inside the block the re-ranker's probability of a pair is read once across the runs (one
+    Reranker per run, the same folder: the same probabilities) -- the cross-encoder is most of a
+    run's work. Yields the unremembered ``Reranker.score`` for checks that must read it afresh."""
+    from migrate.matching.reranker import Reranker
+
+    original, memory = Reranker.score, {}
+
+    def score(self, left, right, *, progress=False):
+        pairs = [(str(self.path), a, b) for a, b in zip(left, right)]
+        new = list(dict.fromkeys(p for p in pairs if p not in memory))
+        if new:
+            memory.update(zip(new, original(self, [a for _, a, _ in new], [b for _, _, b in new]).tolist()))
+        return np.array([memory[p] for p in pairs], dtype=np.float32)
+
+    Reranker.score = score
+    try:
+        yield original
+    finally:
+        Reranker.score = original
+
+
 def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them(abt_buy, reranker_dir, migrator):
+    with reranker_read_once() as read_afresh:
+        _match_with_a_reranker(abt_buy, reranker_dir, migrator, read_afresh)
+
+
+def _match_with_a_reranker(abt_buy, reranker_dir, migrator, read_afresh):
     from migrate.matching.reranker import FEATURE, Reranker, serialise
 
     out, _ = reranker_dir
@@ -524,8 +553,8 @@ def test_match_with_a_reranker_scores_by_it_without_labels_and_fits_it_with_them
     inputs = read_match_inputs(_settings(abt_buy["folder"]))
     left, right = serialise(inputs.left), serialise(inputs.right)
     rows = alone.matches.filter(pl.col("right_id") != "")
-    direct = Reranker.load(out).score([left[inputs.left.ids.index(i)] for i in rows["left_id"]],
-                                      [right[inputs.right.ids.index(j)] for j in rows["right_id"]])
+    direct = read_afresh(Reranker.load(out), [left[inputs.left.ids.index(i)] for i in rows["left_id"]],
+                         [right[inputs.right.ids.index(j)] for j in rows["right_id"]])
     assert np.allclose(rows["score"].to_numpy(), direct, atol=1.01e-4)  # the score is the re-ranker's probability
     clear = rows.filter((pl.col("score") - threshold).abs() > 1e-4)  # scores are written to 4 decimals
     assert clear["is_match"].to_list() == (clear["score"] >= threshold).to_list() and clear.height > 40
