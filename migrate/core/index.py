@@ -70,7 +70,8 @@ SEARCH_CHUNK = 65_536  # queries per faiss call when a progress bar is shown
 def search(index: VectorIndex, queries: np.ndarray, k: int, *, progress: bool = False,
            desc: str = "searching") -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (similarities, ids); ids are -1 where the index holds fewer than ``k`` vectors.
-    ``progress``: a bar over chunks of :data:`SEARCH_CHUNK` queries (a million take minutes)."""
+    ``progress``: a bar over chunks of :data:`SEARCH_CHUNK` queries (a million take minutes); a
+    :class:`~migrate.core.progress.Progress`: counted on that run's display instead."""
     k = max(1, min(k, index.ntotal)) if index.ntotal else 1
     if len(queries) == 0 or index.ntotal == 0:
         return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
@@ -78,9 +79,13 @@ def search(index: VectorIndex, queries: np.ndarray, k: int, *, progress: bool = 
         return index.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     from tqdm.auto import tqdm
 
+    from migrate.core.progress import Progress, stage_of
+
     sims = np.empty((len(queries), k), np.float32)
     ids = np.empty((len(queries), k), np.int64)
-    with tqdm(total=len(queries), unit="products", desc=desc) as bar:
+    # a run's display (a step of its open stage), else a bar of its own
+    with (stage_of(progress, desc, total=len(queries), unit="products") if isinstance(progress, Progress)
+          else tqdm(total=len(queries), unit="products", desc=desc)) as bar:
         for start in range(0, len(queries), SEARCH_CHUNK):
             stop = min(start + SEARCH_CHUNK, len(queries))
             sims[start:stop], ids[start:stop] = index.index.search(

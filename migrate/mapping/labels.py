@@ -148,8 +148,11 @@ class CategoryLabels:
 
     def search(self, queries: np.ndarray, k: int, *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (label scores, category ids) per query, best first; ids -1 past the last category.
-        ``progress``: a bar when there are more than 100 chunks of queries."""
+        ``progress``: a bar when there are more than 100 chunks of queries (counted on the run's
+        display when it is a :class:`~migrate.core.progress.Progress`)."""
         from tqdm.auto import tqdm
+
+        from migrate.core.progress import Progress, stage_of
 
         k = max(1, k)
         sims = np.zeros((len(queries), k), dtype=np.float32)
@@ -157,7 +160,10 @@ class CategoryLabels:
         if len(self) == 0:
             return sims, ids
         show = progress and len(queries) > 100 * CHUNK
-        with tqdm(total=len(queries), unit="products", desc="scoring labels", disable=not show) as bar:
+        # a run's display (a step of its open stage), else a bar of its own
+        with (stage_of(progress, "scoring labels", total=len(queries), unit="products")
+              if show and isinstance(progress, Progress)
+              else tqdm(total=len(queries), unit="products", desc="scoring labels", disable=not show)) as bar:
             for start in range(0, len(queries), CHUNK):
                 best_ids, best = top_columns(self.scores(queries[start:start + CHUNK]), k)
                 sims[start:start + len(best), :best.shape[1]] = best

@@ -18,6 +18,7 @@ import polars as pl
 from migrate.core.embedding import Embedder
 from migrate.core.embedding_cache import EmbeddingCache, LayeredCache, open_category_cache
 from migrate.core.encoder import Encoder, load_model
+from migrate.core.progress import Progress, display_for
 from migrate.core.report import RunFacts
 from migrate.mapping.calibration import ConfidenceCalibrator
 from migrate.mapping.feedback import Feedback, FeedbackModel, Unflagging, unflag_threshold
@@ -72,12 +73,20 @@ class Migrator:
         undecided product is mapped again with them, decided products keep their decision
         (flag ``DECIDED``), confidence is calibrated on the decisions held out and rows go unflagged
         once the random checks among them vouch for a threshold (:func:`~migrate.mapping.feedback.unflag_threshold`);
-        ``run_id``: the run's id (a new one when not given)."""
+        ``run_id``: the run's id (a new one when not given). Its stages report to the progress
+        display opened around it (:func:`~migrate.core.progress.display_for`), else to one of its own."""
+        with display_for(settings.progress) as display:
+            return self._run(settings, inputs, display, cache=cache, fitted_targets=fitted_targets, kept=kept,
+                             keep_scores=keep_scores, feedback=feedback, run_id=run_id)
+
+    def _run(self, settings: MigrationSettings, inputs: "Inputs | None", display: Progress, *,
+             cache: EmbeddingCache | None, fitted_targets: FittedTargetStore | None, kept: KeptScores | None,
+             keep_scores: bool, feedback: Feedback | None, run_id: str | None) -> MigrationResult:
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        inputs = inputs or read_inputs(settings)
+        inputs = inputs or read_inputs_shown(settings, display)
         source, targets = inputs.source, inputs.targets
-        embedder = Embedder(self.encoder.model, batch_size=settings.encoder.batch_size, progress=settings.progress,
+        embedder = Embedder(self.encoder.model, batch_size=settings.encoder.batch_size, progress=display,
                             cache=cache, cache_key=self.encoder.fingerprint)
         category_cache = None
         params = settings.scoring
@@ -105,19 +114,20 @@ class Migrator:
             labels, calibrator, loo = side.labels, side.calibrator, side.loo
             if len(todo):
                 part = rows_of(source, todo)
-                scores = score_source(part, [source_texts[i] for i in todo], embedder, side, settings.progress)
+                scores = score_source(part, [source_texts[i] for i in todo], embedder, side, display)
                 scored_now = scored_frame(part, targets, scores, side.confidence(scores), side.target_texts)
         else:  # a taxonomy alone: the source products teach each other (self-training), all at once
             labels = CategoryLabels(targets.categories, params.label_ancestor_weight,
                                     by_level=not (settings.category_context and source.has_categories),
                                     templates=params.zero_shot_label_templates)
-            src_vec = embedder.encode(source_texts, label="source texts")
+            src_vec = embedder.encode(source_texts, label="source texts", stage="encoding products")
             # a taxonomy's category texts are the same every run: the user's category cache keeps them
             category_cache = open_category_cache(self.encoder.fingerprint) if settings.category_cache else None
             shared = (LayeredCache(cache, category_cache) if cache is not None and category_cache is not None
                       else category_cache)
             try:
-                labels.fit(embedder.encode(labels.texts, label="category texts", cache=shared))
+                labels.fit(embedder.encode(labels.texts, label="category texts", cache=shared,
+                                           stage="encoding categories"))
             finally:
                 if category_cache is not None:
                     category_cache.close()
@@ -128,7 +138,7 @@ class Migrator:
                 # zero decisions: exactly the run without feedback (its Summary still says what was measured)
                 teach = feedback if feedback is not None and feedback.decisions else None
                 scored_now, learned = score_taxonomy(source, targets, src_vec, labels, calibrator, params,
-                                                           settings.progress, feedback=teach, seed=settings.seed)
+                                                           display, feedback=teach, seed=settings.seed)
                 if learned is not None:
                     decided = learned.decided >= 0
             elif len(todo):  # the kept products keep their scores: self-train the others among a context
@@ -139,7 +149,7 @@ class Migrator:
                     taught = np.flatnonzero(feedback.arrays(source.ids, targets.categories)[0] >= 0)
                     context, keep = np.union1d(context, taught), np.union1d(todo, taught)
                 scored_now, learned = score_taxonomy(
-                    rows_of(source, context), targets, src_vec[context], labels, calibrator, params, settings.progress,
+                    rows_of(source, context), targets, src_vec[context], labels, calibrator, params, display,
                     keep=np.searchsorted(context, keep), feedback=feedback if len(keep) > len(todo) else None,
                     seed=settings.seed)
                 if len(keep) > len(todo):  # the decided products were scored to learn from: keep tonight's
@@ -217,13 +227,32 @@ class Migrator:
 
 
 
+def read_inputs_shown(settings: MigrationSettings, display: Progress) -> Inputs:
+    """:func:`~migrate.mapping.inputs.read_inputs` as the run's "reading" stage (counting the
+    source's rows)."""
+    with display.stage("reading", unit="rows") as stage:
+        inputs = read_inputs(settings)
+        stage.update(inputs.source.n_records)
+    return inputs
+
+
+def load_shown(settings: MigrationSettings, display: Progress) -> Migrator:
+    """:meth:`Migrator.from_settings` as the run's "loading the model" stage (seconds of imports
+    and weights that were silent)."""
+    with display.stage("loading the model", total=1, unit="model") as stage:
+        migrator = Migrator.from_settings(settings)
+        stage.update(1)
+    return migrator
+
+
 def run_migration(settings: MigrationSettings, migrator: Migrator | None = None,
                   output: str | Path | None = None) -> MigrationResult:
     """Read the inputs, load the model (unless a ``migrator`` is given) and run one migration;
     an ``output`` the mapping cannot fit (an .xlsx past Excel's rows) is refused before the model loads."""
     from migrate.core.files import check_fits
 
-    inputs = read_inputs(settings)
-    check_fits(output, len(inputs.source))
-    migrator = migrator or Migrator.from_settings(settings)
-    return migrator.run(settings, inputs)
+    with display_for(settings.progress) as display:
+        inputs = read_inputs_shown(settings, display)
+        check_fits(output, len(inputs.source))
+        migrator = migrator or load_shown(settings, display)
+        return migrator.run(settings, inputs)

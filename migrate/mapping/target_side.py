@@ -13,6 +13,7 @@ import numpy as np
 from migrate.core.catalog import TEXT_SEPARATOR, Catalog, normalise_text
 from migrate.core.embedding import Embedder
 from migrate.core.index import VectorIndex, build_index, search
+from migrate.core.progress import Progress, stage_of
 from migrate.mapping.calibration import ConfidenceCalibrator, LeaveOneOut, choose_min_confidence
 from migrate.mapping.classifier import fit_with_out_of_fold_votes
 from migrate.mapping.fitted_target import FittedTarget, FittedTargetStore, fit_settings, fitted_target_key
@@ -142,7 +143,8 @@ def fit_target_side(settings: MigrationSettings, targets: Targets, embedder: Emb
     """Everything mapping onto a labelled target catalog needs before the first source product:
     target vectors and their index, label vectors, the lexical index, the classifier and the
     calibration (all but the index read back from ``fitted_targets`` when the target, model and
-    settings are unchanged). Built once; the Ray engine ships it to its workers."""
+    settings are unchanged). Built once; the Ray engine ships it to its workers. Its stages report
+    to the embedder's progress display."""
     params = settings.scoring
     target_texts = [targets.catalog.texts[p] for p in targets.product_rows]
     labels = CategoryLabels(targets.categories, params.label_ancestor_weight,
@@ -157,7 +159,8 @@ def fit_target_side(settings: MigrationSettings, targets: Targets, embedder: Emb
     if fitted is not None:
         tgt_vec, label_vectors, lexical = fitted.target_vectors, fitted.label_vectors, fitted.lexical
     else:
-        vectors = embedder.encode([*target_texts, *labels.texts], label="target texts")
+        vectors = embedder.encode([*target_texts, *labels.texts], label="target texts",
+                                  stage="encoding the target catalog")
         tgt_vec, label_vectors = vectors[: len(target_texts)], vectors[len(target_texts):]
         lexical = LexicalIndex().fit(target_texts) if params.lexical_weight > 0 else None
     labels.fit(label_vectors)
@@ -168,14 +171,18 @@ def fit_target_side(settings: MigrationSettings, targets: Targets, embedder: Emb
     sample, groups = _calibration_sample(target_texts, settings)
     classifier = oof_votes = None
     if params.classifier_weight > 0:
-        classifier, oof_votes = fit_with_out_of_fold_votes(
-            target_texts, targets.product_categories, sample, groups, top=params.neighbours,
-            temperature=params.classifier_temperature, seed=settings.seed)
+        with stage_of(embedder.progress, "fitting the classifier", total=len(target_texts), unit="products") as bar:
+            classifier, oof_votes = fit_with_out_of_fold_votes(
+                target_texts, targets.product_categories, sample, groups, top=params.neighbours,
+                temperature=params.classifier_temperature, seed=settings.seed)
+            bar.update(len(target_texts))
         if not classifier.usable:
             log.info("classifier: the target catalog has one category; no classifier vote")
             classifier = oof_votes = None
     scorer = TargetScorer(targets, target_texts, labels, product_index, lexical, classifier, params)
-    calibrator, loo = _calibrate(scorer, tgt_vec, settings, sample, groups, oof_votes)
+    with stage_of(embedder.progress, "calibrating", total=len(sample), unit="products") as bar:
+        calibrator, loo = _calibrate(scorer, tgt_vec, settings, sample, groups, oof_votes)
+        bar.update(len(sample))
     if fitted_targets is not None:
         fitted_targets.put(side_key, FittedTarget(classifier, calibrator, loo, tgt_vec, label_vectors, lexical))
     return TargetSide(scorer, calibrator, loo, fitted_here=True)
@@ -210,18 +217,21 @@ def _calibrate(side: TargetScorer, tgt_vec: np.ndarray, settings: MigrationSetti
     return calibrator, loo
 
 def score_source(source: Catalog, texts: list[str], embedder: Embedder, side: "TargetSide",
-                  progress: bool) -> CategoryScores:
+                  progress: "bool | Progress") -> CategoryScores:
     """Encode and score the source against a labelled target in chunks of :data:`SOURCE_CHUNK`
-    products: memory for vectors and votes grows with the chunk, not with the source."""
-    from tqdm.auto import tqdm
-
+    products: memory for vectors and votes grows with the chunk, not with the source. On the
+    ``progress`` display (the embedder's too): "encoding products" then "scoring" for one chunk;
+    one stage, "encoding and scoring products", over all the chunks of a larger source."""
     parts = []
-    show = progress and len(texts) > SOURCE_CHUNK
-    embedder.progress = embedder.progress and not show  # one bar over the chunks, not one per chunk
-    with tqdm(total=len(texts), unit="products", desc="mapping", disable=not show) as bar:
-        for start in range(0, len(texts), SOURCE_CHUNK):
+    if len(texts) <= SOURCE_CHUNK:
+        queries = embedder.encode(texts, label="source texts", stage="encoding products")
+        with stage_of(progress, "scoring", total=len(texts), unit="products") as bar:
+            parts.append(side.score(queries, source.texts))
+            bar.update(len(texts))
+        return concat_scores(parts)
+    with stage_of(progress, "encoding and scoring products", total=len(texts), unit="products"):
+        for start in range(0, len(texts), SOURCE_CHUNK):  # each chunk's encoding counts towards the stage
             stop = min(start + SOURCE_CHUNK, len(texts))
             queries = embedder.encode(texts[start:stop], label="source texts")
             parts.append(side.score(queries, source.texts[start:stop]))
-            bar.update(stop - start)
     return concat_scores(parts)

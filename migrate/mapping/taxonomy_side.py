@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from migrate.core.catalog import Catalog
+from migrate.core.progress import Progress, stage_of
 from migrate.mapping.calibration import ConfidenceCalibrator
 from migrate.mapping.feedback import Feedback, FeedbackModel, ZeroShot, fit_feedback
 from migrate.mapping.inputs import Targets, rows_of
@@ -26,13 +27,14 @@ whole catalog" (``python bench/zeroshot_incremental.py --contexts 5000 --share 0
 
 
 def score_taxonomy(source: Catalog, targets: Targets, src_vec: np.ndarray, labels: CategoryLabels,
-                    calibrator: ConfidenceCalibrator, params: ScoringParams, progress: bool, *,
+                    calibrator: ConfidenceCalibrator, params: ScoringParams, progress: "bool | Progress", *,
                     keep: np.ndarray | None = None, feedback: Feedback | None = None,
                     seed: int = 0) -> tuple[pl.DataFrame, FeedbackModel | None]:
     """The scored frame of every source product onto a taxonomy (label scores, refined by
     self-training unless it is switched off); ``keep``: of the products at these positions
     alone (the others are a night's context: they self-train with them, their scores are kept);
-    ``feedback``: decisions to learn from (:mod:`migrate.mapping.feedback`), and the fitted mix."""
+    ``feedback``: decisions to learn from (:mod:`migrate.mapping.feedback`), and the fitted mix;
+    ``progress``: the run's display (its stages: scoring, finding neighbours, self-training)."""
     learned = None
     if params.self_training_rounds > 0:
         source_groups = None
@@ -52,7 +54,9 @@ def score_taxonomy(source: Catalog, targets: Targets, src_vec: np.ndarray, label
             confidence[learned.decided >= 0] = 1.0
     else:
         src_vec = src_vec if keep is None else src_vec[keep]
-        label_sims, label_ids = labels.search(src_vec, params.label_candidates)
+        with stage_of(progress, "scoring", total=len(src_vec), unit="products") as bar:
+            label_sims, label_ids = labels.search(src_vec, params.label_candidates)
+            bar.update(len(src_vec))
         scores = score_categories(len(targets.categories), params, nn_sims=None, nn_categories=None,
                                   label_sims=label_sims, label_ids=label_ids)
         confidence = calibrator.predict(scores.features())
@@ -63,7 +67,7 @@ def score_taxonomy(source: Catalog, targets: Targets, src_vec: np.ndarray, label
 
 
 def self_trained_scores(queries: np.ndarray, labels: CategoryLabels, texts: list[str], categories: list[str],
-                  params, groups: np.ndarray | None = None, *, progress: bool = False,
+                  params, groups: np.ndarray | None = None, *, progress: "bool | Progress" = False,
                   keep: np.ndarray | None = None, feedback: Feedback | None = None,
                   ids: list[str] | None = None, seed: int = 0
                   ) -> tuple[CategoryScores, np.ndarray, FeedbackModel | None]:
@@ -72,8 +76,12 @@ def self_trained_scores(queries: np.ndarray, labels: CategoryLabels, texts: list
     the scores, the confidence features and (with ``feedback``: decisions on the products
     ``ids``) the mix fitted on them (:mod:`migrate.mapping.feedback`). The suggestion is the most
     specific category the evidence points into, or a broader one where its children cannot be
-    told apart (:func:`migrate.mapping.zeroshot.prefer_specific`); ``progress``: bars over its long steps."""
-    label_sims, label_ids = labels.search(queries, params.label_candidates, progress=progress)
+    told apart (:func:`migrate.mapping.zeroshot.prefer_specific`); ``progress``: the display its
+    stages report to (scoring, then :func:`~migrate.mapping.zeroshot.refine`'s, then learning from
+    the decisions)."""
+    with stage_of(progress, "scoring", total=len(queries), unit="products") as bar:
+        label_sims, label_ids = labels.search(queries, params.label_candidates, progress=progress)
+        bar.complete()
     ancestors = listed_ancestors(categories)
     probs, cats, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
                                  ancestors, progress=progress, keep=keep)
@@ -85,9 +93,11 @@ def self_trained_scores(queries: np.ndarray, labels: CategoryLabels, texts: list
         if keep is not None:  # the products finished here: tonight's and the decided ones
             queries, texts, ids = queries[keep], [texts[i] for i in keep], [ids[i] for i in keep]
         decided, weights = feedback.arrays(ids, categories)
-        learned = fit_feedback(queries, texts, ZeroShot(probs, cats), decided, weights,
-                               n_categories=len(categories), parents=ancestors[:, 0],
-                               audited=feedback.audit_mask(ids), seed=seed)
+        with stage_of(progress, "learning from decisions", total=int((decided >= 0).sum()), unit="decisions") as bar:
+            learned = fit_feedback(queries, texts, ZeroShot(probs, cats), decided, weights,
+                                   n_categories=len(categories), parents=ancestors[:, 0],
+                                   audited=feedback.audit_mask(ids), seed=seed)
+            bar.complete()
         probs, cats = learned.predict()
         rows = np.flatnonzero(decided >= 0)  # a decided product: its decision, for certain
         probs[rows], cats[rows] = 0.0, -1

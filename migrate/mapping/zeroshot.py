@@ -56,9 +56,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from tqdm.auto import tqdm
 
-from migrate.core.index import SEARCH_CHUNK, build_index, search
+from migrate.core.index import build_index, search
+from migrate.core.progress import Progress, stage_of
 from migrate.mapping.scoring import ScoringParams, softmax_rows
 from migrate.mapping.sparse_text import binary_word_matrix
 
@@ -292,7 +292,7 @@ def prefer_specific(probs: np.ndarray, ids: np.ndarray, ancestors: np.ndarray
 
 def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, texts: list[str],
            n_categories: int, params: ScoringParams | None = None, groups: np.ndarray | None = None,
-           ancestors: np.ndarray | None = None, *, progress: bool = False, keep: np.ndarray | None = None
+           ancestors: np.ndarray | None = None, *, progress: "bool | Progress" = False, keep: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
     """Self-trained (probabilities, category ids) per product over its label candidates, best first.
 
@@ -300,7 +300,8 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     (:meth:`CategoryLabels.search`); ``vectors``: the products' unit embeddings; ``texts`` their
     texts (for the word model); ``ancestors`` (:func:`listed_ancestors`): hand inner categories'
     probability down to their candidate descendants at the end (:func:`prefer_specific`).
-    ``progress``: bars over the neighbour search and the rounds (minutes for a million products).
+    ``progress``: the run's display: stages "finding neighbours" (products) and "self-training"
+    (rounds), minutes each for a million products.
     ``keep``: positions of the products whose results are wanted (a night's new products among
     their context): every product teaches, only these are finished and returned, in this order.
     """
@@ -322,7 +323,9 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     # soon as it is spent (a million products onto Google's 5,595 categories peaked at 9.2 GB before)
     del p0
     k = min(params.self_training_neighbours, n - 1)
-    nn_sims, nn_ids = search(build_index(vectors), vectors, k + 1, progress=progress, desc="neighbours")
+    with stage_of(progress, "finding neighbours", total=n, unit="products") as bar:
+        nn_sims, nn_ids = search(build_index(vectors), vectors, k + 1, progress=progress, desc="neighbours")
+        bar.complete()
     self_hit = nn_ids == np.arange(n)[:, None]
     order = np.argsort(self_hit, axis=1, kind="stable")[:, :k]  # drop the product itself
     nn_ids = np.take_along_axis(np.where(self_hit, -1, nn_ids), order, 1)
@@ -334,26 +337,29 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
         vote = neighbour_vote(q, label_ids, nn_sims, nn_ids, n_categories, temperature)
         return _normalise(np.log(np.maximum(q, 1e-300)) + np.log(vote + VOTE_FLOOR), valid), vote
 
-    q, vote = with_neighbours(prior_log)
-    words = WordModel(texts)
-    words_top = empty
-    seeds = np.zeros(n, dtype=bool)
-    rounds = params.self_training_rounds if words.matrix is not None else 0
-    for _ in tqdm(range(rounds), desc="self-training", unit="round", disable=not progress or n <= SEARCH_CHUNK):
-        sorted_q, sorted_ids = _sorted(q, label_ids)
-        labels, seeds = choose_seeds(sorted_q, sorted_ids, params.self_training_seed_share)
-        del sorted_q, sorted_ids
-        ll = words.log_likelihoods(label_ids, seeds, labels, n_categories)
-        words_top = np.take_along_axis(label_ids, np.where(valid, ll, -np.inf).argmax(axis=1)[:, None], 1)[:, 0]
-        ll *= params.self_training_word_weight
-        log_q = np.add(prior_log, ll, out=ll)
-        if groups is not None and params.self_training_source_weight > 0:
-            shared = source_category_prior(q, label_ids, groups, n_categories)
-            log_q += params.self_training_source_weight * np.log(np.maximum(shared, 1e-300))
-            del shared
-        del q, vote
-        q, vote = with_neighbours(log_q)
-        del log_q, ll
+    with stage_of(progress, "self-training", total=params.self_training_rounds, unit="rounds") as bar:
+        q, vote = with_neighbours(prior_log)
+        words = WordModel(texts)
+        words_top = empty
+        seeds = np.zeros(n, dtype=bool)
+        rounds = params.self_training_rounds if words.matrix is not None else 0
+        bar.set_total(rounds)  # none without words to learn
+        for _ in range(rounds):
+            sorted_q, sorted_ids = _sorted(q, label_ids)
+            labels, seeds = choose_seeds(sorted_q, sorted_ids, params.self_training_seed_share)
+            del sorted_q, sorted_ids
+            ll = words.log_likelihoods(label_ids, seeds, labels, n_categories)
+            words_top = np.take_along_axis(label_ids, np.where(valid, ll, -np.inf).argmax(axis=1)[:, None], 1)[:, 0]
+            ll *= params.self_training_word_weight
+            log_q = np.add(prior_log, ll, out=ll)
+            if groups is not None and params.self_training_source_weight > 0:
+                shared = source_category_prior(q, label_ids, groups, n_categories)
+                log_q += params.self_training_source_weight * np.log(np.maximum(shared, 1e-300))
+                del shared
+            del q, vote
+            q, vote = with_neighbours(log_q)
+            del log_q, ll
+            bar.update(1)
     neighbours_top = np.take_along_axis(label_ids, np.where(valid, vote, -1).argmax(axis=1)[:, None], 1)[:, 0]
     del vote, prior_log, nn_sims, nn_ids
     if keep is not None:  # the rest only taught: finish the products asked for
