@@ -28,6 +28,7 @@ import polars as pl
 
 from migrate.core.embedding import Embedder
 from migrate.core.encoder import load_model
+from migrate.core.progress import Progress, display_for, stage_of
 from migrate.matching.candidates import search_candidates
 from migrate.matching.clusters import cluster_ids
 from migrate.matching.features import FEATURES, PairContext, Side
@@ -68,31 +69,43 @@ class Matcher:
         return cls(load_model(settings.encoder))
 
     def context(self, inputs: MatchInputs, *, k: int = 10, batch_size: int = 64,
-                progress: bool = False) -> tuple[PairContext, Any, Embedder]:
-        """Embed both catalogs and search candidates both ways; returns (context, forward, embedder)."""
+                progress: "bool | Progress" = False) -> tuple[PairContext, Any, Embedder]:
+        """Embed both catalogs and search candidates both ways; returns (context, forward, embedder).
+        ``progress``: the run's display (stages "encoding products", "searching candidates")."""
         embedder = Embedder(self.encoder.model, batch_size=batch_size, progress=progress)
         left_texts = inputs.left.texts
         right_texts = [] if inputs.within else inputs.right.texts
-        vectors = embedder.encode([*left_texts, *right_texts], label="product texts")
+        vectors = embedder.encode([*left_texts, *right_texts], label="product texts", stage="encoding products")
         lv = vectors[: len(left_texts)]
         rv = lv if inputs.within else vectors[len(left_texts):]
-        forward = search_candidates(lv, rv, k=k, within=inputs.within)
-        reverse = forward if inputs.within else search_candidates(rv, lv, k=k)
+        with stage_of(progress, "searching candidates", total=len(left_texts) + len(right_texts),
+                      unit="products") as bar:
+            forward = search_candidates(lv, rv, k=k, within=inputs.within)
+            reverse = forward if inputs.within else search_candidates(rv, lv, k=k)
+            bar.complete()
         left_side = Side.of(inputs.left, lv)
         right_side = left_side if inputs.within else Side.of(inputs.right, rv)
         return PairContext.build(left_side, right_side, forward, reverse), forward, embedder
 
     def run(self, settings: MatchSettings, inputs: MatchInputs | None = None) -> MatchResult:
-        """Match ``settings.left`` against ``settings.right`` (or within itself)."""
+        """Match ``settings.left`` against ``settings.right`` (or within itself); its stages report
+        to the progress display opened around it (:func:`~migrate.core.progress.display_for`)."""
+        with display_for(settings.progress) as display:
+            return self._run(settings, inputs, display)
+
+    def _run(self, settings: MatchSettings, inputs: MatchInputs | None, display: Progress) -> MatchResult:
         started = time.perf_counter()
         when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        inputs = inputs or read_match_inputs(settings)
+        inputs = inputs or _read_shown(settings, display)
         context, forward, embedder = self.context(inputs, k=settings.candidates, batch_size=settings.encoder.batch_size,
-                                                  progress=settings.progress)
+                                                  progress=display)
         li, ri = search_pairs(context, forward, inputs.within)
         reranker = self.reranker(settings)
-        pair_features = PairFeatures(context, inputs, reranker, settings.progress, candidates=(li, ri))
-        features = pair_features(li, ri)
+        # the pairs count on the run's display, not on a re-ranker's bar of its own
+        pair_features = PairFeatures(context, inputs, reranker, False, candidates=(li, ri))
+        with display.stage("scoring pairs", total=len(li), unit="pairs") as bar:
+            features = pair_features(li, ri)
+            bar.update(len(li))
         scorer, threshold, label_info = self._scorer_and_threshold(settings, inputs, pair_features)
         scores = scorer.score(features)
         scored = ScoredCandidates(li, ri, scores, features, context)
@@ -247,8 +260,20 @@ def _cluster_table(matches: pl.DataFrame) -> pl.DataFrame:
 
 
 
+def _read_shown(settings: MatchSettings, display: Progress) -> MatchInputs:
+    """:func:`~migrate.matching.settings.read_match_inputs` as the run's "reading" stage (rows of both catalogs)."""
+    with display.stage("reading", unit="rows") as stage:
+        inputs = read_match_inputs(settings)
+        stage.update(len(inputs.left.texts) + (0 if inputs.within else len(inputs.right.texts)))
+    return inputs
+
+
 def run_match(settings: MatchSettings, matcher: Matcher | None = None) -> MatchResult:
     """Read the inputs, load the model (unless a ``matcher`` is given) and run one match."""
-    inputs = read_match_inputs(settings)
-    matcher = matcher or Matcher.from_settings(settings)
-    return matcher.run(settings, inputs)
+    with display_for(settings.progress) as display:
+        inputs = _read_shown(settings, display)
+        if matcher is None:
+            with display.stage("loading the model", total=1, unit="model") as stage:
+                matcher = Matcher.from_settings(settings)
+                stage.update(1)
+        return matcher.run(settings, inputs)
