@@ -24,9 +24,12 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    """Log lines on stderr, written above the run's progress display (never through its bar)."""
+    from migrate.core.progress import LogHandler
+
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(message)s" if verbose else "%(message)s",
-                        stream=sys.stderr, force=True)
+                        handlers=[LogHandler(sys.stderr)], force=True)
     for noisy in ("sentence_transformers", "transformers", "huggingface_hub", "faiss", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
 
@@ -311,6 +314,7 @@ def migrate(source, output, state, engine, workers, task_rows, ask, category_cac
       taxmig migrate products.csv --target-taxonomy taxonomy.txt -o mapping.xlsx --state state/
     """
     from migrate.core.files import check_output
+    from migrate.core.progress import Progress
     from migrate.mapping.output import write_output
     from migrate.mapping.pipeline import run_migration
 
@@ -342,13 +346,16 @@ def migrate(source, output, state, engine, workers, task_rows, ask, category_cac
     if workers is not None or task_rows is not None:
         raise click.UsageError(f"--{'workers' if workers is not None else 'task-rows'} goes with --engine ray")
     check_output(output, overwrite=overwrite)  # fail before the slow part
-    if state is not None:
-        from migrate.nightly.reconcile import migrate_into_state
+    with Progress(not quiet) as display:  # the run's one display: its stages, then writing
+        if state is not None:
+            from migrate.nightly.reconcile import migrate_into_state
 
-        result, written = migrate_into_state(settings, state, output, overwrite=overwrite)
-    else:
-        result = run_migration(settings, output=output)
-        written = write_output(result, output, overwrite=overwrite)
+            result, written = migrate_into_state(settings, state, output, overwrite=overwrite)
+        else:
+            result = run_migration(settings, output=output)
+            with display.stage("writing", unit="rows") as stage:
+                written = write_output(result, output, overwrite=overwrite)
+                stage.update(result.mapping.height)
     facts = result.facts
     click.echo(f"mapped {facts.mapped} of {facts.rows} source rows ({facts.rejected} rejected); "
                f"{facts.needs_review} need review; wrote {', '.join(str(p) for p in written)}"
@@ -721,6 +728,7 @@ def crosswalk(old, new, output, state, overwrite, quiet, verbose, **params) -> N
       taxmig review apply crosswalk_reviewed.xlsx --state state/ -o final_crosswalk.csv
     """
     from migrate.core.files import check_output
+    from migrate.core.progress import Progress
     from migrate.mapping.crosswalk import CrosswalkSettings, run_crosswalk, write_crosswalk_output
     from migrate.nightly.crosswalk_state import crosswalk_into_state
 
@@ -729,11 +737,14 @@ def crosswalk(old, new, output, state, overwrite, quiet, verbose, **params) -> N
     given = {k: v for k, v in params.items() if v is not None}
     encoder = encoder_settings(given)
     settings = CrosswalkSettings(old=old, new=new, progress=not quiet, encoder=encoder, **given).validate()
-    if state is not None:
-        result, written = crosswalk_into_state(settings, state, output, overwrite=overwrite)
-    else:
-        result = run_crosswalk(settings)
-        written = write_crosswalk_output(result, output, overwrite=overwrite)
+    with Progress(not quiet) as display:  # the run's one display: encoding, then writing
+        if state is not None:
+            result, written = crosswalk_into_state(settings, state, output, overwrite=overwrite)
+        else:
+            result = run_crosswalk(settings)
+            with display.stage("writing", unit="rows") as stage:
+                written = write_crosswalk_output(result, output, overwrite=overwrite)
+                stage.update(result.mapping.height)
     click.echo(f"mapped {result.facts.mapped} old categories onto {result.facts.target_categories} new ones; "
                f"{result.facts.needs_review} need review; wrote {', '.join(str(p) for p in written)}"
                + (f"; started state {state}" if state is not None else ""))
@@ -802,6 +813,7 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
       taxmig match abt.csv buy.csv --reranker models/rerank-abt-buy -o matches.xlsx
       taxmig match catalog.parquet --within -o duplicates.xlsx
     """
+    from migrate.core.progress import Progress
     from migrate.matching.matcher import run_match
     from migrate.matching.output import check_match_output, write_match_output
     from migrate.matching.settings import MatchSettings
@@ -814,8 +826,11 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
     check_match_output(output, overwrite=overwrite, within=within)  # fail before the slow part
     settings = MatchSettings(left=left, right=right, within=within, labels=labels, progress=not quiet,
                              encoder=encoder_settings(params), **params)
-    result = run_match(settings)
-    written = write_match_output(result, output, overwrite=overwrite)
+    with Progress(not quiet) as display:  # the run's one display: its stages, then writing
+        result = run_match(settings)
+        with display.stage("writing", unit="rows") as stage:
+            written = write_match_output(result, output, overwrite=overwrite)
+            stage.update(result.matches.height)
     facts = result.facts
     quality = ""
     if result.threshold.precision is not None:

@@ -37,12 +37,13 @@ from migrate.core.embedding import Embedder
 from migrate.core.embedding_cache import EmbeddingCache
 from migrate.core.files import atomic_path, check_output, write_frame
 from migrate.core.hashing import file_fingerprint
+from migrate.core.progress import Progress, display_for, stage_of
 from migrate.errors import OutputExistsError, TaxmigError
 from migrate.mapping.category_decisions import (CATEGORY_DECISION, CATEGORY_DECISION_SCHEMA, CATEGORY_DISAGREES,
                                         category_table)
 from migrate.mapping.fitted_target import FittedTargetStore
 from migrate.core.report import review_guide, summary_rows
-from migrate.mapping.pipeline import Inputs, Migrator, read_inputs
+from migrate.mapping.pipeline import Inputs, Migrator, read_inputs_shown
 from migrate.mapping.report import shown_thresholds
 from migrate.mapping.result import MigrationResult
 from migrate.mapping.workbook import DECISION_HOW, decide_text
@@ -154,7 +155,7 @@ def _target_snapshot(inputs: Inputs) -> pl.DataFrame:
 
 
 def _similarity(migrator: Migrator, cache: EmbeddingCache | None):
-    embedder = Embedder(migrator.encoder.model, progress=False, cache=cache,
+    embedder = Embedder(migrator.encoder.model, progress=True, cache=cache,  # on the night's display
                         cache_key=migrator.encoder.fingerprint if cache is not None else None)
 
     def similarity(old: list[str], new: list[str]) -> np.ndarray:
@@ -210,7 +211,7 @@ def finish_interrupted(store: StateStore, lock: RunLock) -> Generation | None:
 def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
               init_settings: MigrationSettings | None = None, overrides: dict[str, Any] | None = None,
               stale_below: float | None = None, migrator: Migrator | None = None, overwrite: bool = False,
-              progress: bool = True, review_scope: str = "new", mapping: str | Path | None = None,
+              progress: "bool | Progress" = True, review_scope: str = "new", mapping: str | Path | None = None,
               rescore_all: bool = False) -> RunOutcome:
     """One nightly run (see the module doc). ``init_settings`` creates the state (first night).
 
@@ -219,7 +220,8 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
     ``"all"`` the whole open review queue. ``mapping``: also write tonight's final mapping there
     (.csv, .parquet or .xlsx; :mod:`migrate.nightly.export`), committed with the state and published with
     the report. Products whose inputs did not change keep last night's scores
-    (:mod:`migrate.mapping.kept_scores`); ``rescore_all`` scores every product again."""
+    (:mod:`migrate.mapping.kept_scores`); ``rescore_all`` scores every product again. ``progress``:
+    the night's display, or whether to show one (:func:`~migrate.core.progress.display_for`)."""
     if review_scope not in REVIEW_SCOPES:
         raise TaxmigError(f"unknown review scope '{review_scope}'", hint=f"use one of {', '.join(REVIEW_SCOPES)}")
     report = Path(report)
@@ -232,24 +234,24 @@ def reconcile(catalog: str | Path, state_dir: str | Path, report: str | Path, *,
         outputs = (*outputs, mapping)
     if init_settings is None:
         StateStore.open(state_dir)  # a missing state is an error, not a folder to create
-    with RunLock(state_dir, command=f"reconcile {catalog}") as lock:
+    with display_for(progress) as display, RunLock(state_dir, command=f"reconcile {catalog}") as lock:
         store = StateStore.create(state_dir) if init_settings is not None else StateStore.open(state_dir)
         recovered = finish_interrupted(store, lock)
         previous = store.load() if store.exists() else None
         if init_settings is not None:
-            settings = replace(init_settings, source=catalog, progress=progress)
+            settings = replace(init_settings, source=catalog, progress=bool(display))
             stale = DEFAULT_STALE_BELOW if stale_below is None else stale_below
         else:
             if "settings" not in previous.meta:
                 raise StateError(f"{previous.folder / 'meta.json'} remembers no settings",
                                  hint="the folder was changed by hand; restore a backup or start a new state folder")
-            settings = settings_for_night(previous.meta["settings"], catalog, overrides or {}, progress=progress)
+            settings = settings_for_night(previous.meta["settings"], catalog, overrides or {}, progress=bool(display))
             stale = previous.meta.get("stale_below", DEFAULT_STALE_BELOW) if stale_below is None else stale_below
         started = now_utc()
         try:
             if recovered is None:
                 _check_outputs(outputs, overwrite)  # before the slow part
-            inputs = read_inputs(settings)
+            inputs = read_inputs_shown(settings, display)
             migrator = migrator or Migrator.from_settings(settings, lazy=True)
             fingerprint = inputs_fingerprint(settings, migrator.encoder.fingerprint, stale)
             if recovered is not None:
@@ -345,11 +347,13 @@ def _night(store: StateStore, previous: Generation | None, night: Night, migrato
         name = f"final{night.mapping.suffix.lower()}"
         files[name] = lambda p: write_frame(final_mapping(products), p, "Final mapping")
         meta["run"]["publish"].append({"file": name, "dest": str(night.mapping.resolve())})
-    generation = store.commit(NewGeneration(
-        meta=meta, products=products,
-        decisions=pl.concat([previous.decisions if previous is not None else empty(DECISION_SCHEMA),
-                             carried_decisions(resolution.carried, run_id)]), targets=snapshot, files=files,
-        category_decisions=previous.category_decisions if previous is not None else empty(CATEGORY_DECISION_SCHEMA)))
+    with stage_of(settings.progress, "writing", total=len(files), unit="files") as stage:  # the night's display
+        generation = store.commit(NewGeneration(
+            meta=meta, products=products,
+            decisions=pl.concat([previous.decisions if previous is not None else empty(DECISION_SCHEMA),
+                                 carried_decisions(resolution.carried, run_id)]), targets=snapshot, files=files,
+            category_decisions=previous.category_decisions if previous is not None else empty(CATEGORY_DECISION_SCHEMA)))
+        stage.update(len(files))
     fault_point("before-publish")
     written = publish_reports(generation, meta["run"]["publish"])
     store.append_history(history_record(generation.meta, "ok", stale_lock=lock.stale))
@@ -462,18 +466,20 @@ def migrate_into_state(settings: MigrationSettings, state_dir: str | Path, outpu
     from migrate.core.files import check_fits, check_output
     from migrate.mapping.output import write_output
 
-    with RunLock(state_dir, command="migrate"):
+    with display_for(settings.progress) as display, RunLock(state_dir, command="migrate"):
         store = StateStore.create(state_dir)
         check_output(output, overwrite=overwrite)
         started = now_utc()
-        inputs = read_inputs(settings)
+        inputs = read_inputs_shown(settings, display)
         check_fits(output, len(inputs.source))
         migrator = migrator or Migrator.from_settings(settings, lazy=True)
         with EmbeddingCache(store.cache_path) as cache:
             result = migrator.run(settings, inputs, cache=cache,
                                   fitted_targets=FittedTargetStore(store.fitted_target_path), keep_scores=True)
         result.facts.output, result.facts.state = str(output), str(state_dir)  # the first page's command names them
-        written = write_output(result, output, overwrite=overwrite)
+        with display.stage("writing", unit="rows") as stage:
+            written = write_output(result, output, overwrite=overwrite)
+            stage.update(result.mapping.height)
         products = resolve_products(result.mapping, run_id=result.run_id, previous=None,
                                     decisions=empty(DECISION_SCHEMA), categories=set(inputs.targets.categories),
                                     renamed={}).products
