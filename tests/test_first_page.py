@@ -121,8 +121,32 @@ def test_the_first_page_says_what_to_fill_and_the_command_it_prints_reads_the_wo
     assert (final.filter(pl.col("final_source") == "category_decision")["product_id"].len()
             == migrated["result"].mapping.filter((pl.col("source_category") == first_category)
                                                  & (pl.col("source_id") != answered)).height)
-    # the next round's workbook has the same first page
-    assert list(guide(summary_rows(folder / "mapping_round1.xlsx")))[-2:] == ["4. Read it back", "5. What that writes"]
+    # the next round's workbook has the same first page, naming its own path and the state folder
+    round1, round2 = folder / "mapping_round1.xlsx", folder / "mapping_round2.xlsx"
+    steps = guide(summary_rows(round1))
+    assert list(steps) == ["1. Fill the 'decision' column", "2. Choose", "3. Save", "4. Read it back",
+                           "5. What that writes"]
+    command = (f"taxmig review apply {round1} --state {state} -o {folder / 'mapping_round1_final.csv'} "
+               f"--next {round2}")
+    assert steps["4. Read it back"] == command == review_command(str(round1), str(state), next_round=True)
+    assert str(round1) in steps["3. Save"]
+    assert steps["5. What that writes"].startswith(f"{folder / 'mapping_round1_final.csv'}: every product's final")
+    assert not any(placeholder in " ".join(map(str, steps.values()))
+                   for placeholder in ("THIS.xlsx", "STATE", "FINAL.csv", "NEXT.xlsx"))
+
+    # and its command, run as printed on the reviewed round, reads it back and writes round 2
+    wb = load_workbook(round1)
+    review = wb["Review"]
+    head = {c.value: c.column for c in review[1]}
+    answered = review.cell(2, head["source_id"]).value
+    review.cell(2, head["decision"]).value = ACCEPT
+    wb.save(round1)
+    run = CliRunner().invoke(main, shlex.split(steps["4. Read it back"])[1:])
+    assert run.exit_code == 0, run.output
+    final = pl.read_csv(folder / "mapping_round1_final.csv", infer_schema=False)
+    assert final.height == migrated["result"].facts.mapped
+    assert final.filter(pl.col("product_id") == answered)["final_source"].item() == "reviewer"
+    assert guide(summary_rows(round2))["4. Read it back"] == review_command(str(round2), str(state), next_round=True)
 
 
 def test_without_a_state_folder_the_first_page_says_how_to_get_one(migrated, tmp_path):

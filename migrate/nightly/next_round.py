@@ -124,9 +124,12 @@ def feedback_from(products: pl.DataFrame, *, round_number: int, measured: dict[s
 
 
 def next_round(store: StateStore, generation: Generation, products: pl.DataFrame, feedback: Feedback, *,
-               run_id: str, target_precision: float | None = None, progress: bool = True) -> MigrationResult:
+               run_id: str, output: str | Path | None = None, target_precision: float | None = None,
+               progress: bool = True) -> MigrationResult:
     """Map the state's products again, learning from ``feedback``; the result's run id is ``run_id``
-    (the generation it is committed in, so its workbook can be applied to the state)."""
+    (the generation it is committed in, so its workbook can be applied to the state). ``output``:
+    where the round's workbook is published (``--next``, as given): its first page's command names
+    it and the state folder (``result.facts``), as a migrate run's names its own."""
     from dataclasses import replace
 
     settings = MigrationSettings.from_dict(remembered_settings(generation.meta.get("settings", {})),
@@ -137,4 +140,7 @@ def next_round(store: StateStore, generation: Generation, products: pl.DataFrame
     inputs = state_inputs(store, generation, products, settings)
     migrator = Migrator.from_settings(settings)
     with EmbeddingCache(store.cache_path) as cache:
-        return migrator.run(settings, inputs, cache=cache, feedback=feedback, keep_scores=True, run_id=run_id)
+        result = migrator.run(settings, inputs, cache=cache, feedback=feedback, keep_scores=True, run_id=run_id)
+    if output is not None:
+        result.facts.output, result.facts.state = str(output), str(store.root)
+    return result

@@ -371,7 +371,8 @@ def apply_review(workbook: str | Path, state_dir: str | Path, output: str | Path
                 "run": run}
         if next_workbook is not None:
             table, files = _next_round(store, current, book, table, decisions, category_decisions, items, meta,
-                                       ask=ask, target_precision=target_precision, progress=progress)
+                                       next_workbook=next_workbook, ask=ask, target_precision=target_precision,
+                                       progress=progress)
             run["publish"].append({"file": NEXT_FILE, "dest": str(next_workbook.resolve())})
         else:
             files = current.carry_scores({})
@@ -408,12 +409,13 @@ NEXT_FILE = "next.xlsx"  # the next round's workbook inside the generation, publ
 
 def _next_round(store: StateStore, current, book: ReviewedWorkbook, table: pl.DataFrame, decisions: pl.DataFrame,
                 category_decisions: pl.DataFrame, items: list[dict[str, Any]], meta: dict[str, Any], *,
-                ask: int | None, target_precision: float | None, progress: bool
+                next_workbook: Path, ask: int | None, target_precision: float | None, progress: bool
                 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Map the undecided products again with every decision in force (``table``: the products with
     this apply's decisions); (the new products table, the generation's files: the next workbook
-    and the re-mapped scores). Records the round, its questions and the random checks answered
-    so far in the new generation's ``meta``."""
+    and the re-mapped scores). The next workbook's first page names ``next_workbook`` (where it
+    is published) and the state folder in its ``taxmig review apply`` command. Records the round,
+    its questions and the random checks answered so far in the new generation's ``meta``."""
     from migrate.mapping.flags import DECIDED
     from migrate.mapping.workbook import write_workbook
     from migrate.nightly.decisions import resolve_products
@@ -426,8 +428,8 @@ def _next_round(store: StateStore, current, book: ReviewedWorkbook, table: pl.Da
     round_number = int(current.meta.get("run", {}).get(ROUND_KEY, 0) or 0) + 1
     audited = audited_now(items, current, book.run_id)
     feedback = feedback_from(table, round_number=round_number, measured=measured, ask=ask, audited=audited)
-    result = next_round(store, current, table, feedback, run_id=run["run_id"], target_precision=target_precision,
-                        progress=progress)
+    result = next_round(store, current, table, feedback, run_id=run["run_id"], output=next_workbook,
+                        target_precision=target_precision, progress=progress)
     categories = current.targets.filter(pl.col("kind") == "category")["key"].to_list()
     products = resolve_products(result.mapping, run_id=run["run_id"], previous=current.products,
                                 decisions=latest_per_product(decisions), categories=set(categories), renamed={},
