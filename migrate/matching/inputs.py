@@ -66,6 +66,7 @@ class MatchCatalog:
     brand_column: str | None = None
     code_columns: tuple[str, ...] = ()
     code_reason: str = ""  # how the code columns were chosen, for the Summary
+    code_ignored: tuple[str, ...] = ()  # code columns left out, each with why (mostly empty or constant)
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -91,6 +92,8 @@ class MatchCatalog:
         extra = f"; brand={self.brand_column or '(none)'}; codes={', '.join(self.code_columns) or '(none)'}"
         if self.code_reason:
             extra += f" ({self.code_reason})"
+        if self.code_ignored:
+            extra += f"; ignored: {'; '.join(self.code_ignored)}"
         return self.spec.describe().replace("; category=(none)", "") + extra
 
     def position(self) -> dict[str, int]:
@@ -111,6 +114,23 @@ def looks_like_code(value: str) -> bool:
     letters = any(c.isalpha() for c in value)
     digits = len(_NON_DIGIT.sub("", value))
     return (letters and digits > 0) or (not letters and digits >= 8 and "." not in value)
+
+
+def unusable_code_column(values: Sequence[str]) -> str | None:
+    """Why a code column (named by its header or given) is no use, or None: filled on fewer than
+    :data:`CODE_FILLED_SHARE` of the rows, or so repetitive that fewer than
+    :data:`CODE_DISTINCT_SHARE` of its filled values are distinct (a constant, "N/A", a brand).
+
+    >>> unusable_code_column(["", "", "", "AB12"]), unusable_code_column(["n/a", "n/a", "n/a", "n/a", "AB12"])
+    ('filled on 25% of the rows', 'constant: 2 distinct values among 5 filled')
+    """
+    filled = [v.strip() for v in values if v and v.strip()]
+    if len(filled) < CODE_FILLED_SHARE * max(len(values), 1):
+        return f"filled on {len(filled) / max(len(values), 1):.0%} of the rows"
+    distinct = len(set(filled))
+    if distinct < CODE_DISTINCT_SHARE * len(filled):
+        return f"constant: {distinct} distinct value{'s' if distinct != 1 else ''} among {len(filled)} filled"
+    return None
 
 
 def propose_code_columns(frame, candidates: Sequence[str]) -> list[tuple[str, float]]:
@@ -166,6 +186,19 @@ def load_match_catalog(path: str | Path, *, role: str, id: str | None = None, te
                                                                 for name, share in proposed)) if proposed else ""
             if proposed:
                 log.info("%s: %s used as code column(s), %s", table.path, ", ".join(code_cols), code_reason)
+    ignored: list[str] = []
+    if code_reason in ("given", "named by their headers"):  # columns found by their values passed these checks
+        kept = []
+        for name in code_cols:
+            why = unusable_code_column(table.frame[name].cast(str).fill_null("").to_list())
+            if why is None:
+                kept.append(name)
+            else:
+                ignored.append(f"{name} ({why})")
+                log.warning("%s: code column %s ignored: %s", table.path, name, why)
+        code_cols = tuple(kept)
+        if not code_cols:
+            code_reason = ""
     catalog = build_catalog(table.frame, spec, path=table.path, n_records=table.n_records, rejects=table.rejects)
     at = {row: i for i, row in enumerate(table.frame[ROW].to_list())}
     keep = [at[r] for r in catalog.rows]
@@ -179,7 +212,7 @@ def load_match_catalog(path: str | Path, *, role: str, id: str | None = None, te
     code_values = [column(c) for c in code_cols]
     codes = [tuple(v[i] for v in code_values if v[i]) for i in range(len(keep))]
     log.info("%s: %d products (%d rejected); %s", table.path, len(catalog), len(catalog.rejects), spec.describe())
-    return MatchCatalog(catalog, titles, brands, codes, brand_col, code_cols, code_reason)
+    return MatchCatalog(catalog, titles, brands, codes, brand_col, code_cols, code_reason, tuple(ignored))
 
 
 @dataclass

@@ -42,6 +42,7 @@ from migrate.matching.scoring import (DEFAULT_THRESHOLD, NO_LABEL_FLOOR, MatchTh
                                       choose_threshold, default_scorer, fit_scorer, mutual_best, out_of_fold_scores,
                                       threshold_at)
 from migrate.matching.settings import MatchSettings, read_match_inputs
+from migrate.matching.unsupervised import estimate_matches
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,12 @@ class Matcher:
         scores = scorer.score(features)
         scored = ScoredCandidates(li, ri, scores, features, context)
         mutual = mutual_best(li, ri, scores) if settings.pairs_one_to_one else None
+        estimate = None
+        if settings.estimates_overlap and len(li):
+            estimate = estimate_matches(li, ri, scores, features, mutual, context.left.codes, context.right.codes,
+                                        len(inputs.left), seed=settings.seed)
+            if settings.cut_by_estimate and settings.threshold is None:
+                mutual = mutual & ((estimate.probabilities >= estimate.cut) | (scores >= DEFAULT_THRESHOLD))
         matches, edges = _best_per_left(scored, inputs, threshold.value, settings, mutual)
         clusters = None
         if inputs.within:
@@ -127,9 +134,15 @@ class Matcher:
         facts = match_facts(started=when, model=self.encoder.name, fingerprint=self.encoder.fingerprint,
                             inputs=inputs, matches=matches, rejects=rejects, clusters=clusters, threshold=threshold,
                             encode_stats=embedder.stats, seconds=time.perf_counter() - started)
+        if estimate is not None:
+            called = matches.filter(pl.col("is_match"))
+            called = set(zip(called["left_id"], called["right_id"]))
+            estimate.chosen = np.array([(inputs.left.ids[i], inputs.right.ids[j]) in called
+                                        for i, j in zip(li.tolist(), ri.tolist())], dtype=bool)
         summary = match_summary(facts, settings, inputs, matches, unmatched, clusters, scorer, threshold, label_info,
-                                reranker, len(li))
-        return MatchResult(matches, rejects, unmatched, clusters, summary, facts, threshold, scorer, inputs.within)
+                                reranker, len(li), estimate.summary() if estimate is not None else None)
+        return MatchResult(matches, rejects, unmatched, clusters, summary, facts, threshold, scorer, inputs.within,
+                           estimate)
 
     def _scorer_and_threshold(self, settings: MatchSettings, inputs: MatchInputs,
                               features: PairFeatures) -> tuple[PairScorer, MatchThreshold, dict[str, Any] | None]:

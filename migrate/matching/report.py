@@ -37,9 +37,10 @@ def match_facts(*, started: dt.datetime, model: str, fingerprint: str, inputs: M
 def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs, matches: pl.DataFrame,
                   unmatched: pl.DataFrame | None, clusters: pl.DataFrame | None, scorer: PairScorer,
                   threshold: MatchThreshold, label_info: dict[str, Any] | None, reranker: Reranker | None,
-                  n_pairs: int) -> list[Row]:
+                  n_pairs: int, estimate: dict[str, Any] | None = None) -> list[Row]:
     """The Summary sheet's rows (and the JSON summary's): ``label_info`` holds the rows about the
-    labelled pairs (None without them), ``n_pairs`` the candidate pairs scored."""
+    labelled pairs (None without them), ``n_pairs`` the candidate pairs scored, ``estimate`` the rows
+    of the no-labels estimate (:meth:`~migrate.matching.unsupervised.OverlapEstimate.summary`)."""
     flag_counts = Counter(f for fl in matches["flags"].to_list() for f in fl.split(",") if f)
     left, right, within = inputs.left, inputs.right, inputs.within
     glance: dict[str, Any] = {
@@ -50,8 +51,11 @@ def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs,
         "How good the threshold is": (
             f"on the labelled pairs (out of fold): precision {threshold.precision:.3f}, recall "
             f"{threshold.recall:.3f}" if threshold.precision is not None else
+            _estimated_quality(estimate) if estimate else
             "not measured: no labelled pairs (--labels gives a fitted threshold and its precision)"),
     }
+    if estimate:
+        glance["Left products with a twin (estimated, no labels)"] = estimate["Estimated overlap (no labels)"]
     read: list[Row] = [
         ("Mode", "duplicates within one catalog" if within else "two catalogs"),
         ("Left file" if not within else "Catalog", str(left.path)),
@@ -64,6 +68,10 @@ def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs,
         read += [("Right file", str(right.path)), ("Right rows", right.catalog.n_records),
                  ("Right products used", len(right)), ("Right rows rejected", len(right.catalog.rejects)),
                  ("Right columns", right.describe())]
+    for side, cat in (("left", left), ("right", right)) if not within else (("catalog", left),):
+        if cat.code_ignored:
+            read.append((f"Code columns ignored ({side})", "; ".join(cat.code_ignored) + ": mostly empty or constant, "
+                         "a code that says nothing about the product"))
     if label_info is not None:
         read += [("Labels file", str(inputs.labels.path)), ("Labels rows", inputs.labels.n_records),
                  ("Labelled rows unusable", len(inputs.labels.rejects))]
@@ -84,6 +92,7 @@ def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs,
          "the best candidate of each left product (several may match one right product; --one-to-one pairs "
          "them one to one)"),
         *(label_info or {}).items(),
+        *(estimate or {}).items(),
     ]
     outcome: list[Row] = [
         ("Matches", facts.matches),
@@ -99,6 +108,14 @@ def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs,
                     ("Products in duplicate clusters", int(clusters["size"].sum()) if clusters.height else 0),
                     ("Largest cluster", int(clusters["size"].max()) if clusters.height else 1)]
     return summary_rows(facts, glance=glance, inputs=read, method=method, outcome=outcome)
+
+
+def _estimated_quality(estimate: dict[str, Any]) -> str:
+    quality = estimate.get("Estimated precision / recall of the matches (no labels)")
+    if quality is None:
+        return "not measured: no labelled pairs"
+    return (f"estimated without labels: precision about {quality['precision']:.2f}, recall about "
+            f"{quality['recall']:.2f} (--labels measures it)")
 
 
 def label_recall(labels: LabelledPairs, right_ids: list[str], nn_ids: np.ndarray,

@@ -12,6 +12,7 @@ import polars as pl
 from migrate.core.report import RunFacts, summary_json
 from migrate.matching.features import PairContext
 from migrate.matching.scoring import MatchThreshold, PairScorer
+from migrate.matching.unsupervised import OverlapEstimate
 
 MATCH_COLUMNS = [
     "left_row", "left_id", "left_text", "right_id", "right_text", "score", "is_match", "needs_review", "flags",
@@ -75,6 +76,8 @@ class MatchResult:
     threshold: MatchThreshold
     scorer: PairScorer
     within: bool = False
+    estimate: OverlapEstimate | None = None
+    """Without labels (two catalogs, one to one): the estimated overlap and match probabilities."""
 
     def review(self) -> pl.DataFrame:
         """Flagged rows, the closest to the threshold first."""

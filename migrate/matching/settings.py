@@ -45,6 +45,12 @@ class MatchSettings:
     the threshold). None: one to one for two catalogs without labelled pairs or a re-ranker, whose
     scores are uncalibrated (:data:`~migrate.matching.scoring.NO_LABEL_FLOOR`); False: the best
     candidate of each left product (several left products may match one right product)."""
+    cut_by_estimate: bool = False
+    """Without labelled pairs (one to one, no re-ranker): a mutual best pair is a match only when its
+    estimated match probability reaches the expected-F1 cut or its score reaches
+    :data:`~migrate.matching.scoring.DEFAULT_THRESHOLD` (:mod:`migrate.matching.unsupervised`). Off by
+    default: it beat the plain mutual best at low overlap but not at every removal level, BENCHMARKS.md,
+    "match: whole tables, no labels (issue 38)"."""
     progress: bool = True
     seed: int = 0
 
@@ -86,6 +92,12 @@ class MatchSettings:
         if self.one_to_one is not None:
             return self.one_to_one
         return not self.within and self.labels is None and self.reranker is None
+
+    @property
+    def estimates_overlap(self) -> bool:
+        """Whether the run estimates the overlap without labels (two catalogs, one to one, no labels,
+        no re-ranker)."""
+        return not self.within and self.labels is None and self.reranker is None and self.pairs_one_to_one
 
 
 def read_match_inputs(settings: MatchSettings) -> MatchInputs:
