@@ -784,6 +784,10 @@ MATCH_COLUMN_OPTIONS = [
               help="One to one: a pair is a match only when each product is the other's best candidate (the default "
                    "for two catalogs without --labels or --reranker). Many to one: each left product's best "
                    "candidate, several may share a right product.")
+@click.option("--cut-by-estimate", is_flag=True,
+              help="Without labels, one to one: keep a mutual best pair only when its estimated match probability "
+                   "(the no-labels estimate in the Summary) reaches the cut that maximises expected F1, or its score "
+                   "reaches 0.5. For catalogs where few products have a twin (see 'Left products with a twin').")
 @click.option("--min-precision", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="With --labels: the lowest threshold reaching this precision instead of the best F1.")
 @click.option("--scorer", type=click.Choice(["logistic", "boosting"]), default="logistic", show_default=True,
@@ -838,6 +842,9 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
                    f"{result.threshold.n_pairs} labelled pairs)")
     what = f"{facts.clusters} duplicate clusters" if within else f"{facts.matches} matches"
     pairing = " (one to one)" if settings.pairs_one_to_one else ""
+    if result.estimate is not None:
+        quality = (f"; about {result.estimate.overlap:.0%} of left products have a twin (estimated without labels, "
+                   f"{result.estimate.low:.0%}-{result.estimate.high:.0%})")
     click.echo(f"matched {facts.mapped} products ({facts.rejected} rejected): {what} at threshold "
                f"{result.threshold.value:.3f}{pairing}{quality}; {facts.needs_review} need review; "
                f"wrote {', '.join(str(p) for p in written)}")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from migrate.cli import main
 from migrate.matching.features import FEATURES
 from migrate.matching.inputs import load_match_catalog
 from migrate.matching.matcher import Matcher
@@ -45,7 +47,7 @@ def few_twins(tmp_path_factory, migrator):
     cut = matcher.run(MatchSettings(left=folder / "abt.csv", right=folder / "buy.csv", progress=False,
                                     cut_by_estimate=True), inputs)
     share = len({a for a, _ in truth}) / N_LEFT
-    return {"old": old, "cut": cut, "truth": truth, "share": share}
+    return {"old": old, "cut": cut, "truth": truth, "share": share, "folder": folder}
 
 
 def _precision(result, truth) -> float:
@@ -112,3 +114,24 @@ def test_a_code_column_mostly_empty_or_constant_is_ignored_with_a_summary_line(t
                                                          progress=False))
     line = result.summary_dict()["Code columns ignored (left)"]
     assert line.startswith("mpn (constant") and "mostly empty or constant" in line
+
+
+def test_the_cli_cuts_by_the_estimate_and_says_the_overlap_and_refuses_it_where_there_is_none(few_twins):
+    """``taxmig match --cut-by-estimate`` writes the matches the estimate's cut keeps (the same pairs as
+    the library run) and its line says how many left products have a twin; where no estimate is made
+    (--many-to-one) or the cut is given (--threshold), the flag is refused, every problem at once."""
+    folder = few_twins["folder"]
+    abt, buy = str(folder / "abt.csv"), str(folder / "buy.csv")
+    said = CliRunner().invoke(main, ["match", abt, buy, "-o", str(folder / "cut.csv"), "-q", "--cut-by-estimate"])
+    assert said.exit_code == 0, said.output
+    expected = few_twins["cut"].estimate
+    assert f"about {expected.overlap:.0%} of left products have a twin (estimated without labels" in said.output
+    written = pl.read_csv(folder / "cut.csv", infer_schema=False).filter(pl.col("is_match") == "true")
+    kept = few_twins["cut"].matches.filter(pl.col("is_match"))
+    assert sorted(zip(written["left_id"], written["right_id"])) == sorted(zip(kept["left_id"], kept["right_id"]))
+    assert kept.height < few_twins["old"].matches["is_match"].sum()  # the cut dropped some mutual best pairs
+    refused = CliRunner().invoke(main, ["match", abt, buy, "-o", str(folder / "x.csv"), "--cut-by-estimate",
+                                        "--many-to-one", "--threshold", "0.3"])
+    assert refused.exit_code != 0
+    assert "--cut-by-estimate cuts by the no-labels estimate" in refused.output
+    assert "not with --threshold" in refused.output

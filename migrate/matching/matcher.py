@@ -115,7 +115,7 @@ class Matcher:
         if settings.estimates_overlap and len(li):
             estimate = estimate_matches(li, ri, scores, features, mutual, context.left.codes, context.right.codes,
                                         len(inputs.left), seed=settings.seed)
-            if settings.cut_by_estimate and settings.threshold is None:
+            if settings.cut_by_estimate:
                 mutual = mutual & ((estimate.probabilities >= estimate.cut) | (scores >= DEFAULT_THRESHOLD))
         matches, edges = _best_per_left(scored, inputs, threshold.value, settings, mutual)
         clusters = None

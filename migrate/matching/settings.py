@@ -82,6 +82,11 @@ class MatchSettings:
         if self.reranker is not None and not (Path(self.reranker) / RERANKER_RECORD).is_file():
             problems.append(f"--reranker {self.reranker}: not a re-ranker folder (no {RERANKER_RECORD}; "
                             f"taxmig train-match --cross-encoder writes one)")
+        if self.cut_by_estimate and not self.estimates_overlap:
+            problems.append("--cut-by-estimate cuts by the no-labels estimate: two catalogs, one to one, without "
+                            "--labels or --reranker")
+        if self.cut_by_estimate and self.threshold is not None:
+            problems.append("--cut-by-estimate chooses the cut itself: not with --threshold")
         if problems:
             raise TaxmigError("; ".join(problems), hint="see taxmig match --help")
         return self
