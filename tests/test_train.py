@@ -13,12 +13,13 @@ from migrate.errors import TaxmigError
 from models import fingerprint, load_encoder, resolve_model
 from train.finetune import TrainConfig, train_encoder
 
-N_PRODUCTS = 400
+N_PRODUCTS = 200
 
 
 @pytest.fixture(scope="module")
 def small_catalog(bigbasket, tmp_path_factory):
-    """400 real products from 8 subcategories (enough per category for positives and a held-out split)."""
+    """200 real products from 8 subcategories (enough per category for positives, the reviewer's
+    corrections and a held-out split of over 10)."""
     frame = bigbasket.filter(pl.col("product").is_not_null()).select("index", "product", "brand", "category",
                                                                       "sub_category")
     top = frame.group_by("category", "sub_category").len().sort("len", descending=True).head(8)
@@ -30,7 +31,7 @@ def small_catalog(bigbasket, tmp_path_factory):
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(max_pairs=160, batch_size=16, learning_rate=1e-4, epochs=1, evaluations=2, max_eval_pairs=100)
+    base = dict(max_pairs=64, batch_size=16, learning_rate=1e-4, epochs=1, evaluations=2, max_eval_pairs=40)
     base.update(kw)
     return TrainConfig(**base)
 
