@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -11,12 +12,28 @@ from click.testing import CliRunner
 
 from migrate.cli import main
 from migrate.core.embedding_cache import EmbeddingCache, LayeredCache, open_category_cache
+from migrate.core.taxonomy import load_taxonomy
 from migrate.mapping.settings import MigrationSettings
 from models.cache import EXPORTS_ENV, category_cache_path
 from tests.conftest import SAMPLES
 
 SOURCE = SAMPLES / "bigbasket_sample.csv"
-TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"
+BRANCHES = ("Food, Beverages & Tobacco > Beverages", "Food, Beverages & Tobacco > Tobacco Products")
+
+
+@pytest.fixture(scope="module")
+def taxonomy(tmp_path_factory) -> Path:
+    """Google's beverage and tobacco branches, lines of the sample taxonomy (52 categories): these
+    tests encode a taxonomy's texts with no cache of the session's to read them from, so a small one."""
+    def kept(line: str) -> bool:
+        path = line.split(" - ", 1)[-1].rstrip("\n")  # "ID - A > B > C"
+        return (line.startswith("#") or path == "Food, Beverages & Tobacco"
+                or any(path == b or path.startswith(f"{b} > ") for b in BRANCHES))
+
+    lines = (SAMPLES / "google_taxonomy_subset.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    path = tmp_path_factory.mktemp("taxonomy") / "beverages_tobacco.txt"
+    path.write_text("".join(filter(kept, lines)), encoding="utf-8")
+    return path
 
 
 @pytest.fixture
@@ -26,37 +43,38 @@ def own_cache(tmp_path, monkeypatch):
     return tmp_path / "user-cache"
 
 
-def _settings(**kw) -> MigrationSettings:
-    return MigrationSettings(source=SOURCE, target_taxonomy=TAXONOMY, source_category="category,sub_category",
+def _settings(taxonomy: Path, **kw) -> MigrationSettings:
+    return MigrationSettings(source=SOURCE, target_taxonomy=taxonomy, source_category="category,sub_category",
                              progress=False, **kw)
 
 
-def test_the_second_run_onto_a_taxonomy_encodes_only_the_products(own_cache, migrator):
-    first = migrator.run(_settings())
-    second = migrator.run(_settings())
+def test_the_second_run_onto_a_taxonomy_encodes_only_the_products(own_cache, migrator, taxonomy):
+    first = migrator.run(_settings(taxonomy))
+    second = migrator.run(_settings(taxonomy))
     products = first.mapping["source_text"].n_unique()  # with the category appended: at most the rows
     categories = first.facts.encoded - second.facts.encoded
-    assert first.facts.cached == 0 and categories > 1000  # three phrasings of every category path
+    assert len(load_taxonomy(taxonomy).categories) == 52
+    assert first.facts.cached == 0 and categories == 3 * 52  # three phrasings of every category path
     assert second.facts.encoded <= products and second.facts.cached == categories
     assert second.mapping.select("source_id", "target_category", "flags").equals(
         first.mapping.select("source_id", "target_category", "flags"))
     assert category_cache_path().is_file() and category_cache_path().parent == own_cache
-    off = migrator.run(_settings(category_cache=False))  # --no-category-cache: neither read nor written
+    off = migrator.run(_settings(taxonomy, category_cache=False))  # --no-category-cache: neither read nor written
     assert off.facts.encoded == first.facts.encoded and off.facts.cached is None
 
 
-def test_a_cache_that_cannot_be_opened_is_left_out(tmp_path, monkeypatch, caplog, migrator):
+def test_a_cache_that_cannot_be_opened_is_left_out(tmp_path, monkeypatch, caplog, migrator, taxonomy):
     blocked = tmp_path / "a-file"  # the cache folder cannot be made: the run goes on without it
     blocked.write_text("not a folder")
     monkeypatch.setenv(EXPORTS_ENV, str(blocked))
     with caplog.at_level(logging.WARNING, logger="migrate.core.embedding_cache"):
-        result = migrator.run(_settings())
+        result = migrator.run(_settings(taxonomy))
     assert "category embedding cache" in caplog.text and "not used" in caplog.text
     assert result.facts.cached is None and result.mapping.height == 308
 
 
-def test_no_category_cache_on_the_command_line(own_cache, tmp_path):
-    done = CliRunner().invoke(main, ["migrate", str(SOURCE), "--target-taxonomy", str(TAXONOMY), "-q",
+def test_no_category_cache_on_the_command_line(own_cache, tmp_path, taxonomy):
+    done = CliRunner().invoke(main, ["migrate", str(SOURCE), "--target-taxonomy", str(taxonomy), "-q",
                                      "-o", str(tmp_path / "a.csv"), "--no-category-cache"])
     assert done.exit_code == 0, done.output
     assert not category_cache_path().exists() and pl.read_csv(tmp_path / "a.csv").height == 308
