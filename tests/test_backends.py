@@ -152,35 +152,44 @@ def test_lazy_openvino_load_without_the_extra_names_it(monkeypatch, tmp_path):
     assert "taxmig[openvino]" in caught.value.hint
 
 
-def _edited_night_in_a_fresh_process(tmp_path: Path, cache: Path, *init_options: str,
-                                     env: dict[str, str] | None = None) -> tuple[list[str], dict]:
-    """A state started in-process on the demo sample (``init_options`` added), then a night with
-    three product names edited in a fresh process (``env`` added to its environment): (the heavy
-    modules it imported, its report)."""
-    import os
-    import subprocess
-
+def _started_state(folder: Path, *init_options: str) -> Path:
+    """In ``folder``: a state started in-process on the demo sample (``init_options`` added), and the
+    next night's catalog, the sample with three product names edited (``night2.csv``)."""
     import polars as pl
 
     frame = pl.read_csv(SAMPLE, infer_schema=False)
-    frame.write_csv(tmp_path / "night1.csv")
-    taxonomy = tmp_path / "food.txt"  # Google's food branch: what the sample maps onto, a quarter of the labels
+    frame.write_csv(folder / "night1.csv")
+    taxonomy = folder / "food.txt"  # Google's food branch: what the sample maps onto, a quarter of the labels
     taxonomy.write_text("".join(line for line in TAXONOMY.read_text().splitlines(keepends=True)
                                 if "Food, Beverages" in line))
     frame.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(pl.col("product") + " - Pack of 2")
-                       .otherwise(pl.col("product")).alias("product")).write_csv(tmp_path / "night2.csv")
-    state = tmp_path / "state"
-    first = CliRunner().invoke(main, ["reconcile", str(tmp_path / "night1.csv"), "--state", str(state), "--init",
-                                      "--target-taxonomy", str(taxonomy), "--source-category", "category,sub_category",
-                                      *init_options, "-o", str(tmp_path / "r1.xlsx"), "-q"])
+                       .otherwise(pl.col("product")).alias("product")).write_csv(folder / "night2.csv")
+    first = CliRunner().invoke(main, ["reconcile", str(folder / "night1.csv"), "--state", str(folder / "state"),
+                                      "--init", "--target-taxonomy", str(taxonomy), "--source-category",
+                                      "category,sub_category", *init_options, "-o", str(folder / "r1.xlsx"), "-q"])
     assert first.exit_code in (0, 2), first.output
+    return folder
+
+
+def _edited_night_in_a_fresh_process(tmp_path: Path, cache: Path, *init_options: str,
+                                     env: dict[str, str] | None = None,
+                                     started: Path | None = None) -> tuple[list[str], dict]:
+    """A state started in-process on the demo sample (``init_options`` added; or a copy of
+    ``started``, a folder :func:`_started_state` made), then a night with three product names edited
+    in a fresh process (``env`` added to its environment): (the heavy modules it imported, its report)."""
+    import subprocess
+
+    if started is None:
+        _started_state(tmp_path, *init_options)
+    else:  # the same state, copied: each night changes its own
+        shutil.copytree(started, tmp_path, dirs_exist_ok=True)
     night = ("import sys, json; from migrate.cli import main\n"
              "try:\n    main(sys.argv[1:])\nexcept SystemExit as done:\n    code = done.code\n"
              "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
              "print(json.dumps({'code': code, 'heavy': heavy}))")
-    done = subprocess.run([sys.executable, "-c", night, "reconcile", str(tmp_path / "night2.csv"), "--state", str(state),
-                           "-o", str(tmp_path / "r2.xlsx"), "-q"], capture_output=True, text=True,
-                          env={**os.environ, EXPORTS_ENV: str(cache), **(env or {})},
+    done = subprocess.run([sys.executable, "-c", night, "reconcile", str(tmp_path / "night2.csv"), "--state",
+                           str(tmp_path / "state"), "-o", str(tmp_path / "r2.xlsx"), "-q"], capture_output=True,
+                          text=True, env={**os.environ, EXPORTS_ENV: str(cache), **(env or {})},
                           cwd=Path(__file__).resolve().parents[1])
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["code"] in (0, 2), done.stderr
@@ -282,14 +291,22 @@ def test_a_model_the_tracer_cannot_reproduce_stays_with_sentence_transformers(mo
     assert not registry.torchscript_dir(fp).exists() and not any((tmp_path / "exports").iterdir())
 
 
+@pytest.fixture(scope="module")
+def torch_state(torchscript_cache, tmp_path_factory) -> Path:
+    """A torch state started on the demo sample (with the trace in the cache), for each night to copy."""
+    return _started_state(tmp_path_factory.mktemp("torch-state"))
+
+
 @traceable
 @pytest.mark.parametrize("worker", ["1", "0"])
-def test_torch_night_encodes_without_importing_sentence_transformers(torchscript_cache, tmp_path, worker):
+def test_torch_night_encodes_without_importing_sentence_transformers(torchscript_cache, torch_state, tmp_path,
+                                                                      worker):
     """A night that encodes a few changed products of a torch state, in a fresh process, with the
     trace in the cache: torch runs the trace; transformers and sentence-transformers are never
     imported (importing them was most of such a night). With the encoder worker (the default on
     two or more cores) the night's own process does not even import torch."""
-    heavy, report = _edited_night_in_a_fresh_process(tmp_path, torchscript_cache[0], env={side_worker.ENV: worker})
+    heavy, report = _edited_night_in_a_fresh_process(tmp_path, torchscript_cache[0], env={side_worker.ENV: worker},
+                                                     started=torch_state)
     assert heavy == ([] if worker == "1" and (os.cpu_count() or 1) >= 2 else ["torch"])
     assert report["embedding"]["encoded"] == 3 and report["counts"]["text_changed"] == 3
 
