@@ -286,6 +286,69 @@ def million_part(rows: int, torch_rows: int) -> tuple[str, str]:
     return "\n".join(lines), notes
 
 
+# --- part: match ----------------------------------------------------------------------------
+
+def match_part(left_rows: int, right_rows: int, tier: str, precision: str) -> tuple[str, str]:
+    """``taxmig match LEFT RIGHT`` at scale (issue 38, item 3): the right table ``right_rows`` perturbed
+    BigBasket products (:func:`perturbed_catalog`: every product in many perturbed copies, the hardest
+    right table for blocking), the left table ``left_rows`` of them perturbed once more under new ids.
+    Wall time and peak RSS of the child process; how many left products were paired with a copy of
+    their own product (any copy: they are all twins). ``tier``: ``static`` (distilled in the run, as
+    the million part does) or ``torch`` at ``precision``; beside it, the bundled transformer's encode
+    rate on 5,000 of the texts and what encoding both tables with it would take."""
+    from train.distill import distill_static
+
+    lines = ["| left x right | tier | wall s | peak RSS MB | matches | left paired with a copy of its own product "
+             "| exit |", "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model = [] if tier == "torch" else ["--model", str(distill_static(tmp / "static", progress=False).output_dir)]
+        right = perturbed_catalog(right_rows, tmp / "right.csv")
+        rng = random.Random(1)
+        frame = pl.read_csv(right, infer_schema=False)
+        picked = frame[sorted(rng.sample(range(frame.height), left_rows))]
+        words = [name.split() for name in picked["product"].to_list()]
+        for w in words:  # one more perturbation: a word dropped or two swapped
+            if len(w) > 2 and rng.random() < 0.5:
+                w.pop(rng.randrange(len(w)))
+            elif len(w) > 1:
+                i = rng.randrange(len(w) - 1)
+                w[i], w[i + 1] = w[i + 1], w[i]
+        left = tmp / "left.csv"
+        picked.with_columns(pl.Series("product", [" ".join(w) for w in words]),
+                            pl.Series("id", [f"L{i}" for i in range(left_rows)]),
+                            pl.Series("source", picked["id"])).write_csv(left)
+        out = tmp / "matches.parquet"
+        args = ["match", str(left), str(right), "-o", str(out), "--quiet", *model,
+                *(["--precision", precision] if tier == "torch" else []),
+                "--left-id", "id", "--left-text", "product", "--right-id", "id", "--right-text", "product"]
+        seconds, rss, code, tail = run_child(args)
+        matches = own = 0
+        if out.exists():
+            m = pl.read_parquet(out).filter(pl.col("is_match"))
+            matches = m.height
+            origin = dict(zip([f"L{i}" for i in range(left_rows)], picked["id"].to_list()))
+            own = sum(1 for a, b in zip(m["left_id"], m["right_id"]) if origin[a].split("-")[0] == b.split("-")[0])
+        name = "static (distilled)" if tier == "static" else f"torch {precision}"
+        lines.append(f"| {left_rows:,} x {right_rows:,} | {name} | {seconds:.0f} | {rss:.0f} | {matches:,} | "
+                     f"{own / left_rows:.1%} | {code} |")
+        print(lines[-1], tail if code else "", flush=True)
+        from migrate.core.encoder import EncoderSettings, load_model
+
+        sample = frame["product"].head(5000).to_list()
+        rate = encode_rate(load_model(EncoderSettings(precision=precision)).model, sample)
+        total = left_rows + right_rows
+        lines.append(f"\nThe bundled transformer (torch {precision}) on this machine: {rate:.0f} texts/s on 5,000 of "
+                     f"the right texts, so encoding the {total:,} texts would take {total / rate / 60:.0f} min.")
+        print(lines[-1], flush=True)
+    notes = ("Right: BigBasket's real rows, each in many perturbed copies (perturbed_catalog in the script); left: a "
+             "seeded sample of them perturbed once more under new ids, so every left product has many look-alikes "
+             "and its own product's copies on the right. `taxmig match LEFT RIGHT -o matches.parquet --quiet "
+             "--model STATIC` (or `--precision P`) in a child process, model load included. Target (issue 38): 100k x 1M "
+             "in <= 45 min with the transformer, peak < 8 GB.")
+    return "\n".join(lines), notes
+
+
 # --- part: ray ------------------------------------------------------------------------------
 
 SCORE_COLUMNS = ("confidence", "margin", "score", "alt1_score", "alt2_score", "nearest_similarity")
@@ -349,7 +412,7 @@ def ray_part(million: int, rows: int, torch_rows: int) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="tiers,million", help="tiers, million, ray (comma-separated)")
+    parser.add_argument("--parts", default="tiers,million", help="tiers, million, ray, match (comma-separated)")
     parser.add_argument("--limit", type=int, help="tiers: a random subset of this many products per set")
     parser.add_argument("--rows", type=int, default=1_000_000, help="million: source products")
     parser.add_argument("--torch-rows", type=int, default=100_000,
@@ -357,6 +420,10 @@ def main() -> None:
     parser.add_argument("--ray-rows", type=int, default=100_000, help="ray: products mapped by both engines, static")
     parser.add_argument("--ray-torch-rows", type=int, default=20_000,
                         help="ray: products mapped by both engines with the transformer (0: skip)")
+    parser.add_argument("--match-left", type=int, default=100_000, help="match: left products")
+    parser.add_argument("--match-right", type=int, default=1_000_000, help="match: right products")
+    parser.add_argument("--match-tier", default="static", choices=("static", "torch"), help="match: encoder tier")
+    parser.add_argument("--match-precision", default="fp32", help="match: torch precision (fp32, bf16, ...)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -367,6 +434,10 @@ def main() -> None:
     if "million" in parts:
         table, notes = million_part(args.rows, args.torch_rows)
         publish(f"scale: {args.rows:,} products on one machine", table, notes, write=not args.no_write)
+    if "match" in parts:
+        table, notes = match_part(args.match_left, args.match_right, args.match_tier, args.match_precision)
+        publish(f"scale: match {args.match_left:,} x {args.match_right:,} products", table, notes,
+                write=not args.no_write)
     if "ray" in parts:
         table, notes = ray_part(args.rows, args.ray_rows, args.ray_torch_rows)
         publish("scale: --engine ray against the local engine", table, notes, write=not args.no_write)

@@ -1,12 +1,15 @@
 """FAISS inner-product search over unit vectors (so scores are cosine similarities).
 
 Exact search (``IndexFlatIP``) by default; an HNSW graph when the indexed set is larger than
-``exact_limit``; the flat index moves to the GPU when faiss-gpu and a GPU are present.
+``exact_limit``, or when the caller's queries times the indexed rows exceed :data:`EXACT_PAIRS`
+(an exact search's cost); the flat index moves to the GPU when faiss-gpu and a GPU are present.
 
 >>> index = build_index(np.eye(3, dtype=np.float32))
 >>> sims, ids = search(index, np.eye(3, dtype=np.float32)[:1], k=2)
 >>> ids[0].tolist()
 [0, 1]
+>>> build_index(np.eye(3, dtype=np.float32)).kind, build_index(np.eye(3, dtype=np.float32), queries=10**11).kind
+('flat (exact)', 'HNSW (approximate)')
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 EXACT_LIMIT = 250_000
+EXACT_PAIRS = 25_000_000_000
+"""Exact search up to this many query x indexed pairs (100k queries over 250k rows); beyond, an HNSW
+graph (BENCHMARKS.md, "scale: match 100,000 x 1,000,000 products")."""
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
 
@@ -45,11 +51,13 @@ class VectorIndex:
         return int(self.index.ntotal)
 
 
-def build_index(vectors: np.ndarray, *, exact_limit: int = EXACT_LIMIT, use_gpu: bool | None = None) -> VectorIndex:
-    """Index ``vectors`` (n, d), float32 unit rows. Returns an index whose ids are row numbers."""
+def build_index(vectors: np.ndarray, *, exact_limit: int = EXACT_LIMIT, use_gpu: bool | None = None,
+                queries: int | None = None) -> VectorIndex:
+    """Index ``vectors`` (n, d), float32 unit rows. Returns an index whose ids are row numbers.
+    ``queries``: how many queries the caller will search with (None: unknown, the size rule alone)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
-    if n > exact_limit:
+    if n > exact_limit or (queries is not None and queries * n > EXACT_PAIRS):
         index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = HNSW_EF_SEARCH
         kind = "HNSW (approximate)"

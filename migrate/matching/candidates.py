@@ -48,7 +48,7 @@ def search_candidates(queries: np.ndarray, indexed: np.ndarray, *, k: int, withi
     if n_index == 0 or len(queries) == 0 or (within and n_index < 2):
         return Candidates(np.full((len(queries), max(k, 1)), -1, np.int64), np.zeros((len(queries), max(k, 1)),
                                                                                        np.float32))
-    index = build_index(indexed)
+    index = build_index(indexed, queries=len(queries))
     want = min(k + (1 if within else 0), n_index)
     sims, ids = search(index, queries, want)
     if within:

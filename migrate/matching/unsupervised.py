@@ -80,15 +80,17 @@ class FellegiSunter:
                 for n, m, u in zip(names, self.m, self.u)}
 
 
-def fit_fellegi_sunter(levels: np.ndarray, start: np.ndarray, n_levels: Sequence[int]) -> tuple[FellegiSunter,
-                                                                                                 np.ndarray]:
-    """EM over rows of levels from ``start`` (initial match probabilities): (model, posteriors)."""
+def fit_fellegi_sunter(levels: np.ndarray, start: np.ndarray, n_levels: Sequence[int],
+                       counts: np.ndarray | None = None) -> tuple[FellegiSunter, np.ndarray]:
+    """EM over rows of levels from ``start`` (initial match probabilities): (model, posteriors).
+    ``counts``: how many pairs each row stands for (rows are then distinct level patterns; None: 1 each)."""
     p = np.clip(np.asarray(start, dtype=np.float64), 1e-4, 1 - 1e-4)
+    w = np.ones(len(levels)) if counts is None else np.asarray(counts, dtype=np.float64)
     model = None
     for _ in range(MAX_ITER):
-        lam = float(np.clip(p.mean(), 1e-4, 1 - 1e-4))
-        m = [np.bincount(levels[:, j], weights=p, minlength=k) + SMOOTHING for j, k in enumerate(n_levels)]
-        u = [np.bincount(levels[:, j], weights=1 - p, minlength=k) + SMOOTHING for j, k in enumerate(n_levels)]
+        lam = float(np.clip((w * p).sum() / max(w.sum(), 1e-12), 1e-4, 1 - 1e-4))
+        m = [np.bincount(levels[:, j], weights=w * p, minlength=k) + SMOOTHING for j, k in enumerate(n_levels)]
+        u = [np.bincount(levels[:, j], weights=w * (1 - p), minlength=k) + SMOOTHING for j, k in enumerate(n_levels)]
         model = FellegiSunter(lam, [a / a.sum() for a in m], [a / a.sum() for a in u])
         new = model.probability(levels)
         done = np.abs(new - p).max() < TOLERANCE
@@ -226,16 +228,22 @@ def estimate_matches(li: np.ndarray, ri: np.ndarray, scores: np.ndarray, feature
     best = _best_of_each_left(li, scores)
     levels, sizes = comparison_levels(features[best], _second_margin(scores, li)[best], li[best], ri[best],
                                       mutual[best], left_codes, right_codes)
-    model, posterior = fit_fellegi_sunter(levels, scores[best], sizes)
+    # EM over the distinct level patterns, each weighted by its pairs: the same fit, at the cost of the
+    # patterns (a few thousand at most) instead of the left products
+    patterns, inverse, counts = np.unique(levels, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    start = np.bincount(inverse, weights=scores[best], minlength=len(patterns)) / counts
+    model, fitted = fit_fellegi_sunter(patterns, start, sizes, counts)
+    posterior = fitted[inverse]
     probabilities = np.zeros(len(scores))
     probabilities[best] = posterior
     overlap = float(posterior.sum() / max(n_left, 1))
     rng = np.random.default_rng(seed)
     shares = []
-    for _ in range(bootstrap):
-        pick = rng.integers(0, len(best), len(best))
-        _, p = fit_fellegi_sunter(levels[pick], posterior[pick], sizes)
-        shares.append(p.sum() / max(n_left, 1))
+    for _ in range(bootstrap):  # a resample of the left products: multinomial counts over the patterns
+        resampled = rng.multinomial(len(best), counts / counts.sum())
+        _, p = fit_fellegi_sunter(patterns, fitted, sizes, resampled)
+        shares.append(float((resampled * p).sum() / max(n_left, 1)))
     tail = (1 - INTERVAL) / 2
     low, high = (float(np.quantile(shares, tail)), float(np.quantile(shares, 1 - tail))) if shares else (overlap,
                                                                                                          overlap)
