@@ -196,7 +196,9 @@ class OverlapEstimate:
             "Estimated overlap (no labels)": (
                 f"about {self.overlap:.0%} of left products have a twin on the right ({INTERVAL:.0%} interval "
                 f"{self.low:.0%}-{self.high:.0%}, bootstrap over left products; Fellegi-Sunter EM over "
-                f"{', '.join(COMPARISONS)})"),
+                f"{', '.join(COMPARISONS)}). The interval is sampling noise only: where products come in close "
+                f"variants (editions, upgrades, sizes) a look-alike passes for a twin and the estimate runs high; "
+                f"labelled pairs (--labels) measure it"),
             "Estimated overlap": {"share": round(self.overlap, 4), "low": round(self.low, 4),
                                   "high": round(self.high, 4), "left_products": self.n_left,
                                   "expected_twins": round(self.expected_twins, 1)},
