@@ -820,6 +820,7 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
     from migrate.core.progress import Progress
     from migrate.matching.matcher import run_match
     from migrate.matching.output import check_match_output, write_match_output
+    from migrate.matching.scoring import DEFAULT_THRESHOLD
     from migrate.matching.settings import MatchSettings
 
     _setup_logging(verbose, quiet)
@@ -845,9 +846,11 @@ def match(left, right, output, within, labels, overwrite, quiet, verbose, **para
     if result.estimate is not None:
         quality = (f"; about {result.estimate.overlap:.0%} of left products have a twin (estimated without labels, "
                    f"{result.estimate.low:.0%}-{result.estimate.high:.0%})")
-    click.echo(f"matched {facts.mapped} products ({facts.rejected} rejected): {what} at threshold "
-               f"{result.threshold.value:.3f}{pairing}{quality}; {facts.needs_review} need review; "
-               f"wrote {', '.join(str(p) for p in written)}")
+    at = f"at threshold {result.threshold.value:.3f}"
+    if settings.cut_by_estimate and result.estimate is not None:
+        at += f" and estimated match probability >= {result.estimate.cut:.3f} (or score >= {DEFAULT_THRESHOLD})"
+    click.echo(f"matched {facts.mapped} products ({facts.rejected} rejected): {what} {at}{pairing}{quality}; "
+               f"{facts.needs_review} need review; wrote {', '.join(str(p) for p in written)}")
 
 
 @main.command("train-match", context_settings=CONTEXT)

@@ -130,6 +130,10 @@ def test_the_cli_cuts_by_the_estimate_and_says_the_overlap_and_refuses_it_where_
     kept = few_twins["cut"].matches.filter(pl.col("is_match"))
     assert sorted(zip(written["left_id"], written["right_id"])) == sorted(zip(kept["left_id"], kept["right_id"]))
     assert kept.height < few_twins["old"].matches["is_match"].sum()  # the cut dropped some mutual best pairs
+    assert f"estimated match probability >= {expected.cut:.3f}" in said.output
+    assert few_twins["cut"].summary_dict()["Cut by the estimate (--cut-by-estimate)"].startswith(
+        f"a mutual best pair is a match only when its estimated match probability reaches {expected.cut:.3f}")
+    assert "Cut by the estimate (--cut-by-estimate)" not in few_twins["old"].summary_dict()
     refused = CliRunner().invoke(main, ["match", abt, buy, "-o", str(folder / "x.csv"), "--cut-by-estimate",
                                         "--many-to-one", "--threshold", "0.3"])
     assert refused.exit_code != 0

@@ -14,7 +14,7 @@ from migrate.core.report import Row, RunFacts, summary_rows
 from migrate.matching.flags import FLAG_ORDER
 from migrate.matching.inputs import LabelledPairs, MatchInputs
 from migrate.matching.reranker import Reranker
-from migrate.matching.scoring import MatchThreshold, PairScorer
+from migrate.matching.scoring import DEFAULT_THRESHOLD, MatchThreshold, PairScorer
 from migrate.matching.settings import MatchSettings
 
 
@@ -94,6 +94,11 @@ def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs,
         *(label_info or {}).items(),
         *(estimate or {}).items(),
     ]
+    if settings.cut_by_estimate and estimate:
+        cut = estimate["Expected-F1 cut (no labels)"]["probability"]
+        method.append(("Cut by the estimate (--cut-by-estimate)",
+                       f"a mutual best pair is a match only when its estimated match probability reaches {cut:.3f} "
+                       f"(the expected-F1 cut) or its score reaches {DEFAULT_THRESHOLD}"))
     outcome: list[Row] = [
         ("Matches", facts.matches),
         ("No match", int((~matches["is_match"]).sum())),
