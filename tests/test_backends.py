@@ -211,18 +211,12 @@ traceable = pytest.mark.skipif(_transformers_version() < (5, 6),
                                reason="transformers < 5.6 cannot be traced (its nights use sentence-transformers)")
 
 @pytest.fixture(scope="module")
-def torchscript_cache(migrator, tmp_path_factory):
-    """A private export cache holding the session model traced where a night looks for it."""
-    from models.cache import torchscript_dir
-    from models.runtime import export_torchscript
-
-    cache = tmp_path_factory.mktemp("taxmig-ts-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(EXPORTS_ENV, str(cache))
-        folder = torchscript_dir(migrator.encoder.fingerprint)
-        folder.mkdir(parents=True)
-        export_torchscript(migrator.encoder.model._model, resolve_model(None).location, folder)
-        yield cache, folder
+def torchscript_cache(traced_bundled_model, private_cache):
+    """The session's export cache, holding the session model traced where a night looks for it
+    (conftest's ``traced_bundled_model``): (the cache, the trace's folder). Its category cache is the
+    session's too, so a state started on the demo sample reads the sample taxonomy's category
+    vectors as a user's second run does."""
+    return private_cache, traced_bundled_model
 
 
 @traceable
