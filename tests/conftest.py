@@ -6,8 +6,12 @@ import contextlib
 import os
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+
+from migrate.core.embedding import RememberingModel
+from migrate.core.embedding_cache import EmbeddingCache
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs a test process per core (pytest -n auto): torch's default of a thread per core
@@ -70,16 +74,46 @@ def bigbasket() -> pl.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def migrator():
-    """The bundled base encoder, loaded once for the whole session (remembering what it encoded)."""
-    from migrate.core.embedding import RememberingModel
+def migrator(private_cache):
+    """The bundled base encoder, loaded once for the whole session (remembering what it encoded,
+    and what ``make test``'s other processes encoded with it: :class:`SessionVectors`)."""
     from migrate.core.encoder import Encoder
     from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
 
     ref = resolve_model(None)
     model, fp = load_encoder(ref)
-    return Migrator(Encoder(RememberingModel(model), ref.name, fp))  # tests map the same samples again and again
+    remembering = SessionVectors(model, private_cache / "session-vectors.sqlite", fp)
+    return Migrator(Encoder(remembering, ref.name, fp))  # tests map the same samples again and again
+
+
+class SessionVectors(RememberingModel):
+    """The session model's memory of the unit vectors it encoded (:class:`RememberingModel`), shared
+    by ``make test``'s processes through a file in the session's cache folder: a text one process
+    encoded, another reads back instead of encoding it again (test files that map the same real rows
+    -- the demo sample, BigBasket's seeded samples, the Instacart set -- run in whichever process is
+    free). The calls remembered are :class:`RememberingModel`'s; every other call goes to the model.
+    What a run counts as encoded is its :class:`~migrate.core.embedding.Embedder`'s, as before."""
+
+    def __init__(self, model, path: Path, key: str) -> None:
+        super().__init__(model)
+        self._path, self._key = path, f"tests-session:{key}"
+
+    def encode(self, sentences, *args, **kwargs):
+        remembered = not (args or set(kwargs) - self.EMBEDDER_OPTIONS or not kwargs.get("normalize_embeddings")
+                          or not kwargs.get("convert_to_numpy", True) or isinstance(sentences, str))
+        missing = [t for t in dict.fromkeys(sentences) if t not in self._memory] if remembered else []
+        if not missing:
+            return super().encode(sentences, *args, **kwargs)
+        with EmbeddingCache(self._path) as shared:
+            found, absent = shared.get(self._key, missing)
+            gone = set(absent)
+            self._memory.update(zip((t for i, t in enumerate(missing) if i not in gone), found))
+            vectors = super().encode(sentences, **kwargs)  # encodes the texts no process had
+            if absent:
+                new = [missing[i] for i in absent]
+                shared.put(self._key, new, np.stack([self._memory[t] for t in new]))
+        return vectors
 
 
 @pytest.fixture(autouse=True, scope="session")
