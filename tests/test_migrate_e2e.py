@@ -27,9 +27,21 @@ SAMPLE_SOURCE = SAMPLES / "bigbasket_sample.csv"
 SAMPLE_TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"
 
 
-def sample_settings(**kw) -> MigrationSettings:
-    return MigrationSettings(source=SAMPLE_SOURCE, target_taxonomy=SAMPLE_TAXONOMY,
+def sample_settings(taxonomy=SAMPLE_TAXONOMY, **kw) -> MigrationSettings:
+    return MigrationSettings(source=SAMPLE_SOURCE, target_taxonomy=taxonomy,
                              source_category="category,sub_category", progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def food_taxonomy(tmp_path_factory):
+    """Google's food, beverages and tobacco branch of the sample taxonomy (364 of its 1,499
+    categories, what the sample's groceries map onto), for the runs that embed each level name of
+    the taxonomy (product texts without their source category): its own names, not the whole one's."""
+    path = tmp_path_factory.mktemp("taxonomy") / "food.txt"
+    path.write_text("".join(line for line in SAMPLE_TAXONOMY.read_text(encoding="utf-8").splitlines(keepends=True)
+                            if "Food, Beverages" in line), encoding="utf-8")
+    assert len(load_taxonomy(path).categories) == 364
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +75,8 @@ def test_sample_migration_maps_every_row_to_a_listed_category(sample_result):
     assert "whole category paths" in summary["Label scoring"]
 
 
-def test_without_source_categories_labels_are_scored_level_by_level(migrator):
-    result = run_migration(sample_settings(category_context=False), migrator)
+def test_without_source_categories_labels_are_scored_level_by_level(migrator, food_taxonomy):
+    result = run_migration(sample_settings(food_taxonomy, category_context=False), migrator)
     assert result.summary_dict()["Label scoring"].startswith("exact; each path level")
     assert result.mapping.height == 308
     honey = result.mapping.filter(pl.col("source_id") == "2035")["target_category"][0]
@@ -196,7 +208,7 @@ def test_every_source_row_ends_in_mapping_or_rejects_exactly_once(migrator, bigb
     assert "empty id" in reasons[21]
 
 
-def test_input_formats_give_the_same_mapping_and_outputs_hold_everything(migrator, bigbasket, tmp_path):
+def test_input_formats_give_the_same_mapping_and_outputs_hold_everything(migrator, bigbasket, food_taxonomy, tmp_path):
     rows = bigbasket.slice(100, 40).select("index", "product", "brand")
     rows = rows.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit('=HYPERLINK("http://x","y")'))
                              .otherwise(pl.col("product")).alias("product"))
@@ -204,7 +216,7 @@ def test_input_formats_give_the_same_mapping_and_outputs_hold_everything(migrato
     rows.write_csv(paths["csv"])
     rows.write_parquet(paths["parquet"])
     rows.write_ndjson(paths["jsonl"])
-    results = {k: run_migration(MigrationSettings(source=p, target_taxonomy=SAMPLE_TAXONOMY, progress=False), migrator)
+    results = {k: run_migration(MigrationSettings(source=p, target_taxonomy=food_taxonomy, progress=False), migrator)
                for k, p in paths.items()}
     cats = {k: r.mapping["target_category"].to_list() for k, r in results.items()}
     assert cats["csv"] == cats["parquet"] == cats["jsonl"]
