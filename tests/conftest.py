@@ -25,12 +25,13 @@ DATA_DIR = Path(os.environ.get("TAXMIG_DATA_DIR", ROOT.parent / "shared" / "data
 SAMPLES = ROOT / "sample_catalogs"
 
 
-HEAVY_FIRST = ("test_train.py", "test_match.py", "test_migrate_e2e.py", "test_distill.py", "test_backends.py",
-               "test_ray_engine.py", "test_nightly.py", "test_classifier.py")
-"""The test files that take longest, longest first: 55, 50, 47, 37, 32, 30, 28 and 11 s, every
-other file under 6 s (``pytest -v -n 2 --dist loadfile --no-loadscope-reorder --durations=0``,
-durations summed per file, at a418731 on 2 cores). They start first, so that under ``make
-test``'s one process per core no process is left with a long file while the others wait."""
+HEAVY_FIRST = ("test_match.py", "test_migrate_e2e.py", "test_train.py", "test_distill.py", "test_ray_engine.py",
+               "test_nightly.py", "test_backends.py", "test_classifier.py", "test_review_rounds.py",
+               "test_match_unsupervised.py")
+"""The test files that take longest, longest first: 78, 77, 59, 54, 45, 35, 30, 17, 17 and 15 s, every
+other file under 10 s (``pytest -n auto --dist loadfile --no-loadscope-reorder --durations=0``,
+durations summed per file, at 871c838 on 2 cores: 504 s of test time in all). They start first, so
+that under ``make test``'s one process per core no process is left with a long file while the others wait."""
 
 
 MAX_TEST_PROCESSES = 4
