@@ -164,8 +164,9 @@ MODEL_OPTIONS = [
     click.option("--allow-download", is_flag=True, help="Allow fetching a hub model (otherwise the hub stays offline)."),
     click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a hub model to run (off by default)."),
     click.option("--device", default=None, help="torch device for encoding (default: cuda if present, else cpu)."),
-    click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-                 help="Encoding precision; fp16/bf16 for a GPU (README, Speed tiers)."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                 help="Encoding precision. auto: bf16 on a CPU that computes it in hardware (AMX, AVX512-BF16), "
+                      "fp32 elsewhere; fp32 forces it; fp16/bf16 for a GPU (README, Speed tiers)."),
     click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
                  help="Inference backend: openvino runs about 2x faster on a CPU with the same results "
                       "(extra taxmig[openvino]; exported once and cached; README, Speed tiers)."),
@@ -300,9 +301,12 @@ def explicit_overrides(ctx: click.Context) -> dict:
 @click.option("--category-cache/--no-category-cache", default=True, show_default=True,
               help="Onto a taxonomy file: keep its category texts' vectors in the user's cache "
                    "($TAXMIG_CACHE_DIR, else ~/.cache/taxmig), so a later run encodes only the products.")
+@click.option("--target-cache/--no-target-cache", default=True, show_default=True,
+              help="Onto a labelled target catalog: keep its fitted side (vectors, classifier, calibration) in the "
+                   "user's cache, so a later run onto the same target, model and settings maps only the source.")
 @options(COMMON_OPTIONS)
-def migrate(source, output, state, engine, workers, task_rows, ask, category_cache, overwrite, quiet, verbose,
-            **params) -> None:
+def migrate(source, output, state, engine, workers, task_rows, ask, category_cache, target_cache, overwrite, quiet,
+            verbose, **params) -> None:
     """Map every product of SOURCE to a target category and write a review-ready mapping.
 
     \b
@@ -320,10 +324,10 @@ def migrate(source, output, state, engine, workers, task_rows, ask, category_cac
 
     _setup_logging(verbose, quiet)
     settings = settings_from_params(source, params, quiet)
-    if not category_cache:
+    if not category_cache or not target_cache:
         from dataclasses import replace
 
-        settings = replace(settings, category_cache=False)
+        settings = replace(settings, category_cache=category_cache, target_cache=target_cache)
     if ask is not None:
         from dataclasses import replace
 

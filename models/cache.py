@@ -25,6 +25,13 @@ def category_cache_path() -> Path:
     return cache_dir() / "category-embeddings.sqlite"
 
 
+def target_sides_dir() -> Path:
+    """The fitted target sides of labelled target catalogs this user mapped onto (vectors,
+    classifier, calibration; JSON and npz, never code): ``$TAXMIG_CACHE_DIR/target-sides``, one
+    pair of files per target catalog, model and settings (safe to delete)."""
+    return cache_dir() / "target-sides"
+
+
 def exports_dir() -> Path:
     """Where exported backend models are cached: ``$TAXMIG_CACHE_DIR/exports``, by default
     ``~/.cache/taxmig/exports`` (one folder per weights fingerprint and backend)."""

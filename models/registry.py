@@ -9,6 +9,7 @@ downloads. ``trust_remote_code`` is off unless the caller turns it on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -86,9 +87,77 @@ def fingerprint(location: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-"""Encoding precisions: fp32 (default); fp16/bf16 halve the weights (their speed and agreement with
-fp32: BENCHMARKS.md, "GPU: CUDA against the CPU, BigBasket" and "torch precisions on the CPU, BigBasket")."""
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+"""Encoding precisions: auto (the default: :func:`resolve_precision`), fp32, or fp16/bf16, which halve
+the weights (their speed and agreement with fp32: BENCHMARKS.md, "GPU: CUDA against the CPU,
+BigBasket" and "torch precisions on the CPU, BigBasket")."""
+
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+"""CPU flags (Linux ``/proc/cpuinfo``) of bf16 computed in hardware; without them torch emulates
+bf16, several times slower than fp32 (BENCHMARKS.md, "torch precisions on the CPU, BigBasket")."""
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The CPU's feature flags from the first ``flags`` line of ``cpuinfo`` (Linux); None without one."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[-1].split())
+    except OSError:
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16): from its flags
+    (:func:`cpu_flags`; no torch import, so a night that encodes nothing stays cheap), else torch's
+    own probes."""
+    flags = cpu_flags()
+    if flags is not None:
+        return bool(BF16_CPU_FLAGS & flags)
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def _gpu_available() -> bool:
+    """Whether torch would encode on a GPU when no device is named: False without importing
+    torch where no NVIDIA driver is installed (Linux), else torch's answer (CUDA or Apple's MPS)."""
+    if os.name == "posix" and Path("/proc").is_dir() and not Path("/proc/driver/nvidia/version").exists():
+        return False
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(torch.cuda.is_available() or (mps is not None and mps.is_available()))
+
+
+PRECISION_ENV = "TAXMIG_PRECISION"
+"""The environment variable that sets what ``--precision auto`` means (fp32, fp16 or bf16): a
+fleet of nightly jobs pinned to one precision whatever the machine."""
+
+
+def resolve_precision(precision: str, backend: str = "torch", device: str | None = None) -> str:
+    """The precision a model runs in: ``precision`` itself unless it is ``auto``, which is
+    ``$TAXMIG_PRECISION`` when set (:data:`PRECISION_ENV`), else the fastest at equal top-1 on this machine: bf16 for torch on a CPU that computes bf16 in hardware
+    (:func:`cpu_computes_bf16`; 3.2x the fp32 encode rate, the same top-1: BENCHMARKS.md, "torch
+    precisions on the CPU, BigBasket"), fp32 elsewhere -- on a GPU (fp32 encodes this small model
+    fastest there: "GPU: CUDA against the CPU, BigBasket"), on a CPU that would emulate bf16, and
+    with another backend.
+
+    >>> resolve_precision("fp16"), resolve_precision("auto", "openvino"), resolve_precision("auto", device="cuda")
+    ('fp16', 'fp32', 'fp32')
+    """
+    if precision != "auto":
+        return precision
+    pinned = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if pinned in PRECISIONS and pinned != "auto":
+        return pinned
+    if backend != "torch" or device not in (None, "cpu") or (device is None and _gpu_available()):
+        return "fp32"
+    return "bf16" if cpu_computes_bf16() else "fp32"
 
 BACKENDS = ("torch", "openvino")
 """Inference backends (sentence-transformers' ``backend=``): torch, or OpenVINO (the extra
@@ -119,14 +188,14 @@ def check_backend(backend: str, precision: str) -> list[str]:
         problems.append(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         problems.append(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    elif backend != "torch" and precision != "fp32":
+    elif backend != "torch" and precision not in ("fp32", "auto"):
         problems.append(f"--precision {precision} is a torch cast: with --backend {backend} use fp32 "
                         "(for int8, write a quantized folder with 'taxmig quantize')")
     return problems
 
 
 def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bool = False,
-                 trust_remote_code: bool = False, precision: str = "fp32", backend: str = "torch"):
+                 trust_remote_code: bool = False, precision: str = "auto", backend: str = "torch"):
     """Load a SentenceTransformer for ``ref``; returns ``(model, fingerprint)``.
 
     The hub stays off (``HF_HUB_OFFLINE=1``) unless ``allow_download`` is given for a hub id.
@@ -139,6 +208,7 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     problems = check_backend(backend, precision)
     if problems:
         raise ModelError("; ".join(problems), hint="see taxmig migrate --help")
+    precision = resolve_precision(precision, backend, device)
     if ref.is_local or not allow_download:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -313,7 +383,9 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     if not ref.is_local:
         return None
     weights = fingerprint(ref.location)
-    backend, precision = options.get("backend", "torch"), options.get("precision", "fp32")
+    backend = options.get("backend", "torch")
+    precision = resolve_precision(options.get("precision", "auto"), backend, options.get("device"))
+    options = {**options, "precision": precision}
     fp = backend_fingerprint(weights, backend, precision)
     plain = not options.get("trust_remote_code") and options.get("device") in (None, "cpu")
 

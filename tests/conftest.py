@@ -74,8 +74,20 @@ def bigbasket() -> pl.DataFrame:
     return pl.read_csv(data_file("bigbasket", "products.csv"), infer_schema=False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fp32_on_every_cpu():
+    """``--precision auto`` means fp32 in this process and the ones the tests start, whatever the
+    CPU (``TAXMIG_PRECISION``): the suite's figures are fp32's on every machine (test_backends
+    checks the resolution itself)."""
+    from models.registry import PRECISION_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PRECISION_ENV, "fp32")
+        yield
+
+
 @pytest.fixture(scope="session")
-def migrator(private_cache):
+def migrator(private_cache, fp32_on_every_cpu):
     """The bundled base encoder, loaded once for the whole session (remembering what it encoded,
     and what ``make test``'s other processes encoded with it: :class:`SessionVectors`)."""
     from migrate.core.encoder import Encoder
@@ -165,17 +177,18 @@ def session_model_for_commands(migrator):
 
     original = registry.load_encoder
     bundled = registry.resolve_model(None).location
+    patch = pytest.MonkeyPatch()
 
-    def load_encoder(ref, *, device=None, allow_download=False, trust_remote_code=False, precision="fp32",
+    def load_encoder(ref, *, device=None, allow_download=False, trust_remote_code=False, precision="auto",
                      backend="torch"):
-        if (ref.is_local and ref.location == bundled and device is None and precision == "fp32"
+        if (ref.is_local and ref.location == bundled and device is None
+                and registry.resolve_precision(precision, backend, device) == "fp32"
                 and backend == "torch" and not trust_remote_code):
             return migrator.encoder.model, migrator.encoder.fingerprint
         return original(ref, device=device, allow_download=allow_download, trust_remote_code=trust_remote_code,
                         precision=precision, backend=backend)
 
     load_encoder.__wrapped__ = original  # for the tests of loading itself
-    patch = pytest.MonkeyPatch()
     patch.setattr(registry, "load_encoder", load_encoder)
     patch.setattr(core_encoder, "load_encoder", load_encoder)
     # no encoder worker process for a `reconcile` run in-process: it would load the model a second

@@ -509,3 +509,41 @@ def test_openvino_night_encodes_without_importing_torch(export_cache, tmp_path):
     heavy, report = _edited_night_in_a_fresh_process(tmp_path, export_cache, "--backend", "openvino")
     assert heavy == []
     assert report["embedding"]["encoded"] == 3 and report["counts"]["text_changed"] == 3
+
+
+def test_precision_auto_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    """--precision auto (the default): $TAXMIG_PRECISION when set, else bf16 for torch on a CPU with
+    AMX / AVX512-BF16, fp32 on a CPU that would emulate bf16, on a GPU and with OpenVINO; the
+    fingerprint says which (caches apart); an explicit precision is kept as given."""
+    import models.registry as registry
+    from models.registry import PRECISION_ENV, lazy_encoder, resolve_model, resolve_precision
+
+    ref = resolve_model(None)
+    assert resolve_precision("auto", "torch", "cpu") == "fp32"  # the suite's TAXMIG_PRECISION
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    assert resolve_precision("auto", "torch", "cpu") == "bf16" and resolve_precision("fp32") == "fp32"
+    monkeypatch.delenv(PRECISION_ENV)
+    for computes, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(registry, "cpu_computes_bf16", lambda computes=computes: computes)
+        assert resolve_precision("auto", "torch", "cpu") == expected
+        assert resolve_precision("auto", "openvino", "cpu") == "fp32"
+        assert resolve_precision("auto", "torch", "cuda") == "fp32"
+        assert resolve_precision("fp32", "torch", "cpu") == "fp32"
+        assert resolve_precision("bf16", "torch", "cpu") == "bf16"
+        fp = lazy_encoder(ref, device="cpu")[1]
+        assert fp.endswith("-bf16") == (expected == "bf16")
+        assert lazy_encoder(ref, device="cpu", precision="fp32")[1] == fp.removesuffix("-bf16")
+
+
+def test_the_cpu_flags_say_whether_bf16_is_computed_in_hardware(tmp_path):
+    """cpu_flags reads the flags line of /proc/cpuinfo; amx_bf16 or avx512_bf16 among them: bf16
+    in hardware; no such file: None (torch's probes decide)."""
+    from models.registry import BF16_CPU_FLAGS, cpu_flags
+
+    for flags, expected in (("fpu sse avx2 avx512f avx512_bf16", True), ("fpu sse amx_tile amx_bf16", True),
+                            ("fpu sse avx2 avx512f avx512_vnni", False)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nvendor_id\t: x\nflags\t\t: {flags}\nbugs\t\t: spectre\n")
+        assert cpu_flags(info) == frozenset(flags.split())
+        assert bool(BF16_CPU_FLAGS & cpu_flags(info)) is expected
+    assert cpu_flags(tmp_path / "missing") is None

@@ -162,7 +162,8 @@ def test_training_names_its_encoder_as_every_command_does(monkeypatch):
     monkeypatch.setattr("train.finetune.load_encoder", lambda ref, **options: seen.update(options) or ("m", "fp"))
     ref, model, fp = load_base(EncoderSettings(device="cpu"))
     assert ref == resolve_model(None) and (model, fp) == ("m", "fp")
-    assert seen == EncoderSettings(device="cpu").load_options() and seen["device"] == "cpu"
+    # training keeps fp32 weights whatever --precision auto means on this CPU
+    assert seen == {**EncoderSettings(device="cpu").load_options(), "precision": "fp32"} and seen["device"] == "cpu"
 
 
 def _with_formula_product(catalog_path, tmp_path):

@@ -110,13 +110,13 @@ def load_base(settings: EncoderSettings) -> tuple[ModelRef, Any, str]:
     problems = settings.problems()
     if not problems and settings.backend != "torch":
         problems.append(f"training runs the model with torch, not --backend {settings.backend}")
-    if not problems and settings.precision != "fp32":
+    if not problems and settings.precision not in ("fp32", "auto"):
         problems.append(f"training keeps fp32 weights (bf16 mixed precision where the hardware has it), "
                         f"not --precision {settings.precision}")
     if problems:
         raise ModelError("; ".join(problems), hint="train from a torch model in fp32; see taxmig train --help")
     ref = settings.resolve()
-    model, fp = load_encoder(ref, **settings.load_options())
+    model, fp = load_encoder(ref, **{**settings.load_options(), "precision": "fp32"})
     return ref, model, fp
 
 
@@ -140,11 +140,11 @@ def _check_resume(output_dir: Path, base_fingerprint: str, objective: str = "pro
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), so mixed precision pays."""
-    import torch
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), so mixed precision pays
+    (:func:`models.registry.cpu_computes_bf16`)."""
+    from models.registry import cpu_computes_bf16
 
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(probe() for probe in probes if probe is not None)
+    return cpu_computes_bf16()
 
 
 def training_args(config: TrainConfig, output_dir: Path, steps: int, metric: str, args_class=None, *,

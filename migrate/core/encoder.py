@@ -22,7 +22,7 @@ class EncoderSettings:
     allow_download: bool = False
     trust_remote_code: bool = False
     device: str | None = None
-    precision: str = "fp32"
+    precision: str = "auto"  # models.registry.resolve_precision: bf16 on a CPU that computes it, else fp32
     backend: str = "torch"
     batch_size: int = 64
 

@@ -24,6 +24,7 @@ code never prints: it reports to the display it is given, or to the one opened a
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import IO, Iterator
@@ -58,6 +59,8 @@ class Stage:
     def __init__(self, display: "Progress", name: str, total: int | None, unit: str) -> None:
         self.display, self.name, self.total, self.unit = display, name, total, unit
         self.n = 0
+        self.started = time.perf_counter()
+        self.seconds: float | None = None  # wall seconds from start to end (None while open)
 
     def update(self, n: int = 1) -> None:
         """``n`` more of the stage's items done."""
@@ -170,10 +173,21 @@ class Progress:
             self._bar.refresh()
 
     def _end(self, stage: Stage) -> None:
+        if stage.seconds is None:
+            stage.seconds = time.perf_counter() - stage.started
         if self._open is stage:
             self._open = None
             if self._bar is not None:
                 self._bar.refresh()  # the stage's last count, not the one of a tenth of a second before
+
+    def seconds_by_stage(self) -> dict[str, float]:
+        """Wall seconds of each finished stage by name, in the order they ran (a name that ran
+        more than once: its total); steps inside a stage count towards it."""
+        out: dict[str, float] = {}
+        for stage in self.stages:
+            if stage.seconds is not None:
+                out[stage.name] = out.get(stage.name, 0.0) + stage.seconds
+        return out
 
     def close(self) -> None:
         """Erase the bar (the run's own lines, its Summary and errors, come after it)."""

@@ -72,6 +72,7 @@ class RunFacts:
     target_side: str | None = None   # a night: where the fitted target side came from
     encode_seconds: float = 0.0
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds by stage of the progress display
     output: str | None = None        # the file the run writes its result to, as given (None: not told)
     state: str | None = None         # the state folder the run keeps, as given (None: none, or not told)
 
@@ -104,6 +105,8 @@ def summary_rows(facts: RunFacts, *, glance: dict[str, Any] | None = None, guide
     if facts.cached is not None:
         rows.append(("Texts read from the embedding cache", facts.cached))
     rows += [("Encode seconds", round(facts.encode_seconds, 2)), ("Run seconds", round(facts.seconds, 2))]
+    if facts.stage_seconds:
+        rows.append(("Seconds by stage", {name: round(sec, 2) for name, sec in facts.stage_seconds.items()}))
     rows += list(cost)
     return rows
 

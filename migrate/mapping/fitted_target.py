@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -387,3 +388,76 @@ class FittedTargetStore:
             self.legacy_path.unlink(missing_ok=True)
             log.info("removed %s (the older format; the target side is now kept in %s and %s)",
                      self.legacy_path.name, self.path.name, self.arrays_path.name)
+
+
+TARGET_SIDES_MAX_BYTES = 2 << 30
+"""The user's cache of fitted target sides keeps at most this many bytes (2 GiB), the least
+recently used dropped first; a 22,085-product target side takes about 90 MB (BENCHMARKS.md,
+"whole runs: where the seconds go")."""
+
+
+class UserTargetSides:
+    """The fitted target sides of every run of this user (:func:`models.cache.target_sides_dir`):
+    a :class:`FittedTargetStore` per key, so a second migration onto the same labelled target
+    catalog with the same model and settings reads its vectors, classifier and calibration back
+    instead of encoding and fitting them. Same ``get``/``put`` as a state's store; reading touches
+    the files (least recently used first out once past ``max_bytes``); runs side by side are safe
+    (each file is written atomically, a reader checks that the two halves come from one write);
+    a cache that cannot be used never fails a run (a warning, and the side is fitted)."""
+
+    def __init__(self, folder: str | Path | None = None, *, max_bytes: int = TARGET_SIDES_MAX_BYTES) -> None:
+        if folder is None:
+            from models.cache import target_sides_dir
+
+            folder = target_sides_dir()
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+
+    def _store(self, key: str) -> FittedTargetStore:
+        return FittedTargetStore(self.folder / f"{key[:32]}{RECORD_SUFFIX}")
+
+    def get(self, key: str, **expected) -> FittedTarget | None:
+        """The side kept under ``key`` (checked as :meth:`FittedTargetStore.get` checks it), or None."""
+        store = self._store(key)
+        if not store.path.exists():
+            log.info("the target side is fitted: none in the user's cache %s for this target, model and settings",
+                     self.folder)
+            return None
+        fitted = store.get(key, **expected)
+        if fitted is not None:
+            for path in (store.path, store.arrays_path):
+                try:
+                    os.utime(path)
+                except OSError:
+                    pass
+        return fitted
+
+    def put(self, key: str, fitted: FittedTarget) -> None:
+        """Keep ``fitted`` under ``key``, then trim the cache to ``max_bytes``."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._store(key).put(key, fitted)
+            self.trim()
+        except OSError as exc:
+            log.warning("the fitted target side was not kept in the user's cache %s: %s", self.folder, exc)
+
+    def trim(self) -> None:
+        """Drop the least recently used sides until the cache holds at most ``max_bytes`` (the one
+        just written stays, whatever its size)."""
+        sides = []
+        for record in self.folder.glob(f"*{RECORD_SUFFIX}"):
+            files = [record, record.with_suffix(ARRAYS_SUFFIX)]
+            try:
+                stats = [f.stat() for f in files if f.exists()]
+            except OSError:
+                continue
+            sides.append((max(st.st_mtime for st in stats), sum(st.st_size for st in stats), files))
+        sides.sort(key=lambda side: side[0], reverse=True)
+        total = 0
+        for i, (_, size, files) in enumerate(sides):
+            total += size
+            if i and total > self.max_bytes:
+                for f in files:
+                    f.unlink(missing_ok=True)
+                log.info("dropped %s from the user's cache of target sides (past %d MB)", files[0].name,
+                         self.max_bytes >> 20)

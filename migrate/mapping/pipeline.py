@@ -22,14 +22,14 @@ from migrate.core.progress import Progress, display_for
 from migrate.core.report import RunFacts
 from migrate.mapping.calibration import ConfidenceCalibrator
 from migrate.mapping.feedback import Feedback, FeedbackModel, Unflagging, unflag_threshold
-from migrate.mapping.fitted_target import FittedTargetStore
+from migrate.mapping.fitted_target import FittedTargetStore, UserTargetSides
 from migrate.mapping.flags import DECIDED, compute_flags
 from migrate.mapping.inputs import Inputs, Targets, embedding_texts, read_inputs, rejects_frame, rows_of
 from migrate.mapping.kept_scores import KeptScores, row_keys, scoring_key
 from migrate.mapping.labels import CategoryLabels
 from migrate.mapping.questions import choose_questions, default_ask
-from migrate.mapping.report import (SCORES_KEPT, TARGET_SIDE, TARGET_SIDE_FITTED, TARGET_SIDE_READ, THIS_ROUND,
-                                    asking, calibration_text, feedback_summary, migration_facts, migration_summary)
+from migrate.mapping.report import (SCORES_KEPT, TARGET_SIDE, TARGET_SIDE_CACHE_FITTED, TARGET_SIDE_CACHE_READ,
+                                    TARGET_SIDE_FITTED, TARGET_SIDE_READ, THIS_ROUND, asking, calibration_text, feedback_summary, migration_facts, migration_summary)
 from migrate.mapping.result import MigrationResult
 from migrate.mapping.settings import MigrationSettings
 from migrate.mapping.tables import crosswalk_frame, flag_inputs, scored_frame, source_columns, with_flags
@@ -108,9 +108,12 @@ class Migrator:
         learned: FeedbackModel | None = None
         decided = np.zeros(len(source), dtype=bool)  # products a person decided (flag DECIDED)
         src_vec = None
+        user_sides = None  # without a state's store, the user's cache keeps the fitted target side
+        if targets.catalog is not None and fitted_targets is None and settings.target_cache:
+            user_sides = UserTargetSides()
         if targets.catalog is not None:  # the target side first, then the source chunk by chunk
             side = self.fit_target_side(settings, targets, embedder, source_has_categories=source.has_categories,
-                                        fitted_targets=fitted_targets)
+                                        fitted_targets=fitted_targets if fitted_targets is not None else user_sides)
             labels, calibrator, loo = side.labels, side.calibrator, side.loo
             if len(todo):
                 part = rows_of(source, todo)
@@ -204,10 +207,13 @@ class Migrator:
                                 source=source, targets=targets, mapping=mapping, thresholds=thresholds,
                                 calibration=calibration, encode_stats=embedder.stats,
                                 cached=embedder.cache is not None or category_cache is not None, seconds=seconds)
+        facts.stage_seconds = display.seconds_by_stage()
         if kept is not None:
             facts.scores_kept = int(len(source) - len(todo))
         if side is not None and fitted_targets is not None:
             facts.target_side = TARGET_SIDE_FITTED if side.fitted_here else TARGET_SIDE_READ
+        elif side is not None and user_sides is not None:
+            facts.target_side = TARGET_SIDE_CACHE_FITTED if side.fitted_here else TARGET_SIDE_CACHE_READ
         summary = migration_summary(facts, settings, source, targets, mapping, calibrator, loo, labels,
                                     side.product_index if side else None)
         if feedback is not None:

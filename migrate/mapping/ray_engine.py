@@ -37,7 +37,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +290,12 @@ def run_ray_migration(settings: MigrationSettings, output: str | Path, *, overwr
                           hint="a taxonomy alone centres its labels on the whole source and self-trains over every "
                                "product at once: run it with the local engine (the default); the static tier "
                                "(taxmig distill) maps a million products that way on one machine")
+    from models.registry import resolve_precision
+
+    # one precision for the whole run: --precision auto resolved here, not by each actor's machine
+    encoder = settings.encoder
+    settings = replace(settings, encoder=replace(encoder, precision=resolve_precision(
+        encoder.precision, encoder.backend, encoder.device)))
     plan = plan_source(settings, task_rows)
     targets = load_targets(settings)
     duplicates = duplicate_ids(plan)

@@ -23,6 +23,8 @@ from migrate.mapping.settings import MigrationSettings
 TARGET_SIDE = "Target side (classifier, calibration)"
 TARGET_SIDE_FITTED = "fitted in this run, kept in the state"
 TARGET_SIDE_READ = "read from the state: target catalog, model and settings unchanged"
+TARGET_SIDE_CACHE_FITTED = "fitted in this run, kept in the user's cache (a later run onto this target reads it)"
+TARGET_SIDE_CACHE_READ = "read from the user's cache: target catalog, model and settings unchanged"
 SCORES_KEPT = "Products whose scores were kept (inputs unchanged since the last night)"
 THIS_ROUND = "This round asks for"
 LAST_ROUND = "Last round's answers showed"

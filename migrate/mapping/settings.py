@@ -42,6 +42,7 @@ class MigrationSettings:
     calibration_limit: int = 20_000
     ask: int | None = None  # questions a taxonomy-only round asks (None: questions.default_ask)
     category_cache: bool = True  # a taxonomy's category texts read from / kept in the user's cache
+    target_cache: bool = True  # a labelled target's fitted side read from / kept in the user's cache
     progress: bool = True
     seed: int = 0
 
@@ -87,7 +88,7 @@ class MigrationSettings:
 
     # --- persistence (the nightly job's state remembers these) -------------------------------
 
-    REMEMBERED_EXCLUDE = ("source", "progress", "ask", "category_cache")
+    REMEMBERED_EXCLUDE = ("source", "progress", "ask", "category_cache", "target_cache")
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the source file and progress, JSON-ready; file paths made absolute.

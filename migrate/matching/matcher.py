@@ -134,6 +134,7 @@ class Matcher:
         facts = match_facts(started=when, model=self.encoder.name, fingerprint=self.encoder.fingerprint,
                             inputs=inputs, matches=matches, rejects=rejects, clusters=clusters, threshold=threshold,
                             encode_stats=embedder.stats, seconds=time.perf_counter() - started)
+        facts.stage_seconds = display.seconds_by_stage()
         if estimate is not None:
             called = matches.filter(pl.col("is_match"))
             called = set(zip(called["left_id"], called["right_id"]))

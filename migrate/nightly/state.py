@@ -159,7 +159,7 @@ def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_ov
     """A quick guess, from the current generation's meta.json alone, whether tonight's run will
     encode with torch in fp32 -- the case of the encoder worker process (:mod:`models.side_worker`):
     the catalog file differs from the last night's, and the remembered (or given) encoder is torch,
-    fp32, without remote code, on the CPU or no device named. An unreadable or older meta answers
+    fp32 (``auto`` resolved on this machine), without remote code, on the CPU or no device named. An unreadable or older meta answers
     True; a guess, never a decision."""
     from migrate.core.hashing import file_fingerprint
 
@@ -168,8 +168,12 @@ def may_encode_with_torch(state_dir: str | Path, catalog: str | Path, encoder_ov
         meta = store.read_meta(store.current_name())
     except (OSError, ValueError, StateError):
         return True
+    from models.registry import resolve_precision
+
     encoder = {**((meta.get("settings") or {}).get("encoder") or {}), **encoder_overrides}
-    if (encoder.get("backend") or "torch") != "torch" or (encoder.get("precision") or "fp32") != "fp32" \
+    precision = resolve_precision(encoder.get("precision") or "fp32", encoder.get("backend") or "torch",
+                                  encoder.get("device"))
+    if (encoder.get("backend") or "torch") != "torch" or precision != "fp32" \
             or encoder.get("trust_remote_code") or encoder.get("device") not in (None, "cpu"):
         return False
     last = ((meta.get("run") or {}).get("inputs") or {}).get("catalog_fingerprint")
