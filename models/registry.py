@@ -160,12 +160,15 @@ def resolve_precision(precision: str, backend: str = "torch", device: str | None
     return "bf16" if cpu_computes_bf16() else "fp32"
 
 BACKENDS = ("torch", "openvino")
-"""Inference backends (sentence-transformers' ``backend=``): torch, or OpenVINO (the extra
-``taxmig[openvino]``; its CPU encode rate and neighbours against torch: BENCHMARKS.md, "speed tiers:
-torch fp32 against OpenVINO and distilled static models"). ONNX is not offered: sentence-transformers' ONNX backend needs optimum-onnx, whose
-only release (0.1.0) pins transformers<4.58, below the 5.x that sentence-transformers 6 needs."""
+"""Inference backends: torch (sentence-transformers), or OpenVINO (the extra ``taxmig[openvino]``:
+the model's transformer converted by OpenVINO's own converter and run by
+:class:`~models.runtime.OpenVINORuntimeEncoder`; its CPU encode rate and neighbours against torch:
+BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO and distilled static models"). ONNX is not
+offered: sentence-transformers' ONNX backend needs optimum-onnx, whose only release (0.1.0) pins
+transformers<4.58, below the 5.x that sentence-transformers 6 needs."""
 
-OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where sentence-transformers saves an OpenVINO model
+OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where an export (and taxmig quantize) writes the IR
+OPENVINO_INSTALL = "pip install 'taxmig[openvino]' (README, Speed tiers), or use --backend torch"
 
 
 def has_backend_files(folder: str | os.PathLike, backend: str) -> bool:
@@ -201,9 +204,11 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     The hub stays off (``HF_HUB_OFFLINE=1``) unless ``allow_download`` is given for a hub id.
     ``precision`` fp16/bf16 casts the weights after loading; the fingerprint then ends in
     ``-fp16``/``-bf16`` (other vectors: the embedding cache must not mix them with fp32 ones).
-    ``backend="openvino"`` runs the model with OpenVINO: a folder that holds an OpenVINO model
-    (``taxmig quantize`` writes one) loads it; any other local model is exported once and cached
-    under :func:`exports_dir` by its fingerprint (see :func:`export_backend`).
+    ``backend="openvino"`` runs the model with OpenVINO on the CPU
+    (:class:`~models.runtime.OpenVINORuntimeEncoder`): a folder that holds an OpenVINO model
+    (``taxmig quantize`` writes one) loads it; any other model is exported once and cached under
+    :func:`exports_dir` by its fingerprint (see :func:`export_backend`). Only the plain layout
+    (:func:`~models.runtime.runtime_problem`) runs there: any other is a :class:`ModelError`.
     """
     problems = check_backend(backend, precision)
     if problems:
@@ -215,19 +220,13 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     else:
         os.environ.pop("HF_HUB_OFFLINE", None)
         os.environ.pop("TRANSFORMERS_OFFLINE", None)
-    if backend != "torch" and ref.is_local:
-        weights = fingerprint(ref.location)
-        folder = (ref.location if has_backend_files(ref.location, backend)
-                  else export_backend(ref, backend, weights_fingerprint=weights))
-        model = _load(ref, folder, device=device, trust_remote_code=trust_remote_code, backend=backend,
-                      allow_download=False)
-        fp = backend_fingerprint(weights, backend)
-        log.info("loaded %s with %s (fingerprint %s)", ref.name, backend, fp)
-        return model, fp
+    if backend == "openvino":
+        return _load_openvino(ref, device=device, allow_download=allow_download,
+                              trust_remote_code=trust_remote_code)
     if ref.is_local and has_backend_files(ref.location, "openvino") and not _has_torch_weights(ref.location):
         raise ModelError(f"'{ref.name}' holds an OpenVINO model only (written by 'taxmig quantize')",
                          hint="pass --backend openvino with this --model")
-    model = _load(ref, ref.location, device=device, trust_remote_code=trust_remote_code, backend=backend,
+    model = _load(ref, ref.location, device=device, trust_remote_code=trust_remote_code,
                   allow_download=allow_download)
     location = ref.location if ref.is_local else _cached_folder(model)
     fp = fingerprint(location) if location else _parameter_fingerprint(model)
@@ -240,29 +239,84 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     return model, fp
 
 
-def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | None = None) -> str:
-    """The folder of ``ref`` exported to ``backend``, exported on first use and cached
-    (``weights_fingerprint``: the folder's, when the caller has hashed it already).
+def _require_openvino() -> None:
+    """Raise a :class:`ModelError` saying what to install when OpenVINO cannot be imported."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(f"the openvino backend is not installed ({exc})", hint=OPENVINO_INSTALL) from None
 
-    The export (sentence-transformers' own, through optimum-intel; its time is the "seconds to
-    build" of BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO and distilled static models")
-    is written to a temporary folder and renamed into place, so a crash never leaves half a
-    model, and a cached export is never replaced (another run may be reading it)."""
+
+def _load_openvino(ref: ModelRef, *, device: str | None, allow_download: bool, trust_remote_code: bool):
+    """``(OpenVINORuntimeEncoder, fingerprint)`` for ``ref``: its own IR, or its export (made once)."""
+    from models.runtime import OpenVINORuntimeEncoder, runtime_problem
+
+    _require_openvino()
+    if device not in (None, "cpu"):
+        log.info("--backend openvino runs on the CPU (--device %s is torch's)", device)
+    if not ref.is_local:  # a hub model: its local snapshot, fetched by a torch load when allowed
+        model = _load(ref, ref.location, device="cpu", trust_remote_code=trust_remote_code,
+                      allow_download=allow_download)
+        location = _cached_folder(model)
+        if location is None:
+            raise ModelError(f"'{ref.name}' has no local folder to export to OpenVINO",
+                             hint="save the model with SentenceTransformer.save() and pass that folder as --model")
+        ref = ModelRef(ref.name, location, True)
+    weights = fingerprint(ref.location)
+    folder = (ref.location if has_backend_files(ref.location, "openvino")
+              else export_backend(ref, "openvino", weights_fingerprint=weights, trust_remote_code=trust_remote_code))
+    problem = runtime_problem(folder)
+    if problem:
+        raise ModelError(f"'{ref.name}' cannot run with --backend openvino: {problem}",
+                         hint="taxmig runs OpenVINO models of the plain layout (Transformer, mean/CLS/max Pooling, "
+                              "optionally Normalize; no prompts): use --backend torch for this model")
+    try:
+        model = OpenVINORuntimeEncoder(folder)
+    except RuntimeError as exc:  # OpenVINO's own errors (a damaged IR, an unsupported operation)
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"OpenVINO cannot load '{ref.name}' from {folder}: {text}",
+                         hint="rebuild the folder (taxmig quantize), or use --backend torch") from None
+    fp = backend_fingerprint(weights, "openvino")
+    log.info("loaded %s with openvino (fingerprint %s)", ref.name, fp)
+    return model, fp
+
+
+def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | None = None,
+                   trust_remote_code: bool = False) -> str:
+    """The folder of ``ref`` (a local model) exported to ``backend``, exported on first use and
+    cached (``weights_fingerprint``: the folder's, when the caller has hashed it already).
+
+    The export (:func:`models.runtime.export_openvino`: the transformer converted by
+    ``openvino.convert_model``, saved in fp32 beside the folder's configuration and tokenizer; its
+    time is the "seconds to build" of BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO and
+    distilled static models") is written to a temporary folder and renamed into place, so a crash
+    never leaves half a model, and a cached export is never replaced (another run may be reading
+    it). A layout the runtime encoder cannot run is a :class:`ModelError` before any work."""
+    from models.runtime import export_openvino, runtime_problem
+
+    if backend != "openvino":
+        raise ValueError(f"no export for backend {backend!r}")
     final = exports_dir() / backend_fingerprint(weights_fingerprint or fingerprint(ref.location), backend)
     if _complete_export(final, backend):
         return str(final)
+    problem = runtime_problem(ref.location, None)
+    if problem:
+        raise ModelError(f"'{ref.name}' cannot be exported to OpenVINO: {problem}",
+                         hint="taxmig exports the plain layout (Transformer, mean/CLS/max Pooling, optionally "
+                              "Normalize; no prompts): use --backend torch for this model")
+    _require_openvino()
 
     def write(staging: Path) -> None:
         log.info("exporting %s to %s (once; cached in %s)", ref.name, backend, final)
-        exported = _load(ref, ref.location, device="cpu", trust_remote_code=False, backend=backend,
-                         allow_download=False)
-        with quiet_backend_logs():
-            exported.save_pretrained(str(staging))
-        if not has_backend_files(staging, backend):
-            raise ModelError(f"exporting '{ref.name}' to {backend} wrote no model file",
-                             hint="check that optimum-intel and openvino are installed: pip install 'taxmig[openvino]'")
+        model = _load(ref, ref.location, device="cpu", trust_remote_code=trust_remote_code, allow_download=False)
+        try:
+            with quiet_backend_logs():
+                export_openvino(model, ref.location, staging)
+        except ValueError as exc:
+            raise ModelError(f"exporting '{ref.name}' to OpenVINO failed: {exc}",
+                             hint="use --backend torch for this model") from None
 
-    _publish_export(final, write, lambda folder: has_backend_files(folder, backend))
+    _publish_export(final, write, lambda folder: _complete_export(folder, backend))
     return str(final)
 
 
@@ -298,10 +352,9 @@ def _has_torch_weights(folder: str) -> bool:
                if p.is_file() and p.relative_to(root).parts[0] != "openvino")
 
 
-# what exporting and loading an OpenVINO model logs and warns that a user cannot act on: the
-# tracer's warnings, optimum's "could not infer whether the model was already converted", the
-# advice to save an export taxmig already caches, transformers' load report of the export
-BACKEND_NOISE = ("optimum", "nncf", "sentence_transformers.backend", "transformers")
+# what exporting and quantizing a model logs and warns that a user cannot act on: the tracer's
+# warnings, transformers' notes while tracing, NNCF's progress notes
+BACKEND_NOISE = ("nncf", "openvino", "transformers")
 
 
 @contextlib.contextmanager
@@ -310,10 +363,6 @@ def quiet_backend_logs() -> Iterator[None]:
     if log.isEnabledFor(logging.DEBUG):
         yield
         return
-    with contextlib.suppress(ImportError):  # optimum sets its logger's level on first use: let it, then ours
-        from optimum.utils import logging as optimum_logging
-
-        optimum_logging.get_logger()
     loggers = [logging.getLogger(name) for name in BACKEND_NOISE]
     levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
@@ -327,21 +376,17 @@ def quiet_backend_logs() -> Iterator[None]:
                 logger.setLevel(level)
 
 
-def _load(ref: ModelRef, location: str, *, device: str | None, trust_remote_code: bool, backend: str,
-          allow_download: bool):
+def _load(ref: ModelRef, location: str, *, device: str | None, trust_remote_code: bool, allow_download: bool):
+    """A SentenceTransformer (torch) from ``location``; a :class:`ModelError` when it cannot load."""
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the per-weight "Loading weights" bar is noise for users
     try:
-        with quiet_backend_logs() if backend != "torch" else contextlib.nullcontext():
-            return SentenceTransformer(location, device=device, trust_remote_code=trust_remote_code,
-                                       local_files_only=not allow_download or ref.is_local, backend=backend)
+        return SentenceTransformer(location, device=device, trust_remote_code=trust_remote_code,
+                                   local_files_only=not allow_download or ref.is_local)
     except Exception as exc:  # transformers raises OSError/ValueError/… for a missing or broken model
         text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        if backend != "torch" and ("optimum" in text.lower() or "openvino" in text.lower()):
-            raise ModelError(f"the {backend} backend is not installed ({text})",
-                             hint="pip install 'taxmig[openvino]' (README, Speed tiers), or use --backend torch") from None
         hint = ("pass --allow-download to fetch a hub model, or a local folder with --model"
                 if not ref.is_local and not allow_download else "check that the folder holds a complete model")
         raise ModelError(f"cannot load model '{ref.name}': {text}", hint=hint) from None
@@ -475,7 +520,8 @@ def _export_torchscript(ref: ModelRef, weights: str, model) -> None:
 
 def _openvino_runtime(ref: ModelRef, weights: str):
     """The OpenVINO-runtime encoder for ``ref`` when its IR is already on disk (the folder's own or
-    the cached export) and of the plain layout; None otherwise (sentence-transformers loads it)."""
+    the cached export) and of the plain layout; None otherwise (:func:`load_encoder` exports it or
+    says why it cannot)."""
     from models.runtime import OpenVINORuntimeEncoder, runtime_problem
 
     export = exports_dir() / backend_fingerprint(weights, "openvino")

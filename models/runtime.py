@@ -11,11 +11,14 @@ normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``, run twice (th
 sentence-transformers and writes the trace, the second runs the trace), and constructing the
 OpenVINO encoder as :func:`_compile_config` says.
 
-Both run what sentence-transformers runs -- the same IR compiled with optimum-intel's setting
-(``PERFORMANCE_HINT=LATENCY``), or the model's own transformer traced by ``torch.jit.trace`` --
-on the same tokenisation (the folder's ``tokenizer.json``, truncated to the model's
+Both run the model's own transformer -- converted to an OpenVINO IR by :func:`export_openvino`
+(``openvino.convert_model``; ``taxmig quantize`` writes an int8 one) and compiled with
+``PERFORMANCE_HINT=LATENCY``, or traced by ``torch.jit.trace`` (:func:`export_torchscript`) --
+on the tokenisation sentence-transformers uses (the folder's ``tokenizer.json``, truncated to the model's
 ``max_seq_length``), the same length-sorted batches and the same pooling, so they give the same
-vectors (tests/test_backends.py holds each to sentence-transformers within 1e-5). Only the plain
+vectors (tests/test_backends.py holds the trace to sentence-transformers within 1e-5, and the IR
+compiled in fp32 as well; compiled as a run compiles it, OpenVINO computes in bf16 on a CPU with
+AMX / AVX512-BF16 -- its own default there -- and the vectors stay within cosine 0.9999). Only the plain
 layout is supported -- Transformer, then mean/CLS/max Pooling, then optionally Normalize, no
 prompts, no lower-casing flag; :func:`runtime_problem` says why any other folder is left to
 sentence-transformers.
@@ -34,15 +37,18 @@ from models.cache import compiled_dir
 
 log = logging.getLogger(__name__)
 
-IR_FILE = "openvino/openvino_model.xml"  # where sentence-transformers saves (and taxmig quantize writes) the IR
+IR_FILE = "openvino/openvino_model.xml"  # where export_openvino (and taxmig quantize) writes the IR
 TORCHSCRIPT_FILE = "torchscript/model.pt"  # where export_torchscript writes the traced transformer
 TORCHSCRIPT_INPUTS = "torchscript/inputs.json"  # the traced module's input names, in order
 POOLING_MODES = ("mean", "cls", "max")
 # what sentence-transformers' Pooling config calls each mode in the older, flag-per-mode format
 LEGACY_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
                         "pooling_mode_max_tokens": "max"}
-# optimum-intel's default compile setting for an OpenVINO model (OVBaseModel._set_ov_config_parameters)
+# how a run compiles an IR: for one caller's batches, as optimum-intel compiled it when taxmig exported
+# through it (OVBaseModel._set_ov_config_parameters); the precision is OpenVINO's default for the CPU
 COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # what a BERT-like transformer takes
+HIDDEN_STATE = "last_hidden_state"  # the IR's output name, which the runtime encoder reads
 
 
 def _compile_config() -> dict[str, str]:
@@ -119,6 +125,43 @@ def _max_length(root: Path) -> int:
     return int(min(length, positions) if positions else length)
 
 
+def load_tokenizer(folder: str | Path, max_length: int | None = None):
+    """The folder's ``tokenizer.json`` as sentence-transformers runs it: truncated to ``max_length``
+    (default: :func:`_max_length`'s rule), padded with the tokenizer's pad token."""
+    from tokenizers import Tokenizer
+
+    root = Path(folder)
+    tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length or _max_length(root))
+    pad = _read_json(root / "tokenizer_config.json").get("pad_token") or "[PAD]"
+    pad_id = tokenizer.token_to_id(pad)
+    tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad)
+    return tokenizer
+
+
+def token_feed(tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """One padded batch as the transformer's inputs (int64, named as :data:`INPUT_NAMES`)."""
+    encodings = tokenizer.encode_batch(list(texts))
+    return {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+
+
+class EvaluationMetrics:
+    """Where sentence-transformers' evaluators leave their metrics on a model
+    (``model.model_card_data.set_evaluation_metrics``): kept in :attr:`metrics`, by evaluator name."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, dict] = {}
+
+    def set_evaluation_metrics(self, evaluator, metrics: dict, epoch: int = 0, step: int = 0) -> None:
+        self.metrics[getattr(evaluator, "name", "") or type(evaluator).__name__] = dict(metrics)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 class RuntimeEncoder:
     """The subset of SentenceTransformer that taxmig's Embedder uses, over an exported folder:
     tokenisation, length-sorted batches and pooling here, the transformer in a subclass."""
@@ -129,16 +172,13 @@ class RuntimeEncoder:
         problem = runtime_problem(folder, model_file)
         if problem:
             raise ValueError(f"{folder}: {problem}")
-        from tokenizers import Tokenizer
-
         root = Path(folder)
         self.folder = str(root)
         self.max_seq_length = _max_length(root)
-        self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
-        self.tokenizer.enable_truncation(self.max_seq_length)
-        pad = _read_json(root / "tokenizer_config.json").get("pad_token") or "[PAD]"
-        pad_id = self.tokenizer.token_to_id(pad)
-        self.tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad)
+        self.tokenizer = load_tokenizer(root, self.max_seq_length)
+        self.similarity_fn_name = _read_json(root / "config_sentence_transformers.json").get(
+            "similarity_fn_name") or "cosine"
+        self.model_card_data = EvaluationMetrics()  # sentence-transformers' evaluators write here
         modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
         pooling = _read_json(root / modules[1]["path"] / "config.json")
         self.pooling = _pooling_mode(pooling)
@@ -160,9 +200,17 @@ class RuntimeEncoder:
 
     get_embedding_dimension = get_sentence_embedding_dimension
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 32, normalize_embeddings: bool = False,
-               convert_to_numpy: bool = True, show_progress_bar: bool = False, **_: object) -> np.ndarray:
-        """float32 array (len(texts), dim); longest texts first in batches, as sentence-transformers does."""
+    def encode(self, texts: Sequence[str] | str, *, batch_size: int = 32, normalize_embeddings: bool = False,
+               convert_to_numpy: bool = True, show_progress_bar: bool = False, precision: str | None = "float32",
+               truncate_dim: int | None = None, **_: object) -> np.ndarray:
+        """float32 array (len(texts), dim) -- (dim,) for one string; longest texts first in batches,
+        as sentence-transformers does; ``truncate_dim`` keeps the first dimensions (before
+        normalising). Quantized outputs (``precision`` other than float32) are not offered."""
+        if precision not in (None, "float32"):
+            raise ValueError(f"the {self.engine} runtime encodes float32 only, not {precision}")
+        if isinstance(texts, str):
+            return self.encode([texts], batch_size=batch_size, normalize_embeddings=normalize_embeddings,
+                               show_progress_bar=show_progress_bar, truncate_dim=truncate_dim)[0]
         texts = [str(t) for t in texts]
         order = np.argsort([-len(t) for t in texts])
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
@@ -174,16 +222,14 @@ class RuntimeEncoder:
         for start in starts:
             rows = order[start:start + batch_size]
             out[rows] = self._encode_batch([texts[i] for i in rows])
-        if normalize_embeddings or self.normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out /= np.maximum(norms, 1e-12)
-        return out
+        if self.normalize:  # the model's Normalize module, before any truncation (as sentence-transformers)
+            out = _unit_rows(out)
+        if truncate_dim:
+            out = np.ascontiguousarray(out[:, :truncate_dim])
+        return _unit_rows(out) if normalize_embeddings else out
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+        feed = token_feed(self.tokenizer, texts)
         tokens = self._token_vectors(feed)
         mask = feed["attention_mask"][..., None].astype(np.float32)
         if self.pooling == "cls":
@@ -194,7 +240,7 @@ class RuntimeEncoder:
 
 
 class OpenVINORuntimeEncoder(RuntimeEncoder):
-    """An OpenVINO IR folder (sentence-transformers' export or ``taxmig quantize``'s) on the CPU."""
+    """An OpenVINO IR folder (:func:`export_openvino`'s or ``taxmig quantize``'s) on the CPU."""
 
     engine = "OpenVINO"
 
@@ -206,7 +252,7 @@ class OpenVINORuntimeEncoder(RuntimeEncoder):
 
         self.model = openvino.Core().compile_model(str(root / IR_FILE), "CPU", _compile_config())
         self.input_names = [port.get_any_name() for port in self.model.inputs]
-        self.output = next((port for port in self.model.outputs if "last_hidden_state" in port.get_names()),
+        self.output = next((port for port in self.model.outputs if HIDDEN_STATE in port.get_names()),
                            self.model.outputs[0])
         self.dimension = self.dimension or int(self.output.get_partial_shape()[-1].get_length())
 
@@ -247,12 +293,27 @@ CHECK_TEXTS = ("Wireless Bluetooth Earbuds with Charging Case and Noise Cancelli
 TRACE_TOLERANCE = 1e-5  # largest difference to the model's own output accepted
 
 
+def copy_configuration(source_folder: str | Path, staging: Path) -> None:
+    """Copy a model folder's configuration and tokenizer files (not its weights, not other exports)
+    into ``staging``: an exported folder still describes its model to sentence-transformers and to
+    :func:`runtime_problem`."""
+    import shutil
+
+    source = Path(source_folder)
+    for path in source.rglob("*"):
+        relative = path.relative_to(source)
+        if (path.is_file() and path.suffix not in (".safetensors", ".bin", ".pt", ".onnx", ".xml")
+                and relative.parts[0] not in ("openvino", "onnx", "torchscript")
+                and not any(part.startswith("checkpoint-") for part in relative.parts)):
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, staging / relative)
+
+
 def export_torchscript(model, source_folder: str | Path, staging: Path) -> None:
     """Write ``model`` (a SentenceTransformer on the CPU in fp32, loaded from ``source_folder``) to
     ``staging`` as a :class:`TorchScriptRuntimeEncoder` folder: the folder's configuration and
     tokenizer files, its transformer traced by ``torch.jit.trace``, the input names in order.
     Raises ValueError when the layout is not plain or the trace does not reproduce the model."""
-    import shutil
     import warnings
 
     import torch
@@ -260,13 +321,7 @@ def export_torchscript(model, source_folder: str | Path, staging: Path) -> None:
     problem = runtime_problem(source_folder, None)
     if problem:
         raise ValueError(problem)
-    source = Path(source_folder)
-    for path in source.rglob("*"):  # configuration and tokenizer, not the weights or other exports
-        relative = path.relative_to(source)
-        if (path.is_file() and path.suffix not in (".safetensors", ".bin", ".pt", ".onnx", ".xml")
-                and relative.parts[0] not in ("openvino", "onnx", "torchscript")):
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, staging / relative)
+    copy_configuration(source_folder, staging)
     transformer = model[0].auto_model.eval()
     tokenizer = model[0].tokenizer
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
@@ -296,3 +351,67 @@ def export_torchscript(model, source_folder: str | Path, staging: Path) -> None:
     (staging / TORCHSCRIPT_FILE).parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(traced, str(staging / TORCHSCRIPT_FILE))
     (staging / TORCHSCRIPT_INPUTS).write_text(json.dumps(names), encoding="utf-8")
+
+
+OPENVINO_TOLERANCE = 1e-3
+"""Largest difference of the converted IR's last hidden state (compiled in fp32) to the model's
+own accepted by :func:`export_openvino` (the bundled model: 7e-5 measured, on values up to ~10)."""
+
+
+def export_openvino(model, source_folder: str | Path, staging: Path) -> None:
+    """Write ``model`` (a SentenceTransformer on the CPU in fp32, loaded from ``source_folder``) to
+    ``staging`` as an :class:`OpenVINORuntimeEncoder` folder: the folder's configuration and
+    tokenizer files, and its transformer converted by ``openvino.convert_model`` and saved in fp32
+    at :data:`IR_FILE` (inputs named as the tokenizer's, any batch and length; the output
+    :data:`HIDDEN_STATE`). Raises ValueError when the layout is not plain or the IR does not
+    reproduce the model (:data:`OPENVINO_TOLERANCE`)."""
+    import warnings
+
+    import openvino
+    import torch
+
+    problem = runtime_problem(source_folder, None)
+    if problem:
+        raise ValueError(problem)
+    transformer = model[0].auto_model.eval()
+    tokenizer = model[0].tokenizer
+    names = [n for n in INPUT_NAMES if n in tokenizer.model_input_names]
+
+    class LastHiddenState(torch.nn.Module):
+        """The transformer with named tensor inputs (the IR's input names) and one output."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            return self.inner(**{n: inputs[n] for n in names}).last_hidden_state
+
+    def batch(texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        features = tokenizer(list(texts), padding=True, truncation=True, max_length=model.max_seq_length,
+                             return_tensors="pt")
+        return {n: features[n] for n in names}
+
+    wrapped = LastHiddenState(transformer).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants
+        converted = openvino.convert_model(wrapped, example_input=batch(TRACE_TEXTS))
+    found = [port.get_any_name() for port in converted.inputs]
+    if sorted(found) != sorted(names):
+        raise ValueError(f"the converted model takes {found}, not {names}")
+    converted.reshape({name: openvino.PartialShape([-1, -1]) for name in found})
+    converted.outputs[0].get_tensor().set_names({HIDDEN_STATE})
+    compiled = openvino.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for texts in (CHECK_TEXTS, CHECK_TEXTS[:1]):  # other shapes, and one batch with no padding
+        check = batch(texts)
+        with torch.no_grad():
+            expected = wrapped(**check).numpy()
+        got = compiled({n: check[n].numpy() for n in found})[compiled.outputs[0]]
+        gap = float(np.abs(got - expected).max())
+        if not gap <= OPENVINO_TOLERANCE:
+            raise ValueError(f"the converted model differs from the model by {gap:.2g}")
+    copy_configuration(source_folder, staging)
+    (staging / IR_FILE).parent.mkdir(parents=True, exist_ok=True)
+    openvino.save_model(converted, str(staging / IR_FILE), compress_to_fp16=False)
