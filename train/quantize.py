@@ -1,9 +1,10 @@
 """The quantized tier: an encoder with int8 weights and activations, run by OpenVINO.
 
-``quantize_openvino`` exports the encoder to OpenVINO (sentence-transformers' own export, through
-optimum-intel) and applies post-training static quantization (NNCF through optimum-intel's
-``OVQuantizer``): every linear layer's weights and inputs in int8, the activation ranges measured
-on example texts. sentence-transformers' helper for this (``export_static_quantized_openvino_model``)
+``quantize_openvino`` exports the encoder to OpenVINO (the fp32 export ``--backend openvino`` runs:
+:func:`models.registry.export_backend`) and applies post-training static quantization with NNCF
+directly (``nncf.quantize`` on the IR, with the settings optimum-intel's ``OVQuantizationConfig``
+used by default, which taxmig called before: :data:`NNCF_SETTINGS`): every linear layer's weights
+and inputs in int8, the activation ranges measured on example texts. sentence-transformers' helper for this (``export_static_quantized_openvino_model``)
 calibrates on a hub dataset (GLUE SST-2), which a machine without the hub cannot fetch and which
 is not retail text, so the calibration texts here come from catalog or taxonomy files the user
 gives (their product texts or category paths, no labels needed).
@@ -30,7 +31,8 @@ from typing import Iterator, Sequence
 
 from migrate.errors import ModelError, TaxmigError
 from models.card import provenance, write_card
-from models.registry import fingerprint, load_encoder, quiet_backend_logs
+from models.registry import export_backend, fingerprint, has_backend_files, quiet_backend_logs
+from models.runtime import IR_FILE, copy_configuration, load_tokenizer, token_feed
 from train.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,13 @@ DEFAULT_SAMPLES = 300
 # calibration texts are cut to this many tokens: catalog texts are short (BigBasket's longest
 # product text is under 100 tokens), and the ranges of longer inputs follow from the same layers
 CALIBRATION_MAX_TOKENS = 128
+# nncf.quantize's settings: optimum-intel 2.2's OVQuantizationConfig defaults, which taxmig's int8
+# folders were built with until it called NNCF directly (OVQuantizationConfig.to_nncf_dict: sym=False
+# -> preset "mixed", model_type "transformer", fast_bias_correction True, overflow_fix "disable", no
+# smooth_quant_alpha -> NNCF's own SmoothQuant alpha for a transformer's MatMuls)
+NNCF_SETTINGS = {"preset": "mixed", "model_type": "transformer", "fast_bias_correction": True,
+                 "overflow_fix": "disable"}
+QUANTIZATION = "static int8 (NNCF 'nncf.quantize' on the OpenVINO IR, preset mixed, transformer patterns)"
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,9 @@ def quantize_openvino(output_dir: str | Path, *, calibration_files: Sequence[str
         raise TaxmigError(f"--samples {samples} is out of range", hint="use e.g. 300 (NNCF's default)")
     try:
         import nncf
-        from optimum.intel import OVConfig, OVQuantizationConfig, OVQuantizer
+        import openvino
     except ImportError as exc:
-        raise ModelError(f"the quantized tier needs optimum-intel and OpenVINO ({exc})",
+        raise ModelError(f"the quantized tier needs OpenVINO and NNCF ({exc})",
                          hint="pip install 'taxmig[openvino]' (README, Speed tiers)") from None
     ref = local_model(model, "quantize")
     started = time.perf_counter()
@@ -93,27 +102,29 @@ def quantize_openvino(output_dir: str | Path, *, calibration_files: Sequence[str
     sample = calibration_sample(texts, samples, seed)
     if not sample:
         raise TaxmigError("the calibration files hold no text", hint="check --calibration and --calibration-text")
-    encoder, _ = load_encoder(ref, backend="openvino")
-    ov_model = encoder[0].auto_model
-    tokenizer = encoder.tokenizer
-    inputs = [dict(tokenizer(text, truncation=True, max_length=CALIBRATION_MAX_TOKENS, return_tensors="np"))
-              for text in sample]
-    dataset = nncf.Dataset(inputs)  # the tokenizer's arrays are the exported model's inputs
+    # the fp32 IR: the folder's own, else its export (made once per weights, as --backend openvino's)
+    exported = Path(ref.location if has_backend_files(ref.location, "openvino") else export_backend(ref, "openvino"))
+    ov_model = openvino.Core().read_model(str(exported / IR_FILE))
+    names = [port.get_any_name() for port in ov_model.inputs]
+    tokenizer = load_tokenizer(exported, CALIBRATION_MAX_TOKENS)
+    feeds = [{name: feed[name] for name in names} for feed in (token_feed(tokenizer, [text]) for text in sample)]
     with staged_folder(output_dir) as staging:
         log.info("quantizing %s to int8 on %d calibration texts", ref.name, len(sample))
-        encoder.save_pretrained(str(staging))  # modules, tokenizer, pooling, and the fp32 OpenVINO model
-        quantized = staging / ".int8"
         with quiet_backend_logs(), _progress_shown(progress):
-            OVQuantizer.from_pretrained(ov_model).quantize(
-                calibration_dataset={"model": dataset}, save_directory=quantized,
-                ov_config=OVConfig(quantization_config=OVQuantizationConfig(num_samples=len(sample))))
-        shutil.rmtree(staging / "openvino")
-        (quantized / "openvino").rename(staging / "openvino")
-        shutil.rmtree(quantized)
+            quantized = nncf.quantize(
+                ov_model, nncf.Dataset(feeds), subset_size=len(sample),
+                preset=nncf.QuantizationPreset(NNCF_SETTINGS["preset"]),
+                model_type=nncf.ModelType(NNCF_SETTINGS["model_type"]),
+                fast_bias_correction=NNCF_SETTINGS["fast_bias_correction"],
+                advanced_parameters=nncf.AdvancedQuantizationParameters(
+                    overflow_fix=nncf.OverflowFix(NNCF_SETTINGS["overflow_fix"])))
+        copy_configuration(exported, staging)  # modules, tokenizer, pooling: the folder describes its model
+        (staging / IR_FILE).parent.mkdir(parents=True, exist_ok=True)
+        openvino.save_model(quantized, str(staging / IR_FILE), compress_to_fp16=False)
         seconds = round(time.perf_counter() - started, 1)
         result = QuantizeResult(output_dir, fingerprint(staging), ref.name, len(sample), seconds, sources)
         record = {"base_model": ref.name, "base_model_fingerprint": fingerprint(ref.location),
-                  "backend": "openvino", "quantization": "static int8 (NNCF, optimum-intel OVQuantizer)",
+                  "backend": "openvino", "quantization": QUANTIZATION,
                   "samples": len(sample), "seed": seed, "calibration_files": sources, "seconds": seconds}
         (staging / RECORD).write_text(json.dumps(record, indent=2))
         _write_card(staging, output_dir, result, record)
