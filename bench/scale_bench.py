@@ -118,7 +118,7 @@ def tier_models(tmp: Path, vocabulary: list[Path]) -> list[tuple[str, str | None
     from train.distill import distill_static
 
     tiers: list[tuple[str, str | None, str, float]] = [("torch fp32 (all-MiniLM-L6-v2)", None, "torch", 0.0)]
-    if importlib.util.find_spec("optimum") and importlib.util.find_spec("optimum.intel"):
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
         from models import load_encoder, resolve_model
         from train.quantize import quantize_openvino
 
@@ -199,7 +199,7 @@ def _versions() -> str:
     import importlib.metadata
 
     found = []
-    for package in ("torch", "transformers", "sentence-transformers", "openvino", "optimum-intel", "model2vec"):
+    for package in ("torch", "transformers", "sentence-transformers", "openvino", "nncf", "model2vec"):
         try:
             found.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -212,6 +212,10 @@ def tiers_part(limit: int | None) -> tuple[str, str]:
     from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
 
+    from models.registry import PRECISION_ENV
+
+    # the baseline is torch in fp32: --precision auto would be bf16 on a CPU that computes it
+    os.environ.setdefault(PRECISION_ENV, "fp32")
     target, source = bigbasket_split(limit)
     texts = text_of(pl.concat([target, source]))[:ENCODE_SAMPLE]
     rows = []
@@ -247,7 +251,8 @@ def tiers_part(limit: int | None) -> tuple[str, str]:
              "flags, not the model load). Zero-shot: taxonomy files only, "
              "self-trained, every row flagged. Abt-Buy: hybrid scorer weights fitted on train, threshold on "
              "valid, F1 (%) on test. Brackets: difference to torch fp32 in points. The catalog words come from "
-             "the migration's own source and target files (no labels). Environment: " + _versions() + ".")
+             "the migration's own source and target files (no labels). Torch tiers in "
+             f"{os.environ[PRECISION_ENV]} (${PRECISION_ENV}). Environment: " + _versions() + ".")
     return "\n".join(lines), notes
 
 
