@@ -7,8 +7,6 @@ TORCH  ?= torch==2.13.0
 DEMO_OUT ?= out/demo_mapping.xlsx
 # the demo's state folder (made anew by every make demo): review apply --next learns from it
 DEMO_STATE ?= out/demo_state
-# a second environment for the quantized tier: taxmig[openvino] pins transformers<5.6
-VENV_OV ?= .venv-openvino
 
 .PHONY: demo test test-openvino bench install install-dev clean
 
@@ -31,7 +29,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 # the test set-up installs everything in one go (a superset of install's), then marks both done
 $(VENV)/.installed-dev: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,static,ray]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,static,ray,openvino]'
 	$(COMPILE)
 	touch $(VENV)/.installed $@
 
@@ -56,22 +54,12 @@ test: install-dev
 	$(BIN)/python -m compileall -q -j 0 migrate models train
 	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
-$(VENV_OV)/.installed: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV_OV)
-	$(VENV_OV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_OV)/bin/python -m pip install --quiet $(TORCH)
-	# the torch pin again: otherwise the newest torchvision (which optimum-intel declares) upgrades torch
-	$(VENV_OV)/bin/python -m pip install --quiet $(TORCH) -e '.[dev,openvino]'
-	# and PyPI's torchvision wheel does not load beside a CPU build of torch: taxmig does not use it
-	$(VENV_OV)/bin/python -m pip uninstall --quiet --yes torchvision
-	touch $@
-
-# the OpenVINO backend and taxmig quantize (skipped by make test, which has no OpenVINO)
-test-openvino: $(VENV_OV)/.installed
-	$(VENV_OV)/bin/python -m pytest tests/test_backends.py tests/test_migrate_e2e.py
+# the OpenVINO backend and taxmig quantize alone (make test runs them with the rest)
+test-openvino: install-dev
+	$(BIN)/python -m pytest tests/test_backends.py
 
 bench: install-dev
 	$(BIN)/python bench/migrate_bench.py
 
 clean:
-	rm -rf $(VENV) $(VENV_OV) out build *.egg-info
+	rm -rf $(VENV) out build *.egg-info
