@@ -244,13 +244,19 @@ class OpenVINORuntimeEncoder(RuntimeEncoder):
 
     engine = "OpenVINO"
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, inference_precision: str | None = None) -> None:
+        """``inference_precision``: OpenVINO's ``INFERENCE_PRECISION_HINT`` (``"f32"`` computes in
+        fp32 on a CPU whose default is bf16); None: OpenVINO's default for the CPU, as runs compile."""
+        self.inference_precision = inference_precision
         super().__init__(folder, IR_FILE)
 
     def _load(self, root: Path) -> None:
         import openvino
 
-        self.model = openvino.Core().compile_model(str(root / IR_FILE), "CPU", _compile_config())
+        config = _compile_config()
+        if self.inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        self.model = openvino.Core().compile_model(str(root / IR_FILE), "CPU", config)
         self.input_names = [port.get_any_name() for port in self.model.inputs]
         self.output = next((port for port in self.model.outputs if HIDDEN_STATE in port.get_names()),
                            self.model.outputs[0])
