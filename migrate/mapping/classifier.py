@@ -8,7 +8,8 @@ become a probability-like vote by a softmax with temperature ``temperature``.
 
 For calibration the vote of a target product must come from a model that did not see it:
 :func:`fit_with_out_of_fold_votes` fits one model per fold of the calibration sample (folds never
-split a group of same-name listings) on every other target product.
+split a group of same-name listings) on every other target product; the folds' models averaged
+are the classifier the source is scored with.
 
 >>> clf = CategoryClassifier().fit(["amul butter", "amul cheese", "tata tea", "red label tea"], [0, 0, 1, 1])
 >>> probs, cats = clf.vote(["green tea"], top=2)
@@ -34,7 +35,11 @@ from migrate.mapping.sparse_text import FittedTfidf, fit_tfidf
 log = logging.getLogger(__name__)
 
 CHUNK = 2048
-FOLDS = 3
+FOLDS = 2
+"""Folds of the calibration sample, whose two models, averaged, are also the final classifier:
+two fits side by side on 2 cores instead of 3 folds and a final fit (four), the same top-1 and
+unflagged precision at least 0.97 on BigBasket and Instacart. Measured: BENCHMARKS.md, "classifier
+folds and the leave-one-out sample" (``python bench/classifier_folds.py``)."""
 POOL_FROM = 8_000
 """Target products from which the final fit and the folds' fits run in worker processes: starting
 the pool (processes that import scikit-learn) costs more than a second, which a second core wins
@@ -149,16 +154,29 @@ class CategoryClassifier:
 
 def _fit_job(matrix, categories: np.ndarray, train: np.ndarray | None, rows: np.ndarray | None,
              top: int, temperature: float):
-    """One fit in a worker process: the final model (``train`` None), or a fold's votes for ``rows``."""
+    """One fit in a worker process: the final model (``train`` None), or a fold's (model, votes for ``rows``)."""
     if train is None:
         return CategoryClassifier(temperature).fit_features(matrix, categories).model
     model = CategoryClassifier(temperature).fit_features(matrix[train], categories[train])
-    return model.vote_matrix(matrix[rows], top)
+    return model.model, model.vote_matrix(matrix[rows], top)
+
+
+def average_models(models: list[LinearDecision | None]) -> LinearDecision | None:
+    """The linear model whose decision function is the mean of ``models``' (their coefficients and
+    intercepts averaged); None unless every model is fitted on the same classes."""
+    if not models or any(m is None for m in models):
+        return None
+    first = models[0]
+    if any(m.classes.shape != first.classes.shape or (m.classes != first.classes).any()
+           or m.coef.shape != first.coef.shape for m in models):
+        return None
+    return LinearDecision(np.mean([m.coef for m in models], axis=0), np.mean([m.intercept for m in models], axis=0),
+                          first.classes)
 
 
 def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray, groups: np.ndarray, *,
                                top: int, temperature: float, folds: int = FOLDS, seed: int = 0,
-                               workers: int | None = None
+                               workers: int | None = None, final_from_folds: bool = True
                                ) -> tuple[CategoryClassifier, tuple[np.ndarray, np.ndarray]]:
     """The classifier on all target ``texts``, and votes for the target rows ``sample`` each from a
     model fitted without its group's rows (``groups``: same-name group of every target product; the
@@ -175,7 +193,8 @@ def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray,
     fold_of_distinct = np.random.default_rng(seed).permutation(len(distinct)) % folds
     fold = fold_of_distinct[np.searchsorted(distinct, sample_groups)]
     held = [np.flatnonzero(fold == f) for f in range(min(folds, len(distinct)))]
-    jobs = [(None, None)] + [(~np.isin(groups, sample_groups[h]), sample[h]) for h in held]
+    jobs = [] if final_from_folds else [(None, None)]
+    jobs += [(~np.isin(groups, sample_groups[h]), sample[h]) for h in held]
     if workers is None:
         workers = (os.cpu_count() or 1) if len(texts) >= POOL_FROM else 1
     workers = max(1, min(len(jobs), workers))
@@ -185,11 +204,15 @@ def fit_with_out_of_fold_votes(texts: list[str], categories, sample: np.ndarray,
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_fit_job, *zip(*[(matrix, categories, train, rows, top, temperature)
                                                      for train, rows in jobs])))
+    fold_results = results if final_from_folds else results[1:]
     final = CategoryClassifier(temperature, features)
-    final.model = results[0]
+    final.model = average_models([m for m, _ in fold_results]) if final_from_folds else results[0]
+    if final_from_folds and final.model is None:
+        log.info("classifier: the folds' models differ in their classes; fitted on every target product")
+        final.model = _fit_job(matrix, categories, None, None, top, temperature)
     probs = np.zeros((len(sample), top))
     cats = np.full((len(sample), top), -1, dtype=np.int64)
-    for h, (p, c) in zip(held, results[1:]):
+    for h, (_, (p, c)) in zip(held, fold_results):
         probs[h], cats[h] = p, c
     log.info("classifier: fitted on %d target products; out-of-fold votes for %d in %d folds",
              len(texts), len(sample), folds)
