@@ -19,8 +19,14 @@ computes bf16: what ``--precision auto`` picks there), OpenVINO int8 from ``taxm
 taxmig[openvino] is installed) and the static model from ``taxmig distill`` (where taxmig[static] is).
 The seconds by stage are the run's own (``RunFacts.stage_seconds``, the progress display's stages).
 
+With ``--million``: instead, a million products with the transformer (the default tier: torch,
+``--precision auto``) onto the BigBasket catalog (labelled) and onto Google's taxonomy, each one
+``taxmig migrate`` child process (model load, reading and writing Parquet included): wall time and
+peak RSS (``os.wait4``); the source is bench/scale_bench.py's perturbed million.
+
     python bench/whole_run_bench.py                        # every case, appends to BENCHMARKS.md
     python bench/whole_run_bench.py --cases 800 --no-write
+    python bench/whole_run_bench.py --million [--rows 1000000] [--targets catalog,google]
 """
 
 from __future__ import annotations
@@ -94,12 +100,52 @@ def one_run(migrator, settings, out: Path) -> dict:
             "encoded": result.facts.encoded, "target_side": result.facts.target_side}
 
 
+def million(rows: int, targets: list[str], write: bool) -> None:
+    """``rows`` products with the default tier onto each of ``targets`` (catalog, google), CLI child processes."""
+    import polars as pl
+
+    from bench.scale_bench import perturbed_catalog, run_child
+    from models.registry import resolve_precision
+
+    lines = ["| run | products | tier | wall s | minutes | products/s | peak RSS MB | exit |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    tier = f"torch {resolve_precision('auto')} (--precision auto)"
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        source = perturbed_catalog(rows, tmp / "million.csv")
+        for target in targets:
+            name, options = (("onto the BigBasket catalog (labelled, 27,554 products)",
+                              ["--target-catalog", str(BIGBASKET), "--target-category", "category,sub_category"])
+                             if target == "catalog" else
+                             ("onto Google's taxonomy (5,595 categories)", ["--target-taxonomy", str(GOOGLE)]))
+            out = tmp / f"out-{target}.parquet"
+            seconds, rss, code, tail = run_child(["migrate", str(source), *options, "-o", str(out), "--quiet"],
+                                                 env={"TAXMIG_CACHE_DIR": str(tmp / f"cache-{target}")})
+            mapped = pl.scan_parquet(out).select(pl.len()).collect().item() if out.exists() else 0
+            lines.append(f"| {name} | {rows:,} (mapped {mapped:,}) | {tier} | {seconds:.0f} | {seconds / 60:.1f} | "
+                         f"{rows / seconds:,.0f} | {rss:,.0f} | {code} |")
+            print(lines[-1], tail if code else "", flush=True)
+    notes = (f"Source: {rows:,} products from BigBasket's real rows, names perturbed after the first copy, ids unique "
+             "(bench/scale_bench.py perturbed_catalog); output Parquet; an empty user cache for each run. Wall time "
+             "and peak RSS of the `taxmig migrate` child process, model load included. Target (issue 39): under 20 "
+             "minutes and 8 GB each.")
+    print("\n".join(lines))
+    publish(f"whole runs: {rows:,} products with the transformer (issue 39)", "\n".join(lines), notes, write=write)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--google-products", type=int, default=2000)
+    parser.add_argument("--million", action="store_true", help="a million products with the transformer instead")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="--million: source products")
+    parser.add_argument("--targets", default="catalog,google", help="--million: catalog, google (comma-separated)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if args.million:
+        logging.basicConfig(level=logging.WARNING)
+        million(args.rows, [t.strip() for t in args.targets.split(",") if t.strip()], write=not args.no_write)
+        return
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     logging.basicConfig(level=logging.WARNING)
     import polars as pl
