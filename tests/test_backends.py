@@ -476,9 +476,9 @@ def test_quantize_writes_an_int8_model_folder_with_its_card(int8_model):
 def test_int8_folder_maps_bigbasket_like_torch(int8_model, bigbasket, migrator, tmp_path):
     """Onto a labelled target catalog the int8 tier's top-1 stays within a point of torch's."""
     out, _ = int8_model
-    frame = bigbasket.select("index", "product", "brand", "category", "sub_category").sample(3000, seed=1)
-    frame.head(2400).write_csv(tmp_path / "target.csv")
-    frame.tail(600).drop("category", "sub_category").write_csv(tmp_path / "source.csv")
+    frame = bigbasket.select("index", "product", "brand", "category", "sub_category").sample(1600, seed=1)
+    frame.head(1280).write_csv(tmp_path / "target.csv")
+    frame.tail(320).drop("category", "sub_category").write_csv(tmp_path / "source.csv")
     settings = MigrationSettings(source=tmp_path / "source.csv", target_catalog=tmp_path / "target.csv",
                                  target_category="category,sub_category",
                                  encoder=EncoderSettings(model=str(out), backend="openvino"), progress=False)
