@@ -106,6 +106,14 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float
     return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode, "\n".join(out.splitlines()[-3:])
 
 
+def timed_migration(args: list[str], out: Path,
+                    env: dict[str, str] | None = None) -> tuple[float, float, int, str, int]:
+    """:func:`run_child` of a ``taxmig migrate`` writing Parquet to ``out``, and the rows it holds."""
+    seconds, rss, code, tail = run_child(args, env)
+    mapped = pl.scan_parquet(out).select(pl.len()).collect().item() if out.exists() else 0
+    return seconds, rss, code, tail, mapped
+
+
 # --- part: tiers -----------------------------------------------------------------------------
 
 def tier_models(tmp: Path, vocabulary: list[Path]) -> list[tuple[str, str | None, str, float]]:
@@ -278,8 +286,7 @@ def million_part(rows: int, torch_rows: int) -> tuple[str, str]:
             src = source if n == rows else tmp / "head.csv"
             out = tmp / f"out-{len(lines)}.parquet"
             args = ["migrate", str(src), *target, "-o", str(out), "--quiet", *(["--model", model] if model else [])]
-            seconds, rss, code, tail = run_child(args)
-            mapped = pl.scan_parquet(out).select(pl.len()).collect().item() if out.exists() else 0
+            seconds, rss, code, tail, mapped = timed_migration(args, out)
             tier = "static" if model else "torch fp32"
             lines.append(f"| {name} | {n:,} (mapped {mapped:,}) | {tier} | {seconds:.0f} | {n / seconds:.0f} | "
                          f"{rss:.0f} | {code} |")

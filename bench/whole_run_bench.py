@@ -102,9 +102,7 @@ def one_run(migrator, settings, out: Path) -> dict:
 
 def million(rows: int, targets: list[str], write: bool) -> None:
     """``rows`` products with the default tier onto each of ``targets`` (catalog, google), CLI child processes."""
-    import polars as pl
-
-    from bench.scale_bench import perturbed_catalog, run_child
+    from bench.scale_bench import perturbed_catalog, timed_migration
     from models.registry import resolve_precision
 
     lines = ["| run | products | tier | wall s | minutes | products/s | peak RSS MB | exit |",
@@ -119,9 +117,9 @@ def million(rows: int, targets: list[str], write: bool) -> None:
                              if target == "catalog" else
                              ("onto Google's taxonomy (5,595 categories)", ["--target-taxonomy", str(GOOGLE)]))
             out = tmp / f"out-{target}.parquet"
-            seconds, rss, code, tail = run_child(["migrate", str(source), *options, "-o", str(out), "--quiet"],
-                                                 env={"TAXMIG_CACHE_DIR": str(tmp / f"cache-{target}")})
-            mapped = pl.scan_parquet(out).select(pl.len()).collect().item() if out.exists() else 0
+            seconds, rss, code, tail, mapped = timed_migration(
+                ["migrate", str(source), *options, "-o", str(out), "--quiet"], out,
+                env={"TAXMIG_CACHE_DIR": str(tmp / f"cache-{target}")})
             lines.append(f"| {name} | {rows:,} (mapped {mapped:,}) | {tier} | {seconds:.0f} | {seconds / 60:.1f} | "
                          f"{rows / seconds:,.0f} | {rss:,.0f} | {code} |")
             print(lines[-1], tail if code else "", flush=True)

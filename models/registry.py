@@ -141,7 +141,8 @@ fleet of nightly jobs pinned to one precision whatever the machine."""
 
 def resolve_precision(precision: str, backend: str = "torch", device: str | None = None) -> str:
     """The precision a model runs in: ``precision`` itself unless it is ``auto``, which is
-    ``$TAXMIG_PRECISION`` when set (:data:`PRECISION_ENV`), else the fastest at equal top-1 on this machine: bf16 for torch on a CPU that computes bf16 in hardware
+    ``$TAXMIG_PRECISION`` when set (:data:`PRECISION_ENV`), else the fastest at equal top-1 on this
+    machine: bf16 for torch on a CPU that computes bf16 in hardware
     (:func:`cpu_computes_bf16`; 3.2x the fp32 encode rate, the same top-1: BENCHMARKS.md, "torch
     precisions on the CPU, BigBasket"), fp32 elsewhere -- on a GPU (fp32 encodes this small model
     fastest there: "GPU: CUDA against the CPU, BigBasket"), on a CPU that would emulate bf16, and
@@ -169,6 +170,8 @@ transformers<4.58, below the 5.x that sentence-transformers 6 needs."""
 
 OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where an export (and taxmig quantize) writes the IR
 OPENVINO_INSTALL = "pip install 'taxmig[openvino]' (README, Speed tiers), or use --backend torch"
+PLAIN_LAYOUT_HINT = ("taxmig runs OpenVINO models of the plain layout (Transformer, mean/CLS/max Pooling, optionally "
+                     "Normalize; no prompts): use --backend torch for this model")
 
 
 def has_backend_files(folder: str | os.PathLike, backend: str) -> bool:
@@ -268,8 +271,7 @@ def _load_openvino(ref: ModelRef, *, device: str | None, allow_download: bool, t
     problem = runtime_problem(folder)
     if problem:
         raise ModelError(f"'{ref.name}' cannot run with --backend openvino: {problem}",
-                         hint="taxmig runs OpenVINO models of the plain layout (Transformer, mean/CLS/max Pooling, "
-                              "optionally Normalize; no prompts): use --backend torch for this model")
+                         hint=PLAIN_LAYOUT_HINT)
     try:
         model = OpenVINORuntimeEncoder(folder)
     except RuntimeError as exc:  # OpenVINO's own errors (a damaged IR, an unsupported operation)
@@ -302,8 +304,7 @@ def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | No
     problem = runtime_problem(ref.location, None)
     if problem:
         raise ModelError(f"'{ref.name}' cannot be exported to OpenVINO: {problem}",
-                         hint="taxmig exports the plain layout (Transformer, mean/CLS/max Pooling, optionally "
-                              "Normalize; no prompts): use --backend torch for this model")
+                         hint=PLAIN_LAYOUT_HINT)
     _require_openvino()
 
     def write(staging: Path) -> None:
