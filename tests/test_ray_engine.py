@@ -30,18 +30,18 @@ def local_ray(traced_bundled_model):
 
 @pytest.fixture(scope="module")
 def files(bigbasket, tmp_path_factory):
-    """A 400-row BigBasket source as two Parquet files (a folder) and as one file; an id repeated
-    from the first file in the second and an empty name; 1,000 other products as the target."""
+    """A 200-row BigBasket source as two Parquet files (a folder) and as one file; an id repeated
+    from the first file in the second and an empty name; 500 other products as the target."""
     folder = tmp_path_factory.mktemp("ray")
-    source = bigbasket.slice(0, 400).select("index", "product", "brand", "category", "sub_category")
+    source = bigbasket.slice(0, 200).select("index", "product", "brand", "category", "sub_category")
     at = pl.int_range(pl.len())
-    source = source.with_columns(pl.when(at == 250).then(pl.lit(source["index"][3])).otherwise("index").alias("index"),
-                                 pl.when(at == 120).then(pl.lit("")).otherwise("product").alias("product"))
+    source = source.with_columns(pl.when(at == 150).then(pl.lit(source["index"][3])).otherwise("index").alias("index"),
+                                 pl.when(at == 60).then(pl.lit("")).otherwise("product").alias("product"))
     (folder / "parts").mkdir()
-    source.slice(0, 200).write_parquet(folder / "parts" / "a.parquet")
-    source.slice(200).write_parquet(folder / "parts" / "b.parquet")
+    source.slice(0, 100).write_parquet(folder / "parts" / "a.parquet")
+    source.slice(100).write_parquet(folder / "parts" / "b.parquet")
     source.write_parquet(folder / "whole.parquet")
-    bigbasket.slice(5000, 1000).write_csv(folder / "target.csv")
+    bigbasket.slice(5000, 500).write_csv(folder / "target.csv")
     return folder
 
 
@@ -59,22 +59,22 @@ def test_ray_maps_a_folder_as_the_local_engine_maps_the_file(local_ray, files, m
     (out / "stale.txt").write_text("an earlier run's file")
     result = CliRunner().invoke(main, ["migrate", str(files / "parts"), "--target-catalog", str(files / "target.csv"),
                                        "--target-category", "category,sub_category", "--source-category", "category",
-                                       "--engine", "ray", "--workers", "2", "--task-rows", "90", "-o", str(out),
+                                       "--engine", "ray", "--workers", "2", "--task-rows", "45", "-o", str(out),
                                        "--overwrite", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "mapped 398 of 400 source rows (2 rejected)" in result.output
+    assert "mapped 198 of 200 source rows (2 rejected)" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["crosswalk.parquet", "mapping", "rejects.parquet", "summary.json"]
-    assert len(plan_source(settings_for(files / "parts", files), 90).tasks) == 6  # 3 tasks per 200-row file
+    assert len(plan_source(settings_for(files / "parts", files), 45).tasks) == 6  # 3 tasks per 100-row file
     got = pl.read_parquet(out / "mapping").sort("source_row")
     want = local.mapping
-    assert got.columns == want.columns and got.height == want.height == 398
+    assert got.columns == want.columns and got.height == want.height == 198
     for column in want.columns:
         if column in ROUNDED:  # 4 decimals; a batch of other lengths may move the last one
             assert np.allclose(got[column].to_numpy(), want[column].to_numpy(), atol=1.01e-4), column
         else:
             assert got[column].to_list() == want[column].to_list(), column
     assert pl.read_parquet(out / "rejects.parquet").equals(local.rejects)
-    assert local.rejects["row"].to_list() == [121, 251]  # the empty name; the id repeated across the files
+    assert local.rejects["row"].to_list() == [61, 151]  # the empty name; the id repeated across the files
     assert "first at row 4" in local.rejects["reason"][1]
     assert pl.read_parquet(out / "crosswalk.parquet").equals(local.crosswalk)
     summary = json.loads((out / "summary.json").read_text())
