@@ -432,9 +432,11 @@ def reranker_dir(abt_buy, tmp_path_factory):
     valid = out.parent / "valid.csv"
     pl.concat([labels.filter(pl.col("label") == "1").head(20), labels.filter(pl.col("label") == "0").head(60)]) \
         .write_csv(valid)
-    result, _ = _cli("train-match", folder / "abt.csv", folder / "buy.csv", "--pairs", folder / "labels.csv",
-                     "--valid", valid, "--cross-encoder", "--epochs", "2", "--batch-size", "16", "--max-pairs", "128",
-                     "--learning-rate", "2e-4", "--max-seq-length", "48", "--evaluations", "2", "-o", out, "-q")
+    with reranker_read_once():  # the saved model's probabilities of the candidate pairs, for the tests' runs
+        result, _ = _cli("train-match", folder / "abt.csv", folder / "buy.csv", "--pairs", folder / "labels.csv",
+                         "--valid", valid, "--cross-encoder", "--epochs", "2", "--batch-size", "16", "--max-pairs",
+                         "128", "--learning-rate", "2e-4", "--max-seq-length", "48", "--evaluations", "2", "-o", out,
+                         "-q")
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -475,13 +477,14 @@ def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, re
     inputs = read_match_inputs(_settings(abt_buy["folder"], labels=abt_buy["folder"] / "labels.csv"))
     left, right = serialise(inputs.left), serialise(inputs.right)
     valid = pl.read_csv(out.parent / "valid.csv", infer_schema=False)
-    again = reranker.score([left[inputs.left.ids.index(i)] for i in valid["ltable_id"]],
+    again = reranker.score([left[inputs.left.ids.index(i)] for i in valid["ltable_id"]],  # read afresh
                            [right[inputs.right.ids.index(j)] for j in valid["rtable_id"]])
     assert np.allclose(probability, again, atol=1e-4)  # the join was fitted on what match will read
     samsung = left[inputs.left.ids.index(SAMSUNG)]
     assert samsung.startswith("[COL] title [VAL] ") and "[COL] text [VAL] " in samsung
     labels = inputs.labels
-    scores = reranker.score([left[i] for i in labels.left], [right[j] for j in labels.right])
+    with reranker_read_once():  # the candidates' as the training run read them, the others afresh; kept for the runs
+        scores = reranker.score([left[i] for i in labels.left], [right[j] for j in labels.right])
     is_match = labels.labels.astype(bool)
     from sklearn.metrics import average_precision_score
 
@@ -491,14 +494,21 @@ def test_cross_encoder_trains_a_reranker_with_its_threshold_and_card(abt_buy, re
         Reranker.load(abt_buy["folder"])
 
 
+RERANKER_READ: dict[tuple[str, str, str], float] = {}
+"""The re-ranker's probability of each (folder, left record, right record) read inside
+:func:`reranker_read_once` in this module: the training run's reads of every candidate pair (the
+saved model's, as match loads it), the labelled pairs' and the runs' own."""
+
+
 @contextlib.contextmanager
 def reranker_read_once():
-    """Inside the block the re-ranker's probability of a pair is read once across the runs (one
-    Reranker per run, the same folder: the same probabilities) -- the cross-encoder is most of a
-    run's work. Yields the unremembered ``Reranker.score`` for checks that must read it afresh."""
+    """Inside the block the re-ranker's probability of a pair is read once across the runs and the
+    module's blocks (one Reranker per run, the same folder: the same probabilities; the training run
+    reads every candidate pair the tests' runs score) -- the cross-encoder is most of a run's work. Yields the
+    unremembered ``Reranker.score`` for checks that must read it afresh."""
     from migrate.matching.reranker import Reranker
 
-    original, memory = Reranker.score, {}
+    original, memory = Reranker.score, RERANKER_READ
 
     def score(self, left, right, *, progress=False):
         pairs = [(str(self.path), a, b) for a, b in zip(left, right)]
