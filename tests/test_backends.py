@@ -450,9 +450,11 @@ def test_migrate_with_openvino_maps_like_torch(export_cache, migrator, tmp_path)
 
 @pytest.fixture(scope="module")
 def int8_model(export_cache, tmp_path_factory):
-    """The bundled encoder quantized to int8 through the CLI, calibrated on the sample catalog."""
+    """The bundled encoder quantized to int8 through the CLI, calibrated on 100 of the sample catalog's
+    texts (NNCF runs the model on each: 200 took 5 s more for the same top-1 in the BigBasket check,
+    0.694 against torch's 0.697)."""
     out = tmp_path_factory.mktemp("quantized") / "retail-int8"
-    result = CliRunner().invoke(main, ["quantize", "--calibration", str(SAMPLE), "--samples", "200", "-o", str(out),
+    result = CliRunner().invoke(main, ["quantize", "--calibration", str(SAMPLE), "--samples", "100", "-o", str(out),
                                        "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -462,7 +464,7 @@ def int8_model(export_cache, tmp_path_factory):
 def test_quantize_writes_an_int8_model_folder_with_its_card(int8_model):
     out, output = int8_model
     record = json.loads((out / RECORD).read_text())
-    assert record["samples"] == 200 and record["backend"] == "openvino" and "NNCF" in record["quantization"]
+    assert record["samples"] == 100 and record["backend"] == "openvino" and "NNCF" in record["quantization"]
     assert [f["file"] for f in record["calibration_files"]] == [SAMPLE.name]
     assert list(out.glob("openvino/openvino_model*.xml")) and not list(out.glob("*.safetensors"))
     card = (out / "README.md").read_text()
@@ -474,7 +476,8 @@ def test_quantize_writes_an_int8_model_folder_with_its_card(int8_model):
 
 @needs_openvino
 def test_int8_folder_maps_bigbasket_like_torch(int8_model, bigbasket, migrator, tmp_path):
-    """Onto a labelled target catalog the int8 tier's top-1 stays within a point of torch's."""
+    """Onto a labelled target catalog the int8 tier's top-1 stays within a point of torch's (0.694 and
+    0.697 when written)."""
     out, _ = int8_model
     frame = bigbasket.select("index", "product", "brand", "category", "sub_category").sample(1600, seed=1)
     frame.head(1280).write_csv(tmp_path / "target.csv")
