@@ -35,7 +35,7 @@ def tiny_catalog(bigbasket, tmp_path_factory):
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(objective="labels", max_pairs=64, batch_size=16, learning_rate=1e-4, epochs=1, evaluations=2,
+    base = dict(objective="labels", max_pairs=32, batch_size=16, learning_rate=1e-4, epochs=1, evaluations=2,
                 max_eval_pairs=40)
     base.update(kw)
     return TrainConfig(**base)
@@ -87,11 +87,11 @@ def test_labels_objective_trains_and_saves_a_loadable_model_with_its_card(tiny_c
     out = tmp_path / "labels-model"
     result = train_encoder(tiny_catalog, out, _config(leaf_names=True), category=CATEGORY)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["objective"] == "labels" and metrics["train_pairs"] == 64
+    assert metrics["objective"] == "labels" and metrics["train_pairs"] == 32
     assert metrics["eval"]["primary_metric"] == "heldout_path_top1"
     assert 0 <= metrics["eval"]["after"]["heldout_path_top1"] <= 1
     assert metrics["steps"] >= 2 and any("loss" in row for row in metrics["log_history"])
-    assert sum(result.pair_counts.values()) == 64 and result.pair_counts["label_leaf"] > 0
+    assert sum(result.pair_counts.values()) == 32 and result.pair_counts["label_leaf"] > 0
     model, fp = load_encoder(resolve_model(str(out)))
     assert fp == fingerprint(out) != fingerprint(resolve_model(None).location)
     assert model.encode(["Dark Chocolate"]).shape == (1, 384)
