@@ -387,18 +387,18 @@ def test_match_pairs_become_datasets_for_each_loss(abt_buy):
 
 
 def test_train_match_fine_tunes_through_the_shared_trainer(abt_buy, tmp_path):
-    """A tiny run (48 real pairs, 3 steps): a loadable model, a record, a card without training rows."""
+    """A tiny run (32 real pairs, 2 steps): a loadable model, a record, a card without training rows."""
     from models import fingerprint, load_encoder, resolve_model
     from train.finetune import TrainConfig
     from train.match import train_match_encoder
 
     folder = abt_buy["folder"]
     out = tmp_path / "match-model"
-    config = TrainConfig(loss="online_contrastive", max_pairs=48, batch_size=16, epochs=1, evaluations=1,
+    config = TrainConfig(loss="online_contrastive", max_pairs=32, batch_size=16, epochs=1, evaluations=1,
                          learning_rate=1e-4)
     result = train_match_encoder(folder / "abt.csv", folder / "buy.csv", folder / "labels.csv", out, config,
                                  left_text="name", right_text="name")
-    assert result.metrics["steps"] == 3 and result.metrics["train_pairs"] == 48
+    assert result.metrics["steps"] == 2 and result.metrics["train_pairs"] == 32
     ev = result.metrics["eval"]
     assert ev["primary_metric"] == "valid_cosine_ap" and 0 < ev["after"]["valid_cosine_ap"] <= 1
     model, fp = load_encoder(resolve_model(str(out)))

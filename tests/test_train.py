@@ -290,9 +290,9 @@ def test_the_training_evaluator_scores_as_migrate_does(migrator, bigbasket, tmp_
     from train.migration_evaluator import MigrationTop1Evaluator
 
     frame = (bigbasket.select("index", "product", "category", "sub_category").drop_nulls()
-             .unique("product", keep="first", maintain_order=True).sample(1000, seed=3)
+             .unique("product", keep="first", maintain_order=True).sample(600, seed=3)
              .with_columns((pl.col("category") + " > " + pl.col("sub_category")).alias("path")))
-    target, held = frame.head(800), frame.tail(200)
+    target, held = frame.head(480), frame.tail(120)
     held = held.filter(pl.col("path").is_in(target["path"].unique().to_list()))
     evaluator = MigrationTop1Evaluator(held["product"].to_list(), held["path"].to_list(),
                                        target["product"].to_list(), target["path"].to_list(), name="t")
@@ -307,4 +307,4 @@ def test_the_training_evaluator_scores_as_migrate_does(migrator, bigbasket, tmp_
     truth = dict(zip(held["index"], held["path"]))
     top1 = float(np.mean([truth[i] == c for i, c in zip(mapping["source_id"], mapping["target_category"])]))
     assert metrics["t_migrate_top1"] == pytest.approx(top1, abs=1 / held.height), (metrics, top1)
-    assert 0.45 < top1 < 0.95  # 0.58 when written (base model, 800 target products, no classifier)
+    assert 0.45 < top1 < 0.95  # 0.509 measured (base model, 480 target products, 116 held out, no classifier)
