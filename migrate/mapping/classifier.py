@@ -2,8 +2,8 @@
 
 Neighbour votes look at a handful of similar products; a classifier weighs every word and word
 fragment over the whole catalog ("Men" in a brand name, "Organic" in a title) the way the
-retailer's own taxonomy uses them. Features are word TF-IDF plus character 3-4-gram TF-IDF
-(brand fragments, plurals, typos); the model is a one-vs-rest linear SVM whose decision values
+retailer's own taxonomy uses them. Features are word TF-IDF plus character n-gram TF-IDF
+(:data:`CHAR_NGRAMS`: brand fragments, plurals, typos); the model is a one-vs-rest linear SVM whose decision values
 become a probability-like vote by a softmax with temperature ``temperature``.
 
 For calibration the vote of a target product must come from a model that did not see it:
@@ -40,6 +40,10 @@ FOLDS = 2
 two fits side by side on 2 cores instead of 3 folds and a final fit (four), the same top-1 and
 unflagged precision at least 0.97 on BigBasket and Instacart. Measured: BENCHMARKS.md, "classifier
 folds and the leave-one-out sample" (``python bench/classifier_folds.py``)."""
+CHAR_NGRAMS: tuple[int, int] = (4, 4)
+"""The character n-grams (inside word boundaries) beside the words: 4-grams only, half the
+non-zeros of 3- and 4-grams and so a faster fit, the same top-1 and unflagged precision on BigBasket
+and Instacart. Measured: BENCHMARKS.md, "classifier: character n-grams" (``python bench/classifier_features.py``)."""
 POOL_FROM = 8_000
 """Target products from which the final fit and the folds' fits run in worker processes: starting
 the pool (processes that import scikit-learn) costs more than a second, which a second core wins
@@ -48,22 +52,24 @@ Measured: BENCHMARKS.md, "classifier: process pool against in-process fits" (``p
 
 
 class TextFeatures:
-    """Word TF-IDF (the lexical neighbours' own) + character 3-4-gram TF-IDF, fitted on the target texts.
+    """Word TF-IDF (the lexical neighbours' own) + character n-gram TF-IDF (``char_ngrams``, default
+    :data:`CHAR_NGRAMS`), fitted on the target texts.
 
     Texts without a word character ("-", "+") give no word features, and a catalog too small for a
     character n-gram to occur twice keeps the single ones: any non-empty text has features.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, char_ngrams: tuple[int, int] | None = None) -> None:
+        self.char_ngrams = char_ngrams or CHAR_NGRAMS
         self.words: FittedTfidf | None = None
         self.chars: FittedTfidf | None = None
 
     def fit_transform(self, texts: list[str]):
         self.words, words = fit_words(texts)
         try:
-            self.chars, chars = fit_tfidf(texts, analyzer="char_wb", ngram_range=(3, 4), min_df=2)
+            self.chars, chars = fit_tfidf(texts, analyzer="char_wb", ngram_range=self.char_ngrams, min_df=2)
         except ValueError:  # no n-gram occurs twice
-            self.chars, chars = fit_tfidf(texts, analyzer="char_wb", ngram_range=(3, 4), min_df=1)
+            self.chars, chars = fit_tfidf(texts, analyzer="char_wb", ngram_range=self.char_ngrams, min_df=1)
         return hstack([words, chars]).tocsr() if words is not None else chars.tocsr()
 
     def transform(self, texts: list[str]):

@@ -85,11 +85,12 @@ def fitted_target_key(*, model_fingerprint: str, categories: Sequence[str], text
 
 def fit_settings(settings, *, by_level: bool) -> dict[str, Any]:
     """The settings a fitted target side depends on, as plain data for the key (the classifier's
-    folds too: a side fitted another way is fitted again)."""
-    from migrate.mapping.classifier import FOLDS
+    folds and character n-grams too: a side fitted another way is fitted again)."""
+    from migrate.mapping.classifier import CHAR_NGRAMS, FOLDS
 
     return {"scoring": asdict(settings.scoring), "thresholds": settings.thresholds.as_dict(), "seed": settings.seed,
-            "calibration_limit": settings.calibration_limit, "by_level": by_level, "classifier_folds": FOLDS}
+            "calibration_limit": settings.calibration_limit, "by_level": by_level, "classifier_folds": FOLDS,
+            "classifier_char_ngrams": list(CHAR_NGRAMS)}
 
 
 class Unusable(ValueError):
