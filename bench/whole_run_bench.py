@@ -32,6 +32,7 @@ peak RSS (``os.wait4``); the source is bench/scale_bench.py's perturbed million.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -100,14 +101,15 @@ def one_run(migrator, settings, out: Path) -> dict:
             "encoded": result.facts.encoded, "target_side": result.facts.target_side}
 
 
-def million(rows: int, targets: list[str], write: bool) -> None:
+def million(rows: int, targets: list[str], write: bool, batch_size: int | None = None) -> None:
     """``rows`` products with the default tier onto each of ``targets`` (catalog, google), CLI child processes."""
     from bench.scale_bench import perturbed_catalog, timed_migration
     from models.registry import resolve_precision
 
-    lines = ["| run | products | tier | wall s | minutes | products/s | peak RSS MB | exit |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
-    tier = f"torch {resolve_precision('auto')} (--precision auto)"
+    lines = ["| run | products | tier | wall s | minutes | products/s | peak RSS MB | exit | seconds by stage |",
+             "|---|---|---|---:|---:|---:|---:|---|---|"]
+    tier = f"torch {resolve_precision('auto')} (--precision auto)" + (f", --batch-size {batch_size}" if batch_size else "")
+    batch = ["--batch-size", str(batch_size)] if batch_size else []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         source = perturbed_catalog(rows, tmp / "million.csv")
@@ -118,10 +120,13 @@ def million(rows: int, targets: list[str], write: bool) -> None:
                              ("onto Google's taxonomy (5,595 categories)", ["--target-taxonomy", str(GOOGLE)]))
             out = tmp / f"out-{target}.parquet"
             seconds, rss, code, tail, mapped = timed_migration(
-                ["migrate", str(source), *options, "-o", str(out), "--quiet"], out,
+                ["migrate", str(source), *options, "-o", str(out), "--quiet", *batch], out,
                 env={"TAXMIG_CACHE_DIR": str(tmp / f"cache-{target}")})
+            summary = out.with_name(f"{out.stem}.summary.json")
+            stages = json.loads(summary.read_text())["facts"].get("stage_seconds", {}) if summary.exists() else {}
+            profile = ", ".join(f"{stage} {s:.0f}" for stage, s in sorted(stages.items(), key=lambda kv: -kv[1]))
             lines.append(f"| {name} | {rows:,} (mapped {mapped:,}) | {tier} | {seconds:.0f} | {seconds / 60:.1f} | "
-                         f"{rows / seconds:,.0f} | {rss:,.0f} | {code} |")
+                         f"{rows / seconds:,.0f} | {rss:,.0f} | {code} | {profile} |")
             print(lines[-1], tail if code else "", flush=True)
     notes = (f"Source: {rows:,} products from BigBasket's real rows, names perturbed after the first copy, ids unique "
              "(bench/scale_bench.py perturbed_catalog); output Parquet; an empty user cache for each run. Wall time "
@@ -138,11 +143,13 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="a million products with the transformer instead")
     parser.add_argument("--rows", type=int, default=1_000_000, help="--million: source products")
     parser.add_argument("--targets", default="catalog,google", help="--million: catalog, google (comma-separated)")
+    parser.add_argument("--batch-size", type=int, help="--million: taxmig's --batch-size (default: its own)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.million:
         logging.basicConfig(level=logging.WARNING)
-        million(args.rows, [t.strip() for t in args.targets.split(",") if t.strip()], write=not args.no_write)
+        million(args.rows, [t.strip() for t in args.targets.split(",") if t.strip()], write=not args.no_write,
+                batch_size=args.batch_size)
         return
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     logging.basicConfig(level=logging.WARNING)
