@@ -63,11 +63,11 @@ def test_label_pairs_are_products_with_their_own_category_path_and_leaf(tiny_cat
     assert set(capped.to_dataset()) == {"path", "leaf"}  # a DatasetDict: no batch mixes paths and leaf names
 
 
-def test_category_accuracy_evaluator_scores_real_products(tiny_catalog):
+def test_category_accuracy_evaluator_scores_real_products(tiny_catalog, migrator):
     import numpy as np
 
     cat = load_catalog(tiny_catalog, role="catalog", category=CATEGORY, category_required=True)
-    model, _ = load_encoder(resolve_model(None))
+    model = migrator.encoder.model._model  # the session's bundled model itself, not its memory of vectors
     taxonomy = sorted(set(cat.categories))
     evaluator = CategoryAccuracyEvaluator(cat.texts[:30], cat.categories[:30], taxonomy, name="t")
     metrics = evaluator(model)
