@@ -81,7 +81,7 @@ def test_distilled_folder_is_a_model_for_migrate(static_model, bigbasket, migrat
 
     transformer = run_migration(replace(settings, encoder=EncoderSettings()), migrator)
     static, base = top1(result.mapping), top1(transformer.mapping)
-    assert base > 0.6 and static > base - 0.05, (static, base)  # 0.630 vs 0.655 on these 1,600 targets
+    assert base > 0.6 and static > base - 0.05, (static, base)  # 0.630 vs 0.6525 on these 1,600 targets
 
 
 def test_distill_refuses_an_existing_folder_before_any_work(static_model):
