@@ -25,8 +25,8 @@ DATA_DIR = Path(os.environ.get("TAXMIG_DATA_DIR", ROOT.parent / "shared" / "data
 SAMPLES = ROOT / "sample_catalogs"
 
 
-HEAVY_FIRST = ("test_match.py", "test_migrate_e2e.py", "test_train.py", "test_distill.py", "test_ray_engine.py",
-               "test_nightly.py", "test_backends.py", "test_classifier.py", "test_review_rounds.py",
+HEAVY_FIRST = ("test_migrate_e2e.py", "test_match.py", "test_backends.py", "test_distill.py", "test_train.py",
+               "test_ray_engine.py", "test_nightly.py", "test_review_rounds.py", "test_classifier.py",
                "test_match_unsupervised.py")
 """The test files that take longest, longest first: 78, 77, 59, 54, 45, 35, 30, 17, 17 and 15 s, every
 other file under 10 s (``pytest -n auto --dist loadfile --no-loadscope-reorder --durations=0``,
