@@ -76,7 +76,13 @@ def test_ray_maps_a_folder_as_the_local_engine_maps_the_file(local_ray, files, m
     assert pl.read_parquet(out / "rejects.parquet").equals(local.rejects)
     assert local.rejects["row"].to_list() == [61, 151]  # the empty name; the id repeated across the files
     assert "first at row 4" in local.rejects["reason"][1]
-    assert pl.read_parquet(out / "crosswalk.parquet").equals(local.crosswalk)
+    crosswalk = pl.read_parquet(out / "crosswalk.parquet")
+    exact = [c for c in local.crosswalk.columns if c != "mean_confidence"]
+    assert crosswalk.columns == local.crosswalk.columns and crosswalk.select(exact).equals(local.crosswalk.select(exact))
+    # the mean of confidences that may differ in their 4th decimal (above), rounded to 4 decimals: at
+    # 400 rows onto 1,000 products two of 105 means differed by 0.0001 (0.7017 / 0.7018)
+    assert np.allclose(crosswalk["mean_confidence"].to_numpy(), local.crosswalk["mean_confidence"].to_numpy(),
+                       atol=1.01e-4)
     summary = json.loads((out / "summary.json").read_text())
     ours = local.summary_dict()
     for key in ("Source rows", "Source rows mapped", "Source rows rejected", "Rows needing review", "Rows unflagged",
