@@ -108,7 +108,8 @@ def million(rows: int, targets: list[str], write: bool, batch_size: int | None =
 
     lines = ["| run | products | tier | wall s | minutes | products/s | peak RSS MB | exit | seconds by stage |",
              "|---|---|---|---:|---:|---:|---:|---|---|"]
-    tier = f"torch {resolve_precision('auto')} (--precision auto)" + (f", --batch-size {batch_size}" if batch_size else "")
+    tier = f"torch {resolve_precision('auto')} (--precision auto)"
+    tier += f", --batch-size {batch_size}" if batch_size else ""
     batch = ["--batch-size", str(batch_size)] if batch_size else []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
