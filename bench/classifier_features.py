@@ -24,13 +24,12 @@ import argparse
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.classifier_folds import labelled_sets  # noqa: E402
+from bench.classifier_folds import labelled_sets, timed_run  # noqa: E402
 from bench.common import BIGBASKET, in_test_split, publish  # noqa: E402
 
 VARIANTS = (("3- and 4-grams (before)", (3, 4)), ("4-grams (the default)", (4, 4)), ("5-grams", (5, 5)))
@@ -58,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import migrate.mapping.classifier as classifier
-    from bench.migrate_bench import evaluate, unflagged_precision
+    from bench.migrate_bench import unflagged_precision
     from migrate.core.embedding_cache import EmbeddingCache
     from migrate.mapping.pipeline import Migrator
     from migrate.mapping.settings import MigrationSettings
@@ -76,12 +75,9 @@ def main() -> None:
                 classifier.CHAR_NGRAMS = ngrams
                 settings = MigrationSettings(**fields, progress=False, target_cache=False)
                 migrator = migrator or Migrator.from_settings(settings)
-                started = time.perf_counter()
-                result = migrator.run(settings, cache=cache)
-                seconds = time.perf_counter() - started
+                hit, unflagged, result, seconds = timed_run(migrator, settings, cache, truth)
                 if i == 0:  # the first run of a set encodes its texts into the cache: not compared
                     continue
-                hit, _, unflagged, _ = evaluate(result.mapping, truth)
                 stages = result.facts.stage_seconds
                 rows.append(f"| {name} | {label} | {hit.mean():.4f} | {unflagged_precision(hit, unflagged):.4f} | "
                             f"{unflagged.mean():.4f} | {result.thresholds['min_confidence']} | "

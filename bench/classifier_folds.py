@@ -63,6 +63,17 @@ def labelled_sets(tmp: Path) -> dict[str, tuple[dict, dict[str, str]]]:
     return sets
 
 
+def timed_run(migrator, settings, cache, truth: dict[str, str]):
+    """One in-process migration: (top-1 hit per row, unflagged per row, the result, wall seconds)."""
+    from bench.migrate_bench import evaluate
+
+    started = time.perf_counter()
+    result = migrator.run(settings, cache=cache)
+    seconds = time.perf_counter() - started
+    hit, _, unflagged, _ = evaluate(result.mapping, truth)
+    return hit, unflagged, result, seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-write", action="store_true")
@@ -70,7 +81,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import migrate.mapping.classifier as classifier
     import migrate.mapping.target_side as target_side
-    from bench.migrate_bench import evaluate, unflagged_precision
+    from bench.migrate_bench import unflagged_precision
     from migrate.core.embedding_cache import EmbeddingCache
     from migrate.mapping.pipeline import Migrator
     from migrate.mapping.settings import MigrationSettings
@@ -87,12 +98,9 @@ def main() -> None:
                                                                            final_from_folds=averaged)
                 settings = MigrationSettings(**fields, progress=False, calibration_limit=limit, target_cache=False)
                 migrator = migrator or Migrator.from_settings(settings)
-                started = time.perf_counter()
-                result = migrator.run(settings, cache=cache)
-                seconds = time.perf_counter() - started
+                hit, unflagged, result, seconds = timed_run(migrator, settings, cache, truth)
                 if i == 0:  # the first run of a set encodes its texts into the cache: not compared
                     continue
-                hit, _, unflagged, _ = evaluate(result.mapping, truth)
                 stages = result.facts.stage_seconds
                 rows.append(f"| {name} | {label} | {hit.mean():.4f} | {unflagged_precision(hit, unflagged):.4f} | "
                             f"{unflagged.mean():.4f} | {result.thresholds['min_confidence']} | "
