@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.classifier_folds import labelled_sets, timed_run  # noqa: E402
+from bench.classifier_folds import labelled_sets, run_variants  # noqa: E402
 from bench.common import BIGBASKET, in_test_split, publish  # noqa: E402
 
 VARIANTS = (("3- and 4-grams (before)", (3, 4)), ("4-grams (the default)", (4, 4)), ("5-grams", (5, 5)))
@@ -58,31 +58,23 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import migrate.mapping.classifier as classifier
     from bench.migrate_bench import unflagged_precision
-    from migrate.core.embedding_cache import EmbeddingCache
-    from migrate.mapping.pipeline import Migrator
-    from migrate.mapping.settings import MigrationSettings
 
     rows = []
     default = classifier.CHAR_NGRAMS
+
+    def apply(ngrams: tuple[int, int]) -> dict:
+        classifier.CHAR_NGRAMS = ngrams
+        return {}
+
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         sets = labelled_sets(tmp)
         sets["BigBasket 80/20 by type"] = type_set(tmp)
-        cache = EmbeddingCache(tmp / "vectors.sqlite")
-        migrator = None
-        for name, (fields, truth) in sets.items():
-            for i, (label, ngrams) in enumerate((("(vectors cached)", default), *VARIANTS)):
-                classifier.CHAR_NGRAMS = ngrams
-                settings = MigrationSettings(**fields, progress=False, target_cache=False)
-                migrator = migrator or Migrator.from_settings(settings)
-                hit, unflagged, result, seconds = timed_run(migrator, settings, cache, truth)
-                if i == 0:  # the first run of a set encodes its texts into the cache: not compared
-                    continue
-                stages = result.facts.stage_seconds
-                rows.append(f"| {name} | {label} | {hit.mean():.4f} | {unflagged_precision(hit, unflagged):.4f} | "
-                            f"{unflagged.mean():.4f} | {result.thresholds['min_confidence']} | "
-                            f"{stages.get('fitting the classifier', 0.0):.1f} | {seconds:.1f} |")
-                print(rows[-1], flush=True)
+        for name, label, hit, unflagged, result, seconds in run_variants(sets, VARIANTS, apply, tmp):
+            rows.append(f"| {name} | {label} | {hit.mean():.4f} | {unflagged_precision(hit, unflagged):.4f} | "
+                        f"{unflagged.mean():.4f} | {result.thresholds['min_confidence']} | "
+                        f"{result.facts.stage_seconds.get('fitting the classifier', 0.0):.1f} | {seconds:.1f} |")
+            print(rows[-1], flush=True)
         classifier.CHAR_NGRAMS = default
     table = ("| set | character n-grams | top-1 | unflagged precision | unflagged share | min_confidence | "
              "classifier s | run s |\n|---|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))

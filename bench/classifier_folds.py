@@ -74,6 +74,26 @@ def timed_run(migrator, settings, cache, truth: dict[str, str]):
     return hit, unflagged, result, seconds
 
 
+def run_variants(sets: dict, variants, apply, tmp: Path):
+    """For each labelled set (:func:`labelled_sets`' shape) and each variant ``(label, *options)``:
+    ``apply(*options)`` (it returns extra MigrationSettings fields), then :func:`timed_run` with the
+    target-side cache off. Yields (set, label, hit, unflagged, result, seconds). A first, uncounted run
+    per set (the first variant's) fills one embedding cache, so only the target side's work differs."""
+    from migrate.core.embedding_cache import EmbeddingCache
+    from migrate.mapping.pipeline import Migrator
+    from migrate.mapping.settings import MigrationSettings
+
+    cache = EmbeddingCache(tmp / "vectors.sqlite")
+    migrator = None
+    for name, (fields, truth) in sets.items():
+        for i, (label, *options) in enumerate((variants[0], *variants)):
+            settings = MigrationSettings(**fields, progress=False, target_cache=False, **apply(*options))
+            migrator = migrator or Migrator.from_settings(settings)
+            hit, unflagged, result, seconds = timed_run(migrator, settings, cache, truth)
+            if i:  # the first run of a set encodes its texts into the cache: not compared
+                yield name, label, hit, unflagged, result, seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-write", action="store_true")
@@ -82,31 +102,23 @@ def main() -> None:
     import migrate.mapping.classifier as classifier
     import migrate.mapping.target_side as target_side
     from bench.migrate_bench import unflagged_precision
-    from migrate.core.embedding_cache import EmbeddingCache
-    from migrate.mapping.pipeline import Migrator
-    from migrate.mapping.settings import MigrationSettings
 
     rows = []
     fit = classifier.fit_with_out_of_fold_votes
+
+    def apply(limit: int, folds: int, averaged: bool) -> dict:
+        target_side.fit_with_out_of_fold_votes = functools.partial(fit, folds=folds, final_from_folds=averaged)
+        return {"calibration_limit": limit}
+
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        cache = EmbeddingCache(tmp / "vectors.sqlite")
-        migrator = None
-        for name, (fields, truth) in labelled_sets(tmp).items():
-            for i, (label, limit, folds, averaged) in enumerate((("(vectors cached)", 20_000, 3, False), *VARIANTS)):
-                target_side.fit_with_out_of_fold_votes = functools.partial(fit, folds=folds,
-                                                                           final_from_folds=averaged)
-                settings = MigrationSettings(**fields, progress=False, calibration_limit=limit, target_cache=False)
-                migrator = migrator or Migrator.from_settings(settings)
-                hit, unflagged, result, seconds = timed_run(migrator, settings, cache, truth)
-                if i == 0:  # the first run of a set encodes its texts into the cache: not compared
-                    continue
-                stages = result.facts.stage_seconds
-                rows.append(f"| {name} | {label} | {hit.mean():.4f} | {unflagged_precision(hit, unflagged):.4f} | "
-                            f"{unflagged.mean():.4f} | {result.thresholds['min_confidence']} | "
-                            f"{stages.get('fitting the classifier', 0.0):.1f} | {stages.get('calibrating', 0.0):.1f} | "
-                            f"{seconds:.1f} |")
-                print(rows[-1], flush=True)
+        for name, label, hit, unflagged, result, seconds in run_variants(labelled_sets(tmp), VARIANTS, apply, tmp):
+            stages = result.facts.stage_seconds
+            rows.append(f"| {name} | {label} | {hit.mean():.4f} | {unflagged_precision(hit, unflagged):.4f} | "
+                        f"{unflagged.mean():.4f} | {result.thresholds['min_confidence']} | "
+                        f"{stages.get('fitting the classifier', 0.0):.1f} | {stages.get('calibrating', 0.0):.1f} | "
+                        f"{seconds:.1f} |")
+            print(rows[-1], flush=True)
         target_side.fit_with_out_of_fold_votes = fit
     table = ("| set | classifier fits and leave-one-out sample | top-1 | unflagged precision | unflagged share | "
              "min_confidence | classifier s | calibration s | run s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
