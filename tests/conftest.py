@@ -25,19 +25,24 @@ DATA_DIR = Path(os.environ.get("TAXMIG_DATA_DIR", ROOT.parent / "shared" / "data
 SAMPLES = ROOT / "sample_catalogs"
 
 
-HEAVY_FIRST = ("test_migrate_e2e.py", "test_match.py", "test_backends.py", "test_distill.py", "test_train.py",
+HEAVY_FIRST = ("test_migrate_e2e.py", "test_match.py", "test_backends.py", "test_train.py", "test_distill.py",
                "test_ray_engine.py", "test_nightly.py", "test_review_rounds.py", "test_classifier.py",
                "test_match_unsupervised.py")
-"""The test files that take longest, longest first: 78, 77, 59, 54, 45, 35, 30, 17, 17 and 15 s, every
-other file under 10 s (``pytest -n auto --dist loadfile --no-loadscope-reorder --durations=0``,
-durations summed per file, at 871c838 on 2 cores: 504 s of test time in all). They start first, so
-that under ``make test``'s one process per core no process is left with a long file while the others wait."""
+"""The test files that take longest. They start first, so that under ``make test``'s one process per
+core no process is left with a long file while the others wait: test_migrate_e2e first and test_match
+beside it (test_backends and test_distill read the vectors test_migrate_e2e's runs encode -- the
+sample taxonomy's category texts, BigBasket's seeded sample -- from the session's memory, and started
+beside it would encode them again), then longest first. Durations summed per file at 3c4aa67
+(``pytest -n auto --dist loadfile --no-loadscope-reorder --durations=0`` on 2 cores): test_backends
+51 s, test_migrate_e2e 43, test_train 34, test_match 33, test_distill 32, test_ray_engine 26,
+test_nightly 24, test_review_rounds 11, test_classifier 10, test_match_unsupervised 8, every other
+file under 7 s: 321 s of test time in all (373 s with the tests of bd4a284 on the same library code)."""
 
 
 MAX_TEST_PROCESSES = 4
 """At most this many test processes for ``-n auto``. Each repeats the session's set-up (torch, the
 model, the data) and reaches about 1.9 GB (peak RSS of ``/usr/bin/time -v pytest tests/test_train.py
-tests/test_migrate_e2e.py``), and the longest file is 55 s of about 320 s of test time
+tests/test_migrate_e2e.py``), and the longest file is 51 s of about 320 s of test time
 (``HEAVY_FIRST``'s run): past 4 processes the wall time gains little and the memory grows."""
 
 
