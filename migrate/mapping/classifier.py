@@ -3,8 +3,8 @@
 Neighbour votes look at a handful of similar products; a classifier weighs every word and word
 fragment over the whole catalog ("Men" in a brand name, "Organic" in a title) the way the
 retailer's own taxonomy uses them. Features are word TF-IDF plus character n-gram TF-IDF
-(:data:`CHAR_NGRAMS`: brand fragments, plurals, typos); the model is a one-vs-rest linear SVM whose decision values
-become a probability-like vote by a softmax with temperature ``temperature``.
+(:data:`CHAR_NGRAMS`: brand fragments, plurals, typos); the model is a one-vs-rest linear SVM whose
+decision values become a probability-like vote by a softmax with temperature ``temperature``.
 
 For calibration the vote of a target product must come from a model that did not see it:
 :func:`fit_with_out_of_fold_votes` fits one model per fold of the calibration sample (folds never
@@ -52,15 +52,15 @@ Measured: BENCHMARKS.md, "classifier: process pool against in-process fits" (``p
 
 
 class TextFeatures:
-    """Word TF-IDF (the lexical neighbours' own) + character n-gram TF-IDF (``char_ngrams``, default
-    :data:`CHAR_NGRAMS`), fitted on the target texts.
+    """Word TF-IDF (the lexical neighbours' own) + character n-gram TF-IDF (:data:`CHAR_NGRAMS`, read when
+    the features are made), fitted on the target texts.
 
     Texts without a word character ("-", "+") give no word features, and a catalog too small for a
     character n-gram to occur twice keeps the single ones: any non-empty text has features.
     """
 
-    def __init__(self, char_ngrams: tuple[int, int] | None = None) -> None:
-        self.char_ngrams = char_ngrams or CHAR_NGRAMS
+    def __init__(self) -> None:
+        self.char_ngrams = CHAR_NGRAMS
         self.words: FittedTfidf | None = None
         self.chars: FittedTfidf | None = None
 
