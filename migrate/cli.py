@@ -786,8 +786,8 @@ MATCH_COLUMN_OPTIONS = [
                    "best (one to one), 0.5 with --many-to-one].")
 @click.option("--one-to-one/--many-to-one", "one_to_one", default=None,
               help="One to one: a pair is a match only when each product is the other's best candidate (the default "
-                   "for two catalogs without --labels or --reranker). Many to one: each left product's best "
-                   "candidate, several may share a right product.")
+                   "for two catalogs without --labels or a --reranker trained on them). Many to one: each left "
+                   "product's best candidate, several may share a right product.")
 @click.option("--cut-by-estimate", is_flag=True,
               help="Without labels, one to one: keep a mutual best pair only when its estimated match probability "
                    "(the no-labels estimate in the Summary) reaches the cut that maximises expected F1, or its score "
@@ -803,7 +803,8 @@ MATCH_COLUMN_OPTIONS = [
 @click.option("--reranker", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A cross-encoder from 'taxmig train-match --cross-encoder': it reads every candidate pair; its "
                    "probability and the gaps to each product's best join the features (fitted on --labels; without, "
-                   "the joined score train-match fitted, and its threshold).")
+                   "the joined score train-match fitted, and its threshold, on the tables it was trained on; on other "
+                   "tables its probability joins the no-labels estimate, which cuts the one-to-one matches).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV/JSONL inputs.")
 @options(COMMON_OPTIONS)
 def match(left, right, output, within, labels, overwrite, quiet, verbose, **params) -> None:

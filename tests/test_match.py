@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 
 import numpy as np
 import polars as pl
@@ -25,7 +26,8 @@ from migrate.matching.matcher import Matcher
 from migrate.matching.pair_features import PairFeatures, search_pairs
 from migrate.matching.settings import MatchSettings, read_match_inputs
 from migrate.matching.output import write_match_output
-from migrate.matching.scoring import JOIN_COLUMNS, choose_threshold, out_of_fold_scores, quality
+from migrate.matching.scoring import (JOIN_COLUMNS, NO_LABEL_FLOOR, choose_threshold, out_of_fold_scores,
+                                      quality)
 from tests.conftest import counting_model_loads, data_file
 
 N_LEFT = 50
@@ -593,6 +595,58 @@ def _match_with_a_reranker(abt_buy, reranker_dir, migrator, read_afresh):
     assert np.allclose(gap_left, probability - np.array([best[i] for i in li.tolist()]), atol=1e-6)
     with pytest.raises(TaxmigError, match="not a re-ranker folder"):
         _settings(abt_buy["folder"], reranker=abt_buy["folder"]).validate()
+
+
+def test_a_reranker_trained_on_other_tables_joins_the_no_labels_estimate(abt_buy, reranker_dir, migrator, tmp_path):
+    """Without labels, on tables it was not trained on (here the fixture's tables less one left row),
+    the re-ranker is one more comparison of the Fellegi-Sunter estimate, read once per left product
+    (its best pair), not a score: the matches are the run's without a re-ranker, the estimate learns
+    the worth of the re-ranker's levels from this run's pairs, and ``--cut-by-estimate`` cuts by it."""
+    from migrate.matching.reranker import Reranker, read_record, trained_on_tables
+    from migrate.matching.unsupervised import RERANKER_COMPARISON, RERANKER_CUTS
+
+    out, _ = reranker_dir
+    folder = abt_buy["folder"]
+    left = pl.read_csv(folder / "abt.csv", infer_schema=False)
+    left.head(left.height - 1).write_csv(tmp_path / "abt.csv")
+    shutil.copyfile(folder / "buy.csv", tmp_path / "buy.csv")
+    record = read_record(out)
+    assert trained_on_tables(record, folder / "abt.csv", folder / "buy.csv")
+    assert not trained_on_tables(record, tmp_path / "abt.csv", tmp_path / "buy.csv")
+    older = {k: v for k, v in record.items() if not k.endswith("_fingerprint")}  # recorded before contents: by path
+    assert trained_on_tables(older, record["left_file"], record["right_file"])
+    assert not trained_on_tables(older, tmp_path / "abt.csv", tmp_path / "buy.csv")
+
+    def run(**kw):
+        settings = MatchSettings(left=tmp_path / "abt.csv", right=tmp_path / "buy.csv", progress=False,
+                                 candidates=RERANKED_CANDIDATES, **kw)
+        return settings, Matcher(migrator.encoder).run(settings)
+
+    plain_settings, plain = run()
+    read, score = [], Reranker.score
+    Reranker.score = lambda self, a, b, **kw: read.extend(zip(a, b)) or score(self, a, b, **kw)
+    try:
+        settings, result = run(reranker=out)
+        _, cut = run(reranker=out, cut_by_estimate=True)
+    finally:
+        Reranker.score = score
+    assert settings.reranker_through_estimate and settings.pairs_one_to_one
+    assert not plain_settings.reranker_through_estimate
+    with_candidates = int((plain.matches["right_id"] != "").sum())
+    assert len(read) == 2 * with_candidates  # one read per left product with candidates, per run
+    assert result.scorer.kind == "default" and result.threshold.value == NO_LABEL_FLOOR
+    assert result.matches.equals(plain.matches)  # the pairing, scores and flags of the run without it
+    e = result.estimate
+    weights = e.weights[RERANKER_COMPARISON]
+    assert len(weights) == len(RERANKER_CUTS) + 1 and len(set(weights)) > 1, weights  # levels learned from the run
+    assert RERANKER_COMPARISON not in plain.estimate.weights
+    found = cut.matches.filter(pl.col("is_match"))
+    mutual = plain.matches.filter(pl.col("is_match"))  # the same scores and pairing, no cut
+    assert set(zip(found["left_id"], found["right_id"])) <= set(zip(mutual["left_id"], mutual["right_id"]))
+    assert found.height == int(cut.estimate.chosen.sum())
+    info = result.summary_dict()
+    assert "joins the no-labels estimate" in info["Re-ranker"]
+    assert RERANKER_COMPARISON in info["Estimated overlap (no labels)"]
 
 
 def test_a_column_of_model_numbers_is_found_by_its_values_whatever_its_header(tmp_path):

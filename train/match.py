@@ -157,6 +157,8 @@ def training_record(data: TrainingPairs, config: TrainConfig, *, base: str, loca
             "task": "product matching", "data_file": ", ".join(str(p) for p in data.paths),
             "data_fingerprint": ", ".join(file_fingerprint(p) for p in data.paths),
             "left_file": str(data.left.path), "right_file": None if within else str(data.right.path),
+            "left_fingerprint": file_fingerprint(data.left.path),
+            "right_fingerprint": None if within else file_fingerprint(data.right.path),
             "valid_file": None if valid is None else str(valid),
             "left_columns": data.left.describe(), "right_columns": None if within else data.right.describe(),
             "config": jsonable(dataclasses.asdict(config))}

@@ -36,13 +36,13 @@ from migrate.matching.flags import add_flags
 from migrate.matching.inputs import MatchCatalog, MatchInputs
 from migrate.matching.pair_features import PairFeatures, search_pairs
 from migrate.matching.report import label_recall, match_facts, match_summary
-from migrate.matching.reranker import Reranker
+from migrate.matching.reranker import Reranker, serialise_parts
 from migrate.matching.result import MATCH_COLUMNS, N_ALTERNATIVES, MatchResult, ScoredCandidates, match_dtype
 from migrate.matching.scoring import (DEFAULT_THRESHOLD, NO_LABEL_FLOOR, MatchThreshold, PairScorer, can_fit,
                                       choose_threshold, default_scorer, fit_scorer, mutual_best, out_of_fold_scores,
                                       threshold_at)
 from migrate.matching.settings import MatchSettings, read_match_inputs
-from migrate.matching.unsupervised import estimate_matches
+from migrate.matching.unsupervised import best_of_each_left, estimate_matches
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,10 @@ class Matcher:
                                                   progress=display)
         li, ri = search_pairs(context, forward, inputs.within)
         reranker = self.reranker(settings)
+        through_estimate = reranker is not None and settings.reranker_through_estimate  # it reads best pairs only
         # the pairs count on the run's display, not on a re-ranker's bar of its own
-        pair_features = PairFeatures(context, inputs, reranker, False, candidates=(li, ri))
+        pair_features = PairFeatures(context, inputs, None if through_estimate else reranker, False,
+                                     candidates=(li, ri))
         with display.stage("scoring pairs", total=len(li), unit="pairs") as bar:
             features = pair_features(li, ri)
             bar.update(len(li))
@@ -113,8 +115,13 @@ class Matcher:
         mutual = mutual_best(li, ri, scores) if settings.pairs_one_to_one else None
         estimate = None
         if settings.estimates_overlap and len(li):
+            probability = None
+            if through_estimate:
+                with display.stage("re-ranking best pairs", total=len(inputs.left), unit="pairs") as bar:
+                    probability = _reranker_on_best_pairs(reranker, inputs, li, ri, scores)
+                    bar.update(len(inputs.left))
             estimate = estimate_matches(li, ri, scores, features, mutual, context.left.codes, context.right.codes,
-                                        len(inputs.left), seed=settings.seed)
+                                        len(inputs.left), reranker=probability, seed=settings.seed)
             if settings.cut_by_estimate:
                 mutual = mutual & ((estimate.probabilities >= estimate.cut) | (scores >= DEFAULT_THRESHOLD))
         matches, edges = _best_per_left(scored, inputs, threshold.value, settings, mutual)
@@ -155,8 +162,8 @@ class Matcher:
                 value, how = settings.threshold, "given"
             elif joined is not None:
                 value, how = joined[1], "the re-ranker's joined score's (best F1 out-of-fold on its validation pairs)"
-            elif features.reranker is not None:
-                value, how = features.reranker.threshold, "the re-ranker's (best F1 on its validation pairs)"
+            elif reranker is not None:
+                value, how = reranker.threshold, "the re-ranker's (best F1 on its validation pairs)"
             elif settings.pairs_one_to_one:
                 value, how = NO_LABEL_FLOOR, "default without labelled pairs: one to one, the mutual best at least this"
             else:
@@ -242,6 +249,22 @@ def _best_per_left(scored: ScoredCandidates, inputs: MatchInputs, threshold: flo
         above &= mutual
     return frame, (scored.left[above], scored.right[above])
 
+
+
+def _reranker_on_best_pairs(reranker: Reranker, inputs: MatchInputs, li: np.ndarray, ri: np.ndarray,
+                            scores: np.ndarray) -> np.ndarray:
+    """Per scored pair, the re-ranker's probability of each left product's best-scoring pair (0 for the
+    others, which the no-labels estimate does not read): one cross-encoder read per left product."""
+    best = best_of_each_left(li, scores)
+    out = np.zeros(len(li), dtype=np.float32)
+    left, right = inputs.left, inputs.right
+
+    def record(side: MatchCatalog, k: int) -> str:
+        return serialise_parts(side.titles[k], side.brands[k], side.codes[k], side.texts[k])
+
+    out[best] = reranker.score([record(left, i) for i in li[best].tolist()],
+                               [record(right, j) for j in ri[best].tolist()])
+    return out
 
 
 def _unmatched_right(right: MatchCatalog, matches: pl.DataFrame, scored: ScoredCandidates) -> pl.DataFrame:

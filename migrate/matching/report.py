@@ -81,7 +81,7 @@ def match_summary(facts: RunFacts, settings: MatchSettings, inputs: MatchInputs,
         ("Score", scorer.describe()),
     ]
     if reranker is not None:
-        method.append(("Re-ranker", reranker.describe(facts.fingerprint, within)))
+        method.append(("Re-ranker", reranker.describe(facts.fingerprint, within, settings.reranker_through_estimate)))
         if (problem := reranker.mode_problem(within)) is not None:
             method.append(("Re-ranker warning", problem))
     method += [

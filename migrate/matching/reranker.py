@@ -128,6 +128,10 @@ class Reranker:
 
         return file_fingerprint(path) in str(self.record.get("data_fingerprint", "")).split(", ")
 
+    def trained_on_tables(self, left: str | Path, right: str | Path | None) -> bool:
+        """Whether it learned from pairs of these two tables (:func:`trained_on_tables`)."""
+        return trained_on_tables(self.record, left, right)
+
     def join_problem(self, encoder_fingerprint: str, within: bool = False) -> str | None:
         """Why the joined score cannot be used with the encoder of this fingerprint, matching two
         catalogs (or, ``within``, one catalog's duplicates); ``None`` when it can. A join fitted on
@@ -175,14 +179,48 @@ class Reranker:
                                              saved["valid_features"], saved["valid_labels"], seed=join.get("seed", 0))
         return self._joined, float(join["threshold"])
 
-    def describe(self, encoder_fingerprint: str | None = None, within: bool = False) -> str:
+    def describe(self, encoder_fingerprint: str | None = None, within: bool = False,
+                 through_estimate: bool = False) -> str:
         """One line for the Summary: how its score is used with the encoder of ``encoder_fingerprint``
-        (``within``: on one catalog's duplicates)."""
+        (``within``: on one catalog's duplicates; ``through_estimate``: as a comparison of the
+        no-labels estimate, :mod:`migrate.matching.unsupervised`)."""
         valid = self.record.get("valid", {})
         line = (f"{self.path.name} (cross-encoder from {self.record.get('base_model')}, threshold "
                 f"{self.threshold:.3f} chosen on {valid.get('pairs', '?')} validation pairs)")
+        if through_estimate:
+            return (line + "; trained on other tables than these: its probability joins the no-labels estimate as "
+                    "one more comparison, whose worth the estimate learns from this run's pairs (the joined score "
+                    "train-match fitted is for the tables it was trained on)")
         problem = None if encoder_fingerprint is None else self.join_problem(encoder_fingerprint, within)
         if problem is not None:
             line += f"; {problem}: without --labels the re-ranker's probability alone is the score"
         return line
 
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The ``reranker.json`` of the re-ranker folder at ``path`` ({} when it has none or it is not JSON)."""
+    try:
+        return json.loads((Path(path) / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def trained_on_tables(record: dict[str, Any], left: str | Path, right: str | Path | None) -> bool:
+    """Whether the re-ranker of ``record`` learned from pairs across the tables ``left`` and ``right``:
+    their contents, as ``train-match`` fingerprinted them (their paths, for a re-ranker trained before
+    taxmig recorded contents). Its joined score was fitted on pairs of those tables; on others the
+    re-ranker joins the no-labels estimate instead (BENCHMARKS.md, "match: whole tables, no labels,
+    a re-ranker trained on the other benchmark")."""
+    from migrate.core.hashing import file_fingerprint
+
+    if right is None or record.get("right_file") is None:
+        return False
+    if record.get("left_fingerprint"):
+        try:
+            return (file_fingerprint(left) == record["left_fingerprint"]
+                    and file_fingerprint(right) == record.get("right_fingerprint"))
+        except OSError:
+            return False
+    return (Path(left).resolve() == Path(record.get("left_file", "")).resolve()
+            and Path(right).resolve() == Path(record.get("right_file", "")).resolve())

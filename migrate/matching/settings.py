@@ -4,12 +4,14 @@ the input files they name, read and checked before the model is loaded."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from migrate.core.encoder import EncoderSettings
 from migrate.errors import TaxmigError
 from migrate.matching.inputs import MatchCatalog, MatchInputs, load_labels, load_match_catalog
 from migrate.matching.reranker import RECORD as RERANKER_RECORD
+from migrate.matching.reranker import read_record, trained_on_tables
 from migrate.matching.scoring import SCORERS
 
 
@@ -39,18 +41,21 @@ class MatchSettings:
     review_margin: float = 0.1
     max_cluster_size: int = 10
     reranker: str | Path | None = None
-    """A folder from ``taxmig train-match --cross-encoder``: its probability joins the features."""
+    """A folder from ``taxmig train-match --cross-encoder``: its probability joins the features (with
+    labels, or without on the tables it was trained on), or the no-labels estimate (without labels, on
+    other tables: :attr:`reranker_through_estimate`)."""
     one_to_one: bool | None = None
     """A pair is a match only when each product is the other's best candidate (and the score reaches
     the threshold). None: one to one for two catalogs without labelled pairs or a re-ranker, whose
     scores are uncalibrated (:data:`~migrate.matching.scoring.NO_LABEL_FLOOR`); False: the best
     candidate of each left product (several left products may match one right product)."""
     cut_by_estimate: bool = False
-    """Without labelled pairs (one to one, no re-ranker): a mutual best pair is a match only when its
-    estimated match probability reaches the expected-F1 cut or its score reaches
+    """Without labelled pairs (one to one): a mutual best pair is a match only when its estimated match
+    probability reaches the expected-F1 cut or its score reaches
     :data:`~migrate.matching.scoring.DEFAULT_THRESHOLD` (:mod:`migrate.matching.unsupervised`). Off by
     default: it beat the plain mutual best at low overlap but not at every removal level, BENCHMARKS.md,
-    "match: whole tables, no labels (issue 38)"."""
+    "match: whole tables, no labels (issue 38)" (with a re-ranker trained on other tables too: "match:
+    whole tables, no labels, a re-ranker trained on the other benchmark")."""
     progress: bool = True
     seed: int = 0
 
@@ -84,7 +89,7 @@ class MatchSettings:
                             f"taxmig train-match --cross-encoder writes one)")
         if self.cut_by_estimate and not self.estimates_overlap:
             problems.append("--cut-by-estimate cuts by the no-labels estimate: two catalogs, one to one, without "
-                            "--labels or --reranker")
+                            "--labels (and without a --reranker trained on these tables)")
         if self.cut_by_estimate and self.threshold is not None:
             problems.append("--cut-by-estimate chooses the cut itself: not with --threshold")
         if problems:
@@ -96,13 +101,28 @@ class MatchSettings:
         """Whether matches pair one to one (:attr:`one_to_one`, or its default)."""
         if self.one_to_one is not None:
             return self.one_to_one
-        return not self.within and self.labels is None and self.reranker is None
+        return not self.within and self.labels is None and (self.reranker is None or self.reranker_through_estimate)
+
+    @cached_property
+    def reranker_through_estimate(self) -> bool:
+        """Whether the re-ranker joins the no-labels estimate (:mod:`migrate.matching.unsupervised`) as
+        one more comparison rather than through the joined score ``train-match`` fitted: two catalogs,
+        no labelled pairs, and a re-ranker trained on other tables than these
+        (:func:`~migrate.matching.reranker.trained_on_tables`): the pairing is then the one without a
+        re-ranker, and the estimate (its overlap, probabilities and ``--cut-by-estimate``) reads the
+        re-ranker on each left product's best pair. Why: BENCHMARKS.md, "match: whole tables, no labels,
+        a re-ranker trained on the other benchmark". Read once per settings object (it fingerprints both
+        tables)."""
+        if self.reranker is None or self.within or self.labels is not None or self.right is None:
+            return False
+        return not trained_on_tables(read_record(self.reranker), self.left, self.right)
 
     @property
     def estimates_overlap(self) -> bool:
         """Whether the run estimates the overlap without labels (two catalogs, one to one, no labels,
-        no re-ranker)."""
-        return not self.within and self.labels is None and self.reranker is None and self.pairs_one_to_one
+        no re-ranker or one trained on other tables)."""
+        return (not self.within and self.labels is None and self.pairs_one_to_one
+                and (self.reranker is None or self.reranker_through_estimate))
 
 
 def read_match_inputs(settings: MatchSettings) -> MatchInputs:

@@ -50,6 +50,12 @@ CUTS = (0.6, 0.7, 0.8, 0.9)
 """Level edges of cosine and partial title ratio (Splink-style thresholds)."""
 MARGIN_CUTS = (0.05, 0.15, 0.3, 0.5)
 """Level edges of the score's margin over the left product's second-best candidate."""
+RERANKER_COMPARISON = "cross_encoder"
+RERANKER_CUTS = (0.05, 0.2, 0.5, 0.8, 0.95)
+"""Level edges of a re-ranker's probability, the comparison a ``--reranker`` adds: a re-ranker
+trained on other catalogs joins the estimate as one more piece of evidence whose worth EM learns
+from this run's pairs (a probability that does not separate this run's twins from the rest gets
+levels of weight near 0)."""
 SMOOTHING = 0.5
 """Pseudo-count added to every level's m and u counts (no level gets probability 0)."""
 MAX_ITER = 200
@@ -125,10 +131,11 @@ def _second_margin(scores: np.ndarray, side: np.ndarray) -> np.ndarray:
 
 
 def comparison_levels(features: np.ndarray, margin: np.ndarray, li: np.ndarray, ri: np.ndarray, mutual: np.ndarray,
-                      left_codes: Sequence[frozenset[str]], right_codes: Sequence[frozenset[str]]
-                      ) -> tuple[np.ndarray, tuple[int, ...]]:
-    """(levels per pair, one column per :data:`COMPARISONS`; the number of levels of each). ``margin``:
-    each pair's score minus its left product's second-best score."""
+                      left_codes: Sequence[frozenset[str]], right_codes: Sequence[frozenset[str]],
+                      reranker: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(levels per pair, one column per :data:`COMPARISONS`, then :data:`RERANKER_COMPARISON` when a
+    re-ranker's probabilities are given; the number of levels of each). ``margin``: each pair's score
+    minus its left product's second-best score."""
     col = {f: k for k, f in enumerate(FEATURES)}
     numbers = features[:, col["number_agreement"]]
     brand = features[:, col["brand_agreement"]]
@@ -142,6 +149,9 @@ def comparison_levels(features: np.ndarray, margin: np.ndarray, li: np.ndarray, 
         mutual.astype(np.int64),
     ]
     sizes = (len(CUTS) + 1, len(CUTS) + 1, len(CODE_LEVELS), 4, 3, len(MARGIN_CUTS) + 1, 2)
+    if reranker is not None:
+        columns.append(np.searchsorted(RERANKER_CUTS, np.asarray(reranker, dtype=np.float64), side="right"))
+        sizes = (*sizes, len(RERANKER_CUTS) + 1)
     return np.column_stack(columns).astype(np.int64), sizes
 
 
@@ -176,6 +186,7 @@ class OverlapEstimate:
     weights: dict[str, list[float]] = field(default_factory=dict)
     chosen: np.ndarray | None = field(default=None, repr=False)
     """The run's matches as a mask over the scored pairs (set by the matcher once it has paired them)."""
+    model: FellegiSunter | None = field(default=None, repr=False)
 
     @property
     def expected_twins(self) -> float:
@@ -196,7 +207,8 @@ class OverlapEstimate:
             "Estimated overlap (no labels)": (
                 f"about {self.overlap:.0%} of left products have a twin on the right ({INTERVAL:.0%} interval "
                 f"{self.low:.0%}-{self.high:.0%}, bootstrap over left products; Fellegi-Sunter EM over "
-                f"{', '.join(COMPARISONS)}). The interval is sampling noise only: where products come in close "
+                f"{', '.join(self.weights or COMPARISONS)}). The interval is sampling noise only: where products "
+                f"come in close "
                 f"variants (editions, upgrades, sizes) a look-alike passes for a twin and the estimate runs high; "
                 f"labelled pairs (--labels) measure it"),
             "Estimated overlap": {"share": round(self.overlap, 4), "low": round(self.low, 4),
@@ -214,7 +226,8 @@ class OverlapEstimate:
         return out
 
 
-def _best_of_each_left(li: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def best_of_each_left(li: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of each left product's best-scoring pair among the flat scored pairs."""
     order = np.lexsort((-scores, li))
     first = np.r_[True, li[order][1:] != li[order][:-1]] if len(li) else np.zeros(0, bool)
     return np.sort(order[first])
@@ -222,14 +235,19 @@ def _best_of_each_left(li: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def estimate_matches(li: np.ndarray, ri: np.ndarray, scores: np.ndarray, features: np.ndarray, mutual: np.ndarray,
                      left_codes: Sequence[frozenset[str]], right_codes: Sequence[frozenset[str]], n_left: int, *,
-                     seed: int = 0, bootstrap: int = BOOTSTRAP) -> OverlapEstimate:
+                     reranker: np.ndarray | None = None, seed: int = 0,
+                     bootstrap: int = BOOTSTRAP) -> OverlapEstimate:
     """The module's contract: ``mutual`` marks the pairs that are both products' best (the one-to-one
-    pairing's candidates); ``n_left`` counts every left product, those without candidates included."""
+    pairing's candidates); ``n_left`` counts every left product, those without candidates included;
+    ``reranker``: a re-ranker's probability per scored pair, one more comparison
+    (:data:`RERANKER_COMPARISON`)."""
     li, ri = np.asarray(li, dtype=np.int64), np.asarray(ri, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
-    best = _best_of_each_left(li, scores)
+    best = best_of_each_left(li, scores)
     levels, sizes = comparison_levels(features[best], _second_margin(scores, li)[best], li[best], ri[best],
-                                      mutual[best], left_codes, right_codes)
+                                      mutual[best], left_codes, right_codes,
+                                      None if reranker is None else np.asarray(reranker)[best])
+    names = COMPARISONS if reranker is None else (*COMPARISONS, RERANKER_COMPARISON)
     # EM over the distinct level patterns, each weighted by its pairs: the same fit, at the cost of the
     # patterns (a few thousand at most) instead of the left products
     patterns, inverse, counts = np.unique(levels, axis=0, return_inverse=True, return_counts=True)
@@ -255,4 +273,4 @@ def estimate_matches(li: np.ndarray, ri: np.ndarray, scores: np.ndarray, feature
              "(expected precision %.3f, recall %.3f)", 100 * overlap, n_left, 100 * low, 100 * high, cut, precision,
              recall)
     return OverlapEstimate(overlap, low, high, n_left, cut, precision, recall, probabilities,
-                           model.weights(COMPARISONS))
+                           model.weights(names), model=model)
