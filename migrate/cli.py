@@ -686,6 +686,13 @@ def quantize(model, calibration_files, calibration_text, samples, output, overwr
                                encoding=encoding, progress=not quiet)
     click.echo(f"quantized {result.base_model} to int8 on {result.samples} calibration texts in {result.seconds} s; "
                f"saved {result.output_dir} (fingerprint {result.fingerprint})")
+    from models.registry import int8_slow_here
+
+    if int8_slow_here():
+        click.echo("warning: this CPU has no int8 dot-product instructions (VNNI or AMX): here the int8 model may "
+                   "encode slower than the default --backend torch; on an AVX2-only CPU it ran whole migrations at "
+                   "0.73-0.88x torch fp32 (BENCHMARKS.md, whole runs per speed tier). Time both on your data; taxmig distill's static "
+                   "model was 5-10x faster there", err=True)
 
 
 @main.command("crosswalk", context_settings=CONTEXT)

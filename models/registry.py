@@ -97,6 +97,19 @@ BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 bf16, several times slower than fp32 (BENCHMARKS.md, "torch precisions on the CPU, BigBasket")."""
 
 
+INT8_CPU_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+"""CPU flags (Linux ``/proc/cpuinfo``) of int8 dot products in hardware (VNNI, AMX). Without them an
+int8 model from ``taxmig quantize`` encoded slower than torch fp32 (BENCHMARKS.md, "whole runs:
+where the seconds go, per speed tier (issue 39)", the AVX2-only run of 2026-12-07 22:59)."""
+
+
+def int8_slow_here(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this CPU is known to lack int8 dot products (its flags list none of
+    :data:`INT8_CPU_FLAGS`); False where the flags cannot be read."""
+    flags = cpu_flags(cpuinfo)
+    return flags is not None and not INT8_CPU_FLAGS & flags
+
+
 def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str] | None:
     """The CPU's feature flags from the first ``flags`` line of ``cpuinfo`` (Linux); None without one."""
     try:

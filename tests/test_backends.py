@@ -626,3 +626,16 @@ def test_the_cpu_flags_say_whether_bf16_is_computed_in_hardware(tmp_path):
         assert cpu_flags(info) == frozenset(flags.split())
         assert bool(BF16_CPU_FLAGS & cpu_flags(info)) is expected
     assert cpu_flags(tmp_path / "missing") is None
+
+
+def test_int8_is_called_slow_only_on_a_cpu_known_to_lack_int8_dot_products(tmp_path):
+    """int8_slow_here: the flags list none of VNNI / AVX-VNNI / AMX-INT8 (an AVX2-only CPU, where the
+    int8 model measured slower than torch fp32); unreadable flags claim nothing."""
+    from models.registry import int8_slow_here
+
+    info = tmp_path / "cpuinfo"
+    for flags, expected in (("fpu sse avx2 fma", True), ("fpu avx2 avx512f avx512_vnni", False),
+                            ("fpu avx2 avx_vnni", False), ("fpu amx_tile amx_int8 amx_bf16", False)):
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert int8_slow_here(info) is expected, flags
+    assert int8_slow_here(tmp_path / "missing") is False
