@@ -308,6 +308,24 @@ REMOVED = (0.0, 0.3, 0.6, 0.9)
 FULL_GOLD = {"abt_buy": "d2_abt_buy", "amazon_google": "d3_amazon_google"}
 
 
+def removal_levels(d: str, tmp: Path, seed: int = 0):
+    """Per share of :data:`REMOVED`: (share, the left table, the right table with the twins of that
+    share of the left products taken out (seeded), the gold pairs left, the true overlap), on ``d``'s
+    full-gold tables; the trimmed tables are written under ``tmp``."""
+    src = DATA / "entity_matching" / "full_gold_mapping" / FULL_GOLD[d]
+    gold = pl.read_csv(src / "matches.csv", infer_schema=False)
+    right = pl.read_csv(src / "tableB.csv", infer_schema=False)
+    lefts = gold["tableA_id"].unique().sort()
+    n_left = pl.read_csv(src / "tableA.csv", infer_schema=False).height
+    for share in REMOVED:
+        alone = set(lefts.sample(fraction=share, seed=seed).to_list()) if share else set()
+        removed = set(gold.filter(pl.col("tableA_id").is_in(list(alone)))["tableB_id"])
+        trimmed = tmp / f"tableB_{share}.csv"
+        right.filter(~pl.col("id").is_in(list(removed))).write_csv(trimmed)
+        kept = {(a, b) for a, b in gold.iter_rows() if b not in removed}
+        yield share, src / "tableA.csv", trimmed, kept, len({a for a, _ in kept}) / n_left
+
+
 def no_label_rows(d: str, enc: Encoder, seed: int = 0) -> tuple[list[str], list[str]]:
     """``taxmig match tableA tableB`` without labels on the full-gold tables (``full_gold_mapping``),
     the twins of a seeded share (:data:`REMOVED`) of the left products taken out of the right table:
@@ -318,24 +336,13 @@ def no_label_rows(d: str, enc: Encoder, seed: int = 0) -> tuple[list[str], list[
     from migrate.core.embedding import RememberingModel
     from migrate.matching.settings import MatchSettings
 
-    src = DATA / "entity_matching" / "full_gold_mapping" / FULL_GOLD[d]
-    gold = pl.read_csv(src / "matches.csv", infer_schema=False)
-    right = pl.read_csv(src / "tableB.csv", infer_schema=False)
     memo = Encoder(RememberingModel(enc.model), enc.name, enc.fingerprint)
-    lefts = gold["tableA_id"].unique().sort()
-    n_left = pl.read_csv(src / "tableA.csv", infer_schema=False).height
     out, ceilings = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for share in REMOVED:
-            alone = set(lefts.sample(fraction=share, seed=seed).to_list()) if share else set()
-            removed = set(gold.filter(pl.col("tableA_id").is_in(list(alone)))["tableB_id"])
-            trimmed = Path(tmp) / f"tableB_{share}.csv"
-            right.filter(~pl.col("id").is_in(list(removed))).write_csv(trimmed)
-            kept = {(a, b) for a, b in gold.iter_rows() if b not in removed}
-            truth = len({a for a, _ in kept}) / n_left
+        for share, left, trimmed, kept, truth in removal_levels(d, Path(tmp), seed):
             for cut in (False, True):
                 started = time.perf_counter()
-                settings = MatchSettings(left=src / "tableA.csv", right=trimmed, cut_by_estimate=cut, progress=False)
+                settings = MatchSettings(left=left, right=trimmed, cut_by_estimate=cut, progress=False)
                 result = Matcher(memo).run(settings)
                 m = result.matches.filter(pl.col("is_match"))
                 found = set(zip(m["left_id"], m["right_id"]))
@@ -697,22 +704,10 @@ def other_reranker_rows(d: str, reranker_dir: str, trained_on: str, enc: Encoder
     from migrate.core.embedding import RememberingModel
     from migrate.matching.settings import MatchSettings
 
-    src = DATA / "entity_matching" / "full_gold_mapping" / FULL_GOLD[d]
-    gold = pl.read_csv(src / "matches.csv", infer_schema=False)
-    right = pl.read_csv(src / "tableB.csv", infer_schema=False)
-    memo = Encoder(RememberingModel(enc.model), enc.name, enc.fingerprint)
-    matcher = Matcher(memo)
-    lefts = gold["tableA_id"].unique().sort()
-    n_left = pl.read_csv(src / "tableA.csv", infer_schema=False).height
+    matcher = Matcher(Encoder(RememberingModel(enc.model), enc.name, enc.fingerprint))
     out = []
     with tempfile.TemporaryDirectory() as tmp, reranker_read_once() as asked:
-        for share in REMOVED:
-            alone = set(lefts.sample(fraction=share, seed=seed).to_list()) if share else set()
-            removed = set(gold.filter(pl.col("tableA_id").is_in(list(alone)))["tableB_id"])
-            trimmed = Path(tmp) / f"tableB_{share}.csv"
-            right.filter(~pl.col("id").is_in(list(removed))).write_csv(trimmed)
-            kept = {(a, b) for a, b in gold.iter_rows() if b not in removed}
-            truth = len({a for a, _ in kept}) / n_left
+        for share, left, trimmed, kept, truth in removal_levels(d, Path(tmp), seed):
             runs = (("no re-ranker: mutual best >= 0.1 (default)", {}),
                     ("no re-ranker, --cut-by-estimate", {"cut_by_estimate": True}),
                     ("--reranker (now): the estimate reads it, the matches are the default's",
@@ -722,7 +717,7 @@ def other_reranker_rows(d: str, reranker_dir: str, trained_on: str, enc: Encoder
                      {"reranker": reranker_dir, "_joined": True}))
             for how, options in runs:
                 started, asked[0] = time.perf_counter(), 0
-                settings = MatchSettings(left=src / "tableA.csv", right=trimmed, progress=False,
+                settings = MatchSettings(left=left, right=trimmed, progress=False,
                                          **{k: v for k, v in options.items() if not k.startswith("_")})
                 if options.get("_joined"):  # what --reranker did on any tables before it joined the estimate
                     settings.__dict__["reranker_through_estimate"] = False
