@@ -15,8 +15,9 @@ Each run twice with an empty user cache at the start (``TAXMIG_CACHE_DIR``, a fr
 tier and case): the first run fits the target side or encodes the category texts and keeps them;
 the second reads them back (``taxmig migrate`` with its default ``--target-cache`` /
 ``--category-cache``) and maps only the source. Tiers: torch fp32, torch bf16 (where the CPU
-computes bf16: what ``--precision auto`` picks there), OpenVINO int8 from ``taxmig quantize`` (where
-taxmig[openvino] is installed) and the static model from ``taxmig distill`` (where taxmig[static] is).
+computes bf16: what ``--precision auto`` picks there), OpenVINO fp32 (``--backend openvino``, the base
+model's IR) and int8 from ``taxmig quantize`` (where taxmig[openvino] is installed) and the static
+model from ``taxmig distill`` (where taxmig[static] is); ``--tiers`` picks some.
 The seconds by stage are the run's own (``RunFacts.stage_seconds``, the progress display's stages).
 
 With ``--million``: instead, a million products with the transformer (the default tier: torch,
@@ -26,6 +27,7 @@ peak RSS (``os.wait4``); the source is bench/scale_bench.py's perturbed million.
 
     python bench/whole_run_bench.py                        # every case, appends to BENCHMARKS.md
     python bench/whole_run_bench.py --cases 800 --no-write
+    python bench/whole_run_bench.py --cases 800,google --tiers "openvino fp32,openvino int8"
     python bench/whole_run_bench.py --million [--rows 1000000] [--targets catalog,google]
 """
 
@@ -53,29 +55,37 @@ STAGES = ("reading", "encoding the target catalog", "encoding categories", "fitt
           "encoding products", "scoring", "self-training", "writing")
 
 
-def tiers(tmp: Path, source_for_calibration: Path) -> list[tuple[str, dict, float]]:
-    """(name, encoder settings, seconds to build) of every tier this environment has."""
+def tiers(tmp: Path, source_for_calibration: Path, wanted: set[str] | None = None) -> list[tuple[str, dict, float]]:
+    """(name, encoder settings, seconds to build) of every tier this environment has (of ``wanted``
+    only, when given: a tier left out is not built)."""
     from models.registry import cpu_computes_bf16
 
+    def want(name: str) -> bool:
+        return wanted is None or name in wanted
+
     out = [("torch fp32", {"precision": "fp32"}, 0.0)]
-    if cpu_computes_bf16():
+    if cpu_computes_bf16() and want("torch bf16 (auto here)"):
         out.append(("torch bf16 (auto here)", {"precision": "bf16"}, 0.0))
     try:
         import openvino  # noqa: F401
 
-        from train.quantize import quantize_openvino
+        if want("openvino fp32"):  # the base model's IR, exported when loaded
+            out.append(("openvino fp32", {"backend": "openvino"}, 0.0))
+        if want("openvino int8"):
+            from train.quantize import quantize_openvino
 
-        built = quantize_openvino(tmp / "int8", calibration_files=[source_for_calibration])
-        out.append(("openvino int8", {"model": str(built.output_dir), "backend": "openvino"}, built.seconds))
+            built = quantize_openvino(tmp / "int8", calibration_files=[source_for_calibration])
+            out.append(("openvino int8", {"model": str(built.output_dir), "backend": "openvino"}, built.seconds))
     except ImportError:
-        logging.warning("no OpenVINO here: the int8 tier is left out")
-    try:
-        from train.distill import distill_static
+        logging.warning("no OpenVINO here: the OpenVINO tiers are left out")
+    if want("static (distilled)"):
+        try:
+            from train.distill import distill_static
 
-        built = distill_static(tmp / "static", progress=False)
-        out.append(("static (distilled)", {"model": str(built.output_dir), "precision": "fp32"}, built.seconds))
-    except ImportError:
-        logging.warning("no model2vec here: the static tier is left out")
+            built = distill_static(tmp / "static", progress=False)
+            out.append(("static (distilled)", {"model": str(built.output_dir), "precision": "fp32"}, built.seconds))
+        except ImportError:
+            logging.warning("no model2vec here: the static tier is left out")
     return out
 
 
@@ -145,6 +155,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="--million: source products")
     parser.add_argument("--targets", default="catalog,google", help="--million: catalog, google (comma-separated)")
     parser.add_argument("--batch-size", type=int, help="--million: taxmig's --batch-size (default: its own)")
+    parser.add_argument("--tiers", default=None,
+                        help="comma-separated tier names to run besides torch fp32 (the ratios' base), e.g. "
+                             "'openvino fp32,openvino int8' (default: every tier this environment has)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.million:
@@ -180,7 +193,8 @@ def main() -> None:
         }
         rows, profile = [], []
         base: dict[tuple[str, str], float] = {}
-        for tier, encoder_fields, build_s in tiers(tmp, source_path):
+        wanted = None if args.tiers is None else {"torch fp32", *(t.strip() for t in args.tiers.split(","))}
+        for tier, encoder_fields, build_s in tiers(tmp, source_path, wanted):
             encoder = EncoderSettings(**encoder_fields)
             started = time.perf_counter()
             migrator = Migrator.from_settings(MigrationSettings(source=small_path, target_taxonomy=GOOGLE,
