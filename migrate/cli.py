@@ -690,9 +690,10 @@ def quantize(model, calibration_files, calibration_text, samples, output, overwr
 
     if int8_slow_here():
         click.echo("warning: this CPU has no int8 dot-product instructions (VNNI or AMX): here the int8 model may "
-                   "encode slower than the default --backend torch; on an AVX2-only CPU it ran whole migrations at "
-                   "0.73-0.88x torch fp32 (BENCHMARKS.md, whole runs per speed tier). Time both on your data; there --backend openvino on "
-                   "the unquantized model ran 1.1-1.3x and taxmig distill's static model 5-10x", err=True)
+                   "encode slower than the default --backend torch; on an AVX2-only CPU its first whole migrations "
+                   "ran 0.73-1.00x torch fp32, --backend openvino on the unquantized model 1.1-1.3x and taxmig "
+                   "distill's static model 5-10x (BENCHMARKS.md, whole runs per speed tier). Time them on your data",
+                   err=True)
 
 
 @main.command("crosswalk", context_settings=CONTEXT)
