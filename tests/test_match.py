@@ -632,6 +632,8 @@ def test_a_reranker_trained_on_other_tables_joins_the_no_labels_estimate(abt_buy
         Reranker.score = score
     assert settings.reranker_through_estimate and settings.pairs_one_to_one
     assert not plain_settings.reranker_through_estimate
+    many = MatchSettings(left=tmp_path / "abt.csv", right=tmp_path / "buy.csv", reranker=out, one_to_one=False)
+    assert not many.reranker_through_estimate and not many.pairs_one_to_one  # --many-to-one: scores, as before
     with_candidates = int((plain.matches["right_id"] != "").sum())
     assert len(read) == 2 * with_candidates  # one read per left product with candidates, per run
     assert result.scorer.kind == "default" and result.threshold.value == NO_LABEL_FLOOR

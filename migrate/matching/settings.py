@@ -46,8 +46,8 @@ class MatchSettings:
     other tables: :attr:`reranker_through_estimate`)."""
     one_to_one: bool | None = None
     """A pair is a match only when each product is the other's best candidate (and the score reaches
-    the threshold). None: one to one for two catalogs without labelled pairs or a re-ranker, whose
-    scores are uncalibrated (:data:`~migrate.matching.scoring.NO_LABEL_FLOOR`); False: the best
+    the threshold). None: one to one for two catalogs without labelled pairs or a re-ranker trained on
+    them, whose scores are uncalibrated (:data:`~migrate.matching.scoring.NO_LABEL_FLOOR`); False: the best
     candidate of each left product (several left products may match one right product)."""
     cut_by_estimate: bool = False
     """Without labelled pairs (one to one): a mutual best pair is a match only when its estimated match
@@ -107,13 +107,15 @@ class MatchSettings:
     def reranker_through_estimate(self) -> bool:
         """Whether the re-ranker joins the no-labels estimate (:mod:`migrate.matching.unsupervised`) as
         one more comparison rather than through the joined score ``train-match`` fitted: two catalogs,
-        no labelled pairs, and a re-ranker trained on other tables than these
+        no labelled pairs, not ``--many-to-one``, and a re-ranker trained on other tables than these
         (:func:`~migrate.matching.reranker.trained_on_tables`): the pairing is then the one without a
         re-ranker, and the estimate (its overlap, probabilities and ``--cut-by-estimate``) reads the
         re-ranker on each left product's best pair. Why: BENCHMARKS.md, "match: whole tables, no labels,
         a re-ranker trained on the other benchmark". Read once per settings object (it fingerprints both
         tables)."""
         if self.reranker is None or self.within or self.labels is not None or self.right is None:
+            return False
+        if self.one_to_one is False:  # --many-to-one asks for scores: the joined score, or the re-ranker's own
             return False
         return not trained_on_tables(read_record(self.reranker), self.left, self.right)
 
