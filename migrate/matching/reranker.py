@@ -128,10 +128,6 @@ class Reranker:
 
         return file_fingerprint(path) in str(self.record.get("data_fingerprint", "")).split(", ")
 
-    def trained_on_tables(self, left: str | Path, right: str | Path | None) -> bool:
-        """Whether it learned from pairs of these two tables (:func:`trained_on_tables`)."""
-        return trained_on_tables(self.record, left, right)
-
     def join_problem(self, encoder_fingerprint: str, within: bool = False) -> str | None:
         """Why the joined score cannot be used with the encoder of this fingerprint, matching two
         catalogs (or, ``within``, one catalog's duplicates); ``None`` when it can. A join fitted on

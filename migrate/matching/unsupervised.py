@@ -55,7 +55,8 @@ RERANKER_CUTS = (0.05, 0.2, 0.5, 0.8, 0.95)
 """Level edges of a re-ranker's probability, the comparison a ``--reranker`` adds: a re-ranker
 trained on other catalogs joins the estimate as one more piece of evidence whose worth EM learns
 from this run's pairs (a probability that does not separate this run's twins from the rest gets
-levels of weight near 0)."""
+levels of weight near 0). Measured: BENCHMARKS.md, "match: whole tables, no labels, a re-ranker
+trained on the other benchmark"."""
 SMOOTHING = 0.5
 """Pseudo-count added to every level's m and u counts (no level gets probability 0)."""
 MAX_ITER = 200
@@ -186,7 +187,6 @@ class OverlapEstimate:
     weights: dict[str, list[float]] = field(default_factory=dict)
     chosen: np.ndarray | None = field(default=None, repr=False)
     """The run's matches as a mask over the scored pairs (set by the matcher once it has paired them)."""
-    model: FellegiSunter | None = field(default=None, repr=False)
 
     @property
     def expected_twins(self) -> float:
@@ -240,7 +240,7 @@ def estimate_matches(li: np.ndarray, ri: np.ndarray, scores: np.ndarray, feature
     """The module's contract: ``mutual`` marks the pairs that are both products' best (the one-to-one
     pairing's candidates); ``n_left`` counts every left product, those without candidates included;
     ``reranker``: a re-ranker's probability per scored pair, one more comparison
-    (:data:`RERANKER_COMPARISON`)."""
+    (:data:`RERANKER_COMPARISON`); only each left product's best pair's is read."""
     li, ri = np.asarray(li, dtype=np.int64), np.asarray(ri, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     best = best_of_each_left(li, scores)
@@ -273,4 +273,4 @@ def estimate_matches(li: np.ndarray, ri: np.ndarray, scores: np.ndarray, feature
              "(expected precision %.3f, recall %.3f)", 100 * overlap, n_left, 100 * low, 100 * high, cut, precision,
              recall)
     return OverlapEstimate(overlap, low, high, n_left, cut, precision, recall, probabilities,
-                           model.weights(names), model=model)
+                           model.weights(names))
