@@ -14,13 +14,17 @@ embeddings cached once. Sets, onto taxonomies in which no product is labelled:
 Per round: share decided, top-1 of the undecided rows, the unflagged share of the undecided rows
 and its precision (against the truth) at ``--target-precision``, seconds of the round's re-map.
 Question strategies side by side: **taxmig** (the questions the tool asks) and **random** (the
-same number of undecided rows drawn at random). Effort: decisions per 1,000 products until the
-final mapping is 99% right when the reviewer stops the rounds after round r and finishes by
+same number of undecided rows drawn at random); with ``--before``, also **taxmig, before**: the
+tool's questions and a mix without the features named in ``--before`` (of
+:data:`migrate.mapping.feedback.LEARNERS`), the baseline of a change to the mix in the same run.
+Effort: decisions per 1,000 products until the final mapping is 99% right when the reviewer stops
+the rounds after round r and finishes by
 category as bench/review_effort.py does (every flagged row decided, then wrong rows fixed least
 confident first), the best r; today's one-shot category review (round 0) in the same run.
 
     python bench/review_rounds.py                         # both sets, appends to BENCHMARKS.md
     python bench/review_rounds.py --sets instacart --limit 3000 --no-write
+    python bench/review_rounds.py --before spread,linear --seeds 4   # the mix without them beside, 4 seeds
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from bench.common import publish  # noqa: E402
 from bench.review_effort import category_review, instacart_case  # noqa: E402
 from bench.zeroshot_bench import bigbasket_sets  # noqa: E402
 from migrate.core.embedding_cache import EmbeddingCache  # noqa: E402
+from migrate.mapping import feedback as feedback_module  # noqa: E402
 from migrate.mapping.feedback import Feedback  # noqa: E402
 from migrate.mapping.flags import Thresholds  # noqa: E402
 from migrate.mapping.flags import DECIDED  # noqa: E402
@@ -84,8 +89,20 @@ def finish_by_category(mapping: pl.DataFrame, truth: dict[str, str]) -> int:
 
 
 def run_strategy(migrator: Migrator, settings: MigrationSettings, inputs, cache: EmbeddingCache,
-                 truth: dict[str, str], *, strategy: str, ask: int, rounds: int, seed: int = 0) -> list[dict]:
-    """Round 0 (no decision), then ``rounds`` rounds of ``ask`` answers each; a row per round."""
+                 truth: dict[str, str], *, strategy: str, ask: int, rounds: int, seed: int = 0,
+                 without: tuple[str, ...] = ()) -> list[dict]:
+    """Round 0 (no decision), then ``rounds`` rounds of ``ask`` answers each; a row per round.
+    ``without``: learners of the mix left out for this run (the "before" rows)."""
+    learners = feedback_module.LEARNERS
+    feedback_module.LEARNERS = tuple(name for name in learners if name not in without)
+    try:
+        return _rounds(migrator, settings, inputs, cache, truth, strategy=strategy, ask=ask, rounds=rounds, seed=seed)
+    finally:
+        feedback_module.LEARNERS = learners
+
+
+def _rounds(migrator: Migrator, settings: MigrationSettings, inputs, cache: EmbeddingCache,
+            truth: dict[str, str], *, strategy: str, ask: int, rounds: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     decisions: dict[str, str] = {}
     audited: set[str] = set()
@@ -102,7 +119,7 @@ def run_strategy(migrator: Migrator, settings: MigrationSettings, inputs, cache:
               f"({row.get('seconds', 0):.1f} s)", flush=True)
         if r == rounds:
             break
-        if strategy == "taxmig":
+        if strategy.startswith("taxmig"):
             questions = result.questions.head(ask)
             asked = questions["source_id"].to_list()
             audited.update(questions.filter(pl.col("audit"))["source_id"].to_list())
@@ -132,6 +149,8 @@ def plot(curves: dict[str, dict[str, list[dict]]], path: Path) -> None:
     for name, by_strategy in curves.items():
         colour = next(colours)
         for strategy, rows in by_strategy.items():
+            if strategy not in ("taxmig", "random"):
+                continue
             ax.plot([100 * r["decided"] for r in rows], [r["top1"] for r in rows], marker="o", markersize=3,
                     color=colour, linestyle="-" if strategy == "taxmig" else ":",
                     label=f"{name}: {'questions taxmig asks' if strategy == 'taxmig' else 'random questions'}")
@@ -230,6 +249,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="sample this many products per set")
     parser.add_argument("--no-write", action="store_true",
                         help="print only; do not append to BENCHMARKS.md nor draw docs/review_rounds.png")
+    parser.add_argument("--before", default="",
+                        help="also run the tool's questions with the mix without these learners, e.g. spread,linear")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="with --before: also run the tool's questions with and without those learners under "
+                             "this many seeds in all (folds, questions: --seed of migrate), their top-1 in a table")
     parser.add_argument("--speed", default=None,
                         help="instead: time a round's review apply --next on these many products, e.g. 10000,100000")
     args = parser.parse_args()
@@ -240,9 +264,12 @@ def main() -> None:
     lines = ["| set | questions | round | decided | undecided top-1 | unflagged (of undecided) | its precision "
              "| to 99% right: decisions per 1,000 | re-map s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    before_head = f" before (without {args.before}): top-1 at 5% / 10% |" if args.before else ""
     summary = ["| set | products | today's one-shot category review, per 1,000 | rounds then category, per 1,000 "
-               "(best stop) | random questions, same | top-1 at round 0 / at 5% (taxmig, random) / at 10% |",
-               "|---|---:|---:|---:|---:|---|"]
+               "(best stop) | random questions, same | top-1 at round 0 / at 5% (taxmig, random) / at 10% |"
+               + before_head, "|---|---:|---:|---:|---:|---|" + ("---|" if args.before else "")]
+    seeds_table = ["| set | seed | top-1 at 5% / 10%: taxmig | the same, before (without "
+                   f"{args.before}) |", "|---|---:|---|---|"]
     migrator = None
     curves: dict[str, dict[str, list[dict]]] = {}
     makers = {"instacart": instacart_case, "bigbasket": bigbasket_case}
@@ -259,13 +286,22 @@ def main() -> None:
             migrator = migrator or Migrator.from_settings(settings)
             by_strategy = {}
             with EmbeddingCache(Path(tmp) / f"{name}.sqlite") as cache:
-                for strategy in ("taxmig", "random"):
+                without = tuple(v for v in args.before.split(",") if v)
+                strategies = ("taxmig", "random") + (("taxmig, before",) if without else ())
+                for strategy in strategies:
                     by_strategy[strategy] = run_strategy(migrator, settings, inputs, cache, truth, strategy=strategy,
-                                                         ask=ask, rounds=args.rounds)
+                                                         ask=ask, rounds=args.rounds,
+                                                         without=without if strategy == "taxmig, before" else ())
                     for row in by_strategy[strategy]:
                         lines.append(f"| {case['name']} | {strategy} | {row['round']} | {row['decided']:.3f} "
                                      f"| {row['top1']:.3f} | {row['unflagged']:.3f} | {row['precision']:.3f} "
                                      f"| {row['effort']:.0f} | {row.get('next_seconds', float('nan')):.1f} |")
+                    by_seed = {0: (by_strategy["taxmig"], by_strategy.get("taxmig, before"))}
+                    for seed in range(1, args.seeds if without else 1):
+                        seeded = replace(settings, seed=seed)
+                        by_seed[seed] = tuple(run_strategy(migrator, seeded, inputs, cache, truth, strategy="taxmig",
+                                                           ask=ask, rounds=args.rounds, without=leave_out)
+                                              for leave_out in ((), without))
             curves[name] = by_strategy
             tool, rand = by_strategy["taxmig"], by_strategy["random"]
             best = min(tool, key=lambda r: r["effort"])
@@ -274,10 +310,23 @@ def main() -> None:
             def at(rows, share):
                 return min(rows, key=lambda r: abs(r["decided"] - share))["top1"]
 
+            if without and args.seeds > 1:
+                for seed, (after_rows, before_rows) in by_seed.items():
+                    seeds_table.append(f"| {case['name']} | {seed} | {at(after_rows, 0.05):.3f} / "
+                                       f"{at(after_rows, 0.10):.3f} | {at(before_rows, 0.05):.3f} / "
+                                       f"{at(before_rows, 0.10):.3f} |")
+                mean = {k: np.mean([at(pair[i], share) for pair in by_seed.values()])
+                        for k, (i, share) in {"a5": (0, 0.05), "a10": (0, 0.10), "b5": (1, 0.05),
+                                              "b10": (1, 0.10)}.items()}
+                seeds_table.append(f"| {case['name']} | mean | {mean['a5']:.3f} / {mean['a10']:.3f} | "
+                                   f"{mean['b5']:.3f} / {mean['b10']:.3f} |")
+
+            before = by_strategy.get("taxmig, before")
             summary.append(f"| {case['name']} | {n} | {tool[0]['effort']:.0f} | {best['effort']:.0f} (round "
                            f"{best['round']}) | {best_random['effort']:.0f} (round {best_random['round']}) | "
                            f"{tool[0]['top1']:.3f} / {at(tool, 0.05):.3f}, {at(rand, 0.05):.3f} / "
-                           f"{at(tool, 0.10):.3f} |")
+                           f"{at(tool, 0.10):.3f} |" + (f" {at(before, 0.05):.3f} / {at(before, 0.10):.3f} |"
+                                                       if before else ""))
             print(summary[-1], flush=True)
     notes = (f"{args.rounds} rounds of {args.ask_share:.1%} of the products each; unflagged rows at "
              f"--target-precision {args.target_precision}, the threshold calibrated on the random checks among the "
@@ -285,11 +334,16 @@ def main() -> None:
              "'to 99% right': the decisions so far plus those of "
              "bench/review_effort.py's category review of the open rows, until the whole mapping is 99% right; "
              "round 0 of 'taxmig' is today's one-shot category review. 're-map s': the round's "
-             "whole `Migrator.run` with the decisions, every text read from the embedding cache.")
+             "whole `Migrator.run` with the decisions, every text read from the embedding cache."
+             + (f" 'taxmig, before': the tool's questions, the mix without {args.before}; the last table: the same "
+                f"two under migrate's --seed 0 to {args.seeds - 1} (the folds the mix is fitted on, the questions)."
+                if args.before else ""))
     if not args.no_write:
         plot(curves, Path(__file__).resolve().parents[1] / "docs" / "review_rounds.png")
-    publish("Review in rounds (bench/review_rounds.py)", "\n".join(summary) + "\n\n" + "\n".join(lines), notes,
-            write=not args.no_write)
+    body = "\n".join(summary) + "\n\n" + "\n".join(lines)
+    if len(seeds_table) > 2:
+        body += "\n\n" + "\n".join(seeds_table)
+    publish("Review in rounds (bench/review_rounds.py)", body, notes, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,18 @@ features per candidate category ``c``:
   products' words (the labelled-catalog path's lexical evidence);
 - ``covered``: 1 when some product of ``c`` was decided anywhere;
 - ``parent_vote``: ``vote`` for ``c``'s parent category (decided siblings and cousins), where the
-  taxonomy lists it.
+  taxonomy lists it;
+- ``spread``: log of the decisions' label mass that reaches the product through chains of similar
+  products, decided or not (label propagation over the products' nearest-neighbour graph,
+  :func:`spread_decisions`): a product far from every decision but close to undecided products
+  that are close to one still hears of it;
+- ``linear``: log of a linear probe's probability of ``c``: a multinomial logistic regression on
+  the decided products' embeddings (:class:`_LinearProbe`), which weighs the directions of the
+  embedding that tell this reviewer's categories apart, where ``vote`` and ``nearest`` weigh all
+  alike.
+
+``spread`` and ``linear`` are built only when named in :data:`LEARNERS` (the benchmark turns them
+off for its before-and-after rows); left out, they are 0 and the fit keeps their weight at 0.
 
 The score is a conditional logit over the candidates, ``P(c) = softmax_c(w . f(c))``: the weights
 ``w`` are fitted on the decisions themselves, out of fold (each decided product scored by the
@@ -70,16 +81,25 @@ L2 = 1e-2                # ridge on the weights towards FIT_PRIOR, per decided p
 RIDGE_DECISIONS = 20.0
 """... and at least as strong as this many decisions: the questions are the hard products, and a
 few dozen of them fitted freely trust the zero-shot evidence too little for the easier rest."""
-FEATURES = ("zero_shot", "vote", "nearest", "words", "covered", "parent_vote")
+FEATURES = ("zero_shot", "vote", "nearest", "words", "covered", "parent_vote", "spread", "linear")
 MIX_ITEM = "Feedback mix (weights fitted on the decisions)"  # its Summary item, on the Parameters sheet
-DEFAULT_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+DEFAULT_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 """The zero-shot distribution alone: what a round with too few decisions to fit on uses."""
-FIT_PRIOR = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+FIT_PRIOR = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 """Where the fitted weights start and what the ridge pulls them towards: the zero-shot evidence and
 the decided neighbours' vote, equally. The held-out decisions cannot teach that a near-copy of a
 decided product belongs with it (the questions are one per group of similar products, so no
 held-out decision has a near-copy among the others): the prior keeps the vote."""
 MIN_DECISIONS = 20       # fewer decisions than this: too few to fit the mix on; zero-shot alone
+LEARNERS = ("spread", "linear")
+"""The features beyond the neighbours' and the words' that are built (review in rounds, 2026-12-08)."""
+SPREAD_NEIGHBOURS = 10   # each product's nearest products the decisions spread through
+SPREAD_ALPHA = 0.8       # share of its mass a product passes on to its neighbours at each step
+SPREAD_STEPS = 8
+SPREAD_FLOOR = 1e-3      # ``spread`` of a category no decision's mass reached
+SPREAD_PRUNE = 1e-4      # mass below this is dropped at each step (keeps the matrix sparse)
+LINEAR_C = 10.0          # the linear probe's inverse L2 strength (review in rounds, 2026-12-08; 100 no better)
+LINEAR_FLOOR = 1e-3      # ``linear`` of a category the probe was not trained on
 
 
 @dataclass
@@ -220,16 +240,85 @@ def _union(first: np.ndarray, extra: np.ndarray) -> np.ndarray:
     return out[:, :width]
 
 
+def product_graph(vectors: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> csr_matrix:
+    """(n, n) row-stochastic graph of each product's :data:`SPREAD_NEIGHBOURS` nearest other
+    products, weighted ``exp((sim - 1) / VOTE_TEMPERATURE)``: a near-copy takes most of the weight.
+    ``neighbours``: (similarities, positions) of each product's nearest others, -1 padded, where
+    the caller has them (self-training found them: :attr:`SelfTrainingReport.neighbours`)."""
+    n = len(vectors)
+    if neighbours is None:
+        sims, nn = search(build_index(vectors, queries=n), vectors, min(SPREAD_NEIGHBOURS + 1, n))
+        nn = np.where(nn == np.arange(n)[:, None], -1, nn)
+    else:
+        sims, nn = neighbours
+    sims, nn = sims[:, :SPREAD_NEIGHBOURS + 1], nn[:, :SPREAD_NEIGHBOURS + 1]
+    w = np.where(nn >= 0, np.exp((sims.astype(np.float64) - 1.0) / VOTE_TEMPERATURE), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    rows = np.repeat(np.arange(n), nn.shape[1])
+    graph = csr_matrix((w.ravel(), (rows, np.clip(nn, 0, None).ravel())), shape=(n, n))
+    graph.eliminate_zeros()
+    return graph
+
+
+def spread_decisions(graph: csr_matrix, labelled: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                     columns: np.ndarray) -> csr_matrix:
+    """(n, len(columns)) label propagation: ``F = Y + SPREAD_ALPHA * graph @ F`` for
+    :data:`SPREAD_STEPS` steps, ``Y`` the decisions (their weights, in their category's column of
+    ``columns``)."""
+    col = np.searchsorted(columns, labels)
+    seeds = csr_matrix((weights, (labelled, col)), shape=(graph.shape[0], len(columns)))
+    mass = seeds
+    for _ in range(SPREAD_STEPS):
+        mass = (seeds + SPREAD_ALPHA * (graph @ mass)).tocsr()
+        mass.data[mass.data < SPREAD_PRUNE] = 0.0
+        mass.eliminate_zeros()
+    return mass
+
+
+def _spread_feature(mass: csr_matrix, columns: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log(spread mass + :data:`SPREAD_FLOOR`) of each candidate ``ids`` of the products at ``rows``."""
+    dense = mass[rows].toarray()
+    pos = np.clip(np.searchsorted(columns, ids), 0, max(len(columns) - 1, 0))
+    found = (ids >= 0) & (columns[pos] == ids) if len(columns) else np.zeros(ids.shape, dtype=bool)
+    value = np.where(found, np.take_along_axis(dense, pos, axis=1), 0.0) if len(columns) else np.zeros(ids.shape)
+    return np.log(value + SPREAD_FLOOR)
+
+
+class _LinearProbe:
+    """Multinomial logistic regression (scikit-learn) from unit embeddings to decided categories."""
+
+    def __init__(self, vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> None:
+        import warnings
+
+        from sklearn.linear_model import LogisticRegression
+
+        with warnings.catch_warnings():  # many categories of one or two decisions each is the normal case here
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = LogisticRegression(C=LINEAR_C, max_iter=300).fit(vectors, labels, sample_weight=weights)
+        self.classes = self.model.classes_
+
+    def feature(self, vectors: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """log(probability + :data:`LINEAR_FLOOR`) of each candidate ``ids`` (n, W) of ``vectors``."""
+        probs = self.model.predict_proba(vectors)
+        pos = np.clip(np.searchsorted(self.classes, ids), 0, len(self.classes) - 1)
+        found = (ids >= 0) & (self.classes[pos] == ids)
+        return np.log(np.where(found, np.take_along_axis(probs, pos, axis=1), 0.0) + LINEAR_FLOOR)
+
+
 CHUNK = 4096  # products whose candidate features are built at once: (CHUNK, W, k) arrays stay small
 
 
 def build_candidates(vectors: np.ndarray, words: _Words, zs: ZeroShot, rows: np.ndarray,
                      labelled: np.ndarray, labels: np.ndarray, weights: np.ndarray, n_categories: int,
-                     parents: np.ndarray | None = None, *, folds: np.ndarray | None = None) -> Candidates:
+                     parents: np.ndarray | None = None, *, folds: np.ndarray | None = None,
+                     graph: csr_matrix | None = None, learners: tuple[str, ...] = ()) -> Candidates:
     """Candidates and features of the products at ``rows``, taught by the ``labelled`` products
     (their categories ``labels`` and decision ``weights``); ``parents``: each category's parent
-    category (-1 none). ``folds`` (out-of-fold fitting; ``rows`` are then the labelled products):
-    a row is taught only by the labelled products of other folds."""
+    category (-1 none); ``learners``: which of :data:`LEARNERS` to build (``graph``:
+    :func:`product_graph` of every product, for ``spread``).
+    ``folds`` (out-of-fold fitting; ``rows`` are then the labelled products): a row is taught only
+    by the labelled products of other folds."""
     k = min(NEIGHBOURS, len(labelled))
     if k == 0:
         ids = zs.ids[rows]
@@ -254,14 +343,23 @@ def build_candidates(vectors: np.ndarray, words: _Words, zs: ZeroShot, rows: np.
     groups = [(np.arange(len(rows)), np.ones(len(labelled), dtype=bool))] if folds is None else \
         [(np.flatnonzero(folds == g), folds != g) for g in np.unique(folds)]
     features = np.zeros((len(rows), ids.shape[1], len(FEATURES)))
-    for part, others in groups:  # out of fold: each fold's words and coverage without the fold
+    columns = np.unique(labels)
+    for part, others in groups:  # out of fold: each fold's words, coverage and spread without the fold
         fitted = words.counts(labelled[others], labels[others], weights[others], n_categories)
         covered = np.zeros(n_categories, dtype=bool)
         covered[labels[others]] = True
+        mass = spread_decisions(graph, labelled[others], labels[others], weights[others], columns) \
+            if "spread" in learners and graph is not None else None
+        probe = _LinearProbe(vectors[labelled[others]], labels[others], weights[others]) \
+            if "linear" in learners and len(np.unique(labels[others])) > 1 else None
         for start in range(0, len(part), CHUNK):
             at = part[start:start + CHUNK]
             features[at] = _features(zs, rows[at], ids[at], nn_cats[at], sims[at], nn[at] >= 0, vote_w[at],
                                      words.log_probs(rows[at], ids[at], fitted), covered, parents)
+            if mass is not None:
+                features[at, :, 6] = _spread_feature(mass, columns, rows[at], ids[at])
+            if probe is not None:
+                features[at, :, 7] = probe.feature(vectors[rows[at]], ids[at])
     features[ids < 0] = 0.0
     return Candidates(ids, features)
 
@@ -316,22 +414,27 @@ def _fit_weights(features: np.ndarray, ids: np.ndarray, truth_pos: np.ndarray, s
 
 def fit_feedback(vectors: np.ndarray, texts: list[str], zs: ZeroShot, decided: np.ndarray, weights: np.ndarray,
                  *, n_categories: int, parents: np.ndarray | None = None, audited: np.ndarray | None = None,
-                 seed: int = 0) -> FeedbackModel:
+                 seed: int = 0, neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> FeedbackModel:
     """Fit the mix on the decided products (``decided``: category per product, -1 undecided;
     ``weights``: each decision's weight; ``audited``: (n,) decided as a random check) out of fold,
     and build every product's candidates taught by all of them. With fewer than
-    :data:`MIN_DECISIONS` decisions the zero-shot weights stand."""
+    :data:`MIN_DECISIONS` decisions the zero-shot weights stand. ``neighbours``: each product's
+    nearest others where the caller found them already (:func:`product_graph`)."""
     n = len(decided)
     labelled = np.flatnonzero(decided >= 0)
     labels = decided[labelled]
     lw = weights[labelled].astype(np.float64)
     words = _Words(texts)
-    everything = build_candidates(vectors, words, zs, np.arange(n), labelled, labels, lw, n_categories, parents)
+    learners = LEARNERS if len(labelled) >= MIN_DECISIONS else ()  # too few: the zero-shot weights stand
+    graph = product_graph(vectors, neighbours) if "spread" in learners else None
+    everything = build_candidates(vectors, words, zs, np.arange(n), labelled, labels, lw, n_categories, parents,
+                                  graph=graph, learners=learners)
     if len(labelled) < MIN_DECISIONS:
         return FeedbackModel(DEFAULT_WEIGHTS.copy(), everything, decided, 0,
                              notes=[f"{len(labelled)} decisions: too few to learn from (at least {MIN_DECISIONS})"])
     folds = np.random.default_rng(seed).permutation(len(labelled)) % FOLDS
-    held = build_candidates(vectors, words, zs, labelled, labelled, labels, lw, n_categories, parents, folds=folds)
+    held = build_candidates(vectors, words, zs, labelled, labelled, labels, lw, n_categories, parents, folds=folds,
+                            graph=graph, learners=learners)
     hit = held.ids == labels[:, None]
     truth_pos = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
     w = _fit_weights(held.features, held.ids, truth_pos, lw)

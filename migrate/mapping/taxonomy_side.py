@@ -84,7 +84,7 @@ def self_trained_scores(queries: np.ndarray, labels: CategoryLabels, texts: list
         bar.complete()
     ancestors = listed_ancestors(categories)
     probs, cats, report = refine(label_sims, label_ids, queries, texts, len(categories), params, groups,
-                                 ancestors, progress=progress, keep=keep)
+                                 ancestors, progress=progress, keep=keep, keep_neighbours=feedback is not None)
     if keep is not None:
         label_sims, label_ids = label_sims[keep], label_ids[keep]
     learned = None
@@ -96,8 +96,9 @@ def self_trained_scores(queries: np.ndarray, labels: CategoryLabels, texts: list
         with stage_of(progress, "learning from decisions", total=int((decided >= 0).sum()), unit="decisions") as bar:
             learned = fit_feedback(queries, texts, ZeroShot(probs, cats), decided, weights,
                                    n_categories=len(categories), parents=ancestors[:, 0],
-                                   audited=feedback.audit_mask(ids), seed=seed)
+                                   audited=feedback.audit_mask(ids), seed=seed, neighbours=report.neighbours)
             bar.complete()
+        report.neighbours = None  # spent: (n, k) arrays not kept past the fit
         probs, cats = learned.predict()
         rows = np.flatnonzero(decided >= 0)  # a decided product: its decision, for certain
         probs[rows], cats[rows] = 0.0, -1

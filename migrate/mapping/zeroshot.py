@@ -107,6 +107,9 @@ class SelfTrainingReport:
     words_top: np.ndarray      # (n,) the word model's top category (-1 without it)
     neighbours_top: np.ndarray  # (n,) the neighbours' top category
     backed_off: np.ndarray | None = None  # (n,) the suggestion is the ancestor prefer_specific backed off to
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    """(similarities, positions) of each product's nearest other products, -1 padded, when asked
+    for (``refine(..., keep_neighbours=True)``): the review rounds' graph reuses them."""
 
     def agreement(self, chosen: np.ndarray) -> np.ndarray:
         """(n,) how many of prior, word model and neighbours name ``chosen`` (0-3)."""
@@ -292,8 +295,8 @@ def prefer_specific(probs: np.ndarray, ids: np.ndarray, ancestors: np.ndarray
 
 def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, texts: list[str],
            n_categories: int, params: ScoringParams | None = None, groups: np.ndarray | None = None,
-           ancestors: np.ndarray | None = None, *, progress: "bool | Progress" = False, keep: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
+           ancestors: np.ndarray | None = None, *, progress: "bool | Progress" = False, keep: np.ndarray | None = None,
+           keep_neighbours: bool = False) -> tuple[np.ndarray, np.ndarray, SelfTrainingReport]:
     """Self-trained (probabilities, category ids) per product over its label candidates, best first.
 
     ``label_sims``/``label_ids``: each product's candidate categories and label scores
@@ -304,6 +307,7 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
     (rounds), minutes each for a million products.
     ``keep``: positions of the products whose results are wanted (a night's new products among
     their context): every product teaches, only these are finished and returned, in this order.
+    ``keep_neighbours`` (without ``keep``): the report keeps the products' neighbours.
     """
     params = params or ScoringParams()
     n = len(label_ids)
@@ -361,6 +365,7 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
             del log_q, ll
             bar.update(1)
     neighbours_top = np.take_along_axis(label_ids, np.where(valid, vote, -1).argmax(axis=1)[:, None], 1)[:, 0]
+    neighbours = (nn_sims, nn_ids) if keep_neighbours and keep is None else None
     del vote, prior_log, nn_sims, nn_ids
     if keep is not None:  # the rest only taught: finish the products asked for
         q, label_ids, valid = q[keep], label_ids[keep], valid[keep]
@@ -374,7 +379,7 @@ def refine(label_sims: np.ndarray, label_ids: np.ndarray, vectors: np.ndarray, t
         probs, ids, backed_off = prefer_specific(probs, ids, ancestors)
     log.info("self-training: %d rounds, %d seed products, %d words", rounds, int(seeds.sum()), words.words)
     return probs, ids, SelfTrainingReport(rounds, int(seeds.sum()), words.words, prior_top, words_top,
-                                          neighbours_top, backed_off)
+                                          neighbours_top, backed_off, neighbours)
 
 
 def confidence_features(probs: np.ndarray, ids: np.ndarray, report: SelfTrainingReport, label_sims: np.ndarray,
