@@ -92,13 +92,14 @@ decided product belongs with it (the questions are one per group of similar prod
 held-out decision has a near-copy among the others): the prior keeps the vote."""
 MIN_DECISIONS = 20       # fewer decisions than this: too few to fit the mix on; zero-shot alone
 LEARNERS = ("spread", "linear")
-"""The features beyond the neighbours' and the words' that are built (review in rounds, 2026-12-08)."""
+"""The features beyond the neighbours' and the words' that are built. Measured: BENCHMARKS.md,
+"Review in rounds" (``python bench/review_rounds.py --before spread,linear --seeds 4``)."""
 SPREAD_NEIGHBOURS = 10   # each product's nearest products the decisions spread through
 SPREAD_ALPHA = 0.8       # share of its mass a product passes on to its neighbours at each step
 SPREAD_STEPS = 8
 SPREAD_FLOOR = 1e-3      # ``spread`` of a category no decision's mass reached
 SPREAD_PRUNE = 1e-4      # mass below this is dropped at each step (keeps the matrix sparse)
-LINEAR_C = 10.0          # the linear probe's inverse L2 strength (review in rounds, 2026-12-08; 100 no better)
+LINEAR_C = 10.0          # the linear probe's inverse L2 strength (BENCHMARKS.md "Review in rounds")
 LINEAR_FLOOR = 1e-3      # ``linear`` of a category the probe was not trained on
 
 
@@ -278,11 +279,9 @@ def spread_decisions(graph: csr_matrix, labelled: np.ndarray, labels: np.ndarray
 
 def _spread_feature(mass: csr_matrix, columns: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """log(spread mass + :data:`SPREAD_FLOOR`) of each candidate ``ids`` of the products at ``rows``."""
-    dense = mass[rows].toarray()
-    pos = np.clip(np.searchsorted(columns, ids), 0, max(len(columns) - 1, 0))
-    found = (ids >= 0) & (columns[pos] == ids) if len(columns) else np.zeros(ids.shape, dtype=bool)
-    value = np.where(found, np.take_along_axis(dense, pos, axis=1), 0.0) if len(columns) else np.zeros(ids.shape)
-    return np.log(value + SPREAD_FLOOR)
+    pos = np.clip(np.searchsorted(columns, ids), 0, len(columns) - 1)
+    found = (ids >= 0) & (columns[pos] == ids)
+    return np.log(np.where(found, np.take_along_axis(mass[rows].toarray(), pos, axis=1), 0.0) + SPREAD_FLOOR)
 
 
 class _LinearProbe:
@@ -463,9 +462,8 @@ MIN_ABOVE = 10
 """Random checks at or above a threshold, at least, that must be right ``--target-precision`` of
 the time (measured, not estimated) before rows above it go unflagged ..."""
 CHECKS_CONFIDENCE = 0.9
-"""... with this confidence (:func:`wilson_lower_bound`): the share right itself, a point estimate
-on a few dozen checks, left Instacart's unflagged rows right 0.89-0.975 of the time against 0.95
-asked (review in rounds, 2026-12-08)."""
+"""... with this confidence (:func:`wilson_lower_bound`), not by their share right alone: a few
+dozen checks. Measured: BENCHMARKS.md, "Review in rounds" (``python bench/review_rounds.py``)."""
 """Random checks answered (held out) before any row is left unflagged: fewer cannot calibrate."""
 
 
