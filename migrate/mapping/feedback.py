@@ -62,6 +62,7 @@ from scipy.optimize import minimize
 from scipy.sparse import csr_matrix
 
 from migrate.core.index import build_index, search
+from migrate.mapping.calibration import wilson_lower_bound
 from migrate.mapping.scoring import softmax_rows
 from migrate.mapping.sparse_text import binary_word_matrix
 
@@ -458,13 +459,14 @@ PLATT_PRIOR = 10.0
 """Weight of the prior that the mix's confidence is calibrated as it is (slope 1, shift 0), in
 answers: a few dozen random checks move the calibration, a handful cannot swing it."""
 MIN_CHECKS = 30
+"""Random checks answered (held out) before any row is left unflagged: fewer cannot calibrate."""
 MIN_ABOVE = 10
 """Random checks at or above a threshold, at least, that must be right ``--target-precision`` of
 the time (measured, not estimated) before rows above it go unflagged ..."""
 CHECKS_CONFIDENCE = 0.9
-"""... with this confidence (:func:`wilson_lower_bound`), not by their share right alone: a few
-dozen checks. Measured: BENCHMARKS.md, "Review in rounds" (``python bench/review_rounds.py``)."""
-"""Random checks answered (held out) before any row is left unflagged: fewer cannot calibrate."""
+"""... with this confidence (:func:`~migrate.mapping.calibration.wilson_lower_bound`, as the labelled
+path's threshold does), not by their share right alone: there are a few dozen checks. Measured:
+BENCHMARKS.md, "Review in rounds" (``python bench/review_rounds.py``)."""
 
 
 @dataclass
@@ -536,22 +538,6 @@ def calibrate(model: FeedbackModel) -> Calibration:
                        source=f"on the {len(conf)} decisions, each predicted without its own fold; the questions "
                               f"chosen are harder than the rest, so it underestimates ({m} random checks answered, "
                               f"{MIN_CHECKS} calibrate on their own)")
-
-
-def wilson_lower_bound(right: np.ndarray, count: np.ndarray, confidence: float) -> np.ndarray:
-    """The share right that ``right`` of ``count`` answers show with one-sided ``confidence``: the
-    lower end of the Wilson score interval.
-
-    >>> round(float(wilson_lower_bound(np.array([29]), np.array([30]), 0.9)[0]), 3)  # 29 of 30 right
-    0.895
-    """
-    from scipy.stats import norm
-
-    z = float(norm.ppf(confidence))
-    p = right / count
-    centre = p + z * z / (2 * count)
-    spread = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count))
-    return (centre - spread) / (1 + z * z / count)
 
 
 def unflag_threshold(model: FeedbackModel, confidence: np.ndarray, open_rows: np.ndarray,
