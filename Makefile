@@ -29,7 +29,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 # the test set-up installs everything in one go (a superset of install's), then marks both done
 $(VENV)/.installed-dev: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,static,ray,openvino]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,static,ray,openvino,onnx]'
 	$(COMPILE)
 	touch $(VENV)/.installed $@
 
@@ -54,7 +54,7 @@ test: install-dev
 	$(BIN)/python -m compileall -q -j 0 migrate models train
 	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
-# the OpenVINO backend and taxmig quantize alone (make test runs them with the rest)
+# the OpenVINO and ONNX backends and taxmig quantize alone (make test runs them with the rest)
 test-openvino: install-dev
 	$(BIN)/python -m pytest tests/test_backends.py
 

@@ -17,8 +17,10 @@ tier and case): the first run fits the target side or encodes the category texts
 the second reads them back (``taxmig migrate`` with its default ``--target-cache`` /
 ``--category-cache``) and maps only the source. Tiers: torch fp32, torch bf16 (where the CPU
 computes bf16: what ``--precision auto`` picks there), OpenVINO fp32 (``--backend openvino``, the base
-model's IR) and int8 from ``taxmig quantize`` (where taxmig[openvino] is installed) and the static
-model from ``taxmig distill`` (where taxmig[static] is); ``--tiers`` picks some.
+model's IR) and int8 from ``taxmig quantize --backend openvino`` (where taxmig[openvino] is installed),
+ONNX fp32 (``--backend onnx``, the base model's fused export) and int8 from ``taxmig quantize --backend
+onnx`` (where taxmig[onnx] is), and the static model from ``taxmig distill`` (where taxmig[static] is);
+``--tiers`` picks some.
 The seconds by stage are the run's own (``RunFacts.stage_seconds``, the progress display's stages).
 
 With ``--million``: instead, a million products with the transformer (the default tier: torch,
@@ -29,6 +31,7 @@ peak RSS (``os.wait4``); the source is bench/scale_bench.py's perturbed million.
     python bench/whole_run_bench.py                        # every case, appends to BENCHMARKS.md
     python bench/whole_run_bench.py --cases 800 --no-write
     python bench/whole_run_bench.py --cases 800,google --tiers "openvino fp32,openvino int8"
+    python bench/whole_run_bench.py --cases 800,80/20,google --tiers "openvino int8,onnx fp32,onnx int8"
     python bench/whole_run_bench.py --million [--rows 1000000] [--targets catalog,google]
 """
 
@@ -79,6 +82,18 @@ def tiers(tmp: Path, source_for_calibration: Path, wanted: set[str] | None = Non
             out.append(("openvino int8", {"model": str(built.output_dir), "backend": "openvino"}, built.seconds))
     except ImportError:
         logging.warning("no OpenVINO here: the OpenVINO tiers are left out")
+    try:
+        import onnxruntime  # noqa: F401
+
+        if want("onnx fp32"):  # the base model's fused ONNX export, made when loaded
+            out.append(("onnx fp32", {"backend": "onnx"}, 0.0))
+        if want("onnx int8"):
+            from train.quantize import quantize_onnx
+
+            built = quantize_onnx(tmp / "onnx-int8")
+            out.append(("onnx int8", {"model": str(built.output_dir), "backend": "onnx"}, built.seconds))
+    except ImportError:
+        logging.warning("no onnxruntime here: the ONNX tiers are left out")
     if want("static (distilled)"):
         try:
             from train.distill import distill_static

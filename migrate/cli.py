@@ -168,8 +168,9 @@ MODEL_OPTIONS = [
                  help="Encoding precision. auto: bf16 on a CPU that computes it in hardware (AMX, AVX512-BF16), "
                       "fp32 elsewhere; fp32 forces it; fp16/bf16 for a GPU (README, Speed tiers)."),
     click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
-                 help="Inference backend: openvino runs about 2x faster on a CPU with the same results "
-                      "(extra taxmig[openvino]; exported once and cached; README, Speed tiers)."),
+                 help="Inference backend: openvino and onnx run 1.1-2x faster on a CPU with the same results "
+                      "(extras taxmig[openvino], taxmig[onnx]; exported once and cached; a folder from taxmig "
+                      "quantize runs with the backend it names; README, Speed tiers)."),
     click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Encoding batch size."),
 ]
 SCORING_OPTIONS = [
@@ -584,7 +585,7 @@ def train(catalog, output, id_col, text, category, base_model, objective, leaf_n
 @click.option("--category")
 @click.option("--seed", type=int, default=0, show_default=True, help="The split seed used for training.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
-              help="How both models run (openvino: extra taxmig[openvino]; README, Speed tiers).")
+              help="How both models run (openvino, onnx: extras taxmig[openvino], taxmig[onnx]; README, Speed tiers).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report folder's files.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
@@ -653,47 +654,64 @@ def distill(model, vocabulary_files, vocabulary_text, output, pca_dims, min_coun
 @main.command(context_settings=CONTEXT)
 @click.option("--model", default=None,
               help="Encoder to quantize: a local folder (default: the bundled all-MiniLM-L6-v2).")
-@click.option("--calibration", "calibration_files", multiple=True, required=True,
+@click.option("--backend", type=click.Choice(("auto", "openvino", "onnx")), default="auto", show_default=True,
+              help="Which int8 to write: openvino (static int8, calibrated) or onnx (onnxruntime's dynamic int8, "
+                   "no calibration); auto: openvino where the CPU has int8 dot products (VNNI, AMX), onnx elsewhere "
+                   "(README, Speed tiers).")
+@click.option("--calibration", "calibration_files", multiple=True,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="A catalog or taxonomy file like the ones the model will map (repeat for more): the int8 "
-                   "ranges are measured on its texts. No labels needed.")
+              help="openvino: a catalog or taxonomy file like the ones the model will map (repeat for more): the "
+                   "int8 ranges are measured on its texts. No labels needed. onnx takes none.")
 @click.option("--calibration-text", default=None, help="Text columns of the --calibration catalogs (default as in migrate).")
 @click.option("--samples", type=click.IntRange(1, 100_000), default=300, show_default=True,
-              help="Calibration texts drawn at random (NNCF's default subset size).")
+              help="openvino: calibration texts drawn at random (NNCF's default subset size).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model folder to write, e.g. models/retail-int8.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
-def quantize(model, calibration_files, calibration_text, samples, output, overwrite, encoding, quiet, verbose) -> None:
-    """Write an int8 OpenVINO copy of an encoder (the quantized tier).
+def quantize(model, backend, calibration_files, calibration_text, samples, output, overwrite, encoding, quiet,
+             verbose) -> None:
+    """Write an int8 copy of an encoder (the quantized tier).
 
-    Use the folder with --backend openvino wherever --model is taken; on a CPU it encodes about
-    2.7x faster than torch with the same top-1 on the catalogs measured (README, "Speed tiers
-    and scale"). Needs the extra: pip install 'taxmig[openvino]'.
+    Use the folder with the --backend it names wherever --model is taken. OpenVINO's int8 encodes
+    about 2.7x faster than torch on a CPU with VNNI or AMX; on one without, onnxruntime's about 1.7x,
+    with the same top-1 within half a point on the catalogs measured (README, "Speed tiers and
+    scale"). Needs the extra: pip install 'taxmig[openvino]' or 'taxmig[onnx]'.
 
     \b
     Examples:
       taxmig quantize --calibration source.csv -o models/retail-int8
-      taxmig migrate source.csv --target-catalog target.csv --model models/retail-int8 --backend openvino -o mapping.xlsx
+      taxmig migrate source.csv --target-catalog target.csv --model models/retail-int8 --backend onnx -o mapping.xlsx
     """
-    from train.quantize import quantize_openvino
+    from train.quantize import int8_backend_here, quantize_onnx, quantize_openvino
 
     _setup_logging(verbose, quiet)
-    result = quantize_openvino(output, model=model, calibration_files=calibration_files,
-                               calibration_text=calibration_text, samples=samples, overwrite=overwrite,
-                               encoding=encoding, progress=not quiet)
-    click.echo(f"quantized {result.base_model} to int8 on {result.samples} calibration texts in {result.seconds} s; "
-               f"saved {result.output_dir} (fingerprint {result.fingerprint})")
+    backend = int8_backend_here() if backend == "auto" else backend
+    if backend == "openvino" and not calibration_files:
+        raise click.UsageError("--calibration FILE is needed for OpenVINO's int8: a catalog or taxonomy like the "
+                               "ones you will map (static int8 measures activation ranges on example texts); "
+                               "--backend onnx needs none")
+    if backend == "onnx":
+        if calibration_files:
+            click.echo("note: --backend onnx quantizes activations as they come; --calibration is not used", err=True)
+        result = quantize_onnx(output, model=model, overwrite=overwrite)
+        how = "dynamic int8 (onnxruntime)"
+    else:
+        result = quantize_openvino(output, model=model, calibration_files=calibration_files,
+                                   calibration_text=calibration_text, samples=samples, overwrite=overwrite,
+                                   encoding=encoding, progress=not quiet)
+        how = f"int8 on {result.samples} calibration texts (OpenVINO)"
+    click.echo(f"quantized {result.base_model} to {how} in {result.seconds} s; saved {result.output_dir} "
+               f"(fingerprint {result.fingerprint}); use it with --model {result.output_dir} --backend {backend}")
     from models.registry import int8_slow_here
 
-    if int8_slow_here():
-        click.echo("warning: this CPU has no int8 dot-product instructions (VNNI or AMX): here the int8 model may "
-                   "encode slower than the default --backend torch; on an AVX2-only CPU its first whole migrations "
-                   "ran 0.73-1.00x torch fp32, --backend openvino on the unquantized model 1.1-1.3x and taxmig "
-                   "distill's static model 5-10x (BENCHMARKS.md, whole runs per speed tier). Time them on your data",
-                   err=True)
+    if backend == "openvino" and int8_slow_here():
+        click.echo("warning: this CPU has no int8 dot-product instructions (VNNI or AMX): here OpenVINO's int8 model "
+                   "may encode slower than the default --backend torch; on an AVX2-only CPU its first whole "
+                   "migrations ran 0.73-1.00x torch fp32, and --backend onnx's int8 (taxmig quantize --backend onnx) "
+                   "encoded faster (BENCHMARKS.md, int8 on a CPU without VNNI). Time them on your data", err=True)
 
 
 @main.command("crosswalk", context_settings=CONTEXT)

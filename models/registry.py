@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import logging
 import os
 import warnings
@@ -173,23 +174,28 @@ def resolve_precision(precision: str, backend: str = "torch", device: str | None
         return "fp32"
     return "bf16" if cpu_computes_bf16() else "fp32"
 
-BACKENDS = ("torch", "openvino")
-"""Inference backends: torch (sentence-transformers), or OpenVINO (the extra ``taxmig[openvino]``:
-the model's transformer converted by OpenVINO's own converter and run by
-:class:`~models.runtime.OpenVINORuntimeEncoder`; its CPU encode rate and neighbours against torch:
-BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO and distilled static models"). ONNX is not
-offered: sentence-transformers' ONNX backend needs optimum-onnx, whose only release (0.1.0) pins
-transformers<4.58, below the 5.x that sentence-transformers 6 needs."""
+BACKENDS = ("torch", "openvino", "onnx")
+"""Inference backends: torch (sentence-transformers); OpenVINO (the extra ``taxmig[openvino]``: the
+model's transformer converted by OpenVINO's own converter and run by
+:class:`~models.runtime.OpenVINORuntimeEncoder`); ONNX (the extra ``taxmig[onnx]``: exported by
+torch, fused by onnxruntime's transformer optimizer and run by
+:class:`~models.runtime.ONNXRuntimeEncoder`; not through sentence-transformers' ONNX backend, whose
+optimum-onnx 0.1.0 pins transformers<4.58, below the 5.x that sentence-transformers 6 needs).
+Their CPU encode rates and neighbours against torch: BENCHMARKS.md, "speed tiers: torch fp32
+against OpenVINO and distilled static models" and "int8 on a CPU without VNNI"."""
 
-OPENVINO_FILE_GLOB = "openvino/openvino_model*.xml"  # where an export (and taxmig quantize) writes the IR
-OPENVINO_INSTALL = "pip install 'taxmig[openvino]' (README, Speed tiers), or use --backend torch"
-PLAIN_LAYOUT_HINT = ("taxmig runs OpenVINO models of the plain layout (Transformer, mean/CLS/max Pooling, optionally "
-                     "Normalize; no prompts): use --backend torch for this model")
+BACKEND_FILE_GLOBS = {"openvino": "openvino/openvino_model*.xml",  # an export's (and taxmig quantize's) IR
+                      "onnx": "onnx/model.onnx"}  # an export's (and taxmig quantize --backend onnx's) model
+BACKEND_EXTRAS = {"openvino": "openvino", "onnx": "onnxruntime"}  # the module each backend imports
+BACKEND_INSTALL = {"openvino": "pip install 'taxmig[openvino]' (README, Speed tiers), or use --backend torch",
+                   "onnx": "pip install 'taxmig[onnx]' (README, Speed tiers), or use --backend torch"}
+PLAIN_LAYOUT_HINT = ("taxmig runs OpenVINO and ONNX models of the plain layout (Transformer, mean/CLS/max Pooling, "
+                     "optionally Normalize; no prompts): use --backend torch for this model")
 
 
 def has_backend_files(folder: str | os.PathLike, backend: str) -> bool:
     """Whether a model folder already holds ``backend``'s model (``taxmig quantize`` writes one)."""
-    return backend == "torch" or any(Path(folder).glob(OPENVINO_FILE_GLOB))
+    return backend == "torch" or any(Path(folder).glob(BACKEND_FILE_GLOBS[backend]))
 
 
 def backend_fingerprint(weights_fingerprint: str, backend: str, precision: str = "fp32") -> str:
@@ -220,9 +226,9 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     The hub stays off (``HF_HUB_OFFLINE=1``) unless ``allow_download`` is given for a hub id.
     ``precision`` fp16/bf16 casts the weights after loading; the fingerprint then ends in
     ``-fp16``/``-bf16`` (other vectors: the embedding cache must not mix them with fp32 ones).
-    ``backend="openvino"`` runs the model with OpenVINO on the CPU
-    (:class:`~models.runtime.OpenVINORuntimeEncoder`): a folder that holds an OpenVINO model
-    (``taxmig quantize`` writes one) loads it; any other model is exported once and cached under
+    ``backend="openvino"`` / ``"onnx"`` runs the model with OpenVINO / onnxruntime on the CPU
+    (:class:`~models.runtime.OpenVINORuntimeEncoder`, :class:`~models.runtime.ONNXRuntimeEncoder`):
+    a folder that holds that backend's model (``taxmig quantize`` writes one) loads it; any other model is exported once and cached under
     :func:`exports_dir` by its fingerprint (see :func:`export_backend`). Only the plain layout
     (:func:`~models.runtime.runtime_problem`) runs there: any other is a :class:`ModelError`.
     """
@@ -236,12 +242,13 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     else:
         os.environ.pop("HF_HUB_OFFLINE", None)
         os.environ.pop("TRANSFORMERS_OFFLINE", None)
-    if backend == "openvino":
-        return _load_openvino(ref, device=device, allow_download=allow_download,
-                              trust_remote_code=trust_remote_code)
-    if ref.is_local and has_backend_files(ref.location, "openvino") and not _has_torch_weights(ref.location):
-        raise ModelError(f"'{ref.name}' holds an OpenVINO model only (written by 'taxmig quantize')",
-                         hint="pass --backend openvino with this --model")
+    if backend != "torch":
+        return _load_runtime(ref, backend, device=device, allow_download=allow_download,
+                             trust_remote_code=trust_remote_code)
+    for other in RUNTIME_NAMES:
+        if ref.is_local and has_backend_files(ref.location, other) and not _has_torch_weights(ref.location):
+            raise ModelError(f"'{ref.name}' holds an {RUNTIME_NAMES[other]} model only (written by 'taxmig quantize')",
+                             hint=f"pass --backend {other} with this --model")
     model = _load(ref, ref.location, device=device, trust_remote_code=trust_remote_code,
                   allow_download=allow_download)
     location = ref.location if ref.is_local else _cached_folder(model)
@@ -255,44 +262,53 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     return model, fp
 
 
-def _require_openvino() -> None:
-    """Raise a :class:`ModelError` saying what to install when OpenVINO cannot be imported."""
+RUNTIME_NAMES = {"openvino": "OpenVINO", "onnx": "ONNX"}  # the backends a runtime encoder runs, as users name them
+
+
+def _require_backend(backend: str) -> None:
+    """Raise a :class:`ModelError` saying what to install when ``backend``'s runtime cannot be imported."""
     try:
-        import openvino  # noqa: F401
+        importlib.import_module(BACKEND_EXTRAS[backend])
     except ImportError as exc:
-        raise ModelError(f"the openvino backend is not installed ({exc})", hint=OPENVINO_INSTALL) from None
+        raise ModelError(f"the {backend} backend is not installed ({exc})", hint=BACKEND_INSTALL[backend]) from None
 
 
-def _load_openvino(ref: ModelRef, *, device: str | None, allow_download: bool, trust_remote_code: bool):
-    """``(OpenVINORuntimeEncoder, fingerprint)`` for ``ref``: its own IR, or its export (made once)."""
-    from models.runtime import OpenVINORuntimeEncoder, runtime_problem
+def _runtime_encoder(backend: str, folder: str):
+    from models.runtime import ONNXRuntimeEncoder, OpenVINORuntimeEncoder
 
-    _require_openvino()
+    return (OpenVINORuntimeEncoder if backend == "openvino" else ONNXRuntimeEncoder)(folder)
+
+
+def _load_runtime(ref: ModelRef, backend: str, *, device: str | None, allow_download: bool, trust_remote_code: bool):
+    """``(runtime encoder, fingerprint)`` for ``ref`` with ``backend`` (openvino or onnx): the folder's
+    own model of that backend, or its export (made once)."""
+    from models.runtime import BACKEND_FILES, runtime_problem
+
+    _require_backend(backend)
     if device not in (None, "cpu"):
-        log.info("--backend openvino runs on the CPU (--device %s is torch's)", device)
+        log.info("--backend %s runs on the CPU (--device %s is torch's)", backend, device)
     if not ref.is_local:  # a hub model: its local snapshot, fetched by a torch load when allowed
         model = _load(ref, ref.location, device="cpu", trust_remote_code=trust_remote_code,
                       allow_download=allow_download)
         location = _cached_folder(model)
         if location is None:
-            raise ModelError(f"'{ref.name}' has no local folder to export to OpenVINO",
+            raise ModelError(f"'{ref.name}' has no local folder to export to {RUNTIME_NAMES[backend]}",
                              hint="save the model with SentenceTransformer.save() and pass that folder as --model")
         ref = ModelRef(ref.name, location, True)
     weights = fingerprint(ref.location)
-    folder = (ref.location if has_backend_files(ref.location, "openvino")
-              else export_backend(ref, "openvino", weights_fingerprint=weights, trust_remote_code=trust_remote_code))
-    problem = runtime_problem(folder)
+    folder = (ref.location if has_backend_files(ref.location, backend)
+              else export_backend(ref, backend, weights_fingerprint=weights, trust_remote_code=trust_remote_code))
+    problem = runtime_problem(folder, BACKEND_FILES[backend])
     if problem:
-        raise ModelError(f"'{ref.name}' cannot run with --backend openvino: {problem}",
-                         hint=PLAIN_LAYOUT_HINT)
+        raise ModelError(f"'{ref.name}' cannot run with --backend {backend}: {problem}", hint=PLAIN_LAYOUT_HINT)
     try:
-        model = OpenVINORuntimeEncoder(folder)
-    except RuntimeError as exc:  # OpenVINO's own errors (a damaged IR, an unsupported operation)
+        model = _runtime_encoder(backend, folder)
+    except Exception as exc:  # the runtime's own errors (a damaged model file, an unsupported operation)
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"OpenVINO cannot load '{ref.name}' from {folder}: {text}",
+        raise ModelError(f"{RUNTIME_NAMES[backend]} cannot load '{ref.name}' from {folder}: {text}",
                          hint="rebuild the folder (taxmig quantize), or use --backend torch") from None
-    fp = backend_fingerprint(weights, "openvino")
-    log.info("loaded %s with openvino (fingerprint %s)", ref.name, fp)
+    fp = backend_fingerprint(weights, backend)
+    log.info("loaded %s with %s (fingerprint %s)", ref.name, backend, fp)
     return model, fp
 
 
@@ -302,32 +318,34 @@ def export_backend(ref: ModelRef, backend: str, *, weights_fingerprint: str | No
     cached (``weights_fingerprint``: the folder's, when the caller has hashed it already).
 
     The export (:func:`models.runtime.export_openvino`: the transformer converted by
-    ``openvino.convert_model``, saved in fp32 beside the folder's configuration and tokenizer; its
+    ``openvino.convert_model``; :func:`models.runtime.export_onnx`: exported by torch and fused by
+    onnxruntime's optimizer; each saved in fp32 beside the folder's configuration and tokenizer; its
     time is the "seconds to build" of BENCHMARKS.md, "speed tiers: torch fp32 against OpenVINO and
     distilled static models") is written to a temporary folder and renamed into place, so a crash
     never leaves half a model, and a cached export is never replaced (another run may be reading
     it). A layout the runtime encoder cannot run is a :class:`ModelError` before any work."""
-    from models.runtime import export_openvino, runtime_problem
+    from models.runtime import export_onnx, export_openvino, runtime_problem
 
-    if backend != "openvino":
+    if backend not in RUNTIME_NAMES:
         raise ValueError(f"no export for backend {backend!r}")
     final = exports_dir() / backend_fingerprint(weights_fingerprint or fingerprint(ref.location), backend)
     if _complete_export(final, backend):
         return str(final)
     problem = runtime_problem(ref.location, None)
     if problem:
-        raise ModelError(f"'{ref.name}' cannot be exported to OpenVINO: {problem}",
+        raise ModelError(f"'{ref.name}' cannot be exported to {RUNTIME_NAMES[backend]}: {problem}",
                          hint=PLAIN_LAYOUT_HINT)
-    _require_openvino()
+    _require_backend(backend)
+    export = export_openvino if backend == "openvino" else export_onnx
 
     def write(staging: Path) -> None:
         log.info("exporting %s to %s (once; cached in %s)", ref.name, backend, final)
         model = _load(ref, ref.location, device="cpu", trust_remote_code=trust_remote_code, allow_download=False)
         try:
             with quiet_backend_logs():
-                export_openvino(model, ref.location, staging)
+                export(model, ref.location, staging)
         except ValueError as exc:
-            raise ModelError(f"exporting '{ref.name}' to OpenVINO failed: {exc}",
+            raise ModelError(f"exporting '{ref.name}' to {RUNTIME_NAMES[backend]} failed: {exc}",
                              hint="use --backend torch for this model") from None
 
     _publish_export(final, write, lambda folder: _complete_export(folder, backend))
@@ -363,12 +381,12 @@ def _complete_export(folder: Path, backend: str) -> bool:
 def _has_torch_weights(folder: str) -> bool:
     root = Path(folder)
     return any(p.suffix in (".safetensors", ".bin", ".pt") for p in root.rglob("*")
-               if p.is_file() and p.relative_to(root).parts[0] != "openvino")
+               if p.is_file() and p.relative_to(root).parts[0] not in RUNTIME_NAMES)
 
 
 # what exporting and quantizing a model logs and warns that a user cannot act on: the tracer's
 # warnings, transformers' notes while tracing, NNCF's progress notes
-BACKEND_NOISE = ("nncf", "openvino", "transformers")
+BACKEND_NOISE = ("nncf", "openvino", "transformers", "onnxruntime", "onnx", "torch.onnx")
 
 
 @contextlib.contextmanager
@@ -434,8 +452,9 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
 
     The first use loads a runtime encoder where one gives the same vectors without importing
     sentence-transformers (a nightly run that encodes a few changed products pays for its imports,
-    not its encoding): with ``backend="openvino"`` on the CPU and an IR already on disk,
-    :class:`~models.runtime.OpenVINORuntimeEncoder` (the module doc says what each costs); with torch on the
+    not its encoding): with ``backend="openvino"`` (or ``"onnx"``) on the CPU and its model already
+    on disk, :class:`~models.runtime.OpenVINORuntimeEncoder` (:class:`~models.runtime.ONNXRuntimeEncoder`;
+    the module doc says what each costs); with torch on the
     CPU in fp32, :class:`~models.runtime.TorchScriptRuntimeEncoder` once the model has been traced
     -- which the first load through sentence-transformers does, into the exports cache -- in the
     encoder worker process when the nightly job started one (:mod:`models.side_worker`)."""
@@ -449,8 +468,8 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     plain = not options.get("trust_remote_code") and options.get("device") in (None, "cpu")
 
     def load():
-        if plain and backend == "openvino":
-            runtime = _openvino_runtime(ref, weights)
+        if plain and backend in RUNTIME_NAMES:
+            runtime = _runtime_on_disk(ref, weights, backend)
             if runtime is not None:
                 return runtime
         if plain and backend == "torch" and precision == "fp32":
@@ -532,24 +551,24 @@ def _export_torchscript(ref: ModelRef, weights: str, model) -> None:
         log.info("%s not traced to TorchScript (%s); later runs load it with sentence-transformers", ref.name, exc)
 
 
-def _openvino_runtime(ref: ModelRef, weights: str):
-    """The OpenVINO-runtime encoder for ``ref`` when its IR is already on disk (the folder's own or
-    the cached export) and of the plain layout; None otherwise (:func:`load_encoder` exports it or
-    says why it cannot)."""
-    from models.runtime import OpenVINORuntimeEncoder, runtime_problem
+def _runtime_on_disk(ref: ModelRef, weights: str, backend: str):
+    """The runtime encoder of ``backend`` (openvino, onnx) for ``ref`` when its model file is already
+    on disk (the folder's own or the cached export) and of the plain layout; None otherwise
+    (:func:`load_encoder` exports it or says why it cannot)."""
+    from models.runtime import BACKEND_FILES, runtime_problem
 
-    export = exports_dir() / backend_fingerprint(weights, "openvino")
-    folder = (Path(ref.location) if has_backend_files(ref.location, "openvino")
-              else export if _complete_export(export, "openvino") else None)
+    export = exports_dir() / backend_fingerprint(weights, backend)
+    folder = (Path(ref.location) if has_backend_files(ref.location, backend)
+              else export if _complete_export(export, backend) else None)
     if folder is None:
         return None
-    problem = runtime_problem(folder)
+    problem = runtime_problem(folder, BACKEND_FILES[backend])
     if problem:
-        log.debug("OpenVINO runtime encoder not used for %s: %s", folder, problem)
+        log.debug("%s runtime encoder not used for %s: %s", backend, folder, problem)
         return None
     try:
-        return OpenVINORuntimeEncoder(folder)
-    except ImportError:  # openvino missing: load_encoder says how to install it
+        return _runtime_encoder(backend, str(folder))
+    except ImportError:  # the runtime missing: load_encoder says how to install it
         return None
 
 

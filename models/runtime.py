@@ -38,6 +38,8 @@ from models.cache import compiled_dir
 log = logging.getLogger(__name__)
 
 IR_FILE = "openvino/openvino_model.xml"  # where export_openvino (and taxmig quantize) writes the IR
+ONNX_FILE = "onnx/model.onnx"  # where export_onnx (and taxmig quantize --backend onnx) writes the model
+BACKEND_FILES = {"openvino": IR_FILE, "onnx": ONNX_FILE}  # the file each runtime encoder runs
 TORCHSCRIPT_FILE = "torchscript/model.pt"  # where export_torchscript writes the traced transformer
 TORCHSCRIPT_INPUTS = "torchscript/inputs.json"  # the traced module's input names, in order
 POOLING_MODES = ("mean", "cls", "max")
@@ -359,6 +361,35 @@ def export_torchscript(model, source_folder: str | Path, staging: Path) -> None:
     (staging / TORCHSCRIPT_INPUTS).write_text(json.dumps(names), encoding="utf-8")
 
 
+def _named_hidden_state(model):
+    """``(module, batch, names)`` for converting ``model`` (a SentenceTransformer on the CPU in fp32):
+    its transformer as a module with named tensor inputs (``names``: the tokenizer's, of
+    :data:`INPUT_NAMES`) and one output, the last hidden state; ``batch(texts)`` tokenises as
+    sentence-transformers does, into a dict of tensors by name."""
+    import torch
+
+    transformer = model[0].auto_model.eval()
+    tokenizer = model[0].tokenizer
+    names = [n for n in INPUT_NAMES if n in tokenizer.model_input_names]
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            return self.inner(**{n: inputs[n] for n in names}).last_hidden_state
+
+    def batch(texts: Sequence[str]) -> dict:
+        features = tokenizer(list(texts), padding=True, truncation=True, max_length=model.max_seq_length,
+                             return_tensors="pt")
+        return {n: features[n] for n in names}
+
+    return LastHiddenState(transformer).eval(), batch, names
+
+
 OPENVINO_TOLERANCE = 1e-3
 """Largest difference of the converted IR's last hidden state (compiled in fp32) to the model's
 own accepted by :func:`export_openvino` (the bundled model: 7e-5 measured, on values up to ~10)."""
@@ -379,28 +410,7 @@ def export_openvino(model, source_folder: str | Path, staging: Path) -> None:
     problem = runtime_problem(source_folder, None)
     if problem:
         raise ValueError(problem)
-    transformer = model[0].auto_model.eval()
-    tokenizer = model[0].tokenizer
-    names = [n for n in INPUT_NAMES if n in tokenizer.model_input_names]
-
-    class LastHiddenState(torch.nn.Module):
-        """The transformer with named tensor inputs (the IR's input names) and one output."""
-
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-            return self.inner(**{n: inputs[n] for n in names}).last_hidden_state
-
-    def batch(texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        features = tokenizer(list(texts), padding=True, truncation=True, max_length=model.max_seq_length,
-                             return_tensors="pt")
-        return {n: features[n] for n in names}
-
-    wrapped = LastHiddenState(transformer).eval()
+    wrapped, batch, names = _named_hidden_state(model)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants
         converted = openvino.convert_model(wrapped, example_input=batch(TRACE_TEXTS))
@@ -421,3 +431,94 @@ def export_openvino(model, source_folder: str | Path, staging: Path) -> None:
     copy_configuration(source_folder, staging)
     (staging / IR_FILE).parent.mkdir(parents=True, exist_ok=True)
     openvino.save_model(converted, str(staging / IR_FILE), compress_to_fp16=False)
+
+
+class ONNXRuntimeEncoder(RuntimeEncoder):
+    """An ONNX folder (:func:`export_onnx`'s, or ``taxmig quantize --backend onnx``'s int8 one) run
+    by onnxruntime on the CPU."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder, ONNX_FILE)
+
+    def _load(self, root: Path) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: its notes on the fused graph are not the user's
+        self.model = onnxruntime.InferenceSession(str(root / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.model.get_inputs()]
+        self.output = next((o.name for o in self.model.get_outputs() if o.name == HIDDEN_STATE),
+                           self.model.get_outputs()[0].name)
+        if not self.dimension:
+            raise ValueError(f"{root}: the pooling config names no embedding dimension")
+
+    def _token_vectors(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model.run([self.output], {name: feed[name] for name in self.input_names})[0]
+
+
+ONNX_TOLERANCE = 1e-3
+"""Largest difference of the exported ONNX model's last hidden state to the model's own accepted
+by :func:`export_onnx` (as :data:`OPENVINO_TOLERANCE`)."""
+ONNX_OPSET = 17  # onnxruntime's fused attention and LayerNormalization need 17 or newer
+# onnxruntime.transformers' optimizer fuses these model types' attention, layer norms and GELU into
+# its own operators; another model type is exported unfused (slower, the same vectors)
+ONNX_FUSED_TYPES = ("bert", "mpnet", "roberta", "xlm-roberta", "distilbert")
+
+
+def export_onnx(model, source_folder: str | Path, staging: Path) -> None:
+    """Write ``model`` (a SentenceTransformer on the CPU in fp32, loaded from ``source_folder``) to
+    ``staging`` as an :class:`ONNXRuntimeEncoder` folder: the folder's configuration and tokenizer
+    files, and its transformer exported by ``torch.onnx.export`` (the TorchScript exporter, eager
+    attention), its attention, layer norms and GELU fused by onnxruntime's transformer optimizer,
+    saved in fp32 at :data:`ONNX_FILE` (inputs named as the tokenizer's, any batch and length; the
+    output :data:`HIDDEN_STATE`). Raises ValueError when the layout is not plain or the model does
+    not reproduce the original (:data:`ONNX_TOLERANCE`)."""
+    import shutil
+    import tempfile
+    import warnings
+
+    import onnxruntime
+    import torch
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    problem = runtime_problem(source_folder, None)
+    if problem:
+        raise ValueError(problem)
+    wrapped, batch, names = _named_hidden_state(model)
+    transformer = model[0].auto_model
+    config = transformer.config
+    attention = getattr(config, "_attn_implementation", None)
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on Python values it records as constants
+        raw = Path(tmp) / "model.onnx"
+        try:
+            if attention not in (None, "eager") and hasattr(transformer, "set_attn_implementation"):
+                transformer.set_attn_implementation("eager")  # the graph onnxruntime's optimizer fuses
+            example = batch(TRACE_TEXTS)
+            torch.onnx.export(wrapped, tuple(example[n] for n in names), str(raw), input_names=names,
+                              output_names=[HIDDEN_STATE], opset_version=ONNX_OPSET, dynamo=False,
+                              dynamic_axes={n: {0: "batch", 1: "tokens"} for n in (*names, HIDDEN_STATE)})
+        finally:
+            if attention not in (None, "eager") and hasattr(transformer, "set_attn_implementation"):
+                transformer.set_attn_implementation(attention)
+        model_type = getattr(config, "model_type", "")
+        if model_type in ONNX_FUSED_TYPES:
+            fused = optimize_model(str(raw), model_type="bert" if model_type != "distilbert" else model_type,
+                                   num_heads=int(config.num_attention_heads), hidden_size=int(config.hidden_size),
+                                   opt_level=1)
+            fused.save_model_to_file(str(raw))
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
+        for texts in (CHECK_TEXTS, CHECK_TEXTS[:1]):  # other shapes, and one batch with no padding
+            check = batch(texts)
+            expected = wrapped(**check).numpy()
+            got = session.run(None, {n: check[n].numpy() for n in names})[0]
+            gap = float(np.abs(got - expected).max())
+            if not gap <= ONNX_TOLERANCE:
+                raise ValueError(f"the exported model differs from the model by {gap:.2g}")
+        copy_configuration(source_folder, staging)
+        (staging / ONNX_FILE).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(raw), str(staging / ONNX_FILE))

@@ -1,4 +1,8 @@
-"""The quantized tier: an encoder with int8 weights and activations, run by OpenVINO.
+"""The quantized tier: an encoder with int8 weights and activations, run by OpenVINO or onnxruntime.
+
+Which one (:func:`int8_backend_here`): OpenVINO's static int8 where the CPU has int8 dot products
+(VNNI, AMX), onnxruntime's dynamic int8 elsewhere -- on an AVX2-only CPU OpenVINO's int8 encoded
+slower than torch fp32 and onnxruntime's faster (BENCHMARKS.md, "int8 on a CPU without VNNI").
 
 ``quantize_openvino`` exports the encoder to OpenVINO (the fp32 export ``--backend openvino`` runs:
 :func:`models.registry.export_backend`) and applies post-training static quantization with NNCF
@@ -13,7 +17,13 @@ The result is a model folder: ``--model FOLDER --backend openvino`` takes it whe
 is taken (its speed and accuracy against torch fp32: BENCHMARKS.md, "speed tiers: torch fp32
 against OpenVINO and distilled static models").
 
+``quantize_onnx`` exports the encoder to ONNX (the fp32 export ``--backend onnx`` runs) and applies
+onnxruntime's dynamic quantization: every linear layer's weights in int8 (per output channel, 7-bit
+so that AVX2's 16-bit accumulation of u8 x s8 products cannot saturate), activations quantized per
+batch as they come, so it needs no calibration texts. ``--model FOLDER --backend onnx`` takes it.
+
 >>> quantize_openvino("models/retail-int8", calibration_files=["source.csv"])  # doctest: +SKIP
+>>> quantize_onnx("models/retail-int8")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +40,9 @@ from typing import Iterator, Sequence
 
 from migrate.errors import ModelError, TaxmigError
 from models.card import provenance, write_card
-from models.registry import export_backend, fingerprint, has_backend_files, quiet_backend_logs
-from models.runtime import IR_FILE, copy_configuration, load_tokenizer, token_feed
+from models.registry import (BACKEND_INSTALL, export_backend, fingerprint, has_backend_files, int8_slow_here,
+                             quiet_backend_logs)
+from models.runtime import IR_FILE, ONNX_FILE, copy_configuration, load_tokenizer, token_feed
 from train.derived import check_new_folder, local_model, sources_line, staged_folder, texts_with_sources
 
 log = logging.getLogger(__name__)
@@ -50,6 +60,19 @@ CALIBRATION_MAX_TOKENS = 128
 NNCF_SETTINGS = {"preset": "mixed", "model_type": "transformer", "fast_bias_correction": True,
                  "overflow_fix": "disable"}
 QUANTIZATION = "static int8 (NNCF 'nncf.quantize' on the OpenVINO IR, preset mixed, transformer patterns)"
+ONNX_QUANTIZATION = ("dynamic int8 (onnxruntime 'quantize_dynamic' on the fused ONNX model: int8 weights per channel, "
+                     "7-bit range, activations quantized per batch)")
+# quantize_dynamic's settings: per-channel 7-bit weights -- with full 8-bit weights the vectors of
+# BigBasket names on an AVX2 CPU fell to cosine 0.886 of torch's (0.971 with these), for a few
+# per cent more speed (BENCHMARKS.md, "int8 on a CPU without VNNI")
+ONNX_SETTINGS = {"per_channel": True, "reduce_range": True}
+INT8_BACKENDS = ("openvino", "onnx")
+
+
+def int8_backend_here() -> str:
+    """The int8 backend ``taxmig quantize --backend auto`` writes on this machine: ``openvino`` where
+    the CPU has int8 dot products (or its flags cannot be read), else ``onnx``."""
+    return "onnx" if int8_slow_here() else "openvino"
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,53 @@ def quantize_openvino(output_dir: str | Path, *, calibration_files: Sequence[str
     return result
 
 
+def quantize_onnx(output_dir: str | Path, *, model: str | None = None, overwrite: bool = False) -> QuantizeResult:
+    """Write an int8 ONNX copy of ``model`` (default: the bundled encoder) to ``output_dir``:
+    onnxruntime's dynamic quantization (:data:`ONNX_SETTINGS`) of the fp32 export ``--backend onnx``
+    runs. No calibration texts. Built beside ``output_dir`` and renamed into place; an existing
+    non-empty ``output_dir`` is replaced only with ``overwrite``."""
+    output_dir = Path(output_dir)
+    check_new_folder(output_dir, overwrite)
+    try:
+        import onnx  # noqa: F401
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise ModelError(f"the ONNX int8 tier needs onnxruntime and onnx ({exc})",
+                         hint=BACKEND_INSTALL["onnx"].split(",")[0]) from None
+    ref = local_model(model, "quantize")
+    started = time.perf_counter()
+    exported = Path(ref.location if has_backend_files(ref.location, "onnx") else export_backend(ref, "onnx"))
+    with staged_folder(output_dir) as staging:
+        log.info("quantizing %s to int8 (onnxruntime, dynamic)", ref.name)
+        copy_configuration(exported, staging)
+        (staging / ONNX_FILE).parent.mkdir(parents=True, exist_ok=True)
+        with quiet_backend_logs(), _root_warnings_held():
+            # DefaultTensorType: the fused operators' outputs have no inferred type; they are float
+            quantize_dynamic(str(exported / ONNX_FILE), str(staging / ONNX_FILE), weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": 1}, **ONNX_SETTINGS)
+        seconds = round(time.perf_counter() - started, 1)
+        result = QuantizeResult(output_dir, fingerprint(staging), ref.name, 0, seconds)
+        record = {"base_model": ref.name, "base_model_fingerprint": fingerprint(ref.location), "backend": "onnx",
+                  "quantization": ONNX_QUANTIZATION, "samples": 0, "calibration_files": [], "seconds": seconds}
+        (staging / RECORD).write_text(json.dumps(record, indent=2))
+        _write_card(staging, output_dir, result, record)
+    log.info("saved %s (fingerprint %s) in %.1f s", output_dir, result.fingerprint, seconds)
+    return result
+
+
+@contextlib.contextmanager
+def _root_warnings_held() -> Iterator[None]:
+    """onnxruntime's quantizer warns through the root logger (``logging.warning``) about a
+    pre-processing step that does not apply to a fused transformer: hold those records back."""
+    root = logging.getLogger()
+    drop = logging.Filter("\0")  # matches no logger name: every record logged on the root is dropped
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 @contextlib.contextmanager
 def _progress_shown(progress: bool) -> Iterator[None]:
     """NNCF draws its bars with rich on the console streams and has no switch: hide them there."""
@@ -143,11 +213,13 @@ def _progress_shown(progress: bool) -> Iterator[None]:
 
 
 def _write_card(folder: Path, output_dir: Path, result: QuantizeResult, record: dict) -> None:
+    backend = record["backend"]
+    how = (f"- {record['quantization']}: activation ranges from {result.samples} texts drawn (seed "
+           f"{record['seed']}) from " + sources_line(record["calibration_files"]) if backend == "openvino"
+           else f"- {record['quantization']}: no calibration texts")
     write_card(folder, title=output_dir.name,
-               intro="An int8 OpenVINO encoder written by `taxmig quantize` for the quantized tier: "
-                     f"`taxmig migrate --model {output_dir} --backend openvino`.",
-               provenance=[*provenance(record, result.fingerprint, derived="quantized from"),
-                           f"- {record['quantization']}: activation ranges from {result.samples} texts drawn (seed "
-                           f"{record['seed']}) from " + sources_line(record["calibration_files"]),
+               intro=f"An int8 {'OpenVINO' if backend == 'openvino' else 'ONNX'} encoder written by `taxmig quantize` "
+                     f"for the quantized tier: `taxmig migrate --model {output_dir} --backend {backend}`.",
+               provenance=[*provenance(record, result.fingerprint, derived="quantized from"), how,
                            f"- built in {result.seconds} s"],
                closing=["No catalog rows are stored here: only the model."])

@@ -14,7 +14,7 @@ class EncoderSettings:
     """Which encoder a command uses and how it runs it: one definition for migrate, reconcile,
     crosswalk and match, whose settings objects nest it as ``encoder``.
 
-    >>> EncoderSettings(batch_size=0, backend="onnx").problems()[0]
+    >>> EncoderSettings(batch_size=0, backend="tensorrt").problems()[0]
     '--batch-size must be at least 1'
     """
 
