@@ -1,11 +1,15 @@
-"""Speed tiers and scale: the transformer against its OpenVINO and static tiers, and a million products.
+"""Speed tiers and scale: the transformer against its OpenVINO, ONNX and static tiers, and a million products.
 
 Part ``tiers`` (one run, same machine, ratios to torch fp32): per tier -- the bundled
 all-MiniLM-L6-v2 in torch fp32; the same model with ``--backend openvino`` (fp32 export) and
-quantized to int8 by ``taxmig quantize``, calibrated on WANDS furniture queries and on the labelled
-path's own source file (the OpenVINO tiers when taxmig[openvino] is installed); the same model
+quantized to int8 by ``taxmig quantize --backend openvino``, calibrated on WANDS furniture queries
+and on the labelled path's own source file (the OpenVINO tiers when taxmig[openvino] is
+installed); with ``--backend onnx`` (fp32 export) and quantized by ``taxmig quantize --backend
+onnx`` -- and, beside it, the same dynamic quantization with onnxruntime's default 8-bit weights
+per tensor, the setting taxmig does not use (the ONNX tiers when taxmig[onnx] is); the same model
 distilled by ``taxmig distill`` (model2vec, 256 dims) without and with the catalogs' words (when
-taxmig[static] is) -- the raw encode rate on 5,000 BigBasket texts, and
+taxmig[static] is) -- the raw encode rate on 5,000 BigBasket texts and the vectors' cosine to
+torch fp32's on them (lowest and mean), and
   * labelled target: BigBasket 80/20 (bench/common.py split), top-1, unflagged precision and share,
     end-to-end products/s;
   * zero-shot: BigBasket's held-out 20% onto its 99 two-level paths, and Instacart onto its 134
@@ -29,6 +33,7 @@ equal; rounded scores within 1e-4).
 
     python bench/scale_bench.py                       # parts tiers and million
     python bench/scale_bench.py --parts tiers --limit 3000
+    python bench/scale_bench.py --parts tiers --tiers "onnx,openvino int8 (calibrated on the run's source)"
     python bench/scale_bench.py --parts ray
 """
 
@@ -116,47 +121,91 @@ def timed_migration(args: list[str], out: Path,
 
 # --- part: tiers -----------------------------------------------------------------------------
 
-def tier_models(tmp: Path, vocabulary: list[Path]) -> list[tuple[str, str | None, str, float]]:
+def tier_models(tmp: Path, vocabulary: list[Path], wanted: list[str] | None = None
+                ) -> list[tuple[str, str | None, str, float]]:
     """(tier name, --model value, --backend, seconds to build it): torch fp32, the distilled static
-    models, and where taxmig[openvino] is installed the OpenVINO fp32 export and two int8 folders
+    models, where taxmig[openvino] is installed the OpenVINO fp32 export and two int8 folders
     from ``taxmig quantize`` -- calibrated on WANDS furniture queries (retail text from none of the
-    evaluated sets) and on the migration's own source file (what a user would pass)."""
+    evaluated sets) and on the migration's own source file (what a user would pass) --, and where
+    taxmig[onnx] is the ONNX fp32 export, ``taxmig quantize --backend onnx``'s int8 and the same
+    with onnxruntime's default weights (8-bit, per tensor). ``wanted``: name prefixes of the tiers
+    to build besides torch fp32 (None: all)."""
     import importlib.util
 
     from train.distill import distill_static
 
+    def want(name: str) -> bool:
+        return wanted is None or any(name.startswith(prefix) for prefix in wanted)
+
     tiers: list[tuple[str, str | None, str, float]] = [("torch fp32 (all-MiniLM-L6-v2)", None, "torch", 0.0)]
+    os.environ.setdefault("TAXMIG_CACHE_DIR", str(tmp / "cache"))
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        from models import load_encoder, resolve_model
+        from models.registry import export_backend
+        from models.runtime import ONNX_FILE, copy_configuration
+        from train.quantize import quantize_onnx
+
+        if want("onnx fp32"):
+            started = time.perf_counter()
+            load_encoder(resolve_model(None), backend="onnx")  # the export, cached for the runs below
+            tiers.append(("onnx fp32", None, "onnx", time.perf_counter() - started))
+        if want("onnx int8 (taxmig"):
+            quantized = quantize_onnx(tmp / "onnx-int8")
+            tiers.append(("onnx int8 (taxmig quantize --backend onnx)", str(quantized.output_dir), "onnx",
+                          quantized.seconds))
+        if want("onnx int8 8-bit"):
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            started = time.perf_counter()
+            exported = Path(export_backend(resolve_model(None), "onnx"))
+            folder = tmp / "onnx-int8-8bit"
+            copy_configuration(exported, folder)
+            (folder / ONNX_FILE).parent.mkdir(parents=True)
+            quantize_dynamic(str(exported / ONNX_FILE), str(folder / ONNX_FILE), weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": 1})
+            tiers.append(("onnx int8 8-bit weights per tensor (onnxruntime's defaults)", str(folder), "onnx",
+                          time.perf_counter() - started))
+    else:
+        log.warning("taxmig[onnx] is not installed: the ONNX tiers are left out")
     if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
         from models import load_encoder, resolve_model
         from train.quantize import quantize_openvino
 
-        os.environ.setdefault("TAXMIG_CACHE_DIR", str(tmp / "cache"))
-        started = time.perf_counter()
-        load_encoder(resolve_model(None), backend="openvino")  # the export, cached for the runs below
-        tiers.append(("openvino fp32", None, "openvino", time.perf_counter() - started))
+        if want("openvino fp32"):
+            started = time.perf_counter()
+            load_encoder(resolve_model(None), backend="openvino")  # the export, cached for the runs below
+            tiers.append(("openvino fp32", None, "openvino", time.perf_counter() - started))
         queries = pl.read_csv(WANDS, separator="\t", infer_schema=False)
         queries.select(pl.col("query").alias("name")).write_csv(tmp / "wands.csv")
         for label, calibration in (("WANDS queries", tmp / "wands.csv"), ("the run's source", vocabulary[1])):
+            if not want(f"openvino int8 (calibrated on {label})"):
+                continue
             quantized = quantize_openvino(tmp / f"int8-{calibration.stem}", calibration_files=[calibration])
             tiers.append((f"openvino int8 (calibrated on {label})", str(quantized.output_dir), "openvino",
                           quantized.seconds))
     else:
         log.warning("taxmig[openvino] is not installed: the OpenVINO tiers are left out")
-    if importlib.util.find_spec("model2vec"):
+    if importlib.util.find_spec("model2vec") and want("static"):
         plain = distill_static(tmp / "static", progress=False)
         tiers.append(("static (distilled, 256 dims)", str(plain.output_dir), "torch", plain.seconds))
         words = distill_static(tmp / "static-words", vocabulary_files=vocabulary, progress=False)
         tiers.append((f"static + {words.added_words} catalog words", str(words.output_dir), "torch", words.seconds))
-    else:
+    elif want("static"):
         log.warning("taxmig[static] is not installed: the static tiers are left out")
     return tiers
 
 
 def encode_rate(model, texts: list[str]) -> float:
+    return timed_encode(model, texts)[0]
+
+
+def timed_encode(model, texts: list[str]) -> tuple[float, np.ndarray]:
+    """(texts per second, the unit vectors) of one encode of ``texts``, batch 64, after a warm-up."""
     model.encode(texts[:64], batch_size=64, show_progress_bar=False)  # warm-up
     started = time.perf_counter()
-    model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    return len(texts) / (time.perf_counter() - started)
+    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                           show_progress_bar=False)
+    return len(texts) / (time.perf_counter() - started), vectors
 
 
 def labelled_target(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
@@ -197,17 +246,28 @@ def zero_shot(migrator, tmp: Path, limit: int | None) -> dict[str, float]:
 def match_f1(location: str | None, backend: str, tmp: Path, limit: int | None) -> float:
     from bench.match_bench import encoder, hybrid_features, hybrid_rows, load_inputs, prepare
 
-    folder = prepare("abt_buy", limit, tmp)
+    folder = prepare("abt_buy", limit, Path(tempfile.mkdtemp(dir=tmp)))  # a --limit copy per tier
     inputs, labels = load_inputs(folder)
     feats = hybrid_features(encoder(location, backend), inputs, labels, 10)
     return 100 * hybrid_rows("abt_buy", "tier", feats, labels, 0.0, kinds=("logistic",))[0].f1
+
+
+def _cpu() -> str:
+    """The CPU's model name and whether it has int8 dot products (VNNI, AMX) or bf16, from /proc/cpuinfo."""
+    from models.registry import BF16_CPU_FLAGS, INT8_CPU_FLAGS, cpu_flags
+
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    flags = cpu_flags() or frozenset()
+    return (f"{name}, int8 dot products: {', '.join(sorted(INT8_CPU_FLAGS & flags)) or 'none'}, "
+            f"bf16: {', '.join(sorted(BF16_CPU_FLAGS & flags)) or 'none'}")
 
 
 def _versions() -> str:
     import importlib.metadata
 
     found = []
-    for package in ("torch", "transformers", "sentence-transformers", "openvino", "nncf", "model2vec"):
+    for package in ("torch", "transformers", "sentence-transformers", "openvino", "nncf", "onnxruntime", "model2vec"):
         try:
             found.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -215,7 +275,7 @@ def _versions() -> str:
     return ", ".join(found)
 
 
-def tiers_part(limit: int | None) -> tuple[str, str]:
+def tiers_part(limit: int | None, wanted: list[str] | None = None) -> tuple[str, str]:
     from migrate.core.encoder import Encoder
     from migrate.mapping.pipeline import Migrator
     from models import load_encoder, resolve_model
@@ -231,29 +291,37 @@ def tiers_part(limit: int | None) -> tuple[str, str]:
         tmp = Path(tmp_name)
         write_split(tmp, target, source)
         vocabulary = [tmp / "target.csv", tmp / "source.csv"]
-        for name, location, backend, built in tier_models(tmp, vocabulary):
+        torch_vectors = None
+        for name, location, backend, built in tier_models(tmp, vocabulary, wanted):
             ref = resolve_model(location)
             model, fp = load_encoder(ref, backend=backend)
             migrator = Migrator(Encoder(model, ref.name, fp))
-            row = {"tier": name, "built": built, "encode": encode_rate(model, texts),
-                   **labelled_target(migrator, tmp, limit)}
+            rate, vectors = timed_encode(model, texts)
+            torch_vectors = vectors if torch_vectors is None else torch_vectors
+            # a static model's vectors live in another space: no cosine to the transformer's
+            cosine = (vectors * torch_vectors).sum(axis=1) if vectors.shape == torch_vectors.shape else None
+            row = {"tier": name, "built": built, "encode": rate,
+                   "cosine": "--" if cosine is None or name.startswith("static") else
+                   f"{cosine.min():.4f} / {cosine.mean():.4f}", **labelled_target(migrator, tmp, limit)}
             row.update({f"zs_{k}": v for k, v in zero_shot(migrator, tmp, limit).items()})
             row["match_f1"] = match_f1(location, backend, tmp, limit)
             rows.append(row)
             print(row, flush=True)
     base = rows[0]
     zs_keys = [k for k in base if k.startswith("zs_")]
-    lines = ["| tier | encode texts/s | x torch | labelled top-1 | unflagged precision | unflagged share | "
-             "end-to-end products/s (x raw) | " + " | ".join(f"zero-shot top-1 {k[3:]}" for k in zs_keys)
-             + " | Abt-Buy F1 | seconds to build |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(zs_keys) + "---|---|"]
+    lines = ["| tier | encode texts/s | x torch | cosine to torch (lowest / mean) | labelled top-1 | unflagged precision | "
+             "unflagged share | end-to-end products/s (x raw) | "
+             + " | ".join(f"zero-shot top-1 {k[3:]}" for k in zs_keys) + " | Abt-Buy F1 | seconds to build |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(zs_keys) + "---|---|"]
     for r in rows:
-        lines.append(f"| {r['tier']} | {r['encode']:.0f} | {r['encode'] / base['encode']:.1f}x | {r['top1']:.3f} "
+        lines.append(f"| {r['tier']} | {r['encode']:.0f} | {r['encode'] / base['encode']:.2f}x | {r['cosine']} | "
+                     f"{r['top1']:.3f} "
                      f"({(r['top1'] - base['top1']) * 100:+.1f}) | {r['unflagged_precision']:.3f} | "
                      f"{r['unflagged_share']:.3f} | {r['products_per_s']:.0f} ({r['products_per_s'] / r['encode']:.2f}x) | "
                      + " | ".join(f"{r[k]:.3f} ({(r[k] - base[k]) * 100:+.1f})" for k in zs_keys)
                      + f" | {r['match_f1']:.2f} ({r['match_f1'] - base['match_f1']:+.2f}) | {r['built']:.0f} |")
-    notes = (f"Encode rate on {len(texts)} BigBasket texts (batch 64, after a warm-up). Labelled target: BigBasket "
+    notes = (f"Encode rate on {len(texts)} BigBasket texts (batch 64, after a warm-up); the cosine of each text's "
+             "vector to torch fp32's. CPU: " + _cpu() + ". Labelled target: BigBasket "
              f"80/20 ({target.height} target products, {source.height} source; end to end: source and target "
              "products per second of the whole run -- reading, encoding both, the classifier, calibration and "
              "flags, not the model load). Zero-shot: taxonomy files only, "
@@ -426,6 +494,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="tiers,million", help="tiers, million, ray, match (comma-separated)")
     parser.add_argument("--limit", type=int, help="tiers: a random subset of this many products per set")
+    parser.add_argument("--tiers", help="tiers: comma-separated name prefixes of the tiers to run besides torch fp32 "
+                                        "(default: every tier this environment has)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="million: source products")
     parser.add_argument("--torch-rows", type=int, default=100_000,
                         help="million: products mapped with the transformer for its time per 100k (0: skip)")
@@ -441,8 +511,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     parts = {p.strip() for p in args.parts.split(",")}
     if "tiers" in parts:
-        table, notes = tiers_part(args.limit)
-        publish("speed tiers: torch fp32 against OpenVINO and distilled static models", table, notes, write=not args.no_write)
+        wanted = [t.strip() for t in args.tiers.split(",") if t.strip()] if args.tiers else None
+        table, notes = tiers_part(args.limit, wanted)
+        publish("speed tiers: torch fp32 against OpenVINO, ONNX and distilled static models", table, notes,
+                write=not args.no_write)
     if "million" in parts:
         table, notes = million_part(args.rows, args.torch_rows)
         publish(f"scale: {args.rows:,} products on one machine", table, notes, write=not args.no_write)
