@@ -56,7 +56,7 @@ test: install-dev
 
 # the OpenVINO and ONNX backends and taxmig quantize alone (make test runs them with the rest)
 test-openvino: install-dev
-	$(BIN)/python -m pytest tests/test_backends.py
+	$(BIN)/python -m pytest tests/test_backends.py tests/test_onnx_backend.py
 
 bench: install-dev
 	$(BIN)/python bench/migrate_bench.py

@@ -682,7 +682,8 @@ def quantize(model, backend, calibration_files, calibration_text, samples, outpu
 
     \b
     Examples:
-      taxmig quantize --calibration source.csv -o models/retail-int8
+      taxmig quantize -o models/retail-int8          # says which --backend runs it
+      taxmig quantize --backend openvino --calibration source.csv -o models/retail-int8
       taxmig migrate source.csv --target-catalog target.csv --model models/retail-int8 --backend onnx -o mapping.xlsx
     """
     from train.quantize import int8_backend_here, quantize_onnx, quantize_openvino
@@ -711,7 +712,7 @@ def quantize(model, backend, calibration_files, calibration_text, samples, outpu
         click.echo("warning: this CPU has no int8 dot-product instructions (VNNI or AMX): here OpenVINO's int8 model "
                    "may encode slower than the default --backend torch; on an AVX2-only CPU its first whole "
                    "migrations ran 0.73-1.00x torch fp32, and --backend onnx's int8 (taxmig quantize --backend onnx) "
-                   "encoded faster (BENCHMARKS.md, int8 on a CPU without VNNI). Time them on your data", err=True)
+                   "encoded faster (BENCHMARKS.md, speed tiers). Time them on your data", err=True)
 
 
 @main.command("crosswalk", context_settings=CONTEXT)

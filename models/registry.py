@@ -181,8 +181,8 @@ model's transformer converted by OpenVINO's own converter and run by
 torch, fused by onnxruntime's transformer optimizer and run by
 :class:`~models.runtime.ONNXRuntimeEncoder`; not through sentence-transformers' ONNX backend, whose
 optimum-onnx 0.1.0 pins transformers<4.58, below the 5.x that sentence-transformers 6 needs).
-Their CPU encode rates and neighbours against torch: BENCHMARKS.md, "speed tiers: torch fp32
-against OpenVINO and distilled static models" and "int8 on a CPU without VNNI"."""
+Their CPU encode rates, vectors and top-1 against torch: BENCHMARKS.md, "speed tiers: torch fp32
+against OpenVINO, ONNX and distilled static models"."""
 
 BACKEND_FILE_GLOBS = {"openvino": "openvino/openvino_model*.xml",  # an export's (and taxmig quantize's) IR
                       "onnx": "onnx/model.onnx"}  # an export's (and taxmig quantize --backend onnx's) model
@@ -228,8 +228,9 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
     ``-fp16``/``-bf16`` (other vectors: the embedding cache must not mix them with fp32 ones).
     ``backend="openvino"`` / ``"onnx"`` runs the model with OpenVINO / onnxruntime on the CPU
     (:class:`~models.runtime.OpenVINORuntimeEncoder`, :class:`~models.runtime.ONNXRuntimeEncoder`):
-    a folder that holds that backend's model (``taxmig quantize`` writes one) loads it; any other model is exported once and cached under
-    :func:`exports_dir` by its fingerprint (see :func:`export_backend`). Only the plain layout
+    a folder that holds that backend's model (``taxmig quantize`` writes one) loads it; any other
+    model is exported once and cached under :func:`exports_dir` by its fingerprint (see
+    :func:`export_backend`). Only the plain layout
     (:func:`~models.runtime.runtime_problem`) runs there: any other is a :class:`ModelError`.
     """
     problems = check_backend(backend, precision)
@@ -247,8 +248,8 @@ def load_encoder(ref: ModelRef, *, device: str | None = None, allow_download: bo
                              trust_remote_code=trust_remote_code)
     for other in RUNTIME_NAMES:
         if ref.is_local and has_backend_files(ref.location, other) and not _has_torch_weights(ref.location):
-            raise ModelError(f"'{ref.name}' holds an {RUNTIME_NAMES[other]} model only (written by 'taxmig quantize')",
-                             hint=f"pass --backend {other} with this --model")
+            raise ModelError(f"'{ref.name}' holds an {RUNTIME_NAMES[other]} model only (written by "
+                             "'taxmig quantize')", hint=f"pass --backend {other} with this --model")
     model = _load(ref, ref.location, device=device, trust_remote_code=trust_remote_code,
                   allow_download=allow_download)
     location = ref.location if ref.is_local else _cached_folder(model)
@@ -279,7 +280,8 @@ def _runtime_encoder(backend: str, folder: str):
     return (OpenVINORuntimeEncoder if backend == "openvino" else ONNXRuntimeEncoder)(folder)
 
 
-def _load_runtime(ref: ModelRef, backend: str, *, device: str | None, allow_download: bool, trust_remote_code: bool):
+def _load_runtime(ref: ModelRef, backend: str, *, device: str | None, allow_download: bool,
+                  trust_remote_code: bool):
     """``(runtime encoder, fingerprint)`` for ``ref`` with ``backend`` (openvino or onnx): the folder's
     own model of that backend, or its export (made once)."""
     from models.runtime import BACKEND_FILES, runtime_problem
@@ -454,9 +456,9 @@ def lazy_encoder(ref: ModelRef, **options) -> tuple[LazyModel, str] | None:
     sentence-transformers (a nightly run that encodes a few changed products pays for its imports,
     not its encoding): with ``backend="openvino"`` (or ``"onnx"``) on the CPU and its model already
     on disk, :class:`~models.runtime.OpenVINORuntimeEncoder` (:class:`~models.runtime.ONNXRuntimeEncoder`;
-    the module doc says what each costs); with torch on the
-    CPU in fp32, :class:`~models.runtime.TorchScriptRuntimeEncoder` once the model has been traced
-    -- which the first load through sentence-transformers does, into the exports cache -- in the
+    the module doc says what each costs); with torch on the CPU in fp32,
+    :class:`~models.runtime.TorchScriptRuntimeEncoder` once the model has been traced -- which the
+    first load through sentence-transformers does, into the exports cache -- in the
     encoder worker process when the nightly job started one (:mod:`models.side_worker`)."""
     if not ref.is_local:
         return None

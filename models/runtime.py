@@ -1,24 +1,28 @@
-"""Encode an exported model folder without sentence-transformers: the OpenVINO runtime or a
-TorchScript file, with ``tokenizers`` and numpy around it.
+"""Encode an exported model folder without sentence-transformers: the OpenVINO runtime,
+onnxruntime or a TorchScript file, with ``tokenizers`` and numpy around it.
 
 Why it exists: a nightly reconcile that must encode a handful of changed products would spend
 most of its time importing the model stack, not encoding. So a night encodes with these classes:
 :class:`OpenVINORuntimeEncoder` when its state was made with ``--backend openvino``,
-:class:`TorchScriptRuntimeEncoder` with torch on the CPU in fp32. What a fresh process pays is
-timed by ``/usr/bin/time python -c "from models.registry import lazy_encoder, resolve_model; m, _ =
+:class:`ONNXRuntimeEncoder` with ``--backend onnx``, :class:`TorchScriptRuntimeEncoder` with torch
+on the CPU in fp32. ``--backend openvino`` / ``onnx`` runs use the first two by day as well.
+What a fresh process pays is timed by ``/usr/bin/time python -c "from models.registry import lazy_encoder, resolve_model; m, _ =
 lazy_encoder(resolve_model(None)); m.encode(['Amul Taaza Toned Milk 1 L'] * 200,
 normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``, run twice (the first run loads
 sentence-transformers and writes the trace, the second runs the trace), and constructing the
 OpenVINO encoder as :func:`_compile_config` says.
 
-Both run the model's own transformer -- converted to an OpenVINO IR by :func:`export_openvino`
+All run the model's own transformer -- converted to an OpenVINO IR by :func:`export_openvino`
 (``openvino.convert_model``; ``taxmig quantize`` writes an int8 one) and compiled with
-``PERFORMANCE_HINT=LATENCY``, or traced by ``torch.jit.trace`` (:func:`export_torchscript`) --
+``PERFORMANCE_HINT=LATENCY``, exported to ONNX by :func:`export_onnx` (``torch.onnx.export``, fused
+by onnxruntime's transformer optimizer; ``taxmig quantize --backend onnx`` writes an int8 one), or
+traced by ``torch.jit.trace`` (:func:`export_torchscript`) --
 on the tokenisation sentence-transformers uses (the folder's ``tokenizer.json``, truncated to the model's
 ``max_seq_length``), the same length-sorted batches and the same pooling, so they give the same
 vectors (tests/test_backends.py holds the trace to sentence-transformers within 1e-5, and the IR
 compiled in fp32 as well; compiled as a run compiles it, OpenVINO computes in bf16 on a CPU with
-AMX / AVX512-BF16 -- its own default there -- and the vectors stay within cosine 0.9999). Only the plain
+AMX / AVX512-BF16 -- its own default there -- and the vectors stay within cosine 0.9999;
+tests/test_onnx_backend.py holds the ONNX export to cosine 0.99999). Only the plain
 layout is supported -- Transformer, then mean/CLS/max Pooling, then optionally Normalize, no
 prompts, no lower-casing flag; :func:`runtime_problem` says why any other folder is left to
 sentence-transformers.

@@ -189,3 +189,17 @@ def test_onnx_night_encodes_without_importing_torch(export_cache, tmp_path):
     heavy, report = _edited_night_in_a_fresh_process(tmp_path, export_cache, "--backend", "onnx")
     assert heavy == []
     assert report["embedding"]["encoded"] == 3 and report["counts"]["text_changed"] == 3
+
+
+@needs_onnx
+def test_a_damaged_onnx_folder_is_refused_with_the_fix(tmp_path):
+    """onnxruntime's own errors (its exceptions are not RuntimeErrors) become a ModelError naming the
+    folder and how to rebuild it."""
+    folder = tmp_path / "damaged"
+    shutil.copytree(resolve_model(None).location, folder,
+                    ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "onnx", "openvino"))
+    (folder / ONNX_FILE).parent.mkdir()
+    (folder / ONNX_FILE).write_bytes(b"\0" * 16)
+    with pytest.raises(ModelError) as caught:
+        load_encoder(resolve_model(str(folder)), backend="onnx")
+    assert "ONNX cannot load" in str(caught.value) and "taxmig quantize" in caught.value.hint

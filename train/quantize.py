@@ -2,7 +2,8 @@
 
 Which one (:func:`int8_backend_here`): OpenVINO's static int8 where the CPU has int8 dot products
 (VNNI, AMX), onnxruntime's dynamic int8 elsewhere -- on an AVX2-only CPU OpenVINO's int8 encoded
-slower than torch fp32 and onnxruntime's faster (BENCHMARKS.md, "int8 on a CPU without VNNI").
+slower than torch fp32 and onnxruntime's faster (BENCHMARKS.md, "speed tiers: torch fp32 against
+OpenVINO, ONNX and distilled static models").
 
 ``quantize_openvino`` exports the encoder to OpenVINO (the fp32 export ``--backend openvino`` runs:
 :func:`models.registry.export_backend`) and applies post-training static quantization with NNCF
@@ -62,11 +63,10 @@ NNCF_SETTINGS = {"preset": "mixed", "model_type": "transformer", "fast_bias_corr
 QUANTIZATION = "static int8 (NNCF 'nncf.quantize' on the OpenVINO IR, preset mixed, transformer patterns)"
 ONNX_QUANTIZATION = ("dynamic int8 (onnxruntime 'quantize_dynamic' on the fused ONNX model: int8 weights per channel, "
                      "7-bit range, activations quantized per batch)")
-# quantize_dynamic's settings: per-channel 7-bit weights -- with full 8-bit weights the vectors of
-# BigBasket names on an AVX2 CPU fell to cosine 0.886 of torch's (0.971 with these), for a few
-# per cent more speed (BENCHMARKS.md, "int8 on a CPU without VNNI")
+# quantize_dynamic's settings: per-channel 7-bit weights; onnxruntime's default (8-bit per tensor)
+# saturates on AVX2 and cost zero-shot top-1 (BENCHMARKS.md, "speed tiers: torch fp32 against
+# OpenVINO, ONNX and distilled static models")
 ONNX_SETTINGS = {"per_channel": True, "reduce_range": True}
-INT8_BACKENDS = ("openvino", "onnx")
 
 
 def int8_backend_here() -> str:
