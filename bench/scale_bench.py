@@ -309,8 +309,8 @@ def tiers_part(limit: int | None, wanted: list[str] | None = None) -> tuple[str,
             print(row, flush=True)
     base = rows[0]
     zs_keys = [k for k in base if k.startswith("zs_")]
-    lines = ["| tier | encode texts/s | x torch | cosine to torch (lowest / mean) | labelled top-1 | unflagged precision | "
-             "unflagged share | end-to-end products/s (x raw) | "
+    lines = ["| tier | encode texts/s | x torch | cosine to torch (lowest / mean) | labelled top-1 | "
+             "unflagged precision | unflagged share | end-to-end products/s (x raw) | "
              + " | ".join(f"zero-shot top-1 {k[3:]}" for k in zs_keys) + " | Abt-Buy F1 | seconds to build |",
              "|---|---|---|---|---|---|---|---|" + "---|" * len(zs_keys) + "---|---|"]
     for r in rows:

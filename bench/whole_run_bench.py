@@ -24,7 +24,8 @@ onnx`` (where taxmig[onnx] is), and the static model from ``taxmig distill`` (wh
 The seconds by stage are the run's own (``RunFacts.stage_seconds``, the progress display's stages).
 
 With ``--million``: instead, a million products with the transformer (the default tier: torch,
-``--precision auto``) onto the BigBasket catalog (labelled) and onto Google's taxonomy, each one
+``--precision auto``; with ``--int8``, the int8 copy ``taxmig quantize`` writes on this CPU) onto
+the BigBasket catalog (labelled) and onto Google's taxonomy, each one
 ``taxmig migrate`` child process (model load, reading and writing Parquet included): wall time and
 peak RSS (``os.wait4``); the source is bench/scale_bench.py's perturbed million.
 
@@ -32,7 +33,7 @@ peak RSS (``os.wait4``); the source is bench/scale_bench.py's perturbed million.
     python bench/whole_run_bench.py --cases 800 --no-write
     python bench/whole_run_bench.py --cases 800,google --tiers "openvino fp32,openvino int8"
     python bench/whole_run_bench.py --cases 800,80/20,google --tiers "openvino int8,onnx fp32,onnx int8"
-    python bench/whole_run_bench.py --million [--rows 1000000] [--targets catalog,google]
+    python bench/whole_run_bench.py --million [--rows 1000000] [--targets catalog,google] [--int8]
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def one_run(migrator, settings, out: Path) -> dict:
             "encoded": result.facts.encoded, "target_side": result.facts.target_side}
 
 
-def million(rows: int, targets: list[str], write: bool, batch_size: int | None = None) -> None:
-    """``rows`` products with the default tier onto each of ``targets`` (catalog, google), CLI child processes."""
+def million(rows: int, targets: list[str], write: bool, batch_size: int | None = None, int8: bool = False) -> None:
+    """``rows`` products with the default tier (``int8``: ``taxmig quantize``'s int8 of the bundled
+    model, the backend it picks here) onto each of ``targets`` (catalog, google), CLI child processes."""
     from bench.scale_bench import perturbed_catalog, timed_migration
     from models.registry import resolve_precision
 
@@ -139,6 +141,14 @@ def million(rows: int, targets: list[str], write: bool, batch_size: int | None =
     batch = ["--batch-size", str(batch_size)] if batch_size else []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        if int8:
+            from train.quantize import int8_backend_here, quantize_onnx, quantize_openvino
+
+            backend = int8_backend_here()
+            built = (quantize_onnx(tmp / "int8") if backend == "onnx" else
+                     quantize_openvino(tmp / "int8", calibration_files=[BIGBASKET], progress=False))
+            tier = f"{backend} int8 (taxmig quantize, built in {built.seconds:.0f} s)"
+            batch += ["--model", str(built.output_dir), "--backend", backend]
         source = perturbed_catalog(rows, tmp / "million.csv")
         for target in targets:
             name, options = (("onto the BigBasket catalog (labelled, 27,554 products)",
@@ -171,6 +181,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="--million: source products")
     parser.add_argument("--targets", default="catalog,google", help="--million: catalog, google (comma-separated)")
     parser.add_argument("--batch-size", type=int, help="--million: taxmig's --batch-size (default: its own)")
+    parser.add_argument("--int8", action="store_true",
+                        help="--million: taxmig quantize's int8 (the backend it picks on this CPU) instead of torch")
     parser.add_argument("--tiers", default=None,
                         help="comma-separated tier names to run besides torch fp32 (the ratios' base), e.g. "
                              "'openvino fp32,openvino int8' (default: every tier this environment has)")
@@ -179,7 +191,7 @@ def main() -> None:
     if args.million:
         logging.basicConfig(level=logging.WARNING)
         million(args.rows, [t.strip() for t in args.targets.split(",") if t.strip()], write=not args.no_write,
-                batch_size=args.batch_size)
+                batch_size=args.batch_size, int8=args.int8)
         return
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     logging.basicConfig(level=logging.WARNING)
