@@ -12,22 +12,18 @@ import importlib.util
 import json
 import shutil
 import sys
-from dataclasses import replace
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from migrate import MigrationSettings, run_migration
 from migrate.cli import main
-from migrate.core.encoder import EncoderSettings
 from migrate.errors import ModelError
 from models import fingerprint, load_encoder, resolve_model
 from models.cache import EXPORTS_ENV
 from models.registry import lazy_encoder
 from models.runtime import ONNX_FILE, ONNXRuntimeEncoder, runtime_problem
 from tests.conftest import SAMPLES
-from tests.test_backends import _edited_night_in_a_fresh_process
+from tests.test_backends import _edited_night_in_a_fresh_process, labelled_top1_beside_torch
 from train.quantize import RECORD
 
 SAMPLE = SAMPLES / "bigbasket_sample.csv"
@@ -79,12 +75,17 @@ def test_onnx_backend_without_the_extra_names_it(monkeypatch, tmp_path):
     assert "taxmig[onnx]" in caught.value.hint
 
 
-def test_an_onnx_only_folder_loaded_with_torch_says_which_backend(tmp_path):
-    folder = tmp_path / "retail-int8"
+def _onnx_only_folder(folder):
+    """The bundled model's configuration and tokenizer with a stand-in (unreadable) ONNX file, no weights."""
     shutil.copytree(resolve_model(None).location, folder,
                     ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "onnx", "openvino"))
     (folder / ONNX_FILE).parent.mkdir()
     (folder / ONNX_FILE).write_bytes(b"\0" * 16)
+    return folder
+
+
+def test_an_onnx_only_folder_loaded_with_torch_says_which_backend(tmp_path):
+    folder = _onnx_only_folder(tmp_path / "retail-int8")
     with pytest.raises(ModelError) as caught:
         load_encoder(resolve_model(str(folder)))
     assert "ONNX model only" in str(caught.value) and "--backend onnx" in caught.value.hint
@@ -160,23 +161,9 @@ def test_onnx_int8_folder_maps_bigbasket_like_torch(onnx_int8, bigbasket, migrat
     """Onto a labelled target catalog the int8 tier's top-1 stays within a point of torch's, and its
     vectors close to torch's (per-channel 7-bit weights: no saturation on an AVX2 CPU)."""
     out, _ = onnx_int8
-    frame = bigbasket.select("index", "product", "brand", "category", "sub_category").sample(1600, seed=1)
-    frame.head(1280).write_csv(tmp_path / "target.csv")
-    frame.tail(320).drop("category", "sub_category").write_csv(tmp_path / "source.csv")
-    settings = MigrationSettings(source=tmp_path / "source.csv", target_catalog=tmp_path / "target.csv",
-                                 target_category="category,sub_category",
-                                 encoder=EncoderSettings(model=str(out), backend="onnx"), progress=False)
-    result = run_migration(settings)
-    assert result.summary_dict()["Model fingerprint"] == f"{fingerprint(out)}-onnx"
-    truth = dict(zip(frame["index"], frame["category"] + " > " + frame["sub_category"]))
-
-    def top1(mapping) -> float:
-        return float(np.mean([truth[i] == t for i, t in zip(mapping["source_id"], mapping["target_category"])]))
-
-    base = run_migration(replace(settings, encoder=EncoderSettings()), migrator)
-    assert result.mapping.height == base.mapping.height
-    assert top1(result.mapping) >= top1(base.mapping) - 0.01, (top1(result.mapping), top1(base.mapping))
-    texts = frame["product"].head(300).to_list()
+    int8, base = labelled_top1_beside_torch(out, "onnx", bigbasket, migrator, tmp_path)
+    assert int8 >= base - 0.01, (int8, base)
+    texts = bigbasket["product"].drop_nulls().sample(300, seed=1).to_list()
     int8 = ONNXRuntimeEncoder(out).encode(texts, normalize_embeddings=True)
     cosine = (int8 * migrator.encoder.model.encode(texts, normalize_embeddings=True)).sum(axis=1)
     assert cosine.mean() > 0.98 and cosine.min() > 0.9, (cosine.mean(), cosine.min())
@@ -195,11 +182,7 @@ def test_onnx_night_encodes_without_importing_torch(export_cache, tmp_path):
 def test_a_damaged_onnx_folder_is_refused_with_the_fix(tmp_path):
     """onnxruntime's own errors (its exceptions are not RuntimeErrors) become a ModelError naming the
     folder and how to rebuild it."""
-    folder = tmp_path / "damaged"
-    shutil.copytree(resolve_model(None).location, folder,
-                    ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "onnx", "openvino"))
-    (folder / ONNX_FILE).parent.mkdir()
-    (folder / ONNX_FILE).write_bytes(b"\0" * 16)
+    folder = _onnx_only_folder(tmp_path / "damaged")
     with pytest.raises(ModelError) as caught:
         load_encoder(resolve_model(str(folder)), backend="onnx")
     assert "ONNX cannot load" in str(caught.value) and "taxmig quantize" in caught.value.hint
