@@ -151,6 +151,18 @@ def private_cache(tmp_path_factory):
         yield shared
 
 
+@pytest.fixture(scope="module")
+def export_cache(tmp_path_factory):
+    """An export cache of the requesting test module's own (the backend tests: their exports and
+    compiled models start from nothing and are seen by that module alone)."""
+    from models.cache import EXPORTS_ENV
+
+    cache = tmp_path_factory.mktemp("taxmig-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(EXPORTS_ENV, str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def traced_bundled_model(migrator, private_cache) -> Path:
     """The bundled model's TorchScript trace in the session's export cache, where the first night

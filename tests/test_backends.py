@@ -369,15 +369,6 @@ def test_the_encoder_worker_ends_with_the_night_that_started_it(tmp_path):
 # --- with taxmig[openvino] ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def export_cache(tmp_path_factory):
-    """A private export cache for this module's runs."""
-    cache = tmp_path_factory.mktemp("taxmig-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(EXPORTS_ENV, str(cache))
-        yield cache
-
-
-@pytest.fixture(scope="module")
 def openvino_model(export_cache):
     ref = resolve_model(None)
     return load_encoder(ref, backend="openvino")

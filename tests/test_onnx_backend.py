@@ -94,15 +94,6 @@ def test_an_onnx_only_folder_loaded_with_torch_says_which_backend(tmp_path):
 # --- with taxmig[onnx] -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def export_cache(tmp_path_factory):
-    """A private export cache for this module's runs."""
-    cache = tmp_path_factory.mktemp("taxmig-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(EXPORTS_ENV, str(cache))
-        yield cache
-
-
-@pytest.fixture(scope="module")
 def onnx_model(export_cache):
     return load_encoder(resolve_model(None), backend="onnx")
 
