@@ -76,16 +76,27 @@ def test_exports_are_cached_under_taxmig_cache_dir(monkeypatch, tmp_path):
     assert exports_dir().parts[-3:] == (".cache", "taxmig", "exports")
 
 
-def test_openvino_backend_without_the_extra_names_it(monkeypatch, tmp_path):
-    _hide_openvino(monkeypatch)
+@pytest.mark.parametrize("backend, modules, model_files", [("openvino", WITHOUT_OPENVINO, "*.xml"),
+                                                            ("onnx", ("onnxruntime", "onnx"), "*.onnx")])
+def test_a_backend_without_its_extra_names_it(monkeypatch, tmp_path, backend, modules, model_files):
+    """migrate --backend B without B's extra: exit 1 naming the extra, nothing written, no half
+    export; the nightly job's lazy load says the same on first use (the runtime encoder's
+    ImportError is not what the user sees)."""
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)  # an import of it now fails as if not installed
     monkeypatch.setenv(EXPORTS_ENV, str(tmp_path / "cache"))
     out = tmp_path / "mapping.csv"
     result = CliRunner().invoke(main, ["migrate", str(SAMPLE), "--target-taxonomy", str(TAXONOMY),
-                                       "--backend", "openvino", "-o", str(out), "-q"])
+                                       "--backend", backend, "-o", str(out), "-q"])
     assert result.exit_code == 1, result.output
-    assert "openvino backend is not installed" in result.output and "taxmig[openvino]" in result.output
+    assert f"{backend} backend is not installed" in result.output and f"taxmig[{backend}]" in result.output
     assert "Traceback" not in result.output and not out.exists()
-    assert not list((tmp_path / "cache").rglob("*.xml"))  # no half export left behind
+    assert not list((tmp_path / "cache").rglob(model_files))  # no half export left behind
+    model, fp = lazy_encoder(resolve_model(None), backend=backend)
+    assert fp.endswith(f"-{backend}") and not model.loaded
+    with pytest.raises(ModelError) as caught:
+        model.encode(["Amul Taaza Toned Milk 1 L"])
+    assert f"taxmig[{backend}]" in caught.value.hint
 
 
 def test_quantize_without_the_extra_names_it(monkeypatch, tmp_path):
@@ -137,18 +148,6 @@ def test_runtime_encoder_takes_only_the_plain_layout(tmp_path):
     (folder / "modules.json").write_text(json.dumps([*modules, {"idx": 3, "name": "3", "path": "3_Dense",
                                                                  "type": "sentence_transformers.models.Dense"}]))
     assert "Dense" in runtime_problem(folder)
-
-
-def test_lazy_openvino_load_without_the_extra_names_it(monkeypatch, tmp_path):
-    """The nightly job's lazy load with --backend openvino: without the extra, the first use says
-    which extra to install (the runtime encoder's ImportError is not what the user sees)."""
-    _hide_openvino(monkeypatch)
-    monkeypatch.setenv(EXPORTS_ENV, str(tmp_path))
-    model, fp = lazy_encoder(resolve_model(None), backend="openvino")
-    assert fp.endswith("-openvino") and not model.loaded
-    with pytest.raises(ModelError) as caught:
-        model.encode(["Amul Taaza Toned Milk 1 L"])
-    assert "taxmig[openvino]" in caught.value.hint
 
 
 def _started_state(folder: Path, *init_options: str) -> Path:

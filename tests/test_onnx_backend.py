@@ -19,8 +19,6 @@ from click.testing import CliRunner
 from migrate.cli import main
 from migrate.errors import ModelError
 from models import fingerprint, load_encoder, resolve_model
-from models.cache import EXPORTS_ENV
-from models.registry import lazy_encoder
 from models.runtime import ONNX_FILE, ONNXRuntimeEncoder, runtime_problem
 from tests.conftest import SAMPLES
 from tests.test_backends import _edited_night_in_a_fresh_process, labelled_top1_beside_torch
@@ -56,23 +54,6 @@ def test_quantize_for_openvino_needs_calibration_texts_and_onnx_does_not(monkeyp
     result = CliRunner().invoke(main, ["quantize", "--backend", "onnx", "-o", str(tmp_path / "int8")])
     assert result.exit_code == 1 and "taxmig[onnx]" in result.output, result.output
     assert not (tmp_path / "int8").exists()
-
-
-def test_onnx_backend_without_the_extra_names_it(monkeypatch, tmp_path):
-    _hide_onnx(monkeypatch)
-    monkeypatch.setenv(EXPORTS_ENV, str(tmp_path / "cache"))
-    out = tmp_path / "mapping.csv"
-    result = CliRunner().invoke(main, ["migrate", str(SAMPLE), "--target-taxonomy", str(TAXONOMY),
-                                       "--backend", "onnx", "-o", str(out), "-q"])
-    assert result.exit_code == 1, result.output
-    assert "onnx backend is not installed" in result.output and "taxmig[onnx]" in result.output
-    assert "Traceback" not in result.output and not out.exists()
-    assert not list((tmp_path / "cache").rglob("*.onnx"))  # no half export left behind
-    model, fp = lazy_encoder(resolve_model(None), backend="onnx")  # a night's lazy load says the same
-    assert fp.endswith("-onnx") and not model.loaded
-    with pytest.raises(ModelError) as caught:
-        model.encode(["Amul Taaza Toned Milk 1 L"])
-    assert "taxmig[onnx]" in caught.value.hint
 
 
 def _onnx_only_folder(folder):
