@@ -25,7 +25,6 @@ from tests.test_backends import _edited_night_in_a_fresh_process, labelled_top1_
 from train.quantize import RECORD
 
 SAMPLE = SAMPLES / "bigbasket_sample.csv"
-TAXONOMY = SAMPLES / "google_taxonomy_subset.txt"
 HAS_ONNX = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs onnxruntime: pip install 'taxmig[onnx]'")
 
