@@ -6,9 +6,9 @@ most of its time importing the model stack, not encoding. So a night encodes wit
 :class:`OpenVINORuntimeEncoder` when its state was made with ``--backend openvino``,
 :class:`ONNXRuntimeEncoder` with ``--backend onnx``, :class:`TorchScriptRuntimeEncoder` with torch
 on the CPU in fp32. ``--backend openvino`` / ``onnx`` runs use the first two by day as well.
-What a fresh process pays is timed by ``/usr/bin/time python -c "from models.registry import lazy_encoder, resolve_model; m, _ =
-lazy_encoder(resolve_model(None)); m.encode(['Amul Taaza Toned Milk 1 L'] * 200,
-normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``, run twice (the first run loads
+What a fresh process pays is timed by ``/usr/bin/time python -c "from models.registry import
+lazy_encoder, resolve_model; m, _ = lazy_encoder(resolve_model(None)); m.encode(['Amul Taaza Toned
+Milk 1 L'] * 200, normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``, run twice (the first run loads
 sentence-transformers and writes the trace, the second runs the trace), and constructing the
 OpenVINO encoder as :func:`_compile_config` says.
 
