@@ -8,9 +8,9 @@ most of its time importing the model stack, not encoding. So a night encodes wit
 on the CPU in fp32. ``--backend openvino`` / ``onnx`` runs use the first two by day as well.
 What a fresh process pays is timed by ``/usr/bin/time python -c "from models.registry import
 lazy_encoder, resolve_model; m, _ = lazy_encoder(resolve_model(None)); m.encode(['Amul Taaza Toned
-Milk 1 L'] * 200, normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``, run twice (the first run loads
-sentence-transformers and writes the trace, the second runs the trace), and constructing the
-OpenVINO encoder as :func:`_compile_config` says.
+Milk 1 L'] * 200, normalize_embeddings=True)"`` with an empty ``$TAXMIG_CACHE_DIR``, run twice
+(the first run loads sentence-transformers and writes the trace, the second runs the trace), and
+constructing the OpenVINO encoder as :func:`_compile_config` says.
 
 All run the model's own transformer -- converted to an OpenVINO IR by :func:`export_openvino`
 (``openvino.convert_model``; ``taxmig quantize`` writes an int8 one) and compiled with
