@@ -677,8 +677,8 @@ def quantize(model, backend, calibration_files, calibration_text, samples, outpu
 
     Use the folder with the --backend it names wherever --model is taken. OpenVINO's int8 encodes
     about 2.7x faster than torch on a CPU with VNNI or AMX; on one without, onnxruntime's about 1.7x,
-    with the same top-1 within half a point on the catalogs measured (README, "Speed tiers and
-    scale"). Needs the extra: pip install 'taxmig[openvino]' or 'taxmig[onnx]'.
+    with the same top-1 within half a point on the catalogs measured (docs/models-and-speed.md).
+    Needs the extra: pip install 'taxmig[openvino]' or 'taxmig[onnx]'.
 
     \b
     Examples:
