@@ -296,12 +296,13 @@ def main() -> None:
                         lines.append(f"| {case['name']} | {strategy} | {row['round']} | {row['decided']:.3f} "
                                      f"| {row['top1']:.3f} | {row['unflagged']:.3f} | {row['precision']:.3f} "
                                      f"| {row['effort']:.0f} | {row.get('next_seconds', float('nan')):.1f} |")
-                    by_seed = {0: (by_strategy["taxmig"], by_strategy.get("taxmig, before"))}
-                    for seed in range(1, args.seeds if without else 1):
-                        seeded = replace(settings, seed=seed)
-                        by_seed[seed] = tuple(run_strategy(migrator, seeded, inputs, cache, truth, strategy="taxmig",
-                                                           ask=ask, rounds=args.rounds, without=leave_out)
-                                              for leave_out in ((), without))
+                # seed 0 is the run above; the other seeds once per set, after every strategy has run
+                by_seed = {0: (by_strategy["taxmig"], by_strategy.get("taxmig, before"))}
+                for seed in range(1, args.seeds if without else 1):
+                    seeded = replace(settings, seed=seed)
+                    by_seed[seed] = tuple(run_strategy(migrator, seeded, inputs, cache, truth, strategy="taxmig",
+                                                       ask=ask, rounds=args.rounds, without=leave_out)
+                                          for leave_out in ((), without))
             curves[name] = by_strategy
             tool, rand = by_strategy["taxmig"], by_strategy["random"]
             best = min(tool, key=lambda r: r["effort"])
