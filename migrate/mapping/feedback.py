@@ -278,11 +278,12 @@ def spread_decisions(graph: csr_matrix, labelled: np.ndarray, labels: np.ndarray
     return mass
 
 
-def _spread_feature(mass: csr_matrix, columns: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """log(spread mass + :data:`SPREAD_FLOOR`) of each candidate ``ids`` of the products at ``rows``."""
+def _log_of_candidates(table: np.ndarray, columns: np.ndarray, ids: np.ndarray, floor: float) -> np.ndarray:
+    """log(value + ``floor``) of each candidate ``ids`` (n, W) in ``table`` (n, len(columns)), whose
+    columns are the sorted category ids ``columns``; a candidate not among them counts 0."""
     pos = np.clip(np.searchsorted(columns, ids), 0, len(columns) - 1)
     found = (ids >= 0) & (columns[pos] == ids)
-    return np.log(np.where(found, np.take_along_axis(mass[rows].toarray(), pos, axis=1), 0.0) + SPREAD_FLOOR)
+    return np.log(np.where(found, np.take_along_axis(table, pos, axis=1), 0.0) + floor)
 
 
 class _LinearProbe:
@@ -300,13 +301,11 @@ class _LinearProbe:
 
     def feature(self, vectors: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """log(probability + :data:`LINEAR_FLOOR`) of each candidate ``ids`` (n, W) of ``vectors``."""
-        probs = self.model.predict_proba(vectors)
-        pos = np.clip(np.searchsorted(self.classes, ids), 0, len(self.classes) - 1)
-        found = (ids >= 0) & (self.classes[pos] == ids)
-        return np.log(np.where(found, np.take_along_axis(probs, pos, axis=1), 0.0) + LINEAR_FLOOR)
+        return _log_of_candidates(self.model.predict_proba(vectors), self.classes, ids, LINEAR_FLOOR)
 
 
 CHUNK = 4096  # products whose candidate features are built at once: (CHUNK, W, k) arrays stay small
+SPREAD, LINEAR = FEATURES.index("spread"), FEATURES.index("linear")  # their columns of the features
 
 
 def build_candidates(vectors: np.ndarray, words: _Words, zs: ZeroShot, rows: np.ndarray,
@@ -357,9 +356,9 @@ def build_candidates(vectors: np.ndarray, words: _Words, zs: ZeroShot, rows: np.
             features[at] = _features(zs, rows[at], ids[at], nn_cats[at], sims[at], nn[at] >= 0, vote_w[at],
                                      words.log_probs(rows[at], ids[at], fitted), covered, parents)
             if mass is not None:
-                features[at, :, 6] = _spread_feature(mass, columns, rows[at], ids[at])
+                features[at, :, SPREAD] = _log_of_candidates(mass[rows[at]].toarray(), columns, ids[at], SPREAD_FLOOR)
             if probe is not None:
-                features[at, :, 7] = probe.feature(vectors[rows[at]], ids[at])
+                features[at, :, LINEAR] = probe.feature(vectors[rows[at]], ids[at])
     features[ids < 0] = 0.0
     return Candidates(ids, features)
 
